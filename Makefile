@@ -1,0 +1,48 @@
+# Hotline developer commands. Each target sets up what it needs (idempotently) first.
+#   make demo   - run the paired-endpoint demo (two gateways, one encounter)
+#   make test   - run the whole test suite
+#   make lint   - ruff, ruff format --check, mypy --strict, buf lint
+#   make gen    - regenerate Python code and proto/SPEC.md from proto/hotline/v1/*.proto
+#   make ci     - what CI runs: lint + test
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+BUF_VERSION := 1.75.0
+BUF    := $(VENV)/node/node_modules/.bin/buf
+
+.PHONY: setup demo test lint gen ci buf clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+$(BUF):
+	npm install --silent --no-audit --no-fund --prefix $(VENV)/node @bufbuild/buf@$(BUF_VERSION)
+
+buf: $(BUF)
+
+demo: setup
+	$(VENV)/bin/hotline demo
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup $(BUF)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	cd proto && ../$(BUF) lint
+
+gen: setup
+	$(PY) proto/generate.py
+	$(PY) proto/specdoc.py
+
+ci: lint test
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from collections.abc import Callable, Sequence
 from typing import cast
 
 # (name, module, one-line help). Order is the order shown in --help.
 SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
-    ("certs", "certs.cli", "create and manage the national PKI (CAs, gateway/operator/signing certificates)"),
+    (
+        "certs",
+        "certs.cli",
+        "create and manage the national PKI (CAs, gateway/operator/signing certificates)",
+    ),
     ("serve", "server.cli", "run one party's gateway"),
     ("journal", "server.journal_cli", "verify or export a gateway journal"),
     ("send", "client.cli_send", "send a message through your gateway"),
@@ -56,7 +61,9 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version="hotline 0.1.0 (protocol hotline.v1)")
+    parser.add_argument(
+        "--version", action="version", version="hotline 0.1.0 (protocol hotline.v1)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module, help_text in _available():
         child = sub.add_parser(name, help=help_text, description=help_text)

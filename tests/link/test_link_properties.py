@@ -14,9 +14,6 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from hotline.errors import ProtocolError
 from hotline.link import (
     Accept,
@@ -39,6 +36,8 @@ from hotline.link import (
     SenderState,
     Welcome,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 
 @dataclass
@@ -52,13 +51,17 @@ class ReceiverJournal:
     def last_sequence(self, sender_party: str) -> int:
         return max(self.by_sequence, default=0)
 
-    def settlement_for_sequence(self, sender_party: str, sequence: int) -> ReceiptInfo | Rejection | None:
+    def settlement_for_sequence(
+        self, sender_party: str, sequence: int
+    ) -> ReceiptInfo | Rejection | None:
         return self.by_sequence.get(sequence)
 
     def receipt_for_message(self, message_id: str) -> ReceiptInfo | None:
         return self.by_message.get(message_id)
 
-    def settlements_after(self, sender_party: str, sequence: int) -> Iterable[ReceiptInfo | Rejection]:
+    def settlements_after(
+        self, sender_party: str, sequence: int
+    ) -> Iterable[ReceiptInfo | Rejection]:
         return [self.by_sequence[s] for s in sorted(self.by_sequence) if s > sequence]
 
     def journal_message(self, delivery: Delivery) -> ReceiptInfo:
@@ -92,7 +95,10 @@ class World:
 
     def _new_sender(self) -> OutboundLink:
         sender = OutboundLink(
-            "JP", "TW", last_receipted_sequence=max(self.durable_settled.values(), default=0), window=4
+            "JP",
+            "TW",
+            last_receipted_sequence=max(self.durable_settled.values(), default=0),
+            window=4,
         )
         for message in self.outbox:
             if message.message_id not in self.durable_settled:
@@ -134,7 +140,7 @@ class World:
         if not self.to_receiver:
             return
         index %= len(self.to_receiver)
-        frame = self.to_receiver[index] if mode == "dup" else self.to_receiver[index]
+        frame = self.to_receiver[index]
         if mode != "dup":
             del self.to_receiver[index]
         if mode == "drop":
@@ -212,7 +218,11 @@ class World:
 
 # Weighted so that schedules make progress between faults: most steps move a frame.
 _STEPS = (
-    ["r-ok"] * 8 + ["s-ok"] * 8 + ["pump"] * 4 + ["send"] * 4 + ["connect"] * 2
+    ["r-ok"] * 8
+    + ["s-ok"] * 8
+    + ["pump"] * 4
+    + ["send"] * 4
+    + ["connect"] * 2
     + ["r-drop", "r-dup", "s-drop", "s-dup", "cut", "restart-sender", "flush", "tick"]
 )
 actions = st.tuples(st.sampled_from(_STEPS), st.integers(0, 7))

@@ -1,0 +1,524 @@
+"""The gateway's journal: an append-only, hash-chained, durable record in SQLite.
+
+Every message, receipt, rejection, acknowledgement, escalation, link event, checkpoint and
+security refusal is an *entry*. Entries are numbered 1, 2, 3, ... with no gaps, and each
+carries `hash = SHA-256(prev_hash || encode(entry))`, so editing, inserting, deleting or
+truncating entries breaks the chain; the peer's signed checkpoints of our head make a rewrite
+of the whole chain detectable too.
+
+Durability: WAL mode with `synchronous=FULL`, so a COMMIT has been fsynced when it returns.
+Nothing is reported journaled (no reply, no receipt, no event) before its COMMIT returns.
+
+Group commit: one writer thread owns the write connection. Callers submit *operations*
+(functions that run inside a transaction); the writer takes every operation waiting, runs each
+inside its own SAVEPOINT (so one failing operation does not spoil the rest), commits once, and
+then resolves all their futures. Under load hundreds of entries share one fsync.
+
+Beside the chain, mutable *index* tables (messages, settlements) answer queries quickly; they
+are updated in the same transaction as the entries they derive from, and
+`hotline journal verify` checks the chain, not the index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import queue
+import sqlite3
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hotline.link import ReceiptInfo, Rejection, RejectReason
+
+T = TypeVar("T")
+
+GENESIS = b"\x00" * 32
+SCHEMA_VERSION = 1
+
+
+class Kind(StrEnum):
+    """What an entry records. The names are part of the journal format."""
+
+    KEY = "key"  # a signing certificate (DER) this journal's signatures can be checked with
+    MESSAGE_OUT = "message-out"  # body: SignedPayload(Envelope) we sent
+    MESSAGE_IN = "message-in"  # body: SignedPayload(Envelope) received from the peer
+    RECEIPT = "receipt"  # body: SignedPayload(ReceiptBody) the peer gave us
+    REFUSED_BY_PEER = "refused-by-peer"  # body: JSON rejection of our message by the peer
+    REFUSED_INBOUND = "refused-inbound"  # body: JSON; we refused a peer delivery (seq consumed)
+    ACKNOWLEDGED = "acknowledged"  # body: JSON; our operator acknowledged an inbound message
+    ESCALATION = "escalation"  # body: JSON; our outbound message passed its deadline unanswered
+    REALERT = "realert"  # body: JSON; an inbound message passed its deadline unacknowledged
+    LINK_UP = "link-up"  # body: JSON {direction, detail}
+    LINK_DOWN = "link-down"  # body: JSON {direction, detail}
+    SECURITY = "security"  # body: JSON; a refused connection or call
+    CHECKPOINT_OWN = "checkpoint-own"  # body: SignedPayload(CheckpointBody) we sent the peer
+    CHECKPOINT_PEER = "checkpoint-peer"  # body: SignedPayload(CheckpointBody) from the peer
+
+
+@dataclass(frozen=True)
+class Entry:
+    position: int
+    kind: Kind
+    time_ns: int
+    message_id: str
+    party: str
+    sequence: int
+    body: bytes
+    prev_hash: bytes
+    hash: bytes
+
+    def json_body(self) -> dict[str, Any]:
+        value = json.loads(self.body)
+        if not isinstance(value, dict):
+            raise ValueError(f"entry {self.position}: body is not a JSON object")
+        return value
+
+
+def entry_hash(
+    prev_hash: bytes,
+    position: int,
+    kind: str,
+    time_ns: int,
+    message_id: str,
+    party: str,
+    sequence: int,
+    body: bytes,
+) -> bytes:
+    """The chain hash of one entry. Every field is length-prefixed: no two entries collide."""
+    h = hashlib.sha256()
+    h.update(b"hotline-journal-v1\x00")
+    h.update(prev_hash)
+    h.update(struct.pack(">QqQ", position, time_ns, sequence))
+    for text in (kind, message_id, party):
+        raw = text.encode("utf-8")
+        h.update(struct.pack(">I", len(raw)))
+        h.update(raw)
+    h.update(struct.pack(">Q", len(body)))
+    h.update(body)
+    return h.digest()
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    position   INTEGER PRIMARY KEY,
+    kind       TEXT NOT NULL,
+    time_ns    INTEGER NOT NULL,
+    message_id TEXT NOT NULL DEFAULT '',
+    party      TEXT NOT NULL DEFAULT '',
+    sequence   INTEGER NOT NULL DEFAULT 0,
+    body       BLOB NOT NULL,
+    prev_hash  BLOB NOT NULL,
+    hash       BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_message ON entries(message_id) WHERE message_id != '';
+-- One row per message ever journaled, in or out. message_id is unique forever.
+CREATE TABLE IF NOT EXISTS messages (
+    message_id        TEXT PRIMARY KEY,
+    direction         INTEGER NOT NULL,      -- hotline.v1.Direction
+    sender_party      TEXT NOT NULL,
+    body_type         INTEGER NOT NULL,
+    precedence        INTEGER NOT NULL,
+    status            INTEGER NOT NULL,
+    state             INTEGER NOT NULL,      -- hotline.v1.DeliveryState
+    position          INTEGER NOT NULL,      -- entry that journaled it
+    journal_time_ns   INTEGER NOT NULL,
+    deadline_ns       INTEGER NOT NULL,
+    sequence          INTEGER NOT NULL DEFAULT 0,
+    deliver_time_ns   INTEGER NOT NULL DEFAULT 0,
+    ack_time_ns       INTEGER NOT NULL DEFAULT 0,
+    ack_message_id    TEXT NOT NULL DEFAULT '',
+    digest            BLOB NOT NULL,
+    escalated         INTEGER NOT NULL DEFAULT 0,
+    rejection_reason  TEXT NOT NULL DEFAULT '',
+    rejection_detail  TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS messages_state ON messages(direction, state);
+CREATE INDEX IF NOT EXISTS messages_time ON messages(journal_time_ns);
+-- The link's settlements, per sending party: (party, sequence) is unique forever.
+CREATE TABLE IF NOT EXISTS settlements (
+    sender_party TEXT NOT NULL,
+    sequence     INTEGER NOT NULL,
+    message_id   TEXT NOT NULL,
+    outcome      TEXT NOT NULL,              -- 'receipt' or a RejectReason name
+    digest       BLOB NOT NULL,
+    receipt      BLOB NOT NULL DEFAULT x'',  -- serialized SignedPayload(ReceiptBody)
+    detail       TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (sender_party, sequence)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS settlements_receipt
+    ON settlements(message_id) WHERE outcome = 'receipt';
+"""
+
+
+class JournalError(Exception):
+    """The journal cannot do what was asked (closed, corrupt, or a constraint broken)."""
+
+
+class Txn:
+    """The writer's view inside one operation: append entries and update the index."""
+
+    def __init__(self, journal: Journal, conn: sqlite3.Connection) -> None:
+        self._journal = journal
+        self.conn = conn
+        self.appended: list[Entry] = []
+
+    def append(
+        self,
+        kind: Kind,
+        body: bytes,
+        *,
+        message_id: str = "",
+        party: str = "",
+        sequence: int = 0,
+        time_ns: int | None = None,
+    ) -> Entry:
+        j = self._journal
+        position = j._head_position + 1
+        when = time.time_ns() if time_ns is None else time_ns
+        digest = entry_hash(
+            j._head_hash, position, kind.value, when, message_id, party, sequence, body
+        )
+        entry = Entry(position, kind, when, message_id, party, sequence, body, j._head_hash, digest)
+        self.conn.execute(
+            "INSERT INTO entries VALUES (?,?,?,?,?,?,?,?,?)",
+            (position, kind.value, when, message_id, party, sequence, body, j._head_hash, digest),
+        )
+        j._head_position, j._head_hash = position, digest
+        self.appended.append(entry)
+        return entry
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+
+Operation = Callable[[Txn], T]
+
+
+@dataclass
+class _Job:
+    operation: Operation[Any]
+    future: Future[Any]
+
+
+@dataclass
+class JournalStats:
+    commits: int = 0
+    operations: int = 0
+    entries: int = 0
+    largest_batch: int = 0
+
+
+@dataclass
+class _Subscriber:
+    loop: asyncio.AbstractEventLoop
+    callback: Callable[[list[Entry]], None]
+
+
+class Journal:
+    """One gateway's journal. Thread-safe: writes go through the writer thread."""
+
+    def __init__(self, path: Path | str, *, party: str, max_batch: int = 1024) -> None:
+        self.path = Path(path)
+        self.party = party
+        self.max_batch = max_batch
+        self.stats = JournalStats()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._subscribers: list[_Subscriber] = []
+        self._sub_lock = threading.Lock()
+        self._closed = False
+        self._write = self._connect()
+        self._write.executescript(_SCHEMA)
+        self._check_meta()
+        row = self._write.execute(
+            "SELECT position, hash FROM entries ORDER BY position DESC LIMIT 1"
+        ).fetchone()
+        self._head_position: int = row[0] if row else 0
+        self._head_hash: bytes = bytes(row[1]) if row else GENESIS
+        self._committed_head = (self._head_position, self._head_hash)
+        self._read = self._connect()
+        self._read_lock = threading.Lock()
+        self._writer = threading.Thread(target=self._run, name=f"journal-{party}", daemon=True)
+        self._writer.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        return conn
+
+    def _check_meta(self) -> None:
+        rows = dict(self._write.execute("SELECT key, value FROM meta").fetchall())
+        if not rows:
+            self._write.execute("BEGIN")
+            self._write.executemany(
+                "INSERT INTO meta VALUES (?, ?)",
+                [("schema_version", str(SCHEMA_VERSION)), ("party", self.party)],
+            )
+            self._write.execute("COMMIT")
+            return
+        if rows.get("party") != self.party:
+            raise JournalError(
+                f"{self.path} is party {rows.get('party')}'s journal, not party {self.party}'s"
+            )
+        if rows.get("schema_version") != str(SCHEMA_VERSION):
+            raise JournalError(f"{self.path} has journal schema {rows.get('schema_version')}")
+
+    # ------------------------------------------------------------------ writing
+
+    @property
+    def head(self) -> tuple[int, bytes]:
+        """(entry count, head hash) as of the last commit."""
+        return self._committed_head
+
+    def submit(self, operation: Operation[T]) -> Future[T]:
+        """Queue an operation for the next group commit; the future resolves after fsync."""
+        if self._closed:
+            raise JournalError("the journal is closed")
+        future: Future[T] = Future()
+        self._jobs.put(_Job(operation, future))
+        return future
+
+    async def run(self, operation: Operation[T]) -> T:
+        """Run an operation in the next group commit and wait until it is durable."""
+        return await asyncio.wrap_future(self.submit(operation))
+
+    def run_sync(self, operation: Operation[T]) -> T:
+        return self.submit(operation).result()
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            batch = [job]
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    more = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, batch: list[_Job]) -> None:
+        conn = self._write
+        start_head = (self._head_position, self._head_hash)
+        results: list[tuple[_Job, Any, BaseException | None, list[Entry]]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in batch:
+                txn = Txn(self, conn)
+                savepoint_head = (self._head_position, self._head_hash)
+                conn.execute("SAVEPOINT op")
+                try:
+                    value = job.operation(txn)
+                except BaseException as exc:  # the operation's own failure: undo only it
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    self._head_position, self._head_hash = savepoint_head
+                    results.append((job, None, exc, []))
+                    continue
+                conn.execute("RELEASE op")
+                results.append((job, value, None, txn.appended))
+            conn.execute("COMMIT")
+        except BaseException as exc:  # the commit itself failed: nothing of the batch is durable
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            self._head_position, self._head_hash = start_head
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(JournalError(f"journal commit failed: {exc}"))
+            return
+        self._committed_head = (self._head_position, self._head_hash)
+        appended: list[Entry] = []
+        self.stats.commits += 1
+        self.stats.operations += len(batch)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        for job, value, error, entries in results:
+            appended += entries
+            if error is not None:
+                job.future.set_exception(error)
+            else:
+                job.future.set_result(value)
+        self.stats.entries += len(appended)
+        if appended:
+            self._publish(appended)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._jobs.put(None)
+        self._writer.join(timeout=30)
+        self._write.close()
+        with self._read_lock:
+            self._read.close()
+
+    # ------------------------------------------------------------------ subscribers
+
+    def subscribe(self, callback: Callable[[list[Entry]], None]) -> Callable[[], None]:
+        """Call `callback(entries)` on the caller's event loop after each commit."""
+        sub = _Subscriber(asyncio.get_running_loop(), callback)
+        with self._sub_lock:
+            self._subscribers.append(sub)
+
+        def unsubscribe() -> None:
+            with self._sub_lock:
+                if sub in self._subscribers:
+                    self._subscribers.remove(sub)
+
+        return unsubscribe
+
+    def _publish(self, entries: list[Entry]) -> None:
+        with self._sub_lock:
+            subs = list(self._subscribers)
+        for sub in subs:
+            with contextlib.suppress(RuntimeError):  # that loop is closed
+                sub.loop.call_soon_threadsafe(sub.callback, entries)
+
+    # ------------------------------------------------------------------ reading
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._read_lock:
+            self._read.row_factory = sqlite3.Row
+            return self._read.execute(sql, params).fetchall()
+
+    def entries(self, after: int = 0, limit: int = 1000) -> list[Entry]:
+        rows = self.query(
+            "SELECT * FROM entries WHERE position > ? ORDER BY position LIMIT ?", (after, limit)
+        )
+        return [_entry(r) for r in rows]
+
+    def entry(self, position: int) -> Entry | None:
+        rows = self.query("SELECT * FROM entries WHERE position = ?", (position,))
+        return _entry(rows[0]) if rows else None
+
+    # -- the SettlementStore the link's receiving end needs
+
+    def last_sequence(self, sender_party: str) -> int:
+        rows = self.query(
+            "SELECT MAX(sequence) FROM settlements WHERE sender_party = ?", (sender_party,)
+        )
+        return int(rows[0][0] or 0)
+
+    def settlement_for_sequence(
+        self, sender_party: str, sequence: int
+    ) -> ReceiptInfo | Rejection | None:
+        rows = self.query(
+            "SELECT * FROM settlements WHERE sender_party = ? AND sequence = ?",
+            (sender_party, sequence),
+        )
+        return _settlement(rows[0]) if rows else None
+
+    def receipt_for_message(self, message_id: str) -> ReceiptInfo | None:
+        rows = self.query(
+            "SELECT * FROM settlements WHERE message_id = ? AND outcome = 'receipt'", (message_id,)
+        )
+        if not rows:
+            return None
+        found = _settlement(rows[0])
+        return found if isinstance(found, ReceiptInfo) else None
+
+    def settlements_after(self, sender_party: str, sequence: int) -> list[ReceiptInfo | Rejection]:
+        rows = self.query(
+            "SELECT * FROM settlements WHERE sender_party = ? AND sequence > ? ORDER BY sequence",
+            (sender_party, sequence),
+        )
+        return [_settlement(r) for r in rows]
+
+
+def _entry(row: sqlite3.Row) -> Entry:
+    return Entry(
+        position=row["position"],
+        kind=Kind(row["kind"]),
+        time_ns=row["time_ns"],
+        message_id=row["message_id"],
+        party=row["party"],
+        sequence=row["sequence"],
+        body=bytes(row["body"]),
+        prev_hash=bytes(row["prev_hash"]),
+        hash=bytes(row["hash"]),
+    )
+
+
+def _settlement(row: sqlite3.Row) -> ReceiptInfo | Rejection:
+    receipt = bytes(row["receipt"]) or None
+    info = ReceiptInfo(row["sequence"], row["message_id"], bytes(row["digest"]), receipt)
+    if row["outcome"] == "receipt":
+        return info
+    return Rejection(
+        row["sequence"],
+        row["message_id"],
+        RejectReason[row["outcome"]],
+        row["detail"],
+        original_receipt=None,
+    )
+
+
+# ---------------------------------------------------------------------- verification
+
+
+@dataclass
+class ChainReport:
+    entries: int = 0
+    head_hash: bytes = GENESIS
+    first_bad: int | None = None
+    problem: str = ""
+    kinds: dict[str, int] = field(default_factory=dict)
+
+
+def iter_entries(path: Path) -> Iterator[Entry]:
+    """Read entries straight from a journal file, in position order (read-only)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        for row in conn.execute("SELECT * FROM entries ORDER BY position"):
+            yield _entry(row)
+    finally:
+        conn.close()
+
+
+def verify_chain(entries: Iterator[Entry]) -> ChainReport:
+    """Recompute the hash chain; report the first entry that does not fit."""
+    report = ChainReport()
+    prev = GENESIS
+    expected_position = 1
+    for e in entries:
+        report.kinds[e.kind.value] = report.kinds.get(e.kind.value, 0) + 1
+        if e.position != expected_position:
+            report.first_bad = expected_position
+            report.problem = f"entry {expected_position} is missing (next is {e.position})"
+            return report
+        if e.prev_hash != prev:
+            report.first_bad = e.position
+            report.problem = f"entry {e.position} does not link to entry {e.position - 1}"
+            return report
+        computed = entry_hash(
+            prev, e.position, e.kind.value, e.time_ns, e.message_id, e.party, e.sequence, e.body
+        )
+        if computed != e.hash:
+            report.first_bad = e.position
+            report.problem = f"entry {e.position} was altered (its hash does not match)"
+            return report
+        prev = e.hash
+        report.entries = e.position
+        expected_position += 1
+    report.head_hash = prev
+    return report

@@ -1,0 +1,94 @@
+"""The journal on a real SQLite file: chain, group commit, isolation of failures, tamper evidence."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from server.journal import Journal, JournalError, Kind, Txn, iter_entries, verify_chain
+
+
+def _append(kind: Kind, body: bytes, message_id: str = "") -> Callable[[Txn], int]:
+    def op(txn: Txn) -> int:
+        return txn.append(kind, body, message_id=message_id).position
+
+    return op
+
+
+async def test_concurrent_appends_share_commits_and_form_an_unbroken_chain(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.db", party="JP")
+    try:
+        positions = await asyncio.gather(
+            *(journal.run(_append(Kind.LINK_UP, b'{"n": %d}' % i)) for i in range(500))
+        )
+        assert sorted(positions) == list(range(1, 501))
+        assert journal.stats.commits < 500  # group commit happened
+        assert journal.head[0] == 500
+    finally:
+        journal.close()
+    report = verify_chain(iter_entries(tmp_path / "j.db"))
+    assert report.first_bad is None
+    assert report.entries == 500
+
+
+async def test_a_failing_operation_is_undone_alone_and_the_rest_of_its_batch_commits(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path / "j.db", party="JP")
+
+    def bad(txn: Txn) -> None:
+        txn.append(Kind.LINK_UP, b"{}")
+        raise ValueError("refused by the operation")
+
+    try:
+        results = await asyncio.gather(
+            journal.run(_append(Kind.LINK_UP, b"{}")),
+            journal.run(bad),
+            journal.run(_append(Kind.LINK_DOWN, b"{}")),
+            return_exceptions=True,
+        )
+        assert isinstance(results[1], ValueError)
+        assert [e.kind for e in journal.entries()] == [Kind.LINK_UP, Kind.LINK_DOWN]
+    finally:
+        journal.close()
+    assert verify_chain(iter_entries(tmp_path / "j.db")).first_bad is None
+
+
+def test_an_entry_edited_by_hand_is_found_by_verification(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.db", party="JP")
+    for i in range(10):
+        journal.run_sync(_append(Kind.LINK_UP, b'{"n": %d}' % i))
+    journal.close()
+    with sqlite3.connect(tmp_path / "j.db") as conn:
+        conn.execute("UPDATE entries SET body = ? WHERE position = 7", (b'{"n": 99}',))
+    report = verify_chain(iter_entries(tmp_path / "j.db"))
+    assert report.first_bad == 7
+    assert "altered" in report.problem
+
+
+def test_a_deleted_entry_is_found_by_verification(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.db", party="JP")
+    for _ in range(5):
+        journal.run_sync(_append(Kind.LINK_UP, b"{}"))
+    journal.close()
+    with sqlite3.connect(tmp_path / "j.db") as conn:
+        conn.execute("DELETE FROM entries WHERE position = 3")
+    report = verify_chain(iter_entries(tmp_path / "j.db"))
+    assert report.first_bad == 3
+    assert "missing" in report.problem
+
+
+def test_reopening_continues_the_chain_and_refuses_another_partys_journal(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.db", party="JP")
+    journal.run_sync(_append(Kind.LINK_UP, b"{}"))
+    journal.close()
+    again = Journal(tmp_path / "j.db", party="JP")
+    assert again.run_sync(_append(Kind.LINK_DOWN, b"{}")) == 2
+    again.close()
+    assert verify_chain(iter_entries(tmp_path / "j.db")).entries == 2
+    with pytest.raises(JournalError, match="party JP's journal"):
+        Journal(tmp_path / "j.db", party="TW")

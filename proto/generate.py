@@ -10,6 +10,7 @@ Writes `*_pb2.py`, `*_pb2.pyi` (mypy-protobuf) and `*_pb2_grpc.py` / `*_pb2_grpc
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -21,6 +22,10 @@ def generate(out: Path) -> None:
     from grpc_tools import protoc
 
     well_known = str(resources.files("grpc_tools") / "_proto")
+    # protoc finds the mypy plugins (protoc-gen-mypy, protoc-gen-mypy_grpc) on PATH: make sure
+    # the ones installed beside this interpreter are found even if the venv is not activated.
+    bin_dir = str(Path(sys.executable).parent)
+    os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     sources = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / "hotline" / "v1").glob("*.proto"))
     if not sources:
         raise SystemExit("no .proto files under proto/hotline/v1")
@@ -36,8 +41,6 @@ def generate(out: Path) -> None:
         *sources,
     ]
     # protoc resolves relative source names against the include path
-    import os
-
     cwd = os.getcwd()
     os.chdir(PROTO_ROOT)
     try:

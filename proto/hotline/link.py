@@ -43,6 +43,7 @@ from hotline.errors import LocalProtocolError, RemoteProtocolError
 DEFAULT_WINDOW = 256
 DEFAULT_HEARTBEAT_INTERVAL = 2.0
 DEFAULT_DEAD_AFTER = 6.0
+MAX_RESUME = 65536  # settlements a Welcome may carry
 
 
 class RejectReason(Enum):
@@ -541,6 +542,11 @@ class InboundLink:
             raise RemoteProtocolError(
                 f"sender claims receipts up to {hello.last_receipted_sequence}, "
                 f"but this journal holds only up to {last}"
+            )
+        if last - hello.last_receipted_sequence > MAX_RESUME:
+            raise RemoteProtocolError(
+                f"sender holds settlements only up to {hello.last_receipted_sequence} of {last}: "
+                "more than a resume can carry; its journal was lost"
             )
         self._expected = last + 1
         self._welcomed = True

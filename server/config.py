@@ -1,0 +1,142 @@
+"""Gateway configuration: one TOML file per party's gateway.
+
+Every setting, with its default (paths are relative to the configuration file's folder):
+
+    party = "JP"                      # this gateway's party code (required)
+    peer_party = "TW"                 # the other party's code (required)
+    listen = "127.0.0.1:50051"        # host:port to serve on (port 0 = any free port)
+    peer_address = "127.0.0.1:50052"  # host:port of the peer gateway (required)
+    journal = "journal.db"            # the SQLite journal file (created if missing)
+    pki_dir = "pki"                   # folder made by `hotline certs init` (see certs/README.md)
+    heartbeat_interval_s = 2.0        # ping every this many seconds on each link
+    dead_after_s = 6.0                # declare a link down after this long without a frame
+    reconnect_min_s = 0.2             # first reconnect delay; doubles up to reconnect_max_s,
+    reconnect_max_s = 10.0            #   each delay drawn with full jitter
+    window = 256                      # at most this many unreceipted deliveries in flight
+    checkpoint_interval_s = 60.0      # sign and send a journal checkpoint this often
+    deadline_check_s = 1.0            # how often to look for messages past their deadline
+    max_message_bytes = 1048576       # largest request accepted (RESOURCE_EXHAUSTED above)
+    max_concurrent_rpcs = 256         # calls served at once (RESOURCE_EXHAUSTED above)
+    operator_rate_per_s = 200.0       # sends per second per operator (token bucket) ...
+    operator_burst = 400              #   ... with this burst; RESOURCE_EXHAUSTED above
+    log_level = "INFO"
+
+    [deadlines]                       # acknowledgement deadlines, seconds, per precedence
+    FLASH = 600                       #   (defaults after ACP 121: 10 min, 30 min, 3 h, 6 h)
+    IMMEDIATE = 1800
+    PRIORITY = 10800
+    ROUTINE = 21600
+
+The certificate files are taken from `pki_dir` in the layout `hotline certs init` writes
+(`<pki_dir>/<party>/gateway.crt`, ...); in a real deployment each party's folder holds only its
+own keys, its own CA and revocation list, and the peer's CA certificate (and, if the peer
+publishes it, the peer's revocation list as `peer-crl.pem`).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from hotline.deadlines import Deadlines
+from hotline.errors import ConfigError
+
+from certs.identity import validate_party
+from certs.pki import PartyPaths
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    party: str
+    peer_party: str
+    peer_address: str
+    listen: str = "127.0.0.1:50051"
+    journal: Path = Path("journal.db")
+    pki_dir: Path = Path("pki")
+    heartbeat_interval_s: float = 2.0
+    dead_after_s: float = 6.0
+    reconnect_min_s: float = 0.2
+    reconnect_max_s: float = 10.0
+    window: int = 256
+    checkpoint_interval_s: float = 60.0
+    deadline_check_s: float = 1.0
+    max_message_bytes: int = 1_048_576
+    max_concurrent_rpcs: int = 256
+    operator_rate_per_s: float = 200.0
+    operator_burst: int = 400
+    log_level: str = "INFO"
+    deadlines: Deadlines = field(default_factory=Deadlines)
+
+    @property
+    def paths(self) -> PartyPaths:
+        return PartyPaths.of(self.pki_dir, self.party)
+
+    @classmethod
+    def load(cls, path: Path) -> GatewayConfig:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        return cls.from_mapping(raw, base=path.resolve().parent, source=str(path))
+
+    @classmethod
+    def from_mapping(
+        cls, raw: dict[str, Any], *, base: Path, source: str = "configuration"
+    ) -> GatewayConfig:
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}")
+        for required in ("party", "peer_party", "peer_address"):
+            if required not in raw:
+                raise ConfigError(f"{source}: missing required setting {required!r}")
+        values: dict[str, Any] = {}
+        for name, value in raw.items():
+            if name == "deadlines":
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{source}: [deadlines] must be a table")
+                try:
+                    values[name] = Deadlines.from_names(value)
+                except ValueError as exc:
+                    raise ConfigError(f"{source}: [deadlines]: {exc}") from None
+            elif name in ("journal", "pki_dir"):
+                if not isinstance(value, str):
+                    raise ConfigError(f"{source}: {name} must be a path string")
+                values[name] = (base / value).resolve()
+            else:
+                values[name] = value
+        try:
+            config = cls(**values)
+            validate_party(config.party)
+            validate_party(config.peer_party)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+        config.check(source)
+        return config
+
+    def check(self, source: str = "configuration") -> None:
+        if self.party == self.peer_party:
+            raise ConfigError(f"{source}: party and peer_party are both {self.party}")
+        for name in (
+            "heartbeat_interval_s",
+            "dead_after_s",
+            "reconnect_min_s",
+            "checkpoint_interval_s",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"{source}: {name} must be a positive number, got {value!r}")
+        if self.dead_after_s <= self.heartbeat_interval_s:
+            raise ConfigError(f"{source}: dead_after_s must exceed heartbeat_interval_s")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ConfigError(f"{source}: reconnect_max_s is below reconnect_min_s")
+        if not 1 <= self.window <= 65536:
+            raise ConfigError(f"{source}: window must be 1..65536, got {self.window}")
+        for address_name in ("listen", "peer_address"):
+            address = getattr(self, address_name)
+            if not isinstance(address, str) or ":" not in address:
+                raise ConfigError(f"{source}: {address_name} must be host:port, got {address!r}")

@@ -1,0 +1,319 @@
+"""One party's gateway: the journal, the two services, the peer sender, and the timers.
+
+`Gateway(config)` wires the parts together; `await gateway.start()` binds and begins dialling
+the peer; `await gateway.stop()` drains and closes. Credentials are re-read without a restart:
+the server's certificate and trust bundle before each new TLS handshake (grpcio's dynamic
+server credentials), the revocation lists by polling their files, and the client certificate
+each time the peer link reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from cryptography.hazmat.primitives.serialization import Encoding
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from hotline.errors import ConfigError
+from hotline.signing import PAYLOAD_TYPE_CHECKPOINT, KeyRing, Signer
+from hotline.v1 import operator_pb2, operator_pb2_grpc, peer_link_pb2, peer_link_pb2_grpc
+from hotline.wire import timestamp_ns
+
+from certs.errors import CertsError
+from certs.pki import load_certificate, load_party_revocations, load_signing_key
+from client.channels import credentials, secure_channel
+from client.peer_sender import PeerSender
+from server.auth import AuthInterceptor, Authorizer, Refusal
+from server.config import GatewayConfig
+from server.journal import Journal, Kind
+from server.operator_service import LinkState, OperatorServicer, TokenBucket
+from server.peer_service import PeerLinkServicer
+from server.store import Store
+
+log = logging.getLogger("hotline.gateway")
+
+SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_ping_strikes", 0),
+)
+
+
+@dataclass
+class _Watched:
+    """A file whose changes we pick up: its path and last seen (mtime, size)."""
+
+    path: Path
+    stamp: tuple[int, int] = (0, 0)
+
+    def changed(self) -> bool:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return False
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp != self.stamp:
+            self.stamp = stamp
+            return True
+        return False
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.party = config.party
+        self.peer_party = config.peer_party
+        paths = config.paths
+        try:
+            self._own_ca = load_certificate(paths.ca_cert)
+            self._peer_ca = load_certificate(paths.peer_ca_cert)
+            revocations = load_party_revocations(paths)
+            signing_key = load_signing_key(paths.signing_key)
+            signing_cert = load_certificate(paths.signing_cert)
+        except CertsError as exc:
+            raise ConfigError(f"cannot load the PKI for party {self.party}: {exc}") from None
+        self.signer = Signer.from_certificate(signing_key, signing_cert)
+        if self.signer.party != self.party:
+            raise ConfigError(
+                f"{paths.signing_cert} is party {self.signer.party}'s signing certificate"
+            )
+        self._signing_der = [signing_cert.public_bytes(Encoding.DER)]
+        self.keyring = KeyRing([self._own_ca, self._peer_ca])
+        self.keyring.add_certificate(signing_cert)
+        self.authorizer = Authorizer(
+            self.party, self.peer_party, [self._own_ca, self._peer_ca], revocations
+        )
+        self.journal = Journal(config.journal, party=self.party)
+        self.store = Store(
+            self.journal,
+            party=self.party,
+            peer_party=self.peer_party,
+            deadline_s=config.deadlines.for_precedence,
+        )
+        self.sender = PeerSender(
+            party=self.party,
+            peer_party=self.peer_party,
+            outbox=self.store,
+            keyring=self.keyring,
+            signing_certificates=self._signing_der,
+            channel_factory=self._peer_channel,
+            on_link=self._outbound_link_event,
+            window=config.window,
+            heartbeat_interval=config.heartbeat_interval_s,
+            dead_after=config.dead_after_s,
+            reconnect_min=config.reconnect_min_s,
+            reconnect_max=config.reconnect_max_s,
+            checkpoints=self._checkpoint,
+            checkpoint_interval=config.checkpoint_interval_s,
+        )
+        self.peer_service = PeerLinkServicer(
+            store=self.store,
+            keyring=self.keyring,
+            signer=self.signer,
+            signing_certificates=self._signing_der,
+            on_link=self._inbound_link_event,
+            on_message=lambda: None,
+            heartbeat_interval=config.heartbeat_interval_s,
+            dead_after=config.dead_after_s,
+        )
+        self.operator_service = OperatorServicer(
+            store=self.store,
+            signer=self.signer,
+            enqueue=self.sender.enqueue,
+            outbound_status=self._outbound_state,
+            inbound_status=self._inbound_state,
+            queue_depth=lambda: self.sender.queue_depth,
+            rate=TokenBucket(config.operator_rate_per_s, config.operator_burst),
+        )
+        self.health = HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._tls_files = [
+            _Watched(p) for p in (paths.gateway_cert, paths.gateway_key, paths.bundle)
+        ]
+        self._crl_files = [_Watched(p) for p in (paths.crl, paths.peer_crl)]
+        for watched in self._tls_files + self._crl_files:
+            watched.changed()
+        self.port = 0
+
+    # ------------------------------------------------------------------ credentials
+
+    def _server_certificate_configuration(self) -> Any:
+        paths = self.config.paths
+        return grpc.ssl_server_certificate_configuration(
+            [(paths.gateway_key.read_bytes(), paths.gateway_cert.read_bytes())],
+            root_certificates=paths.bundle.read_bytes(),
+        )
+
+    def _fetch_server_configuration(self) -> Any:
+        """Called by grpc before each new handshake: a new configuration only if files changed."""
+        try:
+            changed = [w.changed() for w in self._tls_files]  # update every stamp
+            if any(changed):
+                log.info("TLS certificate or trust bundle changed on disk; using the new ones")
+                return self._server_certificate_configuration()
+        except Exception:
+            log.exception("could not reload the TLS certificate; keeping the current one")
+        return None
+
+    def _peer_channel(self) -> grpc.aio.Channel:
+        paths = self.config.paths
+        creds = credentials(paths.gateway_cert, paths.gateway_key, paths.peer_ca_cert)
+        return secure_channel(self.config.peer_address, creds, server_party=self.peer_party)
+
+    def _reload_revocations(self) -> None:
+        changed = [w.changed() for w in self._crl_files]  # update every stamp
+        if any(changed):
+            try:
+                self.authorizer.update(revocations=load_party_revocations(self.config.paths))
+                log.info("revocation lists reloaded")
+            except CertsError as exc:
+                log.error("kept the previous revocation lists: %s", exc)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> int:
+        cfg = self.config
+        await self.store.record_key(self._signing_der[0], self.party)
+        server = grpc.aio.server(
+            interceptors=[AuthInterceptor(self.authorizer, self._refused)],
+            options=[
+                *SERVER_OPTIONS,
+                ("grpc.max_receive_message_length", cfg.max_message_bytes),
+            ],
+            maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
+        )
+        operator_pb2_grpc.add_OperatorServiceServicer_to_server(self.operator_service, server)
+        peer_link_pb2_grpc.add_PeerLinkServiceServicer_to_server(self.peer_service, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        names = (
+            operator_pb2.DESCRIPTOR.services_by_name["OperatorService"].full_name,
+            peer_link_pb2.DESCRIPTOR.services_by_name["PeerLinkService"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        )
+        reflection.enable_server_reflection(names, server)
+        creds = grpc.dynamic_ssl_server_credentials(
+            self._server_certificate_configuration(),
+            self._fetch_server_configuration,
+            require_client_authentication=True,
+        )
+        try:
+            self.port = server.add_secure_port(cfg.listen, creds)
+        except RuntimeError as exc:
+            raise ConfigError(f"cannot listen on {cfg.listen}: {exc}") from None
+        await server.start()
+        self._server = server
+        for name in names[:3]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self._tasks = [
+            asyncio.create_task(self.sender.run(), name="peer-sender"),
+            asyncio.create_task(
+                self._every(cfg.deadline_check_s, self._check_deadlines), name="deadlines"
+            ),
+            asyncio.create_task(
+                self._every(2.0, self._reload_revocations_async), name="crl-reload"
+            ),
+        ]
+        log.info(
+            "gateway %s serving on port %d; journal %s; dialling peer %s at %s",
+            self.party,
+            self.port,
+            cfg.journal,
+            self.peer_party,
+            cfg.peer_address,
+        )
+        return self.port
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Drain: stop taking calls, let calls in progress finish, then close the journal."""
+        await self.health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        await asyncio.to_thread(self.journal.close)
+        log.info("gateway %s stopped", self.party)
+
+    async def wait(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    async def _every(self, seconds: float, work: Callable[[], Any]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await work()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("periodic task failed")
+
+    async def _reload_revocations_async(self) -> None:
+        self._reload_revocations()
+
+    async def _check_deadlines(self) -> None:
+        for entry in await self.store.mark_overdue(time.time_ns()):
+            what = "escalated" if entry.kind is Kind.ESCALATION else "re-alerted"
+            log.warning("%s %s: past its acknowledgement deadline", what, entry.message_id)
+
+    # ------------------------------------------------------------------ events
+
+    async def _refused(self, refusal: Refusal) -> None:
+        await self.store.record_event(
+            Kind.SECURITY,
+            {
+                "code": refusal.code.name,
+                "detail": f"{refusal.identity} calling {refusal.method}: {refusal.reason}",
+                "peer": refusal.peer,
+            },
+        )
+
+    async def _outbound_link_event(self, up: bool, detail: str) -> None:
+        await self.store.record_event(
+            Kind.LINK_UP if up else Kind.LINK_DOWN, {"direction": "outbound", "detail": detail}
+        )
+
+    async def _inbound_link_event(self, up: bool, detail: str) -> None:
+        await self.store.record_event(
+            Kind.LINK_UP if up else Kind.LINK_DOWN, {"direction": "inbound", "detail": detail}
+        )
+
+    def _checkpoint(self) -> Any:
+        count, head = self.journal.head
+        body = peer_link_pb2.CheckpointBody(
+            party=self.party,
+            entry_count=count,
+            head_hash=head,
+            create_time=timestamp_ns(time.time_ns()),
+        )
+        signed = self.signer.sign(PAYLOAD_TYPE_CHECKPOINT, body.SerializeToString())
+        task = asyncio.ensure_future(
+            self.store.record_checkpoint(Kind.CHECKPOINT_OWN, signed, self.party)
+        )
+        self._tasks.append(task)
+        self._tasks = [t for t in self._tasks if not t.done() or t is task]
+        return signed
+
+    def _outbound_state(self) -> LinkState:
+        v = self.sender.view
+        return LinkState(
+            v.up, v.since, v.rtt, v.clock_offset, v.detail, self.sender.link.last_settled
+        )
+
+    def _inbound_state(self) -> LinkState:
+        p = self.peer_service
+        return LinkState(p.up, p.since, p.rtt, p.clock_offset, p.detail, p.last_sequence)

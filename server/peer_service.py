@@ -1,0 +1,349 @@
+"""The receiving end of a peer link: `PeerLinkService.Push`, served to the peer gateway only.
+
+A thin adapter around `hotline.link.InboundLink`. For each delivery the core says accept,
+refuse or resend; for an accepted one this adapter verifies the signature (before parsing),
+parses and validates the envelope, checks it is from the peer and for us, and journals it with
+its signed receipt in one transaction. Responses go back in the order deliveries arrived.
+
+Only one stream per peer is served at a time: a new stream from the peer ends the old one and
+waits until all of the old one's journal writes are done, so the new stream's `Welcome` is
+exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from hotline import link, wire
+from hotline.errors import ProtocolError, SignatureError
+from hotline.signing import PAYLOAD_TYPE_CHECKPOINT, PAYLOAD_TYPE_ENVELOPE, KeyRing, Signer, sha256
+from hotline.v1 import envelope_pb2, peer_link_pb2, peer_link_pb2_grpc
+from hotline.validation import validate_envelope
+
+from server.journal import Kind
+from server.store import Store
+
+log = logging.getLogger("hotline.link.in")
+
+LinkNotice = Callable[[bool, str], Awaitable[None]]
+
+
+class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
+    def __init__(
+        self,
+        *,
+        store: Store,
+        keyring: KeyRing,
+        signer: Signer,
+        signing_certificates: list[bytes],
+        on_link: LinkNotice,
+        on_message: Callable[[], None],
+        heartbeat_interval: float,
+        dead_after: float,
+    ) -> None:
+        self._store = store
+        self._keyring = keyring
+        self._signer = signer
+        self._certs = signing_certificates
+        self._on_link = on_link
+        self._on_message = on_message
+        self._heartbeat_interval = heartbeat_interval
+        self._dead_after = dead_after
+        self._lock = asyncio.Lock()
+        self._current: asyncio.Task[Any] | None = None
+        self.up = False
+        self.since = 0.0
+        self.rtt = 0.0
+        self.clock_offset = 0.0
+        self.detail = "no stream from the peer yet"
+        self.last_sequence = 0
+
+    @property
+    def party(self) -> str:
+        return self._store.party
+
+    @property
+    def peer_party(self) -> str:
+        return self._store.peer_party
+
+    async def Push(
+        self,
+        request_iterator: AsyncIterator[peer_link_pb2.PushRequest],
+        context: grpc.aio.ServicerContext[peer_link_pb2.PushRequest, peer_link_pb2.PushResponse],
+    ) -> AsyncIterator[peer_link_pb2.PushResponse]:
+        previous = self._current
+        if previous is not None and not previous.done():
+            previous.cancel()
+        self._current = asyncio.current_task()
+        async with self._lock:
+            async for response in self._serve(request_iterator, context):
+                yield response
+
+    async def _serve(
+        self,
+        requests: AsyncIterator[peer_link_pb2.PushRequest],
+        context: grpc.aio.ServicerContext[peer_link_pb2.PushRequest, peer_link_pb2.PushResponse],
+    ) -> AsyncIterator[peer_link_pb2.PushResponse]:
+        core = link.InboundLink(
+            self.party,
+            self.peer_party,
+            self._store.journal,
+            heartbeat_interval=self._heartbeat_interval,
+            dead_after=self._dead_after,
+        )
+        try:
+            first = await asyncio.wait_for(anext(requests), timeout=self._dead_after)
+        except (StopAsyncIteration, TimeoutError):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the stream must open with Hello")
+        if first.WhichOneof("frame") != "hello":
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the first frame must be Hello, got {first.WhichOneof('frame')}",
+            )
+        hello = first.hello
+        for der in hello.signing_certificates:
+            try:
+                key = self._keyring.add_der(der)
+            except SignatureError as exc:
+                await context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED, f"signing certificate refused: {exc}"
+                )
+            if key.party != self.peer_party:
+                await context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"Hello carries party {key.party}'s signing key; the peer is {self.peer_party}",
+                )
+            await self._store.record_key(der, key.party)
+        try:
+            welcome = core.hello(
+                link.Hello(hello.party, hello.last_receipted_sequence, hello.protocol_version),
+                time.time(),
+            )
+        except ProtocolError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        frame = peer_link_pb2.Welcome(
+            protocol_version=welcome.protocol_version,
+            party=welcome.party,
+            last_sequence=welcome.last_sequence,
+        )
+        frame.signing_certificates.extend(self._certs)
+        for info in welcome.receipts:
+            frame.receipts.append(wire.receipt_frame(info))
+        for rejection in welcome.rejections:
+            frame.rejections.append(wire.rejection_frame(rejection))
+        yield peer_link_pb2.PushResponse(welcome=frame)
+        self.last_sequence = welcome.last_sequence
+        self.up, self.since = True, time.time()
+        self.detail = f"stream from {context.peer()}"
+        await self._on_link(
+            True, f"{self.peer_party} resumed after sequence {welcome.last_sequence}"
+        )
+        log.info(
+            "inbound link from %s up; holding up to sequence %d",
+            self.peer_party,
+            welcome.last_sequence,
+        )
+
+        replies: asyncio.Queue[Awaitable[peer_link_pb2.PushResponse | None] | None] = (
+            asyncio.Queue()
+        )
+        reason = "the peer closed the stream"
+        reader = asyncio.create_task(self._read(core, requests, replies))
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(replies.get(), timeout=self._heartbeat_interval)
+                except TimeoutError:
+                    item = None
+                    if reader.done():
+                        break
+                if item is None:
+                    if reader.done() and replies.empty():
+                        break
+                    now = time.time()
+                    if core.dead(now):
+                        reason = f"no frame from the peer for {self._dead_after:g} s"
+                        break
+                    ping = core.ping_due(now)
+                    if ping is not None:
+                        yield peer_link_pb2.PushResponse(ping=wire.ping_to_wire(ping))
+                    continue
+                response = await item
+                if response is not None:
+                    yield response
+                ping = core.ping_due(time.time())
+                if ping is not None:
+                    yield peer_link_pb2.PushResponse(ping=wire.ping_to_wire(ping))
+            if reader.done() and reader.exception() is not None:
+                reason = f"{type(reader.exception()).__name__}: {reader.exception()}"
+        except asyncio.CancelledError:
+            reason = "replaced by a new stream from the peer or shutting down"
+            raise
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            # let every accepted delivery finish journaling before the next stream starts
+            while not replies.empty():
+                pending = replies.get_nowait()
+                if pending is not None:
+                    try:
+                        await pending
+                    except Exception:
+                        log.exception("journal write failed while closing the stream")
+            self.up = False
+            self.detail = reason
+            log.warning("inbound link from %s down: %s", self.peer_party, reason)
+            await asyncio.shield(self._on_link(False, reason))
+
+    async def _read(
+        self,
+        core: link.InboundLink,
+        requests: AsyncIterator[peer_link_pb2.PushRequest],
+        replies: asyncio.Queue[Awaitable[peer_link_pb2.PushResponse | None] | None],
+    ) -> None:
+        async for request in requests:
+            now = time.time()
+            which = request.WhichOneof("frame")
+            if which == "delivery":
+                replies.put_nowait(self._deliver(core, request.delivery, now))
+            elif which == "ping":
+                pong = core.ping(wire.ping_from_wire(request.ping), now)
+                replies.put_nowait(_ready(peer_link_pb2.PushResponse(pong=wire.pong_to_wire(pong))))
+            elif which == "pong":
+                measured = core.pong(wire.pong_from_wire(request.pong), now)
+                self.rtt, self.clock_offset = measured.rtt, measured.clock_offset
+            elif which == "checkpoint":
+                replies.put_nowait(self._checkpoint(request.checkpoint))
+            else:
+                raise ProtocolError(f"unexpected frame {which!r} after Hello")
+        replies.put_nowait(None)
+
+    def _deliver(
+        self, core: link.InboundLink, delivery: peer_link_pb2.Delivery, now: float
+    ) -> Awaitable[peer_link_pb2.PushResponse | None]:
+        signed = delivery.envelope
+        digest = sha256(signed.payload)
+        # The message id is needed for dedup before the envelope may be parsed: read it from
+        # the signed bytes only after the signature checks out.
+        try:
+            payload = self._keyring.verify(
+                signed, payload_type=PAYLOAD_TYPE_ENVELOPE, party=self.peer_party
+            )
+        except SignatureError as exc:
+            payload = None
+            signature_problem = str(exc)
+        envelope = envelope_pb2.Envelope()
+        parse_problem = ""
+        if payload is not None:
+            try:
+                envelope.ParseFromString(payload)
+            except Exception as exc:
+                parse_problem = f"envelope bytes do not parse: {exc}"
+        message_id = envelope.message_id if payload is not None else ""
+        frame = link.Delivery(
+            delivery.sequence, message_id or f"unverified-{digest.hex()[:16]}", digest, signed
+        )
+        decision = core.delivery(frame, now)
+        if isinstance(decision, link.Resend):
+            reply = decision.frame
+            if isinstance(reply, link.Receipt):
+                return _ready(peer_link_pb2.PushResponse(receipt=wire.receipt_frame(reply.info)))
+            return _ready(peer_link_pb2.PushResponse(rejection=wire.rejection_frame(reply)))
+        if isinstance(decision, link.Refuse):
+            return self._refuse(decision.rejection, digest)
+        # Accepted in order: now the content checks that may still refuse it.
+        if payload is None:
+            return self._refuse(
+                link.Rejection(
+                    frame.sequence,
+                    frame.message_id,
+                    link.RejectReason.BAD_SIGNATURE,
+                    signature_problem,
+                ),
+                digest,
+            )
+        if parse_problem:
+            return self._refuse(
+                link.Rejection(
+                    frame.sequence,
+                    frame.message_id,
+                    link.RejectReason.INVALID_MESSAGE,
+                    parse_problem,
+                ),
+                digest,
+            )
+        if envelope.sender_party != self.peer_party or envelope.recipient_party != self.party:
+            return self._refuse(
+                link.Rejection(
+                    frame.sequence,
+                    frame.message_id,
+                    link.RejectReason.WRONG_PARTY,
+                    f"envelope is {envelope.sender_party}->{envelope.recipient_party}, but this link "
+                    f"carries {self.peer_party}->{self.party}",
+                ),
+                digest,
+            )
+        violations = validate_envelope(envelope)
+        if violations:
+            return self._refuse(
+                link.Rejection(
+                    frame.sequence,
+                    frame.message_id,
+                    link.RejectReason.INVALID_MESSAGE,
+                    f"{len(violations)} field violation(s)",
+                    violations=tuple((v.field, v.description) for v in violations),
+                ),
+                digest,
+            )
+        return self._journal(core, frame, signed, envelope)
+
+    async def _journal(
+        self,
+        core: link.InboundLink,
+        frame: link.Delivery,
+        signed: Any,
+        envelope: envelope_pb2.Envelope,
+    ) -> peer_link_pb2.PushResponse:
+        info = await self._store.journal_inbound(frame, signed, envelope, self._signer)
+        core.durable(frame.message_id)
+        self.last_sequence = frame.sequence
+        self._on_message()
+        return peer_link_pb2.PushResponse(receipt=wire.receipt_frame(info))
+
+    async def _refuse(self, rejection: link.Rejection, digest: bytes) -> peer_link_pb2.PushResponse:
+        if rejection.reason.consumes_sequence:
+            await self._store.journal_inbound_refusal(rejection, digest)
+            self.last_sequence = rejection.sequence
+        log.warning(
+            "refused delivery %d (%s) from %s: %s %s",
+            rejection.sequence,
+            rejection.message_id,
+            self.peer_party,
+            rejection.reason.value,
+            rejection.detail,
+        )
+        return peer_link_pb2.PushResponse(rejection=wire.rejection_frame(rejection))
+
+    async def _checkpoint(self, checkpoint: peer_link_pb2.Checkpoint) -> None:
+        try:
+            payload = self._keyring.verify(
+                checkpoint.checkpoint, payload_type=PAYLOAD_TYPE_CHECKPOINT, party=self.peer_party
+            )
+            body = peer_link_pb2.CheckpointBody()
+            body.ParseFromString(payload)
+        except Exception as exc:
+            log.warning("ignored a checkpoint from %s: %s", self.peer_party, exc)
+            return
+        await self._store.record_checkpoint(
+            Kind.CHECKPOINT_PEER, checkpoint.checkpoint, self.peer_party
+        )
+        return
+
+
+async def _ready(response: peer_link_pb2.PushResponse) -> peer_link_pb2.PushResponse:
+    return response

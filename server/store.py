@@ -1,0 +1,584 @@
+"""The gateway's records on top of the journal: messages, settlements, events.
+
+Each public coroutine here is one journal operation: it appends the entries that record a fact
+and updates the index tables in the same transaction, and returns only after the group commit
+that made it durable. The functions that turn rows and entries into `hotline.v1` records and
+events for operators live here too, so every reader sees the same picture.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hotline import link
+from hotline.signing import Signer, sha256
+from hotline.v1 import bodies_pb2, common_pb2, envelope_pb2, operator_pb2
+from hotline.wire import reason_to_wire, sign_receipt, timestamp_ns
+
+from server.journal import Entry, Journal, Kind, Txn
+
+log = logging.getLogger("hotline.store")
+
+OUT = operator_pb2.DIRECTION_OUTBOUND
+IN = operator_pb2.DIRECTION_INBOUND
+JOURNALED = operator_pb2.DELIVERY_STATE_JOURNALED
+DELIVERED = operator_pb2.DELIVERY_STATE_DELIVERED
+ACKNOWLEDGED = operator_pb2.DELIVERY_STATE_ACKNOWLEDGED
+REJECTED = operator_pb2.DELIVERY_STATE_REJECTED
+
+BODY_TYPES: dict[str, int] = {
+    field.name: index
+    for index, field in enumerate(envelope_pb2.Envelope.DESCRIPTOR.oneofs_by_name["body"].fields, 1)
+}
+
+
+def body_type_of(envelope: envelope_pb2.Envelope) -> int:
+    which = envelope.WhichOneof("body")
+    return BODY_TYPES.get(which or "", 0)
+
+
+class DuplicateMessage(Exception):
+    """A message id already journaled: `same` says whether the bytes are identical."""
+
+    def __init__(self, message_id: str, same: bool, position: int) -> None:
+        super().__init__(message_id)
+        self.message_id = message_id
+        self.same = same
+        self.position = position
+
+
+class NotFound(Exception):
+    pass
+
+
+class WrongState(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Journaled:
+    message_id: str
+    position: int
+    journal_time_ns: int
+    deadline_ns: int
+
+
+def _json(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+
+class Store:
+    """High-level, durable records of one gateway (party `party`, peer `peer_party`)."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        party: str,
+        peer_party: str,
+        deadline_s: Callable[[int], float],
+    ) -> None:
+        self.journal = journal
+        self.party = party
+        self.peer_party = peer_party
+        self._deadline_s = deadline_s
+
+    # ------------------------------------------------------------------ outbound
+
+    def _insert_message(
+        self,
+        txn: Txn,
+        *,
+        entry: Entry,
+        envelope: envelope_pb2.Envelope,
+        direction: int,
+        state: int,
+        digest: bytes,
+        sequence: int = 0,
+    ) -> int:
+        deadline = entry.time_ns + int(self._deadline_s(envelope.precedence) * 1e9)
+        txn.execute(
+            "INSERT INTO messages (message_id, direction, sender_party, body_type, precedence,"
+            " status, state, position, journal_time_ns, deadline_ns, sequence, deliver_time_ns,"
+            " digest) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                envelope.message_id,
+                direction,
+                envelope.sender_party,
+                body_type_of(envelope),
+                envelope.precedence,
+                envelope.status,
+                state,
+                entry.position,
+                entry.time_ns,
+                deadline,
+                sequence,
+                entry.time_ns if direction == IN else 0,
+                digest,
+            ),
+        )
+        return deadline
+
+    def _existing(self, txn: Txn, message_id: str, digest: bytes) -> None:
+        row = txn.execute(
+            "SELECT digest, position FROM messages WHERE message_id = ?", (message_id,)
+        ).fetchone()
+        if row is not None:
+            raise DuplicateMessage(message_id, bytes(row[0]) == digest, row[1])
+
+    async def journal_outbound(
+        self,
+        signed: common_pb2.SignedPayload,
+        envelope: envelope_pb2.Envelope,
+        *,
+        acknowledges: str = "",
+    ) -> Journaled:
+        """Journal a message we send (and, for an acknowledgement, mark what it answers)."""
+        digest = sha256(signed.payload)
+
+        def op(txn: Txn) -> Journaled:
+            self._existing(txn, envelope.message_id, digest)
+            if acknowledges:
+                row = txn.execute(
+                    "SELECT direction FROM messages WHERE message_id = ?", (acknowledges,)
+                ).fetchone()
+                if row is None or row[0] != IN:
+                    raise WrongState(f"{acknowledges} is not a message received from the peer")
+            entry = txn.append(
+                Kind.MESSAGE_OUT,
+                signed.SerializeToString(),
+                message_id=envelope.message_id,
+                party=self.party,
+            )
+            deadline = self._insert_message(
+                txn, entry=entry, envelope=envelope, direction=OUT, state=JOURNALED, digest=digest
+            )
+            if acknowledges:
+                txn.execute(
+                    "UPDATE messages SET state = ?, ack_time_ns = ?, ack_message_id = ?"
+                    " WHERE message_id = ? AND ack_message_id = ''",
+                    (ACKNOWLEDGED, entry.time_ns, envelope.message_id, acknowledges),
+                )
+            return Journaled(envelope.message_id, entry.position, entry.time_ns, deadline)
+
+        return await self.journal.run(op)
+
+    def unsettled_outbound(self) -> list[link.Outgoing]:
+        rows = self.journal.query(
+            "SELECT m.message_id, m.precedence, m.position, m.digest, e.body FROM messages m"
+            " JOIN entries e ON e.position = m.position"
+            " WHERE m.direction = ? AND m.state = ? ORDER BY m.position",
+            (OUT, JOURNALED),
+        )
+        result = []
+        for row in rows:
+            signed = common_pb2.SignedPayload()
+            signed.ParseFromString(bytes(row["body"]))
+            result.append(
+                link.Outgoing(
+                    row["message_id"],
+                    row["precedence"],
+                    row["position"],
+                    bytes(row["digest"]),
+                    signed,
+                )
+            )
+        return result
+
+    def last_settled_outbound(self) -> int:
+        return self.journal.last_sequence(self.party)
+
+    async def record_receipt(self, info: link.ReceiptInfo) -> None:
+        """The peer receipted one of our messages: journal the signed receipt."""
+        signed = info.signed
+        assert isinstance(signed, common_pb2.SignedPayload)
+        raw = signed.SerializeToString()
+
+        def op(txn: Txn) -> None:
+            entry = txn.append(
+                Kind.RECEIPT,
+                raw,
+                message_id=info.message_id,
+                party=self.peer_party,
+                sequence=info.sequence,
+            )
+            txn.execute(
+                "INSERT OR IGNORE INTO settlements (sender_party, sequence, message_id, outcome,"
+                " digest, receipt) VALUES (?,?,?,?,?,?)",
+                (self.party, info.sequence, info.message_id, "receipt", info.digest, raw),
+            )
+            txn.execute(
+                "UPDATE messages SET state = CASE WHEN state = ? THEN ? ELSE state END,"
+                " sequence = ?, deliver_time_ns = ? WHERE message_id = ? AND direction = ?",
+                (JOURNALED, DELIVERED, info.sequence, entry.time_ns, info.message_id, OUT),
+            )
+
+        await self.journal.run(op)
+
+    async def record_refused_by_peer(self, rejection: link.Rejection) -> None:
+        body = _json(
+            {
+                "reason": rejection.reason.value,
+                "detail": rejection.detail,
+                "violations": [list(v) for v in rejection.violations],
+            }
+        )
+
+        def op(txn: Txn) -> None:
+            txn.append(
+                Kind.REFUSED_BY_PEER,
+                body,
+                message_id=rejection.message_id,
+                party=self.peer_party,
+                sequence=rejection.sequence,
+            )
+            txn.execute(
+                "INSERT OR IGNORE INTO settlements (sender_party, sequence, message_id, outcome,"
+                " digest, detail) VALUES (?,?,?,?,?,?)",
+                (
+                    self.party,
+                    rejection.sequence,
+                    rejection.message_id,
+                    rejection.reason.name,
+                    b"",
+                    rejection.detail,
+                ),
+            )
+            txn.execute(
+                "UPDATE messages SET state = ?, sequence = ?, rejection_reason = ?,"
+                " rejection_detail = ? WHERE message_id = ? AND direction = ?",
+                (
+                    REJECTED,
+                    rejection.sequence,
+                    rejection.reason.name,
+                    rejection.detail,
+                    rejection.message_id,
+                    OUT,
+                ),
+            )
+
+        await self.journal.run(op)
+
+    # ------------------------------------------------------------------ inbound
+
+    async def journal_inbound(
+        self,
+        delivery: link.Delivery,
+        signed: common_pb2.SignedPayload,
+        envelope: envelope_pb2.Envelope,
+        signer: Signer,
+    ) -> link.ReceiptInfo:
+        """Journal a message from the peer and sign its receipt, in one transaction."""
+        digest = delivery.digest
+
+        def op(txn: Txn) -> link.ReceiptInfo:
+            entry = txn.append(
+                Kind.MESSAGE_IN,
+                signed.SerializeToString(),
+                message_id=envelope.message_id,
+                party=self.peer_party,
+                sequence=delivery.sequence,
+            )
+            self._insert_message(
+                txn,
+                entry=entry,
+                envelope=envelope,
+                direction=IN,
+                state=DELIVERED,
+                digest=digest,
+                sequence=delivery.sequence,
+            )
+            receipt = sign_receipt(
+                signer,
+                message_id=envelope.message_id,
+                sequence=delivery.sequence,
+                envelope_bytes_digest=digest,
+                sender_party=self.peer_party,
+                journal_position=entry.position,
+                journal_time_ns=entry.time_ns,
+            )
+            txn.execute(
+                "INSERT INTO settlements (sender_party, sequence, message_id, outcome, digest,"
+                " receipt) VALUES (?,?,?,?,?,?)",
+                (
+                    self.peer_party,
+                    delivery.sequence,
+                    envelope.message_id,
+                    "receipt",
+                    digest,
+                    receipt.SerializeToString(),
+                ),
+            )
+            if envelope.WhichOneof("body") == "acknowledgement":
+                acked = envelope.acknowledgement.acknowledged_message_id
+                txn.execute(
+                    "UPDATE messages SET state = ?, ack_time_ns = ?, ack_message_id = ?"
+                    " WHERE message_id = ? AND direction = ? AND state IN (?, ?)",
+                    (
+                        ACKNOWLEDGED,
+                        entry.time_ns,
+                        envelope.message_id,
+                        acked,
+                        OUT,
+                        JOURNALED,
+                        DELIVERED,
+                    ),
+                )
+            return link.ReceiptInfo(delivery.sequence, envelope.message_id, digest, receipt)
+
+        return await self.journal.run(op)
+
+    async def journal_inbound_refusal(self, rejection: link.Rejection, digest: bytes) -> None:
+        body = _json(
+            {
+                "reason": rejection.reason.value,
+                "detail": rejection.detail,
+                "violations": [list(v) for v in rejection.violations],
+            }
+        )
+
+        def op(txn: Txn) -> None:
+            txn.append(
+                Kind.REFUSED_INBOUND,
+                body,
+                message_id=rejection.message_id,
+                party=self.peer_party,
+                sequence=rejection.sequence,
+            )
+            txn.execute(
+                "INSERT INTO settlements (sender_party, sequence, message_id, outcome, digest,"
+                " detail) VALUES (?,?,?,?,?,?)",
+                (
+                    self.peer_party,
+                    rejection.sequence,
+                    rejection.message_id,
+                    rejection.reason.name,
+                    digest,
+                    rejection.detail,
+                ),
+            )
+
+        await self.journal.run(op)
+
+    # ------------------------------------------------------------------ events
+
+    async def record_event(
+        self, kind: Kind, data: dict[str, Any], *, message_id: str = ""
+    ) -> Entry:
+        body = _json(data)
+
+        def op(txn: Txn) -> Entry:
+            return txn.append(kind, body, message_id=message_id)
+
+        return await self.journal.run(op)
+
+    async def record_key(self, der: bytes, party: str) -> None:
+        """Journal a signing certificate once, so the journal verifies offline."""
+
+        def op(txn: Txn) -> None:
+            row = txn.execute(
+                "SELECT 1 FROM entries WHERE kind = ? AND body = ?", (Kind.KEY.value, der)
+            ).fetchone()
+            if row is None:
+                txn.append(Kind.KEY, der, party=party)
+
+        await self.journal.run(op)
+
+    async def record_checkpoint(
+        self, kind: Kind, signed: common_pb2.SignedPayload, party: str
+    ) -> None:
+        raw = signed.SerializeToString()
+
+        def op(txn: Txn) -> None:
+            txn.append(kind, raw, party=party)
+
+        await self.journal.run(op)
+
+    async def mark_overdue(self, now_ns: int) -> list[Entry]:
+        """Escalate outbound and re-alert inbound messages past their deadline, once each."""
+
+        def op(txn: Txn) -> list[Entry]:
+            rows = txn.execute(
+                "SELECT message_id, direction, precedence, deadline_ns FROM messages"
+                " WHERE escalated = 0 AND deadline_ns <= ? AND state IN (?, ?)"
+                " AND body_type != ? ORDER BY deadline_ns LIMIT 500",
+                (now_ns, JOURNALED, DELIVERED, BODY_TYPES["acknowledgement"]),
+            ).fetchall()
+            entries = []
+            for message_id, direction, precedence, deadline in rows:
+                kind = Kind.ESCALATION if direction == OUT else Kind.REALERT
+                overdue_s = (now_ns - deadline) / 1e9
+                who = (
+                    "the peer has not acknowledged"
+                    if direction == OUT
+                    else "we have not acknowledged"
+                )
+                entries.append(
+                    txn.append(
+                        kind,
+                        _json(
+                            {
+                                "precedence": precedence,
+                                "overdue_s": round(overdue_s, 3),
+                                "detail": f"{who} it within its deadline",
+                            }
+                        ),
+                        message_id=message_id,
+                    )
+                )
+                txn.execute("UPDATE messages SET escalated = 1 WHERE message_id = ?", (message_id,))
+            return entries
+
+        return await self.journal.run(op)
+
+    # ------------------------------------------------------------------ reading
+
+    def message_row(self, message_id: str) -> Any:
+        rows = self.journal.query(
+            "SELECT m.*, e.body FROM messages m JOIN entries e ON e.position = m.position"
+            " WHERE m.message_id = ?",
+            (message_id,),
+        )
+        return rows[0] if rows else None
+
+    def record(self, message_id: str) -> operator_pb2.MessageRecord | None:
+        row = self.message_row(message_id)
+        return None if row is None else self.record_from_row(row)
+
+    def record_from_row(self, row: Any) -> operator_pb2.MessageRecord:
+        signed = common_pb2.SignedPayload()
+        signed.ParseFromString(bytes(row["body"]))
+        envelope = envelope_pb2.Envelope()
+        envelope.ParseFromString(signed.payload)
+        record = operator_pb2.MessageRecord(
+            envelope=envelope,
+            signed_envelope=signed,
+            direction=row["direction"],
+            state=row["state"],
+            journal_position=row["position"],
+            sequence=row["sequence"],
+            journal_time=timestamp_ns(row["journal_time_ns"]),
+            acknowledge_deadline_time=timestamp_ns(row["deadline_ns"]),
+            acknowledgement_message_id=row["ack_message_id"],
+            overdue=bool(row["escalated"]) and row["state"] in (JOURNALED, DELIVERED),
+        )
+        if row["deliver_time_ns"]:
+            record.deliver_time.CopyFrom(timestamp_ns(row["deliver_time_ns"]))
+        if row["ack_time_ns"]:
+            record.acknowledge_time.CopyFrom(timestamp_ns(row["ack_time_ns"]))
+        if row["rejection_reason"]:
+            record.rejection_reason = reason_to_wire(link.RejectReason[row["rejection_reason"]])
+            record.rejection_detail = row["rejection_detail"]
+        if row["ack_message_id"]:
+            ack = self.message_row(row["ack_message_id"])
+            if ack is not None:
+                ack_signed = common_pb2.SignedPayload()
+                ack_signed.ParseFromString(bytes(ack["body"]))
+                ack_env = envelope_pb2.Envelope()
+                ack_env.ParseFromString(ack_signed.payload)
+                if ack_env.WhichOneof("body") == "acknowledgement":
+                    record.acknowledgement.CopyFrom(ack_env.acknowledgement)
+        return record
+
+    def list_records(
+        self,
+        *,
+        before_position: int,
+        limit: int,
+        where: Sequence[str] = (),
+        params: Sequence[Any] = (),
+    ) -> list[operator_pb2.MessageRecord]:
+        clauses = ["m.position < ?", *where]
+        rows = self.journal.query(
+            "SELECT m.*, e.body FROM messages m JOIN entries e ON e.position = m.position"
+            f" WHERE {' AND '.join(clauses)} ORDER BY m.position DESC LIMIT ?",
+            (before_position, *params, limit),
+        )
+        return [self.record_from_row(r) for r in rows]
+
+    def overdue_count(self) -> int:
+        rows = self.journal.query(
+            "SELECT COUNT(*) FROM messages WHERE escalated = 1 AND state IN (?, ?)",
+            (JOURNALED, DELIVERED),
+        )
+        return int(rows[0][0])
+
+    def queue_depth(self) -> int:
+        rows = self.journal.query(
+            "SELECT COUNT(*) FROM messages WHERE direction = ? AND state = ?", (OUT, JOURNALED)
+        )
+        return int(rows[0][0])
+
+    def event_for(self, entry: Entry) -> operator_pb2.Event | None:
+        """The operator event an entry stands for (None for entries operators don't see)."""
+        kinds = {
+            Kind.MESSAGE_OUT: operator_pb2.EVENT_KIND_MESSAGE_SENT,
+            Kind.MESSAGE_IN: operator_pb2.EVENT_KIND_MESSAGE_RECEIVED,
+            Kind.RECEIPT: operator_pb2.EVENT_KIND_MESSAGE_DELIVERED,
+            Kind.REFUSED_BY_PEER: operator_pb2.EVENT_KIND_MESSAGE_REJECTED,
+            Kind.REFUSED_INBOUND: operator_pb2.EVENT_KIND_MESSAGE_REJECTED,
+            Kind.ESCALATION: operator_pb2.EVENT_KIND_ESCALATION,
+            Kind.REALERT: operator_pb2.EVENT_KIND_REALERT,
+            Kind.LINK_UP: operator_pb2.EVENT_KIND_LINK_UP,
+            Kind.LINK_DOWN: operator_pb2.EVENT_KIND_LINK_DOWN,
+            Kind.SECURITY: operator_pb2.EVENT_KIND_SECURITY_REFUSAL,
+            Kind.CHECKPOINT_PEER: operator_pb2.EVENT_KIND_CHECKPOINT,
+        }
+        kind = kinds.get(entry.kind)
+        if kind is None:
+            return None
+        event = operator_pb2.Event(
+            cursor=entry.position,
+            kind=kind,
+            event_time=timestamp_ns(entry.time_ns),
+            message_id=entry.message_id,
+        )
+        message_id = entry.message_id
+        if entry.kind is Kind.MESSAGE_IN:
+            signed = common_pb2.SignedPayload()
+            signed.ParseFromString(entry.body)
+            envelope = envelope_pb2.Envelope()
+            envelope.ParseFromString(signed.payload)
+            if envelope.WhichOneof("body") == "acknowledgement":
+                ack = envelope.acknowledgement
+                event.kind = operator_pb2.EVENT_KIND_MESSAGE_ACKNOWLEDGED
+                message_id = ack.acknowledged_message_id
+                event.message_id = message_id
+                level = bodies_pb2.AcknowledgementLevel.Name(ack.level).removeprefix(
+                    "ACKNOWLEDGEMENT_LEVEL_"
+                )
+                event.detail = f"{ack.responder or envelope.originator} answered {level}"
+        elif entry.kind in (
+            Kind.LINK_UP,
+            Kind.LINK_DOWN,
+            Kind.SECURITY,
+            Kind.ESCALATION,
+            Kind.REALERT,
+            Kind.REFUSED_BY_PEER,
+            Kind.REFUSED_INBOUND,
+        ):
+            data = entry.json_body()
+            event.detail = str(data.get("detail", ""))
+            direction = data.get("direction")
+            if direction == "outbound":
+                event.link = operator_pb2.LINK_DIRECTION_OUTBOUND
+            elif direction == "inbound":
+                event.link = operator_pb2.LINK_DIRECTION_INBOUND
+            if entry.kind in (Kind.REFUSED_BY_PEER, Kind.REFUSED_INBOUND):
+                event.detail = f"{data.get('reason')}: {data.get('detail')}"
+        elif entry.kind is Kind.CHECKPOINT_PEER:
+            event.detail = f"{self.peer_party} journal checkpoint witnessed"
+        if message_id:
+            record = self.record(message_id)
+            if record is not None:
+                event.message.CopyFrom(record)
+        return event
+
+
+def now_ns() -> int:
+    return time.time_ns()

@@ -1,0 +1,169 @@
+"""Offline verification of a journal: the hash chain, every signature, and the witnesses.
+
+Needs only the journal file(s) and the two parties' CA certificates: the signing certificates
+are in the journal itself (KEY entries, and signed payloads name their key id), and each is
+accepted only if it chains to the CA of the party it signs for.
+
+With the peer's journal as well, the checkpoints each side signed of its own journal and sent
+to the other are compared with the other journal's chain: a journal rewritten or truncated after
+a checkpoint was witnessed no longer matches the head hash the peer holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from hotline.errors import SignatureError
+from hotline.signing import (
+    PAYLOAD_TYPE_CHECKPOINT,
+    PAYLOAD_TYPE_ENVELOPE,
+    PAYLOAD_TYPE_RECEIPT,
+    KeyRing,
+)
+from hotline.v1 import common_pb2, envelope_pb2, peer_link_pb2
+
+from server.journal import Entry, Kind, iter_entries, verify_chain
+
+
+@dataclass
+class VerifyReport:
+    path: Path
+    party: str = ""
+    entries: int = 0
+    head_hash: str = ""
+    signatures_checked: int = 0
+    checkpoints_matched: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)
+    first_bad: int | None = None
+    problem: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.first_bad is None and not self.problem
+
+    def fail(self, position: int | None, problem: str) -> VerifyReport:
+        if self.ok:
+            self.first_bad, self.problem = position, problem
+        return self
+
+
+_SIGNED = {
+    Kind.MESSAGE_OUT: PAYLOAD_TYPE_ENVELOPE,
+    Kind.MESSAGE_IN: PAYLOAD_TYPE_ENVELOPE,
+    Kind.RECEIPT: PAYLOAD_TYPE_RECEIPT,
+    Kind.CHECKPOINT_OWN: PAYLOAD_TYPE_CHECKPOINT,
+    Kind.CHECKPOINT_PEER: PAYLOAD_TYPE_CHECKPOINT,
+}
+
+
+def journal_party(path: Path) -> str:
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'party'").fetchone()
+    finally:
+        conn.close()
+    if row is None:
+        raise ValueError(f"{path} is not a Hotline journal")
+    return str(row[0])
+
+
+def verify_journal(path: Path, cas: Iterable[x509.Certificate]) -> VerifyReport:
+    """Verify one journal's chain and signatures."""
+    report = VerifyReport(path)
+    if not path.exists():
+        return report.fail(None, f"{path} does not exist")
+    try:
+        party = journal_party(path)
+    except Exception as exc:
+        return report.fail(None, f"cannot read {path}: {exc}")
+    report.party = party
+    entries = list(iter_entries(path))
+    chain = verify_chain(iter(entries))
+    report.entries, report.kinds = chain.entries, chain.kinds
+    report.head_hash = chain.head_hash.hex()
+    if chain.first_bad is not None:
+        return report.fail(chain.first_bad, chain.problem)
+    keyring = KeyRing(list(cas))
+    for entry in entries:
+        if entry.kind is Kind.KEY:
+            try:
+                keyring.add_der(entry.body)
+            except SignatureError as exc:
+                return report.fail(entry.position, f"untrusted signing certificate: {exc}")
+    for entry in entries:
+        payload_type = _SIGNED.get(entry.kind)
+        if payload_type is None:
+            continue
+        problem = _check_signature(entry, payload_type, party, keyring)
+        if problem:
+            return report.fail(entry.position, problem)
+        report.signatures_checked += 1
+    return report
+
+
+def _check_signature(entry: Entry, payload_type: str, party: str, keyring: KeyRing) -> str:
+    signed = common_pb2.SignedPayload()
+    try:
+        signed.ParseFromString(entry.body)
+    except Exception as exc:
+        return f"entry {entry.position}: signed payload does not parse: {exc}"
+    own = entry.kind in (Kind.MESSAGE_OUT, Kind.CHECKPOINT_OWN)
+    key = keyring.key(signed.key_id)
+    signer_party = party if own else (key.party if key is not None else "")
+    if not own and signer_party == party:
+        return f"entry {entry.position}: a peer's {entry.kind.value} is signed with our own key"
+    try:
+        payload = keyring.verify(signed, payload_type=payload_type, party=signer_party or "?")
+    except SignatureError as exc:
+        return f"entry {entry.position} ({entry.kind.value}): {exc}"
+    if entry.kind in (Kind.MESSAGE_OUT, Kind.MESSAGE_IN):
+        envelope = envelope_pb2.Envelope()
+        envelope.ParseFromString(payload)
+        if envelope.message_id != entry.message_id:
+            return (
+                f"entry {entry.position}: envelope id {envelope.message_id} != {entry.message_id}"
+            )
+        if envelope.sender_party != signer_party:
+            return f"entry {entry.position}: envelope from {envelope.sender_party} signed by {signer_party}"
+    return ""
+
+
+def checkpoints_of(path: Path, kind: Kind) -> list[tuple[int, peer_link_pb2.CheckpointBody]]:
+    found = []
+    for entry in iter_entries(path):
+        if entry.kind is kind:
+            signed = common_pb2.SignedPayload()
+            signed.ParseFromString(entry.body)
+            body = peer_link_pb2.CheckpointBody()
+            body.ParseFromString(signed.payload)
+            found.append((entry.position, body))
+    return found
+
+
+def check_witnessed(report: VerifyReport, witness_path: Path) -> VerifyReport:
+    """Compare our chain with the checkpoints of it that the peer's journal holds."""
+    if not report.ok:
+        return report
+    heads = {e.position: e.hash for e in iter_entries(report.path)}
+    for position, body in checkpoints_of(witness_path, Kind.CHECKPOINT_PEER):
+        if body.party != report.party:
+            continue
+        if body.entry_count > report.entries:
+            return report.fail(
+                report.entries + 1,
+                f"the peer witnessed {body.entry_count} entries (its entry {position}), "
+                f"but this journal has only {report.entries}: it was truncated",
+            )
+        if body.entry_count and heads.get(body.entry_count) != bytes(body.head_hash):
+            return report.fail(
+                body.entry_count,
+                f"entry {body.entry_count} differs from the head the peer witnessed "
+                f"(its entry {position}): this journal was rewritten",
+            )
+        report.checkpoints_matched += 1
+    return report

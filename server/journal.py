@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import queue
 import sqlite3
 import struct
@@ -40,6 +41,7 @@ from typing import Any, TypeVar
 from hotline.link import ReceiptInfo, Rejection, RejectReason
 
 T = TypeVar("T")
+log = logging.getLogger("hotline.journal")
 
 GENESIS = b"\x00" * 32
 SCHEMA_VERSION = 1
@@ -313,7 +315,18 @@ class Journal:
                     stop = True
                     break
                 batch.append(more)
-            self._commit(batch)
+            # A caller that gave up (its task was cancelled) cancelled its future: skip its
+            # operation, as if it had never been submitted. Once running, a future cannot be
+            # cancelled any more, so every result below can be delivered.
+            batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
+            if batch:
+                try:
+                    self._commit(batch)
+                except BaseException as exc:  # never let the writer die silently
+                    log.exception("journal writer failed")
+                    for job in batch:
+                        if not job.future.done():
+                            job.future.set_exception(JournalError(f"journal writer failed: {exc}"))
             if stop:
                 return
 

@@ -1,1 +1,1 @@
-"""sim package."""
+"""The simulator: paired gateway processes, fault proxy, scenarios, load, metrics and reports."""

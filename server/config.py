@@ -40,11 +40,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from hotline.deadlines import Deadlines
-from hotline.errors import ConfigError
-
 from certs.identity import validate_party
 from certs.pki import PartyPaths
+from hotline.deadlines import Deadlines
+from hotline.errors import ConfigError
 
 
 @dataclass(frozen=True)

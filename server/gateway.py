@@ -22,15 +22,15 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from hotline.errors import ConfigError
-from hotline.signing import PAYLOAD_TYPE_CHECKPOINT, KeyRing, Signer
-from hotline.v1 import operator_pb2, operator_pb2_grpc, peer_link_pb2, peer_link_pb2_grpc
-from hotline.wire import timestamp_ns
 
 from certs.errors import CertsError
 from certs.pki import load_certificate, load_party_revocations, load_signing_key
 from client.channels import credentials, secure_channel
 from client.peer_sender import PeerSender
+from hotline.errors import ConfigError
+from hotline.signing import PAYLOAD_TYPE_CHECKPOINT, KeyRing, Signer
+from hotline.v1 import operator_pb2, operator_pb2_grpc, peer_link_pb2, peer_link_pb2_grpc
+from hotline.wire import timestamp_ns
 from server.auth import AuthInterceptor, Authorizer, Refusal
 from server.config import GatewayConfig
 from server.journal import Journal, Kind

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 from google.protobuf import json_format
-from hotline.v1 import common_pb2, envelope_pb2, peer_link_pb2
 
 from certs.errors import CertsError
 from certs.pki import PartyPaths, load_certificate
+from hotline.v1 import common_pb2, envelope_pb2, peer_link_pb2
 from server.journal import Kind, iter_entries
 from server.verify import check_witnessed, journal_party, verify_journal
 

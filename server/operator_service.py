@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import grpc
+
+from certs.identity import Identity
 from hotline import link
 from hotline.ids import is_message_id, new_message_id
 from hotline.signing import PAYLOAD_TYPE_ENVELOPE, Signer, sha256
 from hotline.v1 import bodies_pb2, common_pb2, envelope_pb2, operator_pb2, operator_pb2_grpc
 from hotline.validation import validate, validate_envelope
 from hotline.wire import timestamp_ns
-
-from certs.identity import Identity
 from server.auth import caller
 from server.journal import Entry
 from server.store import IN, OUT, DuplicateMessage, Journaled, Store, WrongState

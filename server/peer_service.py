@@ -19,12 +19,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+
 from hotline import link, wire
 from hotline.errors import ProtocolError, SignatureError
 from hotline.signing import PAYLOAD_TYPE_CHECKPOINT, PAYLOAD_TYPE_ENVELOPE, KeyRing, Signer, sha256
 from hotline.v1 import envelope_pb2, peer_link_pb2, peer_link_pb2_grpc
 from hotline.validation import validate_envelope
-
 from server.journal import Kind
 from server.store import Store
 

@@ -19,7 +19,6 @@ from hotline import link
 from hotline.signing import Signer, sha256
 from hotline.v1 import bodies_pb2, common_pb2, envelope_pb2, operator_pb2
 from hotline.wire import reason_to_wire, sign_receipt, timestamp_ns
-
 from server.journal import Entry, Journal, Kind, Txn
 
 log = logging.getLogger("hotline.store")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
+
 from hotline.errors import SignatureError
 from hotline.signing import (
     PAYLOAD_TYPE_CHECKPOINT,
@@ -24,7 +25,6 @@ from hotline.signing import (
     KeyRing,
 )
 from hotline.v1 import common_pb2, envelope_pb2, peer_link_pb2
-
 from server.journal import Entry, Kind, iter_entries, verify_chain
 
 

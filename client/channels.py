@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
+
 from hotline.errors import ConfigError
 
 # Keepalive: the client pings every 10 s when idle; servers (see server.gateway) allow pings

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
+
 from hotline import link, wire
 from hotline.errors import ProtocolError
 from hotline.signing import KeyRing

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from hotline.v1 import bodies_pb2, operator_pb2
-
 from tests.harness import free_text, running_pair, wait_state
 
 DELIVERED = operator_pb2.DELIVERY_STATE_DELIVERED

@@ -14,6 +14,9 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from hotline.errors import ProtocolError
 from hotline.link import (
     Accept,
@@ -36,8 +39,6 @@ from hotline.link import (
     SenderState,
     Welcome,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 
 @dataclass

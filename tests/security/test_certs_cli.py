@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from hotline.cli import main
 
 from certs import (
     PartyPaths,
@@ -21,6 +20,7 @@ from certs import (
     load_certificate,
     load_key_pair,
 )
+from hotline.cli import main
 
 ERROR_PREFIX = "hotline certs: error: "
 

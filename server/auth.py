@@ -20,9 +20,11 @@ from __future__ import annotations
 import contextvars
 import inspect
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -38,6 +40,7 @@ log = logging.getLogger("hotline.auth")
 PEER_LINK_SERVICE = "/hotline.v1.PeerLinkService/"
 OPERATOR_SERVICE = "/hotline.v1.OperatorService/"
 HEALTH_SERVICE = "/grpc.health.v1.Health/"
+REVERIFY_S = 60.0  # re-verify a cached certificate chain at least this often
 REFLECTION_SERVICES = (
     "/grpc.reflection.v1alpha.ServerReflection/",
     "/grpc.reflection.v1.ServerReflection/",
@@ -76,7 +79,7 @@ class Authorizer:
         self.peer_party = peer_party
         self._cas = list(cas)
         self._revocations = revocations
-        self._cache: OrderedDict[bytes, x509.Certificate] = OrderedDict()
+        self._cache: OrderedDict[bytes, tuple[Identity, x509.Certificate, float]] = OrderedDict()
         self._tls_seen: set[str] = set()
 
     def update(
@@ -88,17 +91,29 @@ class Authorizer:
         """Swap in a new trust bundle or revocation lists (takes effect on the next call)."""
         if cas is not None:
             self._cas = list(cas)
+            self._cache.clear()
         if revocations is not None:
             self._revocations = revocations
 
-    def _leaf(self, pem: bytes) -> x509.Certificate:
-        cert = self._cache.get(pem)
-        if cert is None:
-            cert = x509.load_pem_x509_certificate(pem)
-            self._cache[pem] = cert
-            if len(self._cache) > 1024:
-                self._cache.popitem(last=False)
-        return cert
+    def _verified(self, pem: bytes) -> tuple[Identity, x509.Certificate]:
+        """Parse and verify a leaf, remembering the result for up to REVERIFY_S seconds.
+
+        Chain verification (an ECDSA signature check) is the costly part of authenticating a
+        call; its result depends only on the certificate, the trust bundle and the time, so it
+        is cached until the bundle changes, the certificate expires, or REVERIFY_S pass.
+        Revocation is checked on every call: a list can change at any moment.
+        """
+        now = time.monotonic()
+        cached = self._cache.get(pem)
+        if cached is not None and cached[2] > now:
+            return cached[0], cached[1]
+        leaf = x509.load_pem_x509_certificate(pem)
+        identity = verify_identity(leaf, self._cas)
+        remaining = (leaf.not_valid_after_utc - datetime.now(UTC)).total_seconds()
+        self._cache[pem] = (identity, leaf, now + max(0.0, min(REVERIFY_S, remaining)))
+        if len(self._cache) > 1024:
+            self._cache.popitem(last=False)
+        return identity, leaf
 
     def authenticate(self, auth_context: dict[str, list[bytes]], peer: str) -> Identity:
         pems = auth_context.get("x509_pem_cert") or []
@@ -106,16 +121,18 @@ class Authorizer:
             raise AuthError(grpc.StatusCode.UNAUTHENTICATED, "no client certificate was presented")
         tls = b"".join(auth_context.get("ssl_tls_version") or []).decode() or "unknown"
         try:
-            leaf = self._leaf(pems[0])
-            # Revocation and validity are re-checked on every call (a long stream is re-checked
-            # when it reconnects); the parsed certificate is cached.
-            identity = verify_identity(leaf, self._cas, revocations=self._revocations)
+            identity, leaf = self._verified(pems[0])
         except CertsError as exc:
             raise AuthError(grpc.StatusCode.UNAUTHENTICATED, str(exc)) from None
         except ValueError as exc:
             raise AuthError(
                 grpc.StatusCode.UNAUTHENTICATED, f"unreadable client certificate: {exc}"
             ) from None
+        if self._revocations.is_revoked(leaf):
+            raise AuthError(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"certificate {identity} (serial {leaf.serial_number:#x}) has been revoked",
+            )
         key = f"{peer}|{identity}"
         if key not in self._tls_seen:
             self._tls_seen.add(key)

@@ -292,6 +292,10 @@ class Journal:
         self._jobs.put(_Job(operation, future))
         return future
 
+    def submit_async(self, operation: Operation[T]) -> asyncio.Future[T]:
+        """Queue an operation now; an asyncio future (of the running loop) for its result."""
+        return asyncio.wrap_future(self.submit(operation))
+
     async def run(self, operation: Operation[T]) -> T:
         """Run an operation in the next group commit and wait until it is durable."""
         return await asyncio.wrap_future(self.submit(operation))

@@ -180,7 +180,7 @@ class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
         if dup is not None:
             return await self._idempotent(dup, envelope, context)
         assert journaled is not None
-        log.info(
+        log.debug(
             "journaled %s %s from %s at position %d",
             envelope.message_id,
             envelope.WhichOneof("body"),

@@ -173,7 +173,8 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
                     if ping is not None:
                         yield peer_link_pb2.PushResponse(ping=wire.ping_to_wire(ping))
                     continue
-                response = await item
+                # shielded: a cancelled stream must not cancel a journal write under way
+                response = await asyncio.shield(item)
                 if response is not None:
                     yield response
                 ping = core.ping_due(time.time())
@@ -302,23 +303,28 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
             )
         return self._journal(core, frame, signed, envelope)
 
-    async def _journal(
+    def _journal(
         self,
         core: link.InboundLink,
         frame: link.Delivery,
         signed: Any,
         envelope: envelope_pb2.Envelope,
-    ) -> peer_link_pb2.PushResponse:
-        info = await self._store.journal_inbound(frame, signed, envelope, self._signer)
-        core.durable(frame.message_id)
-        self.last_sequence = frame.sequence
-        self._on_message()
-        return peer_link_pb2.PushResponse(receipt=wire.receipt_frame(info))
+    ) -> asyncio.Future[peer_link_pb2.PushResponse]:
+        # Submitted now, in arrival order; many deliveries share one group commit.
+        durable = self._store.journal_inbound(frame, signed, envelope, self._signer)
 
-    async def _refuse(self, rejection: link.Rejection, digest: bytes) -> peer_link_pb2.PushResponse:
-        if rejection.reason.consumes_sequence:
-            await self._store.journal_inbound_refusal(rejection, digest)
-            self.last_sequence = rejection.sequence
+        async def receipt() -> peer_link_pb2.PushResponse:
+            info = await durable
+            core.durable(frame.message_id)
+            self.last_sequence = frame.sequence
+            self._on_message()
+            return peer_link_pb2.PushResponse(receipt=wire.receipt_frame(info))
+
+        return asyncio.ensure_future(receipt())
+
+    def _refuse(
+        self, rejection: link.Rejection, digest: bytes
+    ) -> Awaitable[peer_link_pb2.PushResponse]:
         log.warning(
             "refused delivery %d (%s) from %s: %s %s",
             rejection.sequence,
@@ -327,7 +333,17 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
             rejection.reason.value,
             rejection.detail,
         )
-        return peer_link_pb2.PushResponse(rejection=wire.rejection_frame(rejection))
+        response = peer_link_pb2.PushResponse(rejection=wire.rejection_frame(rejection))
+        if not rejection.reason.consumes_sequence:
+            return _ready(response)
+        durable = self._store.journal_inbound_refusal(rejection, digest)
+
+        async def after() -> peer_link_pb2.PushResponse:
+            await durable
+            self.last_sequence = rejection.sequence
+            return response
+
+        return asyncio.ensure_future(after())
 
     async def _checkpoint(self, checkpoint: peer_link_pb2.Checkpoint) -> None:
         try:

@@ -1,13 +1,16 @@
 """The gateway's records on top of the journal: messages, settlements, events.
 
-Each public coroutine here is one journal operation: it appends the entries that record a fact
-and updates the index tables in the same transaction, and returns only after the group commit
-that made it durable. The functions that turn rows and entries into `hotline.v1` records and
+Each public method here is one journal operation: it appends the entries that record a fact
+and updates the index tables in the same transaction, and its result is ready only after the
+group commit that made it durable. The methods on the peer link's hot path submit their
+operation at once and return a future, so deliveries are submitted in arrival order and many
+share one commit; the others are coroutines. The functions that turn rows and entries into `hotline.v1` records and
 events for operators live here too, so every reader sees the same picture.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -192,7 +195,7 @@ class Store:
     def last_settled_outbound(self) -> int:
         return self.journal.last_sequence(self.party)
 
-    async def record_receipt(self, info: link.ReceiptInfo) -> None:
+    def record_receipt(self, info: link.ReceiptInfo) -> asyncio.Future[None]:
         """The peer receipted one of our messages: journal the signed receipt."""
         signed = info.signed
         assert isinstance(signed, common_pb2.SignedPayload)
@@ -217,9 +220,9 @@ class Store:
                 (JOURNALED, DELIVERED, info.sequence, entry.time_ns, info.message_id, OUT),
             )
 
-        await self.journal.run(op)
+        return self.journal.submit_async(op)
 
-    async def record_refused_by_peer(self, rejection: link.Rejection) -> None:
+    def record_refused_by_peer(self, rejection: link.Rejection) -> asyncio.Future[None]:
         body = _json(
             {
                 "reason": rejection.reason.value,
@@ -261,17 +264,17 @@ class Store:
                 ),
             )
 
-        await self.journal.run(op)
+        return self.journal.submit_async(op)
 
     # ------------------------------------------------------------------ inbound
 
-    async def journal_inbound(
+    def journal_inbound(
         self,
         delivery: link.Delivery,
         signed: common_pb2.SignedPayload,
         envelope: envelope_pb2.Envelope,
         signer: Signer,
-    ) -> link.ReceiptInfo:
+    ) -> asyncio.Future[link.ReceiptInfo]:
         """Journal a message from the peer and sign its receipt, in one transaction."""
         digest = delivery.digest
 
@@ -330,9 +333,11 @@ class Store:
                 )
             return link.ReceiptInfo(delivery.sequence, envelope.message_id, digest, receipt)
 
-        return await self.journal.run(op)
+        return self.journal.submit_async(op)
 
-    async def journal_inbound_refusal(self, rejection: link.Rejection, digest: bytes) -> None:
+    def journal_inbound_refusal(
+        self, rejection: link.Rejection, digest: bytes
+    ) -> asyncio.Future[None]:
         body = _json(
             {
                 "reason": rejection.reason.value,
@@ -362,7 +367,7 @@ class Store:
                 ),
             )
 
-        await self.journal.run(op)
+        return self.journal.submit_async(op)
 
     # ------------------------------------------------------------------ events
 

@@ -223,6 +223,8 @@ class PeerSender:
         while True:
             if self._failed_settlement is not None:
                 raise ProtocolError("a settlement failed to journal")
+            # Clear before taking frames: a message enqueued while we write sets it again.
+            self._wake.clear()
             for frame in self.link.outgoing(time.time()):
                 await call.write(wire.sender_frame_to_wire(frame, self._certs))
             if (
@@ -238,7 +240,6 @@ class PeerSender:
                             checkpoint=peer_link_pb2.Checkpoint(checkpoint=signed)
                         )
                     )
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._heartbeat_interval / 2)
 

@@ -14,7 +14,9 @@ from tests.harness import free_text, running_pair, wait_state
 SHORT_DEADLINES = {"FLASH": 0.5, "IMMEDIATE": 60, "PRIORITY": 60, "ROUTINE": 60}
 
 
-async def collect(stub: object, kinds: list[int], count: int, within: float = 10.0) -> list[operator_pb2.Event]:
+async def collect(
+    stub: object, kinds: list[int], count: int, within: float = 10.0
+) -> list[operator_pb2.Event]:
     events: list[operator_pb2.Event] = []
 
     async def run() -> None:
@@ -27,10 +29,14 @@ async def collect(stub: object, kinds: list[int], count: int, within: float = 10
     return events
 
 
-async def test_an_unanswered_flash_escalates_at_the_sender_and_realerts_at_the_receiver(tmp_path: Path) -> None:
+async def test_an_unanswered_flash_escalates_at_the_sender_and_realerts_at_the_receiver(
+    tmp_path: Path,
+) -> None:
     async with running_pair(tmp_path, overrides={"deadlines": SHORT_DEADLINES}) as pair:
         sent = await pair.jp.stub.Send(
-            operator_pb2.SendRequest(envelope=free_text("FLASH test", precedence=common_pb2.PRECEDENCE_FLASH))
+            operator_pb2.SendRequest(
+                envelope=free_text("FLASH test", precedence=common_pb2.PRECEDENCE_FLASH)
+            )
         )
         escalations = await collect(pair.jp.stub, [operator_pb2.EVENT_KIND_ESCALATION], 1)
         realerts = await collect(pair.tw.stub, [operator_pb2.EVENT_KIND_REALERT], 1)
@@ -39,11 +45,15 @@ async def test_an_unanswered_flash_escalates_at_the_sender_and_realerts_at_the_r
         assert escalations[0].message.overdue
         status = await pair.jp.stub.GetLinkStatus(operator_pb2.GetLinkStatusRequest())
         assert status.overdue_count == 1
-        overdue = await pair.jp.stub.ListMessages(operator_pb2.ListMessagesRequest(overdue_only=True))
+        overdue = await pair.jp.stub.ListMessages(
+            operator_pb2.ListMessagesRequest(overdue_only=True)
+        )
         assert [m.envelope.message_id for m in overdue.messages] == [sent.message_id]
         # answering late still climbs the ladder, and it is no longer overdue
         await pair.tw.stub.Acknowledge(
-            operator_pb2.AcknowledgeRequest(message_id=sent.message_id, level=bodies_pb2.ACKNOWLEDGEMENT_LEVEL_ROGER)
+            operator_pb2.AcknowledgeRequest(
+                message_id=sent.message_id, level=bodies_pb2.ACKNOWLEDGEMENT_LEVEL_ROGER
+            )
         )
         await wait_state(pair.jp.stub, sent.message_id, operator_pb2.DELIVERY_STATE_ACKNOWLEDGED)
         status = await pair.jp.stub.GetLinkStatus(operator_pb2.GetLinkStatusRequest())
@@ -60,7 +70,9 @@ async def test_an_oversized_request_is_refused_with_resource_exhausted(tmp_path:
 
 
 async def test_an_operator_over_the_rate_limit_is_told_to_back_off(tmp_path: Path) -> None:
-    async with running_pair(tmp_path, overrides={"operator_rate_per_s": 1.0, "operator_burst": 3}) as pair:
+    async with running_pair(
+        tmp_path, overrides={"operator_rate_per_s": 1.0, "operator_burst": 3}
+    ) as pair:
         for _ in range(3):
             await pair.jp.stub.Send(operator_pb2.SendRequest(envelope=free_text("ok")))
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -69,7 +81,9 @@ async def test_an_operator_over_the_rate_limit_is_told_to_back_off(tmp_path: Pat
         assert "faster than 1 messages/s" in (caught.value.details() or "")
 
 
-async def test_send_is_idempotent_by_message_id_and_refuses_reuse_for_other_content(tmp_path: Path) -> None:
+async def test_send_is_idempotent_by_message_id_and_refuses_reuse_for_other_content(
+    tmp_path: Path,
+) -> None:
     async with running_pair(tmp_path) as pair:
         env = free_text("once")
         first = await pair.jp.stub.Send(operator_pb2.SendRequest(envelope=env))
@@ -87,13 +101,19 @@ async def test_list_pages_newest_first_and_filters(tmp_path: Path) -> None:
     async with running_pair(tmp_path) as pair:
         ids = []
         for i in range(7):
-            precedence = common_pb2.PRECEDENCE_FLASH if i % 3 == 0 else common_pb2.PRECEDENCE_ROUTINE
-            sent = await pair.jp.stub.Send(operator_pb2.SendRequest(envelope=free_text(f"m{i}", precedence=precedence)))
+            precedence = (
+                common_pb2.PRECEDENCE_FLASH if i % 3 == 0 else common_pb2.PRECEDENCE_ROUTINE
+            )
+            sent = await pair.jp.stub.Send(
+                operator_pb2.SendRequest(envelope=free_text(f"m{i}", precedence=precedence))
+            )
             ids.append(sent.message_id)
         seen: list[str] = []
         token = ""
         while True:
-            page = await pair.jp.stub.ListMessages(operator_pb2.ListMessagesRequest(page_size=3, page_token=token))
+            page = await pair.jp.stub.ListMessages(
+                operator_pb2.ListMessagesRequest(page_size=3, page_token=token)
+            )
             seen += [m.envelope.message_id for m in page.messages]
             token = page.next_page_token
             if not token:
@@ -105,7 +125,9 @@ async def test_list_pages_newest_first_and_filters(tmp_path: Path) -> None:
         assert len(flash.messages) == 3
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await pair.jp.stub.ListMessages(
-                operator_pb2.ListMessagesRequest(page_size=3, page_token=token or "bm90LWEtdG9rZW4=")
+                operator_pb2.ListMessagesRequest(
+                    page_size=3, page_token=token or "bm90LWEtdG9rZW4="
+                )
             )
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
@@ -124,7 +146,9 @@ async def test_watch_replays_from_a_cursor_then_follows_live(tmp_path: Path) -> 
         sender = asyncio.create_task(later())
         got: list[operator_pb2.Event] = []
         async for response in pair.jp.stub.Watch(
-            operator_pb2.WatchRequest(after_cursor=cursor, kinds=[operator_pb2.EVENT_KIND_MESSAGE_SENT])
+            operator_pb2.WatchRequest(
+                after_cursor=cursor, kinds=[operator_pb2.EVENT_KIND_MESSAGE_SENT]
+            )
         ):
             got.append(response.event)
             break

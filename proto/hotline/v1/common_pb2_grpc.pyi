@@ -28,7 +28,9 @@ Conventions used throughout the specification
   checked against the authenticated certificate; it never grants anything by itself.
 * Every enum field must hold a value this specification declares. A number unknown to the
   receiver makes the message invalid: a hot line must never display something neither side
-  can read. Adding an enum value is therefore a protocol version change.
+  can read. Adding an enum value is therefore a protocol version change. An item of a
+  repeated enum field is never the `*_UNSPECIFIED` zero value.
+* Every `double` is finite: NaN and the infinities are invalid wherever they appear.
 
 Field constraints
 -----------------
@@ -71,10 +73,12 @@ The remaining clauses restrict the value:
                   seconds with an `s` suffix (`0s..86400s`).
   pattern RE      the whole string matches the regular expression RE (Python `re.fullmatch`
                   syntax). RE runs to the end of the clause and never contains "; ".
-  format F        the string has the form F: `ipv4` or `ipv6`, an address or CIDR network of
-                  that IP version in canonical form (as Python's `ipaddress.ip_network(v,
-                  strict=False)` accepts and prints it); `url`, an absolute RFC 3986 URL with
-                  a scheme and a host.
+  format F        the string has the form F: `ipv4` or `ipv6`, an address, or a CIDR network
+                  written with its prefix length, of that IP version and in canonical form:
+                  exactly as Python prints `ipaddress.ip_address(v)`, or for a network
+                  `ipaddress.ip_network(v)` (host bits zero; IPv6 per RFC 5952), for example
+                  `192.0.2.7`, `198.51.100.0/24`, `2001:db8::1`; `url`, an absolute RFC 3986
+                  URL with a scheme and a host.
   one of "X", "Y" the string equals one of the quoted values.
   unique          the items of a repeated field are pairwise distinct; `unique by F` compares
                   the items' field F.
@@ -86,7 +90,10 @@ message comment, in the same "; "-separated form. A rule is one of
   <path> <clause>                   a field clause applied to a nested field,
   <path> <op> <path-or-literal>     comparison, op one of `=`, `!=`, `>`, `>=`; timestamps
                                     compare in time order, and a rule on a path that is
-                                    unset holds trivially,
+                                    unset holds trivially (unset: an empty string, bytes or
+                                    repeated field, the zero enum value, a message or
+                                    `optional` scalar not present; a number without explicit
+                                    presence is never unset),
   <path> contains <path>            a repeated field holds the other field's value,
   exactly one of <oneof>            one member of the oneof is set,
   at least one of <path>, <path>    at least one of the fields is present,

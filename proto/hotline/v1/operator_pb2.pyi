@@ -25,9 +25,9 @@ Every RPC may fail with:
 
 and with the codes listed on each RPC. For INVALID_ARGUMENT, the status message lists every
 broken constraint as `<field>: <description>` joined with "; ", each field a dotted path from
-the request, for example
-`envelope.body.maritime_encounter.reporting_position.latitude_deg: must be between -90.0 and
-90.0; envelope.precedence: required`.
+the request (see `FieldViolation.field`), for example
+`envelope.maritime_encounter.reporting_position.latitude_deg: must be in -90.0..90.0, got
+91.0; envelope.precedence: required: must not be PRECEDENCE_UNSPECIFIED`.
 """
 
 from collections import abc as _abc

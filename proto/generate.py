@@ -4,7 +4,7 @@ Usage: python proto/generate.py [--out DIR]
 
 Writes `*_pb2.py`, `*_pb2.pyi` (mypy-protobuf) and `*_pb2_grpc.py` / `*_pb2_grpc.pyi` beside the
 `.proto` files (or under DIR, mirroring `hotline/v1/`). The generated files are committed;
-`tests/test_generated_code.py` regenerates into a temporary directory and fails on any difference.
+`tests/protocol/test_generated_code.py` regenerates into a temporary directory and fails on any difference.
 """
 
 from __future__ import annotations

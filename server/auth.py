@@ -12,6 +12,10 @@ more, so here, for every call and before the handler sees it:
    `PeerLinkService`; our own operators only `OperatorService` (and server reflection); any
    authenticated party may call the health service; everything else: PERMISSION_DENIED.
 
+A stream is checked again before its next response whenever the revocation lists or the trust
+bundle change, so revoking a certificate also ends the streams open with it (the peer link, an
+operator's Watch) within one heartbeat, rather than at its next reconnection.
+
 Every refusal is logged and journaled as a security event, with the reason given to the caller.
 """
 
@@ -81,6 +85,8 @@ class Authorizer:
         self._revocations = revocations
         self._cache: OrderedDict[bytes, tuple[Identity, x509.Certificate, float]] = OrderedDict()
         self._tls_seen: set[str] = set()
+        # Bumped by every update: open streams re-authenticate their caller when it changes.
+        self.generation = 0
 
     def update(
         self,
@@ -88,12 +94,16 @@ class Authorizer:
         cas: Iterable[x509.Certificate] | None = None,
         revocations: RevocationSet | None = None,
     ) -> None:
-        """Swap in a new trust bundle or revocation lists (takes effect on the next call)."""
+        """Swap in a new trust bundle or revocation lists.
+
+        Takes effect on the next call, and on every open stream before its next response.
+        """
         if cas is not None:
             self._cas = list(cas)
             self._cache.clear()
         if revocations is not None:
             self._revocations = revocations
+        self.generation += 1
 
     def _verified(self, pem: bytes) -> tuple[Identity, x509.Certificate]:
         """Parse and verify a leaf, remembering the result for up to REVERIFY_S seconds.
@@ -197,7 +207,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method: str = handler_call_details.method
-        return _wrap(handler, method, self._check)
+        return _wrap(handler, method, self._check, lambda: self._authorizer.generation)
 
     async def _check(
         self, context: grpc.aio.ServicerContext[Any, Any], method: str
@@ -228,7 +238,10 @@ Check = Callable[
 
 
 def _wrap(
-    original: grpc.RpcMethodHandler[Any, Any], method: str, check: Check
+    original: grpc.RpcMethodHandler[Any, Any],
+    method: str,
+    check: Check,
+    generation: Callable[[], int],
 ) -> grpc.RpcMethodHandler[Any, Any]:
     handler: Any = original  # grpc's stubs type behaviours for the sync API
 
@@ -238,6 +251,15 @@ def _wrap(
             await context.abort(refusal.code, refusal.reason)
         assert identity is not None
         _caller.set(identity)
+
+    async def readmit(context: grpc.aio.ServicerContext[Any, Any], seen: int) -> int:
+        """Before each response of a stream: if the trust bundle or revocation lists changed
+        since `seen`, check the caller again, so that revoking a certificate ends the streams
+        open with it (the peer link, Watch), not only its later calls."""
+        current = generation()
+        if current != seen:
+            await admit(context)
+        return current
 
     if handler.unary_unary is not None:
         inner_uu = handler.unary_unary
@@ -255,13 +277,19 @@ def _wrap(
         inner_us = handler.unary_stream
 
         async def unary_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            seen = generation()
             await admit(context)
             result = inner_us(request, context)
             if inspect.isawaitable(result):  # a handler that writes with context.write()
                 await result
                 return
-            async for item in result:
-                yield item
+            try:
+                async for item in result:
+                    seen = await readmit(context, seen)
+                    yield item
+            finally:  # end the handler now, not when its generator is collected
+                if hasattr(result, "aclose"):
+                    await result.aclose()
 
         return grpc.unary_stream_rpc_method_handler(
             unary_stream,
@@ -272,13 +300,19 @@ def _wrap(
         inner_ss = handler.stream_stream
 
         async def stream_stream(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            seen = generation()
             await admit(context)
             result = inner_ss(requests, context)
             if inspect.isawaitable(result):
                 await result
                 return
-            async for item in result:
-                yield item
+            try:
+                async for item in result:
+                    seen = await readmit(context, seen)
+                    yield item
+            finally:  # end the handler now, not when its generator is collected
+                if hasattr(result, "aclose"):
+                    await result.aclose()
 
         return grpc.stream_stream_rpc_method_handler(
             stream_stream,

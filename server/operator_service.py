@@ -167,11 +167,11 @@ class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
         problems = []
         if envelope.recipient_party and envelope.recipient_party != self.peer_party:
             problems.append(
-                f"recipient_party: must be the peer {self.peer_party}, got {envelope.recipient_party}"
+                f"envelope.recipient_party: must be the peer {self.peer_party}, "
+                f"got {envelope.recipient_party}"
             )
-        if envelope.WhichOneof("body") == "acknowledgement":
-            problems.append("acknowledgement: acknowledgements are sent with Acknowledge, not Send")
-        problems += [str(v) for v in validate_envelope(envelope, filled=False)]
+        # Paths are from the request (envelope.…), as the spec's Send errors say.
+        problems += [str(v) for v in validate(envelope, filled=False, prefix="envelope")]
         if problems:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
         await self._check_references(envelope, context)

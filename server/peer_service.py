@@ -297,7 +297,8 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
                     frame.message_id,
                     link.RejectReason.INVALID_MESSAGE,
                     f"{len(violations)} field violation(s)",
-                    violations=tuple((v.field, v.description) for v in violations),
+                    # FieldViolation allows at most 64, each with a non-empty field path
+                    violations=tuple((v.field, v.description) for v in violations if v.field)[:64],
                 ),
                 digest,
             )

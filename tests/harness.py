@@ -74,7 +74,7 @@ class Side:
     gateway: Gateway
     port: int
     channel: grpc.aio.Channel
-    stub: operator_pb2_grpc.OperatorServiceStub
+    stub: operator_pb2_grpc.OperatorServiceAsyncStub
 
 
 @dataclass
@@ -117,7 +117,7 @@ async def running_pair(
 def free_text(
     text: str = "test",
     *,
-    precedence: int = common_pb2.PRECEDENCE_ROUTINE,
+    precedence: common_pb2.Precedence.ValueType = common_pb2.PRECEDENCE_ROUTINE,
     recipient: str = "TW",
     message_id: str = "",
 ) -> envelope_pb2.Envelope:
@@ -154,13 +154,16 @@ async def wait_for(
         await asyncio.sleep(0.05)
 
 
-async def state_of(stub: operator_pb2_grpc.OperatorServiceStub, message_id: str) -> int:
+async def state_of(stub: operator_pb2_grpc.OperatorServiceAsyncStub, message_id: str) -> int:
     response = await stub.GetMessage(operator_pb2.GetMessageRequest(message_id=message_id))
     return int(response.message.state)
 
 
 async def wait_state(
-    stub: operator_pb2_grpc.OperatorServiceStub, message_id: str, state: int, within: float = 15.0
+    stub: operator_pb2_grpc.OperatorServiceAsyncStub,
+    message_id: str,
+    state: int,
+    within: float = 15.0,
 ) -> None:
     deadline = time.monotonic() + within
     while True:

@@ -89,7 +89,7 @@ def check_exactly_once(sent: list[str], sender_journal: Path, receiver_journal: 
 
 
 async def send_burst(
-    stub: operator_pb2_grpc.OperatorServiceStub,
+    stub: operator_pb2_grpc.OperatorServiceAsyncStub,
     count: int,
     *,
     concurrency: int = 8,
@@ -118,7 +118,7 @@ async def send_burst(
 
 
 async def all_delivered(
-    stub: operator_pb2_grpc.OperatorServiceStub, ids: list[str], within: float = 60.0
+    stub: operator_pb2_grpc.OperatorServiceAsyncStub, ids: list[str], within: float = 60.0
 ) -> None:
     deadline = time.monotonic() + within
     pending = set(ids)

@@ -8,19 +8,22 @@ from pathlib import Path
 import grpc
 import pytest
 
-from hotline.v1 import bodies_pb2, common_pb2, operator_pb2
+from hotline.v1 import bodies_pb2, common_pb2, operator_pb2, operator_pb2_grpc
 from tests.harness import free_text, running_pair, wait_state
 
 SHORT_DEADLINES = {"FLASH": 0.5, "IMMEDIATE": 60, "PRIORITY": 60, "ROUTINE": 60}
 
 
 async def collect(
-    stub: object, kinds: list[int], count: int, within: float = 10.0
+    stub: operator_pb2_grpc.OperatorServiceAsyncStub,
+    kinds: list[operator_pb2.EventKind.ValueType],
+    count: int,
+    within: float = 10.0,
 ) -> list[operator_pb2.Event]:
     events: list[operator_pb2.Event] = []
 
     async def run() -> None:
-        async for response in stub.Watch(operator_pb2.WatchRequest(kinds=kinds)):  # type: ignore[attr-defined]
+        async for response in stub.Watch(operator_pb2.WatchRequest(kinds=kinds)):
             events.append(response.event)
             if len(events) >= count:
                 return

@@ -26,7 +26,9 @@ def generate(out: Path) -> None:
     # the ones installed beside this interpreter are found even if the venv is not activated.
     bin_dir = str(Path(sys.executable).parent)
     os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-    sources = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / "hotline" / "v1").glob("*.proto"))
+    sources = sorted(
+        str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / "hotline" / "v1").glob("*.proto")
+    )
     if not sources:
         raise SystemExit("no .proto files under proto/hotline/v1")
     out.mkdir(parents=True, exist_ok=True)
@@ -52,8 +54,12 @@ def generate(out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=PROTO_ROOT, help="output root (default: proto/)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--out", type=Path, default=PROTO_ROOT, help="output root (default: proto/)"
+    )
     args = parser.parse_args(argv)
     generate(args.out)
     return 0

@@ -240,8 +240,11 @@ class PeerSender:
                             checkpoint=peer_link_pb2.Checkpoint(checkpoint=signed)
                         )
                     )
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that
+            # arrives as the wait completes, which left this task unstoppable.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._heartbeat_interval / 2)
+                async with asyncio.timeout(self._heartbeat_interval / 2):
+                    await self._wake.wait()
 
     async def _ticker(self) -> None:
         while True:

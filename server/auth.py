@@ -88,6 +88,10 @@ class Authorizer:
         # Bumped by every update: open streams re-authenticate their caller when it changes.
         self.generation = 0
 
+    @property
+    def revocations(self) -> RevocationSet:
+        return self._revocations
+
     def update(
         self,
         *,

@@ -88,7 +88,7 @@ class Gateway:
                 f"{paths.signing_cert} is party {self.signer.party}'s signing certificate"
             )
         self._signing_der = [signing_cert.public_bytes(Encoding.DER)]
-        self.keyring = KeyRing([self._own_ca, self._peer_ca])
+        self.keyring = KeyRing([self._own_ca, self._peer_ca], revocations=revocations)
         self.keyring.add_certificate(signing_cert)
         self.authorizer = Authorizer(
             self.party, self.peer_party, [self._own_ca, self._peer_ca], revocations
@@ -145,6 +145,7 @@ class Gateway:
         for watched in self._tls_files + self._crl_files:
             watched.changed()
         self.port = 0
+        self._stale_warned = float("-inf")
 
     # ------------------------------------------------------------------ credentials
 
@@ -172,10 +173,19 @@ class Gateway:
         return secure_channel(self.config.peer_address, creds, server_party=self.peer_party)
 
     def _reload_revocations(self) -> None:
+        now = time.monotonic()
+        if not self.authorizer.revocations.is_current() and now - self._stale_warned > 600:
+            self._stale_warned = now
+            log.warning(
+                "a revocation list is past its next-update time: re-sign it with "
+                "`hotline certs crl` (revocation is only as fresh as the newest list)"
+            )
         changed = [w.changed() for w in self._crl_files]  # update every stamp
         if any(changed):
             try:
-                self.authorizer.update(revocations=load_party_revocations(self.config.paths))
+                revocations = load_party_revocations(self.config.paths)
+                self.authorizer.update(revocations=revocations)
+                self.keyring.set_revocations(revocations)
                 log.info("revocation lists reloaded")
             except CertsError as exc:
                 log.error("kept the previous revocation lists: %s", exc)
@@ -243,7 +253,11 @@ class Gateway:
             await self._server.stop(grace)
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        stuck: set[asyncio.Task[Any]] = set()
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=5.0)
+        for task in stuck:
+            log.error("task %s did not stop within 5 s of being cancelled", task.get_name())
         self._tasks = []
         await asyncio.to_thread(self.journal.close)
         log.info("gateway %s stopped", self.party)

@@ -26,7 +26,7 @@ from hotline.v1 import bodies_pb2, common_pb2, envelope_pb2, operator_pb2, opera
 from hotline.validation import validate, validate_envelope
 from hotline.wire import timestamp_ns
 from server.auth import caller
-from server.journal import Entry
+from server.journal import Entry, Kind
 from server.store import IN, OUT, DuplicateMessage, Journaled, Store, WrongState
 
 log = logging.getLogger("hotline.operator")
@@ -152,18 +152,17 @@ class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "envelope: required")
         envelope = envelope_pb2.Envelope()
         envelope.CopyFrom(request.envelope)
+        impersonation = ""
         if envelope.sender_party and envelope.sender_party != who.party:
-            await _abort(
-                context,
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"sender_party is {envelope.sender_party}, but the caller {who} is of party {who.party}",
+            impersonation = f"sender_party is {envelope.sender_party}, but the caller {who} is of party {who.party}"
+        elif envelope.originator and envelope.originator != who.spiffe_id:
+            impersonation = f"originator is {envelope.originator}, but the caller is {who}"
+        if impersonation:
+            await self._store.record_event(
+                Kind.SECURITY,
+                {"code": "PERMISSION_DENIED", "detail": f"{who} calling Send: {impersonation}"},
             )
-        if envelope.originator and envelope.originator != who.spiffe_id:
-            await _abort(
-                context,
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"originator is {envelope.originator}, but the caller is {who}",
-            )
+            await _abort(context, grpc.StatusCode.PERMISSION_DENIED, impersonation)
         problems = []
         if envelope.recipient_party and envelope.recipient_party != self.peer_party:
             problems.append(

@@ -13,13 +13,16 @@ exact.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
+from certs.errors import IdentityError
+from certs.identity import Role, parse_spiffe_id
 from hotline import link, wire
 from hotline.errors import ProtocolError, SignatureError
 from hotline.signing import PAYLOAD_TYPE_CHECKPOINT, PAYLOAD_TYPE_ENVELOPE, KeyRing, Signer, sha256
@@ -80,15 +83,20 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
         if previous is not None and not previous.done():
             previous.cancel()
         self._current = asyncio.current_task()
-        async with self._lock:
-            async for response in self._serve(request_iterator, context):
+        # aclosing: when grpc closes us at a yield, _serve's cleanup (which waits for its
+        # journal writes) runs here, inside the lock, before a new stream can start.
+        async with (
+            self._lock,
+            contextlib.aclosing(self._serve(request_iterator, context)) as responses,
+        ):
+            async for response in responses:
                 yield response
 
     async def _serve(
         self,
         requests: AsyncIterator[peer_link_pb2.PushRequest],
         context: grpc.aio.ServicerContext[peer_link_pb2.PushRequest, peer_link_pb2.PushResponse],
-    ) -> AsyncIterator[peer_link_pb2.PushResponse]:
+    ) -> AsyncGenerator[peer_link_pb2.PushResponse, None]:
         core = link.InboundLink(
             self.party,
             self.peer_party,
@@ -97,15 +105,23 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
             dead_after=self._dead_after,
         )
         try:
-            first = await asyncio.wait_for(anext(requests), timeout=self._dead_after)
+            async with asyncio.timeout(self._dead_after):
+                first = await anext(requests)
         except (StopAsyncIteration, TimeoutError):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the stream must open with Hello")
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, "the stream must open with Hello"
+            )
         if first.WhichOneof("frame") != "hello":
             await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
+                grpc.StatusCode.FAILED_PRECONDITION,
                 f"the first frame must be Hello, got {first.WhichOneof('frame')}",
             )
         hello = first.hello
+        if hello.party != self.peer_party:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"Hello claims party {hello.party}, but the caller is the {self.peer_party} gateway",
+            )
         for der in hello.signing_certificates:
             try:
                 key = self._keyring.add_der(der)
@@ -157,7 +173,8 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
         try:
             while True:
                 try:
-                    item = await asyncio.wait_for(replies.get(), timeout=self._heartbeat_interval)
+                    async with asyncio.timeout(self._heartbeat_interval):
+                        item = await replies.get()
                 except TimeoutError:
                     item = None
                     if reader.done():
@@ -245,10 +262,9 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
                 envelope.ParseFromString(payload)
             except Exception as exc:
                 parse_problem = f"envelope bytes do not parse: {exc}"
-        message_id = envelope.message_id if payload is not None else ""
-        frame = link.Delivery(
-            delivery.sequence, message_id or f"unverified-{digest.hex()[:16]}", digest, signed
-        )
+        # Until the signature checks out, nothing in the payload is trusted, not even its id.
+        message_id = envelope.message_id if payload is not None and not parse_problem else ""
+        frame = link.Delivery(delivery.sequence, message_id, digest, signed)
         decision = core.delivery(frame, now)
         if isinstance(decision, link.Resend):
             reply = decision.frame
@@ -256,10 +272,11 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
                 return _ready(peer_link_pb2.PushResponse(receipt=wire.receipt_frame(reply.info)))
             return _ready(peer_link_pb2.PushResponse(rejection=wire.rejection_frame(reply)))
         if isinstance(decision, link.Refuse):
-            return self._refuse(decision.rejection, digest)
+            return self._refuse(core, decision.rejection, digest)
         # Accepted in order: now the content checks that may still refuse it.
         if payload is None:
             return self._refuse(
+                core,
                 link.Rejection(
                     frame.sequence,
                     frame.message_id,
@@ -270,6 +287,7 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
             )
         if parse_problem:
             return self._refuse(
+                core,
                 link.Rejection(
                     frame.sequence,
                     frame.message_id,
@@ -278,20 +296,10 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
                 ),
                 digest,
             )
-        if envelope.sender_party != self.peer_party or envelope.recipient_party != self.party:
-            return self._refuse(
-                link.Rejection(
-                    frame.sequence,
-                    frame.message_id,
-                    link.RejectReason.WRONG_PARTY,
-                    f"envelope is {envelope.sender_party}->{envelope.recipient_party}, but this link "
-                    f"carries {self.peer_party}->{self.party}",
-                ),
-                digest,
-            )
         violations = validate_envelope(envelope)
         if violations:
             return self._refuse(
+                core,
                 link.Rejection(
                     frame.sequence,
                     frame.message_id,
@@ -302,7 +310,40 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
                 ),
                 digest,
             )
+        wrong = self._wrong_party(envelope)
+        if wrong:
+            return self._refuse(
+                core,
+                link.Rejection(
+                    frame.sequence, frame.message_id, link.RejectReason.WRONG_PARTY, wrong
+                ),
+                digest,
+            )
         return self._journal(core, frame, signed, envelope)
+
+    def _wrong_party(self, envelope: envelope_pb2.Envelope) -> str:
+        """Why the envelope may not travel on this link, or "" if it may.
+
+        The parties must be this link's, and every identity the envelope names as its author
+        (the originator, an acknowledgement's responder) must be an operator of the sending
+        party: the peer's key may only speak for the peer's own people.
+        """
+        if envelope.sender_party != self.peer_party or envelope.recipient_party != self.party:
+            return (
+                f"envelope is {envelope.sender_party}->{envelope.recipient_party}, but this link "
+                f"carries {self.peer_party}->{self.party}"
+            )
+        named = [("originator", envelope.originator)]
+        if envelope.WhichOneof("body") == "acknowledgement":
+            named.append(("acknowledgement.responder", envelope.acknowledgement.responder))
+        for field, uri in named:
+            try:
+                identity = parse_spiffe_id(uri)
+            except IdentityError as exc:
+                return f"{field}: {exc}"
+            if identity.party != self.peer_party or identity.role is not Role.OPERATOR:
+                return f"{field} is {uri}, not an operator of party {self.peer_party}"
+        return ""
 
     def _journal(
         self,
@@ -324,8 +365,9 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
         return asyncio.ensure_future(receipt())
 
     def _refuse(
-        self, rejection: link.Rejection, digest: bytes
+        self, core: link.InboundLink, rejection: link.Rejection, digest: bytes
     ) -> Awaitable[peer_link_pb2.PushResponse]:
+        core.settled(rejection.message_id)
         log.warning(
             "refused delivery %d (%s) from %s: %s %s",
             rejection.sequence,

@@ -168,7 +168,10 @@ async def wait_state(
     deadline = time.monotonic() + within
     while True:
         try:
-            if await state_of(stub, message_id) >= state:
+            current = await state_of(stub, message_id)
+            if current == operator_pb2.DELIVERY_STATE_REJECTED != state:
+                raise AssertionError(f"{message_id} was rejected by the peer")
+            if current >= state:
                 return
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.NOT_FOUND:

@@ -576,6 +576,9 @@ class InboundLink:
                 )
             )
         self._expected += 1
+        if not delivery.message_id:
+            # Unverified content has no trustworthy id: the adapter refuses it anyway.
+            return Accept(delivery)
         original = self._store.receipt_for_message(delivery.message_id)
         if original is not None or delivery.message_id in self._in_progress:
             detail = "message id already received"
@@ -593,9 +596,11 @@ class InboundLink:
         self._in_progress[delivery.message_id] = seq
         return Accept(delivery)
 
-    def durable(self, message_id: str) -> None:
-        """The journal committed the entry for an accepted delivery."""
+    def settled(self, message_id: str) -> None:
+        """An accepted delivery was journaled (or refused after all): forget it is in progress."""
         self._in_progress.pop(message_id, None)
+
+    durable = settled
 
     def _resend(self, delivery: Delivery) -> Decision:
         held = self._store.settlement_for_sequence(self.peer_party, delivery.sequence)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -92,14 +93,34 @@ class TrustedKey:
     party: str
     key_id: str
     public_key: Ed25519PublicKey
+    certificate: x509.Certificate
+
+
+class Revocations(Protocol):
+    """Anything that says whether a certificate is revoked (`certs.revocation.RevocationSet`)."""
+
+    def is_revoked(self, cert: x509.Certificate) -> bool: ...
 
 
 class KeyRing:
     """The signing keys a verifier trusts, each bound to the party whose CA issued it."""
 
-    def __init__(self, ca_certificates: Iterable[x509.Certificate]) -> None:
+    def __init__(
+        self,
+        ca_certificates: Iterable[x509.Certificate],
+        *,
+        revocations: Revocations | None = None,
+    ) -> None:
         self._cas = list(ca_certificates)
         self._keys: dict[str, TrustedKey] = {}
+        self._revocations = revocations
+
+    def set_revocations(self, revocations: Revocations) -> None:
+        """Use new revocation lists: keys whose certificate is now revoked stop verifying."""
+        self._revocations = revocations
+
+    def _revoked(self, certificate: x509.Certificate) -> bool:
+        return self._revocations is not None and self._revocations.is_revoked(certificate)
 
     def add_certificate(self, certificate: x509.Certificate) -> TrustedKey:
         """Trust a signing certificate if one of our CAs issued it for its own party."""
@@ -116,7 +137,12 @@ class KeyRing:
             public = certificate.public_key()
             if not isinstance(public, Ed25519PublicKey):
                 raise SignatureError("signing certificate does not hold an Ed25519 key")
-            key = TrustedKey(identity.party, public_key_id(public), public)
+            if self._revoked(certificate):
+                raise SignatureError(
+                    f"signing certificate {identity.spiffe_id} "
+                    f"(serial {certificate.serial_number:#x}) has been revoked"
+                )
+            key = TrustedKey(identity.party, public_key_id(public), public, certificate)
             self._keys[key.key_id] = key
             return key
         raise SignatureError(
@@ -151,6 +177,10 @@ class KeyRing:
             raise SignatureError(f"unknown signing key id {signed.key_id!r}")
         if key.party != party:
             raise SignatureError(f"signed by party {key.party}'s key, expected party {party}'s")
+        if self._revoked(key.certificate):
+            raise SignatureError(
+                f"signed with key {signed.key_id[:16]}…, whose certificate has been revoked"
+            )
         try:
             key.public_key.verify(signed.signature, pae(signed.payload_type, signed.payload))
         except InvalidSignature:

@@ -156,12 +156,6 @@ async def test_the_payload_type_is_bound_by_the_signature(jp: Lone) -> None:
     assert len(message_in(jp)) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server/peer_service.py leaves a refused delivery's id in InboundLink._in_progress "
-    "(core.durable is called only for journaled ones): the same bytes again are refused as "
-    "DUPLICATE_MESSAGE_ID with no original_receipt, which the spec requires; see the report",
-)
 async def test_refused_bytes_sent_again_are_refused_for_what_they_are(jp: Lone) -> None:
     async with fake_tw_peer(jp) as peer:
         await peer.open([signing_der(jp.pki, "TW")])
@@ -230,27 +224,25 @@ async def test_a_hello_claiming_another_party_is_refused(jp: Lone) -> None:
     # peer_link.proto lists PERMISSION_DENIED for "Hello.party is not its party"; the gateway
     # answers FAILED_PRECONDITION (see the report). Either way the stream is refused.
     assert error.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION)
-    assert "Hello claims party JP, but the peer is party TW" in (error.details() or "")
+    assert "Hello claims party JP, but the caller is the TW gateway" in (error.details() or "")
     assert not jp.gateway.peer_service.up
 
 
 async def test_an_envelope_claiming_another_sender_party_is_refused(jp: Lone) -> None:
     async with fake_tw_peer(jp) as peer:
         await peer.open([signing_der(jp.pki, "TW")])
+        # A well-formed JP->TW envelope, signed by TW, pushed on the TW->JP link.
         envelope = tw_envelope("I am JP, honestly")
         envelope.sender_party = "JP"
+        envelope.recipient_party = "TW"
+        envelope.originator = "spiffe://jp.hotline/operator/watch-1"
         signed = signer_of(jp.pki, "TW").sign(PAYLOAD_TYPE_ENVELOPE, envelope.SerializeToString())
         answer = await peer.deliver(1, signed)
-        assert_rejected(answer, 1, WRONG_PARTY, "envelope is JP->JP")
+        assert_rejected(answer, 1, WRONG_PARTY, "envelope is JP->TW")
     assert [r[:2] for r in refused_inbound(jp)] == [(1, "WRONG_PARTY")]
     assert message_in(jp) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server/peer_service.py does not check that the originator lies in the sender's "
-    "trust domain (peer_link.proto 'Processing a delivery' step 5): see the report",
-)
 async def test_an_originator_outside_the_senders_trust_domain_is_refused(jp: Lone) -> None:
     async with fake_tw_peer(jp) as peer:
         await peer.open([signing_der(jp.pki, "TW")])
@@ -262,11 +254,6 @@ async def test_an_originator_outside_the_senders_trust_domain_is_refused(jp: Lon
     assert message_in(jp) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hotline.signing.KeyRing never consults the revocation lists: a revoked TW "
-    "signing certificate is still accepted (peer_link.proto step 1 says 'not revoked')",
-)
 async def test_a_revoked_signing_key_is_refused(jp: Lone) -> None:
     reloaded = jp.gateway.authorizer.generation
     revoke(jp.pki, "TW", PartyPaths.of(jp.pki, "TW").signing_cert, reason="key_compromise")

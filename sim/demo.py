@@ -40,6 +40,7 @@ from typing import Any, TextIO
 
 from google.protobuf.message import Message
 
+from certs.errors import CertsError
 from certs.pki import load_certificate
 from client import bodies
 from client.cli_common import (
@@ -57,6 +58,7 @@ from client.cli_common import (
 from client.config import write_operator_config
 from client.errors import ClientError
 from client.operator import ACKNOWLEDGED, DELIVERED, OperatorClient
+from hotline.errors import HotlineError
 from hotline.v1 import bodies_pb2, common_pb2, operator_pb2
 from sim.pair import GatewayPair
 
@@ -602,7 +604,11 @@ async def _demo(args: argparse.Namespace, leftovers: _Leftovers, out: TextIO) ->
     say("  all traffic is marked EXERCISE", DIM)
     say("  creating both parties' PKI and starting the JP and TW gateways ...", DIM)
     started = time.monotonic()
-    pair = await GatewayPair.start(workdir, proxies=False, deadlines=DEMO_DEADLINES_S)
+    try:
+        pair = await GatewayPair.start(workdir, proxies=False, deadlines=DEMO_DEADLINES_S)
+    except (OSError, RuntimeError, TimeoutError, HotlineError, CertsError) as exc:
+        say(f"hotline demo: error: cannot start the gateways: {exc}", f"{BOLD};{RED}")
+        return 1
     leftovers.pair = pair
     clients: dict[str, OperatorClient] = {}
     watchers: list[asyncio.Task[None]] = []

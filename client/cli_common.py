@@ -1,0 +1,643 @@
+"""What the operator commands (`hotline send|watch|ack|history|show|status`) share.
+
+Connection options and their resolution (`client.config`), running a command's coroutine with
+errors turned into a one-line message and an exit code, the names operators type for the
+protocol's enums, JSON output (protobuf's JSON mapping, field names as in the .proto, so it is
+stable and parseable), and the one-line and full renderings of events and messages, coloured
+on a terminal and plain when piped.
+
+Exit codes, the same for every operator command:
+
+    0  done
+    1  the gateway refused the request (invalid, not found, wrong state, ...)
+    2  bad usage or configuration (nothing says where the gateway is, a file is missing, ...)
+    3  the gateway cannot be reached (UNAVAILABLE, after retries)
+    4  timed out (a call's deadline, or `--wait` gave up)
+    5  the message was refused by the peer gateway (REJECTED)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import sys
+import unicodedata
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from google.protobuf import json_format, text_format
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from client.bodies import describe_body, short_id, text_of
+from client.config import (
+    ENV_ADDRESS,
+    ENV_CONFIG,
+    ENV_OPERATOR,
+    ENV_PARTY,
+    ENV_PKI,
+    OperatorConfig,
+    default_config_path,
+    resolve,
+)
+from client.errors import ClientError, MessageRejected, Timeout, Unavailable
+from client.operator import OperatorClient, state_name
+from hotline.errors import ConfigError, HotlineError
+from hotline.v1 import (
+    bodies_pb2,
+    common_pb2,
+    envelope_pb2,
+    operator_pb2,
+    peer_link_pb2,
+)
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+EXIT_TIMEOUT = 4
+EXIT_REJECTED = 5
+
+EXIT_CODES_HELP = """\
+exit codes: 0 done; 1 the gateway refused the request; 2 bad usage or configuration;
+3 the gateway cannot be reached; 4 timed out; 5 the peer refused the message (REJECTED)"""
+
+
+# ----------------------------------------------------------------------------- enum names
+
+
+def enum_choices(enum: Any, prefix: str) -> dict[str, int]:
+    """`{"free-text": 14, ...}` for an enum, without its UNSPECIFIED zero value."""
+    return {
+        name.removeprefix(prefix).lower().replace("_", "-"): int(number)
+        for name, number in enum.items()
+        if number != 0
+    }
+
+
+PRECEDENCES = enum_choices(common_pb2.Precedence, "PRECEDENCE_")
+STATUSES = enum_choices(common_pb2.MessageStatus, "MESSAGE_STATUS_")
+CLASSIFICATIONS = enum_choices(common_pb2.Classification, "CLASSIFICATION_")
+ACTIONS = enum_choices(common_pb2.Action, "ACTION_")
+LEVELS = enum_choices(bodies_pb2.AcknowledgementLevel, "ACKNOWLEDGEMENT_LEVEL_")
+STATES = enum_choices(operator_pb2.DeliveryState, "DELIVERY_STATE_")
+DIRECTIONS = {"out": operator_pb2.DIRECTION_OUTBOUND, "in": operator_pb2.DIRECTION_INBOUND}
+BODY_TYPES = enum_choices(envelope_pb2.BodyType, "BODY_TYPE_")
+EVENT_KINDS = {
+    name.removeprefix("message-"): number
+    for name, number in enum_choices(operator_pb2.EventKind, "EVENT_KIND_").items()
+}
+WAIT_STATES = {k: STATES[k] for k in ("journaled", "delivered", "acknowledged")}
+
+
+def choice(table: Mapping[str, int], what: str) -> Callable[[str], int]:
+    """An argparse `type` that maps a name (dashes or underscores, any case) to its number."""
+
+    def parse(text: str) -> int:
+        key = text.strip().lower().replace("_", "-")
+        if key in table:
+            return table[key]
+        raise argparse.ArgumentTypeError(
+            f"unknown {what} {text!r} (choose from {', '.join(table)})"
+        )
+
+    parse.__name__ = what
+    return parse
+
+
+def choices_list(table: Mapping[str, int], what: str) -> Callable[[str], list[int]]:
+    """Like `choice`, for a comma-separated list (the option may also be repeated)."""
+    one = choice(table, what)
+
+    def parse(text: str) -> list[int]:
+        return [one(part) for part in text.split(",") if part.strip()]
+
+    parse.__name__ = what
+    return parse
+
+
+def flatten(values: Sequence[Sequence[int]] | None) -> list[int]:
+    """Flatten repeated comma-list options, keeping the first occurrence of each value."""
+    seen: list[int] = []
+    for group in values or ():
+        for value in group:
+            if value not in seen:
+                seen.append(value)
+    return seen
+
+
+def enum_label(enum: Any, value: int, prefix: str) -> str:
+    try:
+        return str(enum.Name(value)).removeprefix(prefix)
+    except ValueError:
+        return str(value)
+
+
+def precedence_name(value: int) -> str:
+    return enum_label(common_pb2.Precedence, value, "PRECEDENCE_")
+
+
+def status_name(value: int) -> str:
+    return enum_label(common_pb2.MessageStatus, value, "MESSAGE_STATUS_")
+
+
+def level_name(value: int) -> str:
+    return enum_label(bodies_pb2.AcknowledgementLevel, value, "ACKNOWLEDGEMENT_LEVEL_")
+
+
+def kind_name(value: int) -> str:
+    return (
+        enum_label(operator_pb2.EventKind, value, "EVENT_KIND_")
+        .removeprefix("MESSAGE_")
+        .replace("_", " ")
+    )
+
+
+# ----------------------------------------------------------------------------- connection
+
+CONNECTION_HELP = f"""\
+where the gateway is (flags override environment variables, which override the file):
+  --config FILE / ${ENV_CONFIG}   TOML file (default {default_config_path()}) with
+                                  address, party, and cert, key, ca -- or pki_dir and operator
+  --address / ${ENV_ADDRESS}      host:port of your own party's gateway
+  --party / ${ENV_PARTY}          your party, e.g. JP
+  --pki / ${ENV_PKI}              PKI folder made by `hotline certs init`
+  --operator / ${ENV_OPERATOR}    your operator name in that PKI (default watch-1)"""
+
+
+def add_connection_options(parser: argparse.ArgumentParser, *, suppress: bool = False) -> None:
+    """The options that say where the gateway is and who we are (see `client.config`)."""
+    default: Any = argparse.SUPPRESS if suppress else None
+    group = parser.add_argument_group("connection")
+    group.add_argument(
+        "--config",
+        metavar="FILE",
+        default=default,
+        help=f"operator TOML file (default ${ENV_CONFIG}, else {default_config_path()})",
+    )
+    group.add_argument(
+        "--address", metavar="HOST:PORT", default=default, help="your gateway's address"
+    )
+    group.add_argument("--party", default=default, help="your party (the gateway's), e.g. JP")
+    group.add_argument(
+        "--pki", metavar="DIR", default=default, help="PKI folder made by `hotline certs init`"
+    )
+    group.add_argument(
+        "--operator", default=default, help="your operator name in the PKI (default watch-1)"
+    )
+    group.add_argument("--cert", metavar="FILE", default=default, help="operator certificate")
+    group.add_argument("--key", metavar="FILE", default=default, help="operator private key")
+    group.add_argument("--ca", metavar="FILE", default=default, help="your party's CA certificate")
+    group.add_argument(
+        "--call-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=default,
+        help="deadline of each call to the gateway (default 10)",
+    )
+
+
+def describe_command(parser: argparse.ArgumentParser, description: str) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.description = description
+    parser.epilog = CONNECTION_HELP + "\n\n" + EXIT_CODES_HELP
+
+
+def operator_config(args: argparse.Namespace) -> OperatorConfig:
+    from pathlib import Path
+
+    config = getattr(args, "config", None)
+    return resolve(
+        {
+            "address": getattr(args, "address", None),
+            "party": getattr(args, "party", None),
+            "pki_dir": getattr(args, "pki", None),
+            "operator": getattr(args, "operator", None),
+            "cert": getattr(args, "cert", None),
+            "key": getattr(args, "key", None),
+            "ca": getattr(args, "ca", None),
+            "timeout_s": getattr(args, "call_timeout", None),
+        },
+        config_file=Path(config) if config else None,
+    )
+
+
+def client_from_args(args: argparse.Namespace) -> OperatorClient:
+    cfg = operator_config(args)
+    return OperatorClient(
+        cfg.address,
+        cert=cfg.cert,
+        key=cfg.key,
+        ca=cfg.ca,
+        party=cfg.party,
+        timeout=cfg.timeout_s,
+    )
+
+
+def run_command(
+    name: str,
+    args: argparse.Namespace,
+    work: Callable[[OperatorClient], Awaitable[int]],
+) -> int:
+    """Connect, run `work`, close; turn failures into a message on stderr and an exit code."""
+
+    async def main() -> int:
+        client = client_from_args(args)
+        async with client:
+            return await work(client)
+
+    try:
+        return asyncio.run(main())
+    except ConfigError as exc:
+        return fail(name, str(exc), EXIT_USAGE)
+    except MessageRejected as exc:
+        return fail(name, exc.detail, EXIT_REJECTED)
+    except Unavailable as exc:
+        return fail(name, f"cannot reach the gateway: {exc.detail}", EXIT_UNAVAILABLE)
+    except Timeout as exc:
+        return fail(name, f"timed out: {exc.detail}", EXIT_TIMEOUT)
+    except ClientError as exc:
+        return fail(name, str(exc), EXIT_REFUSED)
+    except HotlineError as exc:
+        return fail(name, str(exc), EXIT_REFUSED)
+
+
+def fail(name: str, message: str, code: int) -> int:
+    print(f"hotline {name}: error: {message}", file=sys.stderr)
+    return code
+
+
+# ----------------------------------------------------------------------------- JSON
+
+
+def to_dict(message: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def json_line(message: Message | Mapping[str, Any]) -> str:
+    """One compact JSON object (protobuf's JSON mapping, .proto field names)."""
+    data = message if isinstance(message, Mapping) else to_dict(message)
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def json_pretty(message: Message | Mapping[str, Any]) -> str:
+    data = message if isinstance(message, Mapping) else to_dict(message)
+    return json.dumps(data, ensure_ascii=False, indent=2)
+
+
+# ----------------------------------------------------------------------------- styling
+
+RESET = "\x1b[0m"
+BOLD = "1"
+DIM = "2"
+RED = "31"
+GREEN = "32"
+YELLOW = "33"
+BLUE = "34"
+MAGENTA = "35"
+CYAN = "36"
+REVERSE = "7"
+
+PRECEDENCE_STYLE = {
+    "FLASH": f"{BOLD};{RED}",
+    "IMMEDIATE": f"{BOLD};{YELLOW}",
+    "PRIORITY": CYAN,
+    "ROUTINE": "",
+}
+STATUS_STYLE = {
+    "EXERCISE": f"{REVERSE};{MAGENTA}",
+    "TEST": f"{REVERSE};{BLUE}",
+    "ACTUAL": f"{BOLD};{REVERSE};{RED}",
+}
+KIND_STYLE = {
+    "ESCALATION": f"{BOLD};{REVERSE};{RED}",
+    "REALERT": f"{BOLD};{REVERSE};{YELLOW}",
+    "REJECTED": f"{BOLD};{RED}",
+    "ACKNOWLEDGED": GREEN,
+    "DELIVERED": GREEN,
+    "LINK DOWN": f"{BOLD};{RED}",
+    "LINK UP": GREEN,
+    "SECURITY REFUSAL": f"{BOLD};{RED}",
+    "CHECKPOINT": DIM,
+}
+
+
+def colour_wanted(stream: TextIO, mode: str = "auto") -> bool:
+    """Colour on a terminal (unless NO_COLOR is set), never when piped, or as forced."""
+    if mode == "always":
+        return True
+    if mode == "never" or os.environ.get("NO_COLOR"):
+        return False
+    return stream.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def cell_width(text: str) -> int:
+    """Columns `text` takes on a terminal (East Asian wide characters take two)."""
+    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+
+
+@dataclass
+class Line:
+    """A line of styled segments, rendered with or without colour and cut to a width."""
+
+    segments: list[tuple[str, str]]
+
+    def add(self, text: str, style: str = "") -> Line:
+        if not text:
+            return self
+        if self.segments and self.segments[-1][1] == style:
+            self.segments[-1] = (self.segments[-1][0] + text, style)
+        else:
+            self.segments.append((text, style))
+        return self
+
+    def plain(self) -> str:
+        return "".join(text for text, _ in self.segments)
+
+    def render(self, colour: bool, width: int | None = None) -> str:
+        out: list[str] = []
+        used = 0
+        for text, style in self.segments:
+            if width is not None:
+                room = width - used
+                if room <= 0:
+                    break
+                if cell_width(text) > room:
+                    cut = ""
+                    for ch in text:
+                        if cell_width(cut + ch) > room - 1:
+                            break
+                        cut += ch
+                    text = cut + "…"
+            used += cell_width(text)
+            out.append(f"\x1b[{style}m{text}{RESET}" if colour and style else text)
+        return "".join(out)
+
+    def width(self) -> int:
+        return cell_width(self.plain())
+
+    def wrap(self, width: int, *, indent: str = "", max_lines: int = 3) -> list[Line]:
+        """Split at spaces into lines of at most `width` cells (later ones start with
+        `indent`), keeping each piece's style; the last allowed line is cut with an ellipsis."""
+        lines = [Line([])]
+        used = 0
+        fresh = False  # a continuation line with nothing but its indent yet
+        for text, style in self.segments:
+            for token in re.findall(r"\S+|\s+", text):
+                size = cell_width(token)
+                blank = token.isspace()
+                if blank and fresh:
+                    continue
+                if used + size > width and (blank or used > cell_width(indent)):
+                    lines.append(Line([]).add(indent))
+                    used, fresh = cell_width(indent), True
+                    if blank:
+                        continue
+                lines[-1].add(token, style)
+                used += size
+                fresh = False
+        if len(lines) > max_lines:
+            lines = lines[:max_lines]
+            lines[-1].add(" " * width)  # forces the cut (and its ellipsis) when rendered
+        return lines
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def _ts(ts: Timestamp) -> datetime:
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def clock(ts: Timestamp, *, date: bool = False) -> str:
+    """`12:03:04.123Z` (with the date in front when `date`)."""
+    when = _ts(ts)
+    text = when.strftime("%Y-%m-%d %H:%M:%S" if date else "%H:%M:%S")
+    return f"{text}.{when.microsecond // 1000:03d}Z"
+
+
+def seconds_text(seconds: float) -> str:
+    seconds = abs(seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def body_label(envelope: envelope_pb2.Envelope) -> str:
+    return (envelope.WhichOneof("body") or "none").replace("_", "-")
+
+
+def awaiting_ack(record: operator_pb2.MessageRecord) -> bool:
+    return (
+        record.state
+        in (operator_pb2.DELIVERY_STATE_JOURNALED, operator_pb2.DELIVERY_STATE_DELIVERED)
+        and record.envelope.WhichOneof("body") != "acknowledgement"
+        and record.HasField("acknowledge_deadline_time")
+    )
+
+
+def countdown(record: operator_pb2.MessageRecord, now: datetime) -> tuple[str, str]:
+    """(`ack due in 3.2 s` or `OVERDUE 1.0 s`, style), or ("", "") if no ack is awaited."""
+    if not awaiting_ack(record):
+        return "", ""
+    left = (_ts(record.acknowledge_deadline_time) - now).total_seconds()
+    if left >= 0 and not record.overdue:
+        return f"ack due in {seconds_text(left)}", YELLOW if left < 60 else ""
+    return f"OVERDUE {seconds_text(left)}", f"{BOLD};{RED}"
+
+
+def event_parts(
+    event: operator_pb2.Event,
+    *,
+    party: str = "",
+    compact: bool = False,
+    now: datetime | None = None,
+) -> tuple[Line, Line]:
+    """An event for a watch floor, as (head, detail): when, what, how urgent and whether real;
+    then which message, what it says or what to do. `compact` shortens ids and identities."""
+    now = now or datetime.now(UTC)
+    kind = kind_name(event.kind)
+    head = Line([])
+    head.add(clock(event.event_time) + " ", DIM)
+    if not compact:
+        head.add(f"#{event.cursor:<6} ", DIM)
+    head.add(f"{kind:<12}", KIND_STYLE.get(kind, BOLD))
+    detail = Line([])
+    if not event.HasField("message"):
+        if event.link == operator_pb2.LINK_DIRECTION_OUTBOUND:
+            detail.add("outbound: ")
+        elif event.link == operator_pb2.LINK_DIRECTION_INBOUND:
+            detail.add("inbound: ")
+        detail.add(event.detail)
+        return head, detail
+    record = event.message
+    env = record.envelope
+    precedence = precedence_name(env.precedence)
+    status = status_name(env.status)
+    head.add(" ")
+    head.add(f"{precedence:<9}", PRECEDENCE_STYLE.get(precedence, ""))
+    head.add(" ")
+    head.add(f"[{status}]" if status != "ACTUAL" else "ACTUAL", STATUS_STYLE.get(status, ""))
+    detail.add(f"{body_label(env)} ", BOLD)
+    detail.add(f"{short_id(event.message_id) if compact else event.message_id} ", DIM)
+    if not compact and party:
+        outbound = env.sender_party == party
+        detail.add(
+            f"{'to' if outbound else 'from'} {env.recipient_party if outbound else env.sender_party} "
+        )
+    if event.kind == operator_pb2.EVENT_KIND_ESCALATION:
+        detail.add(
+            f"no acknowledgement from {env.recipient_party} by the deadline: follow it up",
+            f"{BOLD};{RED}",
+        )
+    elif event.kind == operator_pb2.EVENT_KIND_REALERT:
+        detail.add("not acknowledged by us by the deadline: answer it now", f"{BOLD};{YELLOW}")
+        if not compact:
+            detail.add(f" (hotline ack {event.message_id} --level roger)", DIM)
+    elif event.kind == operator_pb2.EVENT_KIND_MESSAGE_ACKNOWLEDGED and record.HasField(
+        "acknowledgement"
+    ):
+        ack = record.acknowledgement
+        detail.add(level_name(ack.level), f"{BOLD};{GREEN}")
+        who = ack.responder.rsplit("/", 1)[-1] if compact else ack.responder
+        detail.add(f" by {who}")
+        if ack.HasField("reason"):
+            detail.add(f": {text_of(ack.reason)}")
+        elif ack.HasField("remarks"):
+            detail.add(f": {text_of(ack.remarks)}")
+    elif event.kind == operator_pb2.EVENT_KIND_MESSAGE_REJECTED:
+        detail.add(event.detail or "refused", f"{BOLD};{RED}")
+    else:
+        detail.add(describe_body(env))
+        due, style = countdown(record, now)
+        # Only a deadline still running: for a replayed old event the record is as it stood
+        # then, and ESCALATION / REALERT events already say when a deadline was missed.
+        if due.startswith("ack due") and event.kind != operator_pb2.EVENT_KIND_MESSAGE_DELIVERED:
+            detail.add("  ")
+            detail.add(due, style)
+    return head, detail
+
+
+def event_line(
+    event: operator_pb2.Event,
+    *,
+    party: str = "",
+    compact: bool = False,
+    now: datetime | None = None,
+) -> Line:
+    """One line for a watch floor (`event_parts` joined)."""
+    head, detail = event_parts(event, party=party, compact=compact, now=now)
+    return Line([*head.segments, (" ", ""), *detail.segments])
+
+
+def record_line(record: operator_pb2.MessageRecord, *, now: datetime | None = None) -> Line:
+    """One row of `hotline history`."""
+    now = now or datetime.now(UTC)
+    env = record.envelope
+    precedence = precedence_name(env.precedence)
+    status = status_name(env.status)
+    direction = "OUT" if record.direction == operator_pb2.DIRECTION_OUTBOUND else "IN "
+    line = Line([])
+    line.add(f"{record.journal_position:>6} ", DIM)
+    line.add(clock(record.journal_time, date=True) + " ", DIM)
+    line.add(f"{direction} ")
+    line.add(f"{precedence:<9}", PRECEDENCE_STYLE.get(precedence, ""))
+    line.add(" ")
+    line.add(f"{status:<8}", STATUS_STYLE.get(status, ""))
+    line.add(" ")
+    state = state_name(record.state)
+    line.add(f"{state:<12}", KIND_STYLE.get(state, ""))
+    line.add(" ")
+    line.add(f"{body_label(env):<18} ", BOLD)
+    line.add(f"{env.message_id} ")
+    if record.overdue:
+        line.add("OVERDUE ", f"{BOLD};{RED}")
+    line.add(describe_body(env))
+    return line
+
+
+HISTORY_HEADER = (
+    f"{'POS':>6} {'JOURNALED (UTC)':<24} DIR {'PRECEDENCE':<9} {'STATUS':<8} {'STATE':<12} "
+    f"{'TYPE':<18} {'MESSAGE ID':<36} SUMMARY"
+)
+
+
+def record_text(record: operator_pb2.MessageRecord, colour: bool = False) -> str:
+    """The full rendering of one message for `hotline show`."""
+    env = record.envelope
+    now = datetime.now(UTC)
+    rows: list[tuple[str, Line]] = []
+
+    def row(name: str, text: str, style: str = "") -> None:
+        rows.append((name, Line([]).add(text, style)))
+
+    precedence = precedence_name(env.precedence)
+    status = status_name(env.status)
+    row("message", env.message_id, BOLD)
+    row("type", body_label(env), BOLD)
+    row("summary", describe_body(env))
+    row("status", status, STATUS_STYLE.get(status, ""))
+    row("precedence", precedence, PRECEDENCE_STYLE.get(precedence, ""))
+    row(
+        "direction",
+        ("outbound" if record.direction == operator_pb2.DIRECTION_OUTBOUND else "inbound")
+        + f": {env.sender_party} -> {env.recipient_party}",
+    )
+    row("originator", env.originator)
+    row("created", clock(env.create_time, date=True))
+    row("state", state_name(record.state), KIND_STYLE.get(state_name(record.state), ""))
+    row("journal", f"position {record.journal_position}, {clock(record.journal_time, date=True)}")
+    if record.sequence:
+        row("link sequence", str(record.sequence))
+    if record.HasField("deliver_time"):
+        row("delivered", clock(record.deliver_time, date=True))
+    if record.HasField("acknowledge_deadline_time") and env.WhichOneof("body") != "acknowledgement":
+        due, style = countdown(record, now)
+        row(
+            "ack deadline",
+            clock(record.acknowledge_deadline_time, date=True) + (f"  ({due})" if due else ""),
+            style,
+        )
+    if record.HasField("acknowledgement"):
+        ack = record.acknowledgement
+        text = f"{level_name(ack.level)} by {ack.responder}"
+        if record.HasField("acknowledge_time"):
+            text += f" at {clock(record.acknowledge_time, date=True)}"
+        row("acknowledged", text, GREEN)
+        if record.acknowledgement_message_id:
+            row("ack message", record.acknowledgement_message_id)
+        if ack.HasField("reason"):
+            row("reason", text_of(ack.reason))
+        if ack.HasField("remarks"):
+            row("remarks", text_of(ack.remarks))
+    if record.state == operator_pb2.DELIVERY_STATE_REJECTED:
+        reason = enum_label(
+            peer_link_pb2.RejectionReason, record.rejection_reason, "REJECTION_REASON_"
+        )
+        row("rejected", f"{reason}: {record.rejection_detail}", f"{BOLD};{RED}")
+    handling = env.handling
+    marking = enum_label(common_pb2.Classification, handling.classification, "CLASSIFICATION_")
+    if handling.caveat:
+        marking += f" // {handling.caveat}"
+    row("handling", f"{marking}; releasable to {', '.join(handling.releasable_to)}")
+    row("language", env.language)
+    action = enum_label(common_pb2.Action, env.action, "ACTION_")
+    row("action", action + (f" (references {', '.join(env.references)})" if env.references else ""))
+    if env.HasField("expire_time"):
+        row("expires", clock(env.expire_time, date=True))
+    row("signed by key", record.signed_envelope.key_id)
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{name + ':':<{width + 1}} {line.render(colour)}" for name, line in rows]
+    member = env.WhichOneof("body")
+    if member:
+        body = text_format.MessageToString(getattr(env, member), as_utf8=True, indent=2)
+        lines.append(f"{member}:")
+        lines.extend(body.rstrip("\n").splitlines())
+    return "\n".join(lines)

@@ -1,0 +1,129 @@
+"""`hotline watch`: the watch floor's live view of its gateway's events."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+
+from client.cli_common import (
+    EVENT_KINDS,
+    EXIT_OK,
+    add_connection_options,
+    choices_list,
+    colour_wanted,
+    describe_command,
+    event_line,
+    flatten,
+    json_line,
+    run_command,
+)
+from client.errors import ClientError
+from client.operator import OperatorClient
+
+DESCRIPTION = """\
+Watch your gateway's events as they happen: messages sent and received, delivered,
+acknowledged, refused; escalations (the peer has not acknowledged one of ours in time) and
+re-alerts (we have not acknowledged one of theirs); the link going up and down.
+
+Each line shows the precedence (FLASH in red), the status (EXERCISE and TEST are marked on
+every line, so that a drill is never read as real), and how long is left before an
+acknowledgement is due. Events are replayed from --from-cursor (0: the whole journal), then
+followed live; if the gateway goes away the watch reconnects and resumes where it stopped,
+missing nothing. Lines are coloured on a terminal and plain when piped; --json prints one
+JSON object (a hotline.v1.Event) per line.
+
+examples:
+  hotline watch
+  hotline watch --kinds received,escalation,realert
+  hotline watch --json --from-cursor 120 --until-idle 5"""
+
+DEFAULT_KINDS = [k for name, k in EVENT_KINDS.items() if name != "checkpoint"]
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    describe_command(parser, DESCRIPTION)
+    parser.add_argument(
+        "--from-cursor",
+        type=int,
+        default=0,
+        metavar="N",
+        help="replay events after journal position N, then follow (default 0: everything)",
+    )
+    parser.add_argument(
+        "--kinds",
+        action="append",
+        type=choices_list({**EVENT_KINDS, "all": 0}, "event kind"),
+        metavar="KIND[,KIND...]",
+        help=(f"only these kinds: {', '.join(EVENT_KINDS)}, or all (default: all but checkpoint)"),
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--count", type=int, metavar="N", help="exit after N events")
+    parser.add_argument(
+        "--until-idle",
+        type=float,
+        metavar="SECONDS",
+        help="exit once no event has come for this long",
+    )
+    parser.add_argument(
+        "--no-reconnect",
+        action="store_true",
+        help="exit with an error if the stream is lost, instead of resuming",
+    )
+    parser.add_argument(
+        "--color",
+        "--colour",
+        dest="colour",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour the output (default auto: on a terminal, unless NO_COLOR is set)",
+    )
+    add_connection_options(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    kinds = flatten(args.kinds) if args.kinds else DEFAULT_KINDS
+    if 0 in kinds:
+        kinds = []  # "all"
+    colour = colour_wanted(sys.stdout, args.colour)
+
+    def reconnecting(error: ClientError, delay: float) -> None:
+        print(
+            f"hotline watch: stream lost ({error}); reconnecting in {delay:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    async def work(client: OperatorClient) -> int:
+        shown = 0
+        if args.count is not None and args.count <= 0:
+            return EXIT_OK
+        events = client.watch(
+            args.from_cursor,
+            kinds,
+            reconnect=not args.no_reconnect,
+            on_reconnect=reconnecting,
+        )
+        async with contextlib.aclosing(events):
+            while True:
+                try:
+                    if args.until_idle is not None:
+                        event = await asyncio.wait_for(anext(events), args.until_idle)
+                    else:
+                        event = await anext(events)
+                except (TimeoutError, StopAsyncIteration):
+                    return EXIT_OK
+                if args.json:
+                    print(json_line(event), flush=True)
+                else:
+                    print(event_line(event, party=client.party).render(colour), flush=True)
+                shown += 1
+                if args.count is not None and shown >= args.count:
+                    return EXIT_OK
+
+    try:
+        return run_command("watch", args, work)
+    except KeyboardInterrupt:
+        return EXIT_OK

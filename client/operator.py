@@ -1,0 +1,533 @@
+"""The operator client: a watch officer's (or a simulator's) view of its own gateway.
+
+`OperatorClient` hides gRPC behind the protocol's words: `send`, `acknowledge`, `get`, `list`,
+`watch`, `wait_for`, `link_status`. It speaks to one gateway, its own party's, over mutual TLS
+with the server's identity pinned (see `client.channels`):
+
+    async with OperatorClient.from_pki(Path("pki"), "JP", address="127.0.0.1:50051") as jp:
+        sent = await jp.send_body(bodies.free_text("Radio check", "How do you read?"),
+                                  precedence=PRECEDENCE_ROUTINE)
+        record = await jp.wait_for(sent.message_id, DELIVERY_STATE_ACKNOWLEDGED)
+
+Failures are raised as `client.errors` exceptions, translated from gRPC status codes in one
+place (`_call`). Each unary call has a deadline (10 s by default). Only UNAVAILABLE is retried,
+with capped exponential backoff and jitter: retrying is safe because every request that creates
+something carries an id chosen here, before the first attempt (`message_id` for Send,
+`ack_message_id` for Acknowledge), so the gateway recognises a retry and answers it without
+sending twice (AIP-155). `watch` resumes a lost stream from the last cursor it yielded, so the
+consumer sees every event once, in journal order, across reconnects.
+
+A client belongs to one event loop (a gRPC channel does); its channel is opened on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import random
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar, cast
+
+import grpc
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from certs.errors import CertsError
+from certs.pki import PartyPaths
+from client.bodies import body_field, localized, timestamp
+from client.channels import credentials, secure_channel
+from client.errors import (
+    ClientError,
+    MessageRejected,
+    NotFound,
+    RateLimited,
+    Timeout,
+    Unavailable,
+    from_rpc_error,
+)
+from hotline.errors import ConfigError
+from hotline.ids import new_message_id
+from hotline.v1 import (
+    common_pb2,
+    envelope_pb2,
+    operator_pb2,
+    operator_pb2_grpc,
+    peer_link_pb2,
+)
+
+__all__ = [
+    "ACKNOWLEDGED",
+    "DEFAULT_TIMEOUT_S",
+    "DELIVERED",
+    "JOURNALED",
+    "REJECTED",
+    "AckResult",
+    "Envelope",
+    "Event",
+    "GetLinkStatusResponse",
+    "MessageRecord",
+    "OperatorClient",
+    "RetryPolicy",
+    "SendResult",
+    "state_name",
+]
+
+Envelope = envelope_pb2.Envelope
+MessageRecord = operator_pb2.MessageRecord
+Event = operator_pb2.Event
+GetLinkStatusResponse = operator_pb2.GetLinkStatusResponse
+
+DEFAULT_TIMEOUT_S = 10.0
+MAX_PAGE_SIZE = 1000  # ListMessagesRequest.page_size: 1..1000
+
+JOURNALED = operator_pb2.DELIVERY_STATE_JOURNALED
+DELIVERED = operator_pb2.DELIVERY_STATE_DELIVERED
+ACKNOWLEDGED = operator_pb2.DELIVERY_STATE_ACKNOWLEDGED
+REJECTED = operator_pb2.DELIVERY_STATE_REJECTED
+
+# The events that bring a message into the journal, move it up the ladder, or end it.
+_PROGRESS_KINDS = (
+    operator_pb2.EVENT_KIND_MESSAGE_SENT,  # also our operators' acknowledgements
+    operator_pb2.EVENT_KIND_MESSAGE_RECEIVED,
+    operator_pb2.EVENT_KIND_MESSAGE_DELIVERED,
+    operator_pb2.EVENT_KIND_MESSAGE_ACKNOWLEDGED,
+    operator_pb2.EVENT_KIND_MESSAGE_REJECTED,
+)
+
+R = TypeVar("R")
+
+
+def state_name(state: int) -> str:
+    """`DELIVERY_STATE_DELIVERED` -> `DELIVERED` (the number itself if unknown)."""
+    try:
+        return operator_pb2.DeliveryState.Name(cast(Any, state)).removeprefix("DELIVERY_STATE_")
+    except ValueError:
+        return str(state)
+
+
+def _datetime(ts: Timestamp) -> datetime:
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """The gateway journaled the message: its id, where and when, and its acknowledgement due."""
+
+    message_id: str
+    journal_position: int
+    state: int
+    journal_time: datetime
+    deadline: datetime
+
+
+@dataclass(frozen=True)
+class AckResult:
+    """The gateway journaled the acknowledgement message (it is delivered afterwards)."""
+
+    ack_message_id: str
+    journal_position: int
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How UNAVAILABLE is retried: `attempts` in all, backoff doubling from `initial_s` up to
+    `max_s`, each delay drawn from its upper half ("equal jitter") so retries spread out but
+    always back off."""
+
+    attempts: int = 4
+    initial_s: float = 0.1
+    max_s: float = 2.0
+    multiplier: float = 2.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number `attempt` (0-based)."""
+        cap = min(self.max_s, self.initial_s * self.multiplier ** min(attempt, 32))
+        return cap / 2 + random.uniform(0, cap / 2)
+
+
+class OperatorClient:
+    """An operator's connection to its own party's gateway."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        cert: Path,
+        key: Path,
+        ca: Path,
+        party: str,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        retry: RetryPolicy | None = None,
+        options: Sequence[tuple[str, int | str]] = (),
+    ) -> None:
+        """`party` is the gateway's party: its server name is pinned to that party's gateway,
+        and `ca` (that party's CA certificate) is the only root trusted. Reads the certificate
+        files now, so a missing file fails here (`ConfigError`), not at the first call."""
+        self.address = address
+        self.party = party
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self._credentials = credentials(Path(cert), Path(key), Path(ca))
+        self._options = tuple(options)
+        self._channel: grpc.aio.Channel | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stub: operator_pb2_grpc.OperatorServiceAsyncStub | None = None
+        self._peer_party: str | None = None
+
+    @classmethod
+    def from_pki(
+        cls,
+        pki: Path,
+        party: str,
+        operator: str = "watch-1",
+        *,
+        address: str,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        retry: RetryPolicy | None = None,
+    ) -> OperatorClient:
+        """A client for operator `operator` of `party`, with its files from a PKI directory
+        made by `hotline certs init` (`<pki>/<party>/operators/<operator>.crt` ...)."""
+        try:
+            paths = PartyPaths.of(Path(pki), party)
+            cert, key = paths.operator_cert(operator), paths.operator_key(operator)
+        except CertsError as exc:
+            raise ConfigError(str(exc)) from None
+        return cls(
+            address,
+            cert=cert,
+            key=key,
+            ca=paths.ca_cert,
+            party=party,
+            timeout=timeout,
+            retry=retry,
+        )
+
+    def __repr__(self) -> str:
+        return f"OperatorClient({self.address!r}, party={self.party!r})"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> OperatorClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel (calls in progress are cancelled). The client may be reused."""
+        channel, self._channel, self._stub = self._channel, None, None
+        if channel is not None:
+            await channel.close()
+
+    def _service(self) -> operator_pb2_grpc.OperatorServiceAsyncStub:
+        loop = asyncio.get_running_loop()
+        if self._stub is None or self._loop is not loop:
+            # A channel is bound to the loop that made it; a new loop needs a new channel.
+            self._channel = secure_channel(
+                self.address, self._credentials, server_party=self.party, options=self._options
+            )
+            self._loop = loop
+            self._stub = operator_pb2_grpc.OperatorServiceStub(self._channel)
+        return self._stub
+
+    async def _call(
+        self, rpc: Callable[..., Awaitable[R]], request: Message, timeout: float | None = None
+    ) -> R:
+        """One unary call: a deadline per attempt, UNAVAILABLE retried, errors translated."""
+        attempt = 0
+        while True:
+            try:
+                return await rpc(request, timeout=self.timeout if timeout is None else timeout)
+            except grpc.aio.AioRpcError as exc:
+                error = from_rpc_error(exc)
+            if not error.retryable or attempt + 1 >= self.retry.attempts:
+                raise error
+            await asyncio.sleep(self.retry.delay(attempt))
+            attempt += 1
+
+    # ------------------------------------------------------------------ sending
+
+    async def send(self, envelope: Envelope) -> SendResult:
+        """Send an envelope as it is (a `message_id` is chosen here if it has none, so that a
+        retry is recognised by the gateway). Returns once the gateway has journaled it."""
+        request = operator_pb2.SendRequest()
+        request.envelope.CopyFrom(envelope)
+        if not request.envelope.message_id:
+            request.envelope.message_id = new_message_id()
+        response = await self._call(self._service().Send, request)
+        return SendResult(
+            message_id=response.message_id,
+            journal_position=response.journal_position,
+            state=int(response.state),
+            journal_time=_datetime(response.journal_time),
+            deadline=_datetime(response.acknowledge_deadline_time),
+        )
+
+    async def send_body(
+        self,
+        body: Message,
+        *,
+        precedence: int,
+        status: int = common_pb2.MESSAGE_STATUS_EXERCISE,
+        language: str = "en",
+        recipient: str | None = None,
+        classification: int = common_pb2.CLASSIFICATION_UNCLASSIFIED,
+        releasable_to: Sequence[str] | None = None,
+        caveat: str = "",
+        action: int = common_pb2.ACTION_NEW,
+        references: Sequence[str] = (),
+        message_id: str | None = None,
+        expire_time: datetime | None = None,
+    ) -> SendResult:
+        """Wrap a body (see `client.bodies`) in an envelope and send it.
+
+        The body goes into the `Envelope.body` member of its type. The recipient defaults to
+        the peer party (asked of the gateway once), releasability to both parties, and the
+        message id to a new UUIDv7. `sender_party`, `originator` and `create_time` are left for
+        the gateway to fill from our certificate and its clock.
+        """
+        member = body_field(body)
+        if member == "acknowledgement":
+            raise TypeError("acknowledgements are sent with acknowledge(), not send_body()")
+        if recipient is None:
+            recipient = await self.peer_party()
+        envelope = envelope_pb2.Envelope(
+            message_id=message_id or new_message_id(),
+            recipient_party=recipient,
+            status=cast(Any, status),
+            precedence=cast(Any, precedence),
+            language=language,
+            action=cast(Any, action),
+            references=list(references),
+        )
+        envelope.handling.classification = cast(Any, classification)
+        envelope.handling.releasable_to.extend(
+            [self.party, recipient] if releasable_to is None else list(releasable_to)
+        )
+        if caveat:
+            envelope.handling.caveat = caveat
+        getattr(envelope, member).CopyFrom(body)
+        if expire_time is not None:
+            envelope.expire_time.CopyFrom(timestamp(expire_time))
+        return await self.send(envelope)
+
+    async def acknowledge(
+        self,
+        message_id: str,
+        level: int,
+        *,
+        remarks: str | common_pb2.LocalizedText | None = None,
+        reason: str | common_pb2.LocalizedText | None = None,
+        language: str = "en",
+        ack_message_id: str | None = None,
+    ) -> AckResult:
+        """Acknowledge an inbound message at `level` (ROGER, WILCO, UNABLE with a `reason`,
+        SAY_AGAIN). The acknowledgement's id is chosen here, so a retry is not a second ack."""
+        request = operator_pb2.AcknowledgeRequest(
+            message_id=message_id,
+            level=cast(Any, level),
+            ack_message_id=ack_message_id or new_message_id(),
+        )
+        if remarks is not None:
+            request.remarks.CopyFrom(
+                localized(remarks, language) if isinstance(remarks, str) else remarks
+            )
+        if reason is not None:
+            request.reason.CopyFrom(
+                localized(reason, language) if isinstance(reason, str) else reason
+            )
+        response = await self._call(self._service().Acknowledge, request)
+        return AckResult(response.ack_message_id, response.journal_position)
+
+    # ------------------------------------------------------------------ reading
+
+    async def get(self, message_id: str) -> MessageRecord:
+        """One message, inbound or outbound, as it stands now (NotFound if not journaled)."""
+        response = await self._call(
+            self._service().GetMessage, operator_pb2.GetMessageRequest(message_id=message_id)
+        )
+        return response.message
+
+    async def list(
+        self,
+        *,
+        direction: int = 0,
+        body_types: Sequence[int] = (),
+        precedences: Sequence[int] = (),
+        states: Sequence[int] = (),
+        status: int = 0,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        overdue_only: bool = False,
+        page_size: int = 100,
+        limit: int | None = None,
+    ) -> builtins.list[MessageRecord]:
+        """Messages matching every filter given, newest first, following pages up to `limit`."""
+        if limit is not None and limit <= 0:
+            return []
+        page_size = min(max(page_size, 1), MAX_PAGE_SIZE)
+        request = operator_pb2.ListMessagesRequest(
+            page_size=min(page_size, limit) if limit else page_size,
+            direction=cast(Any, direction),
+            body_types=cast(Any, list(body_types)),
+            precedences=cast(Any, list(precedences)),
+            states=cast(Any, list(states)),
+            status=cast(Any, status),
+            overdue_only=overdue_only,
+        )
+        if start_time is not None:
+            request.start_time.CopyFrom(timestamp(start_time))
+        if end_time is not None:
+            request.end_time.CopyFrom(timestamp(end_time))
+        records: builtins.list[MessageRecord] = []
+        seen_tokens: set[str] = set()
+        while True:
+            response = await self._call(self._service().ListMessages, request)
+            records.extend(response.messages)
+            if limit is not None and len(records) >= limit:
+                return records[:limit]
+            token = response.next_page_token
+            if not token or token in seen_tokens:  # a repeated token would loop forever
+                return records
+            seen_tokens.add(token)
+            request.page_token = token
+
+    async def link_status(self) -> GetLinkStatusResponse:
+        """Both directions of the peer link, and the number of overdue messages."""
+        status = await self._call(
+            self._service().GetLinkStatus, operator_pb2.GetLinkStatusRequest()
+        )
+        if status.peer_party:
+            self._peer_party = status.peer_party
+        return status
+
+    async def peer_party(self) -> str:
+        """The other party's code, as the gateway knows it (asked once, then remembered)."""
+        if self._peer_party is None:
+            await self.link_status()
+        if not self._peer_party:
+            raise ClientError("the gateway did not say who its peer party is")
+        return self._peer_party
+
+    # ------------------------------------------------------------------ events
+
+    async def watch(
+        self,
+        after_cursor: int = 0,
+        kinds: Sequence[int] = (),
+        *,
+        reconnect: bool = True,
+        on_reconnect: Callable[[ClientError, float], None] | None = None,
+    ) -> AsyncGenerator[Event, None]:
+        """Events after `after_cursor` (0: from the start of the journal), then live ones.
+
+        With `reconnect`, a lost stream (UNAVAILABLE, the gateway ending it while shutting down,
+        or RESOURCE_EXHAUSTED because we fell behind its buffer) is reopened after a backoff
+        from the cursor of the last event yielded, without end: nothing is missed and nothing
+        repeated. `on_reconnect(error, delay_s)` is told
+        each time. Any other failure is raised. Stop by leaving the loop (or cancelling).
+        """
+        request = operator_pb2.WatchRequest(after_cursor=after_cursor, kinds=cast(Any, kinds))
+        failures = 0
+        while True:
+            call = self._service().Watch(request)
+            try:
+                async for response in call:
+                    failures = 0
+                    event = response.event
+                    if event.cursor <= request.after_cursor:
+                        continue  # never repeat an event already yielded
+                    request.after_cursor = event.cursor
+                    yield event
+                error: ClientError = Unavailable("the gateway ended the watch stream")
+            except grpc.aio.AioRpcError as exc:
+                error = from_rpc_error(exc)
+            finally:
+                call.cancel()
+            if not reconnect or not (error.retryable or isinstance(error, RateLimited)):
+                raise error
+            delay = self.retry.delay(failures)
+            failures += 1
+            if on_reconnect is not None:
+                on_reconnect(error, delay)
+            await asyncio.sleep(delay)
+
+    async def wait_for(
+        self, message_id: str, state: int, *, timeout: float = 30.0
+    ) -> MessageRecord:
+        """Wait until a message has reached `state` (JOURNALED, DELIVERED or ACKNOWLEDGED) and
+        return it as it then stood.
+
+        Follows the message on `watch` from its own journal position (no polling), so an update
+        that lands while we start is not missed. A message not yet in this gateway's journal
+        (an inbound one still on its way) is waited for from the newest message on. Raises
+        `MessageRejected` if the message was refused, and `Timeout` after `timeout` seconds.
+        """
+        if state not in (JOURNALED, DELIVERED, ACKNOWLEDGED):
+            raise ValueError(f"cannot wait for state {state_name(state)}")
+        current = "not in the journal"
+        try:
+            async with asyncio.timeout(timeout):
+                try:
+                    record = await self.get(message_id)
+                except NotFound:
+                    # Anything journaled from now on lies after the newest message we can see
+                    # (or is that message, if it landed in between): follow from just before it.
+                    newest = await self.list(limit=1)
+                    after = newest[0].journal_position - 1 if newest else 0
+                else:
+                    current = state_name(record.state)
+                    if _reached(record, state):
+                        return record
+                    after = record.journal_position
+                events = self.watch(after, _PROGRESS_KINDS)
+                async with contextlib.aclosing(events):
+                    async for event in events:
+                        if event.message_id == message_id and event.HasField("message"):
+                            record = event.message
+                        elif _acknowledges(event, message_id):
+                            record = await self.get(message_id)
+                        else:
+                            continue
+                        current = state_name(record.state)
+                        if _reached(record, state):
+                            return record
+        except TimeoutError:
+            raise Timeout(
+                f"{message_id} did not reach {state_name(state)} within {timeout:g} s "
+                f"(it is {current})"
+            ) from None
+        raise AssertionError("unreachable: watch reconnects until cancelled")
+
+
+def _acknowledges(event: Event, message_id: str) -> bool:
+    """Whether the event is one of our operators' acknowledgements of `message_id`."""
+    envelope = event.message.envelope
+    return (
+        envelope.WhichOneof("body") == "acknowledgement"
+        and envelope.acknowledgement.acknowledged_message_id == message_id
+    )
+
+
+def _reached(record: MessageRecord, state: int) -> bool:
+    if record.state == REJECTED:
+        reason = peer_link_pb2.RejectionReason.Name(record.rejection_reason).removeprefix(
+            "REJECTION_REASON_"
+        )
+        raise MessageRejected(
+            f"{record.envelope.message_id} was refused by the receiving gateway: {reason}"
+            + (f": {record.rejection_detail}" if record.rejection_detail else ""),
+            message_id=record.envelope.message_id,
+            reason=reason,
+        )
+    return int(record.state) >= state

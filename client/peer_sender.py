@@ -96,6 +96,11 @@ class PeerSender:
         self.link = self._new_link()
         self._settling: set[asyncio.Task[None]] = set()
         self._failed_settlement: BaseException | None = None
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask the sender to stop: `run` returns at its next step (cancel it too)."""
+        self._stop.set()
 
     def _new_link(self) -> link.OutboundLink:
         core = link.OutboundLink(
@@ -122,7 +127,7 @@ class PeerSender:
     async def run(self) -> None:
         """Connect, push, reconnect with jittered exponential backoff; until cancelled."""
         attempt = 0
-        while True:
+        while not self._stop.is_set():
             channel = self._channel_factory()
             started = time.monotonic()
             try:
@@ -139,6 +144,10 @@ class PeerSender:
                 reason = f"{type(exc).__name__}: {exc}"
             finally:
                 await channel.close(grace=None)
+            if self._stop.is_set():
+                # A cancellation that arrives while the stream is failing can be absorbed by
+                # the TaskGroup or grpc; the flag makes sure a stop request is honoured.
+                return
             for _ in self.link.disconnect(reason):
                 pass
             if self.view.up:

@@ -251,6 +251,7 @@ class Gateway:
         await self.health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(grace)
+        self.sender.stop()
         for task in self._tasks:
             task.cancel()
         stuck: set[asyncio.Task[Any]] = set()

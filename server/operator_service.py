@@ -169,12 +169,16 @@ class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
                 f"envelope.recipient_party: must be the peer {self.peer_party}, "
                 f"got {envelope.recipient_party}"
             )
+        if envelope.WhichOneof("body") == "acknowledgement":
+            problems.append("envelope.acknowledgement: acknowledgements are made with Acknowledge")
+        # Validate the envelope as it will travel (after filling the gateway's fields), so a
+        # Send never journals what the peer would refuse (an expiry already past, say).
         # Paths are from the request (envelope.…), as the spec's Send errors say.
-        problems += [str(v) for v in validate(envelope, filled=False, prefix="envelope")]
+        self._fill(envelope, who)
+        problems += [str(v) for v in validate(envelope, filled=True, prefix="envelope")]
         if problems:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
         await self._check_references(envelope, context)
-        self._fill(envelope, who)
         journaled, dup = await self._journal_and_queue(context, envelope)
         if dup is not None:
             return await self._idempotent(dup, envelope, context)

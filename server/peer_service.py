@@ -57,8 +57,9 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
         self._on_message = on_message
         self._heartbeat_interval = heartbeat_interval
         self._dead_after = dead_after
-        self._lock = asyncio.Lock()
+        self._generation = 0  # bumped by every new stream; older streams stop accepting
         self._current: asyncio.Task[Any] | None = None
+        self._writes: set[asyncio.Future[Any]] = set()  # journal writes not yet durable
         self.up = False
         self.since = 0.0
         self.rtt = 0.0
@@ -79,16 +80,21 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
         request_iterator: AsyncIterator[peer_link_pb2.PushRequest],
         context: grpc.aio.ServicerContext[peer_link_pb2.PushRequest, peer_link_pb2.PushResponse],
     ) -> AsyncIterator[peer_link_pb2.PushResponse]:
+        # Only one stream per peer: from now on an older stream accepts no delivery (its
+        # reader checks the generation before each), so once the journal writes it already
+        # submitted are durable, `last_sequence` is exact for our Welcome. We do not wait
+        # for the older stream itself: on a dead connection it may sit in grpc for a while.
+        self._generation += 1
+        generation = self._generation
         previous = self._current
         if previous is not None and not previous.done():
             previous.cancel()
         self._current = asyncio.current_task()
-        # aclosing: when grpc closes us at a yield, _serve's cleanup (which waits for its
-        # journal writes) runs here, inside the lock, before a new stream can start.
-        async with (
-            self._lock,
-            contextlib.aclosing(self._serve(request_iterator, context)) as responses,
-        ):
+        if self._writes:
+            await asyncio.gather(*list(self._writes), return_exceptions=True)
+        async with contextlib.aclosing(
+            self._serve(request_iterator, context, generation)
+        ) as responses:
             async for response in responses:
                 yield response
 
@@ -96,6 +102,7 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
         self,
         requests: AsyncIterator[peer_link_pb2.PushRequest],
         context: grpc.aio.ServicerContext[peer_link_pb2.PushRequest, peer_link_pb2.PushResponse],
+        generation: int,
     ) -> AsyncGenerator[peer_link_pb2.PushResponse, None]:
         core = link.InboundLink(
             self.party,
@@ -169,7 +176,7 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
             asyncio.Queue()
         )
         reason = "the peer closed the stream"
-        reader = asyncio.create_task(self._read(core, requests, replies))
+        reader = asyncio.create_task(self._read(core, requests, replies, generation))
         try:
             while True:
                 try:
@@ -213,18 +220,24 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
                         await pending
                     except Exception:
                         log.exception("journal write failed while closing the stream")
-            self.up = False
-            self.detail = reason
-            log.warning("inbound link from %s down: %s", self.peer_party, reason)
-            await asyncio.shield(self._on_link(False, reason))
+            if generation == self._generation:  # a replaced stream is not a link going down
+                self.up = False
+                self.detail = reason
+                log.warning("inbound link from %s down: %s", self.peer_party, reason)
+                await asyncio.shield(self._on_link(False, reason))
+            else:
+                log.info("inbound stream from %s replaced by a newer one", self.peer_party)
 
     async def _read(
         self,
         core: link.InboundLink,
         requests: AsyncIterator[peer_link_pb2.PushRequest],
         replies: asyncio.Queue[Awaitable[peer_link_pb2.PushResponse | None] | None],
+        generation: int,
     ) -> None:
         async for request in requests:
+            if generation != self._generation:
+                raise ProtocolError("a newer stream from the peer replaced this one")
             now = time.time()
             which = request.WhichOneof("frame")
             if which == "delivery":
@@ -304,9 +317,27 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
                     frame.sequence,
                     frame.message_id,
                     link.RejectReason.INVALID_MESSAGE,
-                    f"{len(violations)} field violation(s)",
+                    f"{len(violations)} field violation(s): "
+                    + "; ".join(str(v) for v in violations[:8])[:900],
                     # FieldViolation allows at most 64, each with a non-empty field path
                     violations=tuple((v.field, v.description) for v in violations if v.field)[:64],
+                ),
+                digest,
+            )
+        taken = self._store.journal.query(
+            "SELECT sender_party FROM messages WHERE message_id = ?", (envelope.message_id,)
+        )
+        if taken:
+            # Our own outbound message has this id (an inbound one would be a duplicate, which
+            # the link core answers): refuse it rather than fail the journal write forever.
+            return self._refuse(
+                core,
+                link.Rejection(
+                    frame.sequence,
+                    frame.message_id,
+                    link.RejectReason.INVALID_MESSAGE,
+                    f"message_id {envelope.message_id} already names a message of party "
+                    f"{taken[0][0]} in this journal; message ids must be unique forever",
                 ),
                 digest,
             )
@@ -320,6 +351,10 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
                 digest,
             )
         return self._journal(core, frame, signed, envelope)
+
+    def _track(self, write: asyncio.Future[Any]) -> None:
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
 
     def _wrong_party(self, envelope: envelope_pb2.Envelope) -> str:
         """Why the envelope may not travel on this link, or "" if it may.
@@ -354,6 +389,7 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
     ) -> asyncio.Future[peer_link_pb2.PushResponse]:
         # Submitted now, in arrival order; many deliveries share one group commit.
         durable = self._store.journal_inbound(frame, signed, envelope, self._signer)
+        self._track(durable)
 
         async def receipt() -> peer_link_pb2.PushResponse:
             info = await durable
@@ -380,6 +416,7 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
         if not rejection.reason.consumes_sequence:
             return _ready(response)
         durable = self._store.journal_inbound_refusal(rejection, digest)
+        self._track(durable)
 
         async def after() -> peer_link_pb2.PushResponse:
             await durable

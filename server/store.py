@@ -103,7 +103,10 @@ class Store:
         digest: bytes,
         sequence: int = 0,
     ) -> int:
-        deadline = entry.time_ns + int(self._deadline_s(envelope.precedence) * 1e9)
+        if envelope.WhichOneof("body") == "acknowledgement":
+            deadline = 0  # an acknowledgement is not itself acknowledged
+        else:
+            deadline = entry.time_ns + int(self._deadline_s(envelope.precedence) * 1e9)
         txn.execute(
             "INSERT INTO messages (message_id, direction, sender_party, body_type, precedence,"
             " status, state, position, journal_time_ns, deadline_ns, sequence, deliver_time_ns,"
@@ -161,10 +164,16 @@ class Store:
                 txn, entry=entry, envelope=envelope, direction=OUT, state=JOURNALED, digest=digest
             )
             if acknowledges:
+                # The latest acknowledgement stands (ROGER, then WILCO, ...).
                 txn.execute(
                     "UPDATE messages SET state = ?, ack_time_ns = ?, ack_message_id = ?"
-                    " WHERE message_id = ? AND ack_message_id = ''",
+                    " WHERE message_id = ?",
                     (ACKNOWLEDGED, entry.time_ns, envelope.message_id, acknowledges),
+                )
+                txn.append(
+                    Kind.ACKNOWLEDGED,
+                    _json({"acknowledgement": envelope.message_id}),
+                    message_id=acknowledges,
                 )
             return Journaled(envelope.message_id, entry.position, entry.time_ns, deadline)
 
@@ -409,7 +418,7 @@ class Store:
         def op(txn: Txn) -> list[Entry]:
             rows = txn.execute(
                 "SELECT message_id, direction, precedence, deadline_ns FROM messages"
-                " WHERE escalated = 0 AND deadline_ns <= ? AND state IN (?, ?)"
+                " WHERE escalated = 0 AND deadline_ns > 0 AND deadline_ns <= ? AND state IN (?, ?)"
                 " AND body_type != ? ORDER BY deadline_ns LIMIT 500",
                 (now_ns, JOURNALED, DELIVERED, BODY_TYPES["acknowledgement"]),
             ).fetchall()
@@ -467,10 +476,11 @@ class Store:
             journal_position=row["position"],
             sequence=row["sequence"],
             journal_time=timestamp_ns(row["journal_time_ns"]),
-            acknowledge_deadline_time=timestamp_ns(row["deadline_ns"]),
             acknowledgement_message_id=row["ack_message_id"],
             overdue=bool(row["escalated"]) and row["state"] in (JOURNALED, DELIVERED),
         )
+        if row["deadline_ns"]:
+            record.acknowledge_deadline_time.CopyFrom(timestamp_ns(row["deadline_ns"]))
         if row["deliver_time_ns"]:
             record.deliver_time.CopyFrom(timestamp_ns(row["deliver_time_ns"]))
         if row["ack_time_ns"]:
@@ -524,6 +534,7 @@ class Store:
             Kind.MESSAGE_OUT: operator_pb2.EVENT_KIND_MESSAGE_SENT,
             Kind.MESSAGE_IN: operator_pb2.EVENT_KIND_MESSAGE_RECEIVED,
             Kind.RECEIPT: operator_pb2.EVENT_KIND_MESSAGE_DELIVERED,
+            Kind.ACKNOWLEDGED: operator_pb2.EVENT_KIND_MESSAGE_ACKNOWLEDGED,
             Kind.REFUSED_BY_PEER: operator_pb2.EVENT_KIND_MESSAGE_REJECTED,
             Kind.REFUSED_INBOUND: operator_pb2.EVENT_KIND_MESSAGE_REJECTED,
             Kind.ESCALATION: operator_pb2.EVENT_KIND_ESCALATION,
@@ -575,6 +586,8 @@ class Store:
                 event.link = operator_pb2.LINK_DIRECTION_INBOUND
             if entry.kind in (Kind.REFUSED_BY_PEER, Kind.REFUSED_INBOUND):
                 event.detail = f"{data.get('reason')}: {data.get('detail')}"
+        elif entry.kind is Kind.ACKNOWLEDGED:
+            event.detail = "acknowledged by this party"
         elif entry.kind is Kind.CHECKPOINT_PEER:
             event.detail = f"{self.peer_party} journal checkpoint witnessed"
         if message_id:

@@ -679,13 +679,8 @@ async def test_message_rejected_when_the_peer_refuses_what_the_sender_journaled(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: a delivery whose id the receiver used for its own outbound message "
-    "fails the receiver's journal insert (UNIQUE constraint) instead of being refused as "
-    "DUPLICATE_MESSAGE_ID, and the sender's link retries it forever",
-)
-async def test_message_rejected_when_the_peer_refuses_a_duplicate_id(tmp_path: Path) -> None:
+async def test_message_rejected_when_the_peer_already_used_its_id(tmp_path: Path) -> None:
+    """An id both parties used: each side refuses the other's, and the link keeps flowing."""
     pair = await GatewayPair.start(tmp_path)
     try:
         jp = OperatorClient.from_pki(pair.pki, "JP", address=pair.jp.address)
@@ -700,8 +695,13 @@ async def test_message_rejected_when_the_peer_refuses_a_duplicate_id(tmp_path: P
             with pytest.raises(MessageRejected) as caught:
                 await jp.wait_for(message_id, DELIVERED, timeout=8)
             assert caught.value.message_id == message_id
-            assert caught.value.reason == "DUPLICATE_MESSAGE_ID"
+            assert caught.value.reason == "INVALID_MESSAGE"
             pair.proxy_to("JP").resume()
+            # the link is not wedged: later messages flow both ways
+            later = await jp.send(free_text("after the clash"))
+            await jp.wait_for(later.message_id, DELIVERED, timeout=10)
+            back = await tw.send(free_text("and back", recipient="JP"))
+            await tw.wait_for(back.message_id, DELIVERED, timeout=10)
     finally:
         await pair.stop()
 

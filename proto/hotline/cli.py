@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 from collections.abc import Callable, Sequence
 from typing import cast
@@ -37,19 +36,6 @@ SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _available() -> list[tuple[str, str, str]]:
-    """The subcommands whose module is importable in this build."""
-    found = []
-    for name, module, help_text in SUBCOMMANDS:
-        try:
-            spec = importlib.util.find_spec(module)
-        except ModuleNotFoundError:
-            spec = None
-        if spec is not None:
-            found.append((name, module, help_text))
-    return found
-
-
 def build_parser(load: str | None = None) -> argparse.ArgumentParser:
     """Build the parser; only the module of subcommand `load` (if any) is imported."""
     parser = argparse.ArgumentParser(
@@ -65,7 +51,7 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
         "--version", action="version", version="hotline 0.1.0 (protocol hotline.v1)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module, help_text in _available():
+    for name, module, help_text in SUBCOMMANDS:
         child = sub.add_parser(name, help=help_text, description=help_text)
         if name == load:
             register = importlib.import_module(module).register

@@ -74,6 +74,16 @@ def _json(data: dict[str, Any]) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
+def _rejection_json(rejection: link.Rejection) -> bytes:
+    return _json(
+        {
+            "reason": rejection.reason.value,
+            "detail": rejection.detail,
+            "violations": [list(v) for v in rejection.violations],
+        }
+    )
+
+
 class Store:
     """High-level, durable records of one gateway (party `party`, peer `peer_party`)."""
 
@@ -232,13 +242,7 @@ class Store:
         return self.journal.submit_async(op)
 
     def record_refused_by_peer(self, rejection: link.Rejection) -> asyncio.Future[None]:
-        body = _json(
-            {
-                "reason": rejection.reason.value,
-                "detail": rejection.detail,
-                "violations": [list(v) for v in rejection.violations],
-            }
-        )
+        body = _rejection_json(rejection)
 
         def op(txn: Txn) -> None:
             txn.append(
@@ -347,13 +351,7 @@ class Store:
     def journal_inbound_refusal(
         self, rejection: link.Rejection, digest: bytes
     ) -> asyncio.Future[None]:
-        body = _json(
-            {
-                "reason": rejection.reason.value,
-                "detail": rejection.detail,
-                "violations": [list(v) for v in rejection.violations],
-            }
-        )
+        body = _rejection_json(rejection)
 
         def op(txn: Txn) -> None:
             txn.append(

@@ -76,6 +76,7 @@ def outbound_order(journal: Path) -> dict[str, int]:
 
 def check_exactly_once(sent: list[str], sender_journal: Path, receiver_journal: Path) -> None:
     got = inbound(receiver_journal)
+    print(f"{len(sent)} sends acknowledged by the sender; receiver journaled {len(got)}")
     ids = [m for m, _, _ in got]
     assert len(ids) == len(set(ids)), "a message was journaled twice by the receiver"
     missing = set(sent) - set(ids)

@@ -146,18 +146,25 @@ def checkpoints_of(path: Path, kind: Kind) -> list[tuple[int, peer_link_pb2.Chec
 
 
 def check_witnessed(report: VerifyReport, witness_path: Path) -> VerifyReport:
-    """Compare our chain with the checkpoints of it that the peer's journal holds."""
+    """Compare our chain with the checkpoints of it that the peer's journal holds.
+
+    Safe on live journals: the witness is read first and our chain after it, so every
+    checkpoint the witness holds was of entries already committed when we read ours (a
+    checkpoint is sent only after its entries are durable).
+    """
     if not report.ok:
         return report
+    witnessed = checkpoints_of(witness_path, Kind.CHECKPOINT_PEER)
     heads = {e.position: e.hash for e in iter_entries(report.path)}
-    for position, body in checkpoints_of(witness_path, Kind.CHECKPOINT_PEER):
+    held = max(heads, default=0)
+    for position, body in witnessed:
         if body.party != report.party:
             continue
-        if body.entry_count > report.entries:
+        if body.entry_count > held:
             return report.fail(
-                report.entries + 1,
+                held + 1,
                 f"the peer witnessed {body.entry_count} entries (its entry {position}), "
-                f"but this journal has only {report.entries}: it was truncated",
+                f"but this journal has only {held}: it was truncated",
             )
         if body.entry_count and heads.get(body.entry_count) != bytes(body.head_hash):
             return report.fail(

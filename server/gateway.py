@@ -122,7 +122,6 @@ class Gateway:
             signer=self.signer,
             signing_certificates=self._signing_der,
             on_link=self._inbound_link_event,
-            on_message=lambda: None,
             heartbeat_interval=config.heartbeat_interval_s,
             dead_after=config.dead_after_s,
         )

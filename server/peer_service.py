@@ -45,7 +45,6 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
         signer: Signer,
         signing_certificates: list[bytes],
         on_link: LinkNotice,
-        on_message: Callable[[], None],
         heartbeat_interval: float,
         dead_after: float,
     ) -> None:
@@ -54,7 +53,6 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
         self._signer = signer
         self._certs = signing_certificates
         self._on_link = on_link
-        self._on_message = on_message
         self._heartbeat_interval = heartbeat_interval
         self._dead_after = dead_after
         self._generation = 0  # bumped by every new stream; older streams stop accepting
@@ -393,9 +391,8 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
 
         async def receipt() -> peer_link_pb2.PushResponse:
             info = await durable
-            core.durable(frame.message_id)
+            core.settled(frame.message_id)
             self.last_sequence = frame.sequence
-            self._on_message()
             return peer_link_pb2.PushResponse(receipt=wire.receipt_frame(info))
 
         return asyncio.ensure_future(receipt())

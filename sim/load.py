@@ -351,20 +351,6 @@ async def _progress(engine: Engine, options: RunOptions, planned: int) -> None:
         options.echo(engine.status_line() + f"  (plan {planned})")
 
 
-@dataclass
-class Sweep:
-    steps: list[dict[str, Any]]
-    saturation_per_s: float | None
-    reason: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "steps": self.steps,
-            "saturation_per_s": self.saturation_per_s,
-            "saturation_reason": self.reason,
-        }
-
-
 def step_summary(result: RunResult) -> dict[str, Any]:
     load = result.extra["load"]
     return {

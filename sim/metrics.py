@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -270,7 +270,3 @@ def _union_length(spans: Iterable[tuple[float, float]]) -> float:
     if current is not None:
         total += current[1] - current[0]
     return total
-
-
-def counts_view(counts: Mapping[str, int], names: Iterable[str]) -> dict[str, int]:
-    return {name: int(counts.get(name, 0)) for name in names}

@@ -36,7 +36,6 @@ STAGE_COLOURS = {
     "acknowledged": "#c05621",
     "ack_return": "#6b46c1",
 }
-PRECEDENCE_ORDER = ("FLASH", "IMMEDIATE", "PRIORITY", "ROUTINE")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ import math
 import random
 import re
 import tomllib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -345,9 +345,6 @@ class Scenario:
         plan = [(at, event, n) for event in self.events for at, n in event.times()]
         plan.sort(key=lambda item: (item[0], item[1].index, item[2]))
         return plan
-
-    def event_by_label(self, label: str) -> EventSpec | None:
-        return next((e for e in self.events if e.label == label), None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1141,11 +1138,6 @@ def _unknown(what: str, value: str, known: Any) -> str:
 
 def _name_of(table: Mapping[str, int], value: int) -> str:
     return next((k for k, v in table.items() if v == value), str(value))
-
-
-def iter_builtin() -> Iterator[Scenario]:
-    for name in builtin_names():
-        yield load_scenario(name)
 
 
 __all__ = [

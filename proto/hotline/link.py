@@ -600,8 +600,6 @@ class InboundLink:
         """An accepted delivery was journaled (or refused after all): forget it is in progress."""
         self._in_progress.pop(message_id, None)
 
-    durable = settled
-
     def _resend(self, delivery: Delivery) -> Decision:
         held = self._store.settlement_for_sequence(self.peer_party, delivery.sequence)
         if held is None:

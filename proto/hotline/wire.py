@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from hotline import link
 from hotline.errors import RemoteProtocolError, SignatureError
-from hotline.signing import PAYLOAD_TYPE_RECEIPT, KeyRing, Signer, sha256
+from hotline.signing import PAYLOAD_TYPE_RECEIPT, KeyRing, Signer
 from hotline.v1 import common_pb2, peer_link_pb2
 
 _REASONS: dict[link.RejectReason, peer_link_pb2.RejectionReason.ValueType] = {
@@ -246,7 +246,3 @@ def receiver_frame_from_wire(
         )
         return link.Welcome(w.party, w.last_sequence, receipts, rejections, w.protocol_version)
     raise RemoteProtocolError("empty frame from the peer")
-
-
-def envelope_digest(signed: common_pb2.SignedPayload) -> bytes:
-    return sha256(signed.payload)

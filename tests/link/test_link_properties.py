@@ -162,7 +162,7 @@ class World:
             decision = self.receiver.delivery(frame, self.now)
             if isinstance(decision, Accept):
                 info = self.receiver_journal.journal_message(frame)
-                self.receiver.durable(frame.message_id)
+                self.receiver.settled(frame.message_id)
                 self.to_sender.append(Receipt(info))
             elif isinstance(decision, Refuse):
                 if decision.rejection.reason.consumes_sequence:
@@ -331,7 +331,7 @@ def test_a_replayed_delivery_is_answered_with_the_original_receipt_and_not_journ
     d = Delivery(1, "m1", b"x" * 32)
     assert isinstance(link.delivery(d, 0.0), Accept)
     journal.journal_message(d)
-    link.durable("m1")
+    link.settled("m1")
     again = link.delivery(d, 1.0)
     assert isinstance(again, Resend)
     assert isinstance(again.frame, Receipt)

@@ -92,3 +92,38 @@ def test_reopening_continues_the_chain_and_refuses_another_partys_journal(tmp_pa
     assert verify_chain(iter_entries(tmp_path / "j.db")).entries == 2
     with pytest.raises(JournalError, match="party JP's journal"):
         Journal(tmp_path / "j.db", party="TW")
+
+
+def test_witnessed_checkpoints_compare_correctly_on_a_live_journal(tmp_path: Path) -> None:
+    """A checkpoint witnessed after our report was taken is compared with our chain as it is
+    now (the witness is read first, then our chain), not flagged as a truncation."""
+    from hotline.v1 import common_pb2, peer_link_pb2
+    from server.verify import check_witnessed, verify_journal
+
+    jp = Journal(tmp_path / "jp.db", party="JP")
+    for _ in range(3):
+        jp.run_sync(_append(Kind.LINK_UP, b"{}"))
+    report = verify_journal(tmp_path / "jp.db", [])  # taken now: 3 entries
+    for _ in range(2):  # JP goes on committing ...
+        jp.run_sync(_append(Kind.LINK_UP, b"{}"))
+    count, head = jp.head
+    jp.close()
+    # ... and TW witnesses the newer head before our check reads it
+    body = peer_link_pb2.CheckpointBody(party="JP", entry_count=count, head_hash=head)
+    signed = common_pb2.SignedPayload(payload=body.SerializeToString())
+    tw = Journal(tmp_path / "tw.db", party="TW")
+
+    def witness(txn: Txn) -> None:
+        txn.append(Kind.CHECKPOINT_PEER, signed.SerializeToString(), party="JP")
+
+    tw.run_sync(witness)
+    tw.close()
+    assert report.entries == 3
+    assert check_witnessed(report, tmp_path / "tw.db").ok
+    assert report.checkpoints_matched == 1
+    # a journal that really lost entries is still caught
+    with sqlite3.connect(tmp_path / "jp.db") as conn:
+        conn.execute("DELETE FROM entries WHERE position = 5")
+    truncated = check_witnessed(verify_journal(tmp_path / "jp.db", []), tmp_path / "tw.db")
+    assert not truncated.ok
+    assert "truncated" in truncated.problem

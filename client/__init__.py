@@ -1,4 +1,5 @@
-"""The dialling side of Hotline: the operator client, the peer-link sender, the operator CLI.
+"""The operator SDK and the operator CLI: everything a watch officer or a script uses to talk to
+its own gateway.
 
 The public API for operators and tools (the simulator, consoles, scripts):
 
@@ -7,8 +8,8 @@ The public API for operators and tools (the simulator, consoles, scripts):
 
 `OperatorClient` (see `client.operator`) speaks to one's own gateway; `client.bodies` builds
 message bodies; `client.errors` is the exception tree. Everything else in the package is an
-implementation detail of the CLI (`cli_*`, `config`) or of the gateway (`channels`,
-`peer_sender`).
+implementation detail of the CLI (`cli_*`, `config`). The gateway's peer link is not here: it
+lives in `server.peerlink`, and the mTLS transport both use in `hotline.transport`.
 """
 
 from client import bodies

@@ -2,7 +2,7 @@
 
 `OperatorClient` hides gRPC behind the protocol's words: `send`, `acknowledge`, `get`, `list`,
 `watch`, `wait_for`, `link_status`. It speaks to one gateway, its own party's, over mutual TLS
-with the server's identity pinned (see `client.channels`):
+with the server's identity pinned (see `hotline.transport`):
 
     async with OperatorClient.from_pki(Path("pki"), "JP", address="127.0.0.1:50051") as jp:
         sent = await jp.send_body(bodies.free_text("Radio check", "How do you read?"),
@@ -40,7 +40,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from certs.errors import CertsError
 from certs.pki import PartyPaths
 from client.bodies import body_field, localized, timestamp
-from client.channels import credentials, secure_channel
 from client.errors import (
     ClientError,
     MessageRejected,
@@ -52,6 +51,7 @@ from client.errors import (
 )
 from hotline.errors import ConfigError
 from hotline.ids import new_message_id
+from hotline.transport import credentials, secure_channel
 from hotline.v1 import (
     common_pb2,
     envelope_pb2,

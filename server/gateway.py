@@ -25,28 +25,21 @@ from grpc_reflection.v1alpha import reflection
 
 from certs.errors import CertsError
 from certs.pki import load_certificate, load_party_revocations, load_signing_key
-from client.channels import credentials, secure_channel
-from client.peer_sender import PeerSender
 from hotline.errors import ConfigError
 from hotline.signing import PAYLOAD_TYPE_CHECKPOINT, KeyRing, Signer
+from hotline.transport import SERVER_OPTIONS, credentials, secure_channel
 from hotline.v1 import operator_pb2, operator_pb2_grpc, peer_link_pb2, peer_link_pb2_grpc
 from hotline.wire import timestamp_ns
 from server.auth import AuthInterceptor, Authorizer, Refusal
 from server.config import GatewayConfig
 from server.journal import Journal, Kind
-from server.operator_service import LinkState, OperatorServicer, TokenBucket
-from server.peer_service import PeerLinkServicer
+from server.operator_service import OperatorServicer, TokenBucket
+from server.peerlink.receiver import PeerLinkServicer
+from server.peerlink.sender import PeerSender
+from server.peerlink.status import LinkStatus
 from server.store import Store
 
 log = logging.getLogger("hotline.gateway")
-
-SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
-    ("grpc.keepalive_time_ms", 20_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-    ("grpc.http2.max_ping_strikes", 0),
-)
 
 
 @dataclass
@@ -129,8 +122,8 @@ class Gateway:
             store=self.store,
             signer=self.signer,
             enqueue=self.sender.enqueue,
-            outbound_status=self._outbound_state,
-            inbound_status=self._inbound_state,
+            outbound_status=self._outbound_status,
+            inbound_status=lambda: self.peer_service.status,
             queue_depth=lambda: self.sender.queue_depth,
             rate=TokenBucket(config.operator_rate_per_s, config.operator_burst),
         )
@@ -322,12 +315,6 @@ class Gateway:
         self._tasks = [t for t in self._tasks if not t.done() or t is task]
         return signed
 
-    def _outbound_state(self) -> LinkState:
-        v = self.sender.view
-        return LinkState(
-            v.up, v.since, v.rtt, v.clock_offset, v.detail, self.sender.link.last_settled
-        )
-
-    def _inbound_state(self) -> LinkState:
-        p = self.peer_service
-        return LinkState(p.up, p.since, p.rtt, p.clock_offset, p.detail, p.last_sequence)
+    def _outbound_status(self) -> LinkStatus:
+        self.sender.status.last_sequence = self.sender.link.last_settled
+        return self.sender.status

@@ -13,7 +13,6 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import grpc
@@ -27,22 +26,13 @@ from hotline.validation import validate, validate_envelope
 from hotline.wire import timestamp_ns
 from server.auth import caller
 from server.journal import Entry, Kind
+from server.peerlink.status import LinkStatus
 from server.store import IN, OUT, DuplicateMessage, Journaled, Store, WrongState
 
 log = logging.getLogger("hotline.operator")
 
 Context = grpc.aio.ServicerContext[Any, Any]
 WATCH_BUFFER = 10_000
-
-
-@dataclass
-class LinkState:
-    up: bool
-    since: float
-    rtt: float
-    clock_offset: float
-    detail: str
-    last_sequence: int
 
 
 class TokenBucket:
@@ -76,8 +66,8 @@ class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
         store: Store,
         signer: Signer,
         enqueue: Callable[[link.Outgoing], None],
-        outbound_status: Callable[[], LinkState],
-        inbound_status: Callable[[], LinkState],
+        outbound_status: Callable[[], LinkStatus],
+        inbound_status: Callable[[], LinkStatus],
         queue_depth: Callable[[], int],
         rate: TokenBucket,
     ) -> None:
@@ -502,7 +492,7 @@ class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
             unsubscribe()
 
 
-def _status(state: LinkState, depth: int) -> operator_pb2.LinkStatus:
+def _status(state: LinkStatus, depth: int) -> operator_pb2.LinkStatus:
     status = operator_pb2.LinkStatus(
         up=state.up, queue_depth=depth, last_sequence=state.last_sequence, detail=state.detail
     )

@@ -46,10 +46,10 @@ from typing import Any
 import grpc
 
 from certs.pki import PartyPaths, init_pki
-from client.channels import credentials, read, secure_channel
 from client.errors import ClientError
 from client.operator import OperatorClient
 from hotline.ids import new_message_id
+from hotline.transport import SERVER_OPTIONS, credentials, read, secure_channel
 from hotline.v1 import common_pb2, operator_pb2
 from sim.load import Payloads
 from sim.machine import CpuMeter, machine_info
@@ -59,14 +59,6 @@ from sim.target import UNLIMITED, Target
 ECHO_SERVICE = "hotline.bench.v1.Echo"
 ECHO_METHOD = f"/{ECHO_SERVICE}/Stream"
 WINDOW = 256
-# The same keepalive settings as the gateway's server (server.gateway.SERVER_OPTIONS).
-SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
-    ("grpc.keepalive_time_ms", 20_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-    ("grpc.http2.max_ping_strikes", 0),
-)
 # Like-for-like peers from STACK-NOTES (durable acks, one hop, 64 in flight, this kind of host).
 REFERENCE = {
     "NATS JetStream, sync_interval always": {"p50_ms": 0.48, "msgs_per_s": 4600},

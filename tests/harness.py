@@ -14,8 +14,8 @@ from typing import Any
 import grpc
 
 from certs.pki import PartyPaths, init_pki
-from client.channels import credentials, secure_channel
 from hotline.ids import new_message_id
+from hotline.transport import credentials, secure_channel
 from hotline.v1 import bodies_pb2, common_pb2, envelope_pb2, operator_pb2, operator_pb2_grpc
 from server.config import GatewayConfig
 from server.gateway import Gateway

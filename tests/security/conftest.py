@@ -22,9 +22,9 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certs.pki import PartyPaths, init_pki, load_certificate, load_signing_key
-from client.channels import credentials, secure_channel
 from hotline import PROTOCOL_VERSION
 from hotline.signing import Signer
+from hotline.transport import credentials, secure_channel
 from hotline.v1 import (
     common_pb2,
     envelope_pb2,

@@ -200,7 +200,7 @@ async def test_a_hello_carrying_the_wrong_partys_signing_certificate_is_refused(
             await peer.next()
     assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
     assert "Hello carries party JP's signing key; the peer is TW" in (caught.value.details() or "")
-    assert not jp.gateway.peer_service.up
+    assert not jp.gateway.peer_service.status.up
 
 
 async def test_a_hello_carrying_an_untrusted_signing_certificate_is_refused(
@@ -225,7 +225,7 @@ async def test_a_hello_claiming_another_party_is_refused(jp: Lone) -> None:
     # answers FAILED_PRECONDITION (see the report). Either way the stream is refused.
     assert error.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION)
     assert "Hello claims party JP, but the caller is the TW gateway" in (error.details() or "")
-    assert not jp.gateway.peer_service.up
+    assert not jp.gateway.peer_service.status.up
 
 
 async def test_an_envelope_claiming_another_sender_party_is_refused(jp: Lone) -> None:

@@ -278,7 +278,7 @@ async def test_revoking_an_operator_ends_its_open_watch_stream(jp: Lone) -> None
 async def test_revoking_the_peer_gateway_ends_its_open_link(jp: Lone) -> None:
     async with fake_tw_peer(jp) as peer:
         await peer.open([signing_der(jp.pki, "TW")])
-        await eventually(lambda: jp.gateway.peer_service.up, "the inbound link up")
+        await eventually(lambda: jp.gateway.peer_service.status.up, "the inbound link up")
         revoke(jp.pki, "TW", PartyPaths.of(jp.pki, "TW").gateway_cert, reason="key_compromise")
         # JP pings every heartbeat (0.5 s here), and each ping is a response: the first one
         # after the CRL reload (every 2 s) finds the caller revoked and ends the stream.
@@ -291,7 +291,7 @@ async def test_revoking_the_peer_gateway_ends_its_open_link(jp: Lone) -> None:
     [entry] = security_details(jp.gateway)
     assert entry["code"] == "UNAUTHENTICATED"
     assert "/hotline.v1.PeerLinkService/Push" in entry["detail"]
-    await eventually(lambda: not jp.gateway.peer_service.up, "the inbound link down")
+    await eventually(lambda: not jp.gateway.peer_service.status.up, "the inbound link down")
 
 
 # ------------------------------------------------------------------------------ the matrix
@@ -330,7 +330,7 @@ async def test_an_operator_may_not_call_peer_link_service(jp: Lone) -> None:
     [entry] = security_details(jp.gateway)
     assert entry["code"] == "PERMISSION_DENIED"
     assert "/hotline.v1.PeerLinkService/Push" in entry["detail"]
-    assert not jp.gateway.peer_service.up
+    assert not jp.gateway.peer_service.status.up
 
 
 async def test_the_gateways_own_certificate_may_not_push_to_it(jp: Lone) -> None:

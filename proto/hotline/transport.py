@@ -1,4 +1,11 @@
-"""Secure channels: present our certificate, trust only the right CA, pin the peer's name.
+"""mTLS transport shared by the gateway and the operator client: credentials, pinned names,
+and the keepalive settings of both ends, tuned against each other in one place.
+
+This is the one hand-written module of the `hotline` package that touches grpc (beside the
+generated stubs); the protocol's rules never do. `server` and `client` both use it and never
+import each other.
+
+Secure channels: present our certificate, trust only the right CA, pin the peer's name.
 
 grpcio's Python API does not expose the server's certificate to a client, so a client cannot
 read the server's SPIFFE URI itself. It pins the server's identity in the two ways the API
@@ -21,8 +28,16 @@ import grpc
 
 from hotline.errors import ConfigError
 
-# Keepalive: the client pings every 10 s when idle; servers (see server.gateway) allow pings
-# every 5 s, so grpc never closes the connection for "too_many_pings".
+# Keepalive, both ends together: clients ping every 10 s when idle; servers ping every 20 s and
+# allow client pings as often as every 5 s, with no strikes, so grpc never closes a connection
+# for "too_many_pings" (by default a server tolerates one ping per 5 minutes).
+SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_ping_strikes", 0),
+)
 CLIENT_OPTIONS: tuple[tuple[str, int | str], ...] = (
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),

@@ -2,8 +2,7 @@
 
 A thin adapter around `hotline.link.OutboundLink`: it owns the gRPC stream, the clock and the
 reconnect loop; every rule lives in the link core. It needs from the gateway only an `Outbox`
-(a small interface the gateway's journal-backed store satisfies), so `client` never imports
-`server`.
+(`server.peerlink.ports`, which the gateway's journal-backed store satisfies).
 
 One connection runs three tasks under one `asyncio.TaskGroup` (reader, writer, ticker), so a
 failure of any ends all three and the loop reconnects after a jittered exponential backoff.
@@ -17,8 +16,6 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Protocol
 
 import grpc
 
@@ -26,33 +23,10 @@ from hotline import link, wire
 from hotline.errors import ProtocolError
 from hotline.signing import KeyRing
 from hotline.v1 import common_pb2, peer_link_pb2, peer_link_pb2_grpc
+from server.peerlink.ports import Outbox
+from server.peerlink.status import LinkStatus, printable
 
 log = logging.getLogger("hotline.link.out")
-
-
-class Outbox(Protocol):
-    """What the sender needs from the gateway's durable records."""
-
-    def unsettled_outbound(self) -> list[link.Outgoing]: ...
-
-    def last_settled_outbound(self) -> int: ...
-
-    def record_receipt(self, info: link.ReceiptInfo) -> Awaitable[None]:
-        """Submit the receipt to the journal now (in arrival order); await durability."""
-        ...
-
-    def record_refused_by_peer(self, rejection: link.Rejection) -> Awaitable[None]: ...
-
-
-@dataclass
-class LinkView:
-    """What operators see of this direction (GetLinkStatus)."""
-
-    up: bool = False
-    since: float = 0.0
-    rtt: float = 0.0
-    clock_offset: float = 0.0
-    detail: str = "not yet connected"
 
 
 LinkNotice = Callable[[bool, str], Awaitable[None]]
@@ -92,7 +66,7 @@ class PeerSender:
         self._checkpoints = checkpoints
         self._checkpoint_interval = checkpoint_interval
         self._wake = asyncio.Event()
-        self.view = LinkView()
+        self.status = LinkStatus()
         self.link = self._new_link()
         self._settling: set[asyncio.Task[None]] = set()
         self._failed_settlement: BaseException | None = None
@@ -150,12 +124,12 @@ class PeerSender:
                 return
             for _ in self.link.disconnect(reason):
                 pass
-            if self.view.up:
-                self.view = LinkView(False, time.time(), detail=reason)
+            if self.status.up:
+                self.status.went(False, time.time(), reason)
                 await self._on_link(False, reason)
-                log.warning("link to %s down: %s", self.peer_party, reason)
+                log.warning("link to %s down: %s", self.peer_party, printable(reason))
             else:
-                self.view.detail = reason
+                self.status.detail = reason
             if self._failed_settlement is not None:
                 # a receipt could not be journaled: rebuild our view from the journal
                 self._failed_settlement = None
@@ -195,21 +169,19 @@ class PeerSender:
 
     async def _handle(self, event: link.LinkEvent) -> None:
         if isinstance(event, link.LinkUp):
-            self.view = LinkView(
-                True, time.time(), detail=f"peer holds up to sequence {event.last_sequence}"
-            )
+            self.status.went(True, time.time(), f"peer holds up to sequence {event.last_sequence}")
             log.info(
                 "link to %s up (peer holds up to sequence %d)", self.peer_party, event.last_sequence
             )
-            await self._on_link(True, self.view.detail)
+            await self._on_link(True, self.status.detail)
         elif isinstance(event, link.Delivered):
             self._settle(self._outbox.record_receipt(event.receipt))
         elif isinstance(event, link.Refused):
-            log.warning("peer refused %s: %s", event.message_id, event.rejection.detail)
+            log.warning("peer refused %s: %s", event.message_id, printable(event.rejection.detail))
             self._settle(self._outbox.record_refused_by_peer(event.rejection))
         elif isinstance(event, link.Measured):
-            self.view.rtt = event.rtt
-            self.view.clock_offset = event.clock_offset
+            self.status.rtt = event.rtt
+            self.status.clock_offset = event.clock_offset
 
     def _settle(self, work: Awaitable[None]) -> None:
         """Journal a settlement without stalling the reader; the journal keeps their order."""

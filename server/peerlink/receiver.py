@@ -29,6 +29,7 @@ from hotline.signing import PAYLOAD_TYPE_CHECKPOINT, PAYLOAD_TYPE_ENVELOPE, KeyR
 from hotline.v1 import envelope_pb2, peer_link_pb2, peer_link_pb2_grpc
 from hotline.validation import validate_envelope
 from server.journal import Kind
+from server.peerlink.status import LinkStatus, printable
 from server.store import Store
 
 log = logging.getLogger("hotline.link.in")
@@ -58,12 +59,7 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
         self._generation = 0  # bumped by every new stream; older streams stop accepting
         self._current: asyncio.Task[Any] | None = None
         self._writes: set[asyncio.Future[Any]] = set()  # journal writes not yet durable
-        self.up = False
-        self.since = 0.0
-        self.rtt = 0.0
-        self.clock_offset = 0.0
-        self.detail = "no stream from the peer yet"
-        self.last_sequence = 0
+        self.status = LinkStatus(detail="no stream from the peer yet")
 
     @property
     def party(self) -> str:
@@ -158,9 +154,8 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
         for rejection in welcome.rejections:
             frame.rejections.append(wire.rejection_frame(rejection))
         yield peer_link_pb2.PushResponse(welcome=frame)
-        self.last_sequence = welcome.last_sequence
-        self.up, self.since = True, time.time()
-        self.detail = f"stream from {context.peer()}"
+        self.status.last_sequence = welcome.last_sequence
+        self.status.went(True, time.time(), f"stream from {context.peer()}")
         await self._on_link(
             True, f"{self.peer_party} resumed after sequence {welcome.last_sequence}"
         )
@@ -219,9 +214,8 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
                     except Exception:
                         log.exception("journal write failed while closing the stream")
             if generation == self._generation:  # a replaced stream is not a link going down
-                self.up = False
-                self.detail = reason
-                log.warning("inbound link from %s down: %s", self.peer_party, reason)
+                self.status.went(False, time.time(), reason)
+                log.warning("inbound link from %s down: %s", self.peer_party, printable(reason))
                 await asyncio.shield(self._on_link(False, reason))
             else:
                 log.info("inbound stream from %s replaced by a newer one", self.peer_party)
@@ -245,7 +239,7 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
                 replies.put_nowait(_ready(peer_link_pb2.PushResponse(pong=wire.pong_to_wire(pong))))
             elif which == "pong":
                 measured = core.pong(wire.pong_from_wire(request.pong), now)
-                self.rtt, self.clock_offset = measured.rtt, measured.clock_offset
+                self.status.rtt, self.status.clock_offset = measured.rtt, measured.clock_offset
             elif which == "checkpoint":
                 replies.put_nowait(self._checkpoint(request.checkpoint))
             else:
@@ -392,7 +386,7 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
         async def receipt() -> peer_link_pb2.PushResponse:
             info = await durable
             core.settled(frame.message_id)
-            self.last_sequence = frame.sequence
+            self.status.last_sequence = frame.sequence
             return peer_link_pb2.PushResponse(receipt=wire.receipt_frame(info))
 
         return asyncio.ensure_future(receipt())
@@ -417,7 +411,7 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
 
         async def after() -> peer_link_pb2.PushResponse:
             await durable
-            self.last_sequence = rejection.sequence
+            self.status.last_sequence = rejection.sequence
             return response
 
         return asyncio.ensure_future(after())
@@ -430,7 +424,7 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
             body = peer_link_pb2.CheckpointBody()
             body.ParseFromString(payload)
         except Exception as exc:
-            log.warning("ignored a checkpoint from %s: %s", self.peer_party, exc)
+            log.warning("ignored a checkpoint from %s: %s", self.peer_party, printable(str(exc)))
             return
         await self._store.record_checkpoint(
             Kind.CHECKPOINT_PEER, checkpoint.checkpoint, self.peer_party

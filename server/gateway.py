@@ -101,6 +101,7 @@ class Gateway:
             signing_certificates=self._signing_der,
             channel_factory=self._peer_channel,
             on_link=self._outbound_link_event,
+            on_violation=self._peer_violation,
             window=config.window,
             heartbeat_interval=config.heartbeat_interval_s,
             dead_after=config.dead_after_s,
@@ -252,6 +253,7 @@ class Gateway:
         for task in stuck:
             log.error("task %s did not stop within 5 s of being cancelled", task.get_name())
         self._tasks = []
+        await self.peer_service.drain()
         await asyncio.to_thread(self.journal.close)
         log.info("gateway %s stopped", self.party)
 
@@ -286,6 +288,17 @@ class Gateway:
                 "code": refusal.code.name,
                 "detail": f"{refusal.identity} calling {refusal.method}: {refusal.reason}",
                 "peer": refusal.peer,
+            },
+        )
+
+    async def _peer_violation(self, detail: str) -> None:
+        """The peer broke the link protocol (a bad Welcome or batch receipt): journal it."""
+        await self.store.record_event(
+            Kind.SECURITY,
+            {
+                "code": "PROTOCOL_VIOLATION",
+                "detail": f"the {self.peer_party} gateway broke the peer link protocol: {detail}",
+                "peer": self.config.peer_address,
             },
         )
 

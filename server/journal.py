@@ -38,13 +38,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hotline.link import ReceiptInfo, Rejection, RejectReason
+from hotline import link
+from hotline.v1.operator_pb2 import DIRECTION_INBOUND
+from hotline.wire import batch_receipt_from_bytes
 
 T = TypeVar("T")
 log = logging.getLogger("hotline.journal")
 
 GENESIS = b"\x00" * 32
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: batch receipts (link protocol version 2)
 
 
 class Kind(StrEnum):
@@ -53,7 +55,8 @@ class Kind(StrEnum):
     KEY = "key"  # a signing certificate (DER) this journal's signatures can be checked with
     MESSAGE_OUT = "message-out"  # body: SignedPayload(Envelope) we sent
     MESSAGE_IN = "message-in"  # body: SignedPayload(Envelope) received from the peer
-    RECEIPT = "receipt"  # body: SignedPayload(ReceiptBody) the peer gave us
+    RECEIPT = "receipt"  # body: SignedPayload(BatchReceiptBody) the peer gave us (one per batch)
+    DELIVERED = "delivered"  # body: JSON {receipt: position of the RECEIPT entry}; per message
     REFUSED_BY_PEER = "refused-by-peer"  # body: JSON rejection of our message by the peer
     REFUSED_INBOUND = "refused-inbound"  # body: JSON; we refused a peer delivery (seq consumed)
     ACKNOWLEDGED = "acknowledged"  # body: JSON; our operator acknowledged an inbound message
@@ -153,12 +156,21 @@ CREATE TABLE IF NOT EXISTS settlements (
     message_id   TEXT NOT NULL,
     outcome      TEXT NOT NULL,              -- 'receipt' or a RejectReason name
     digest       BLOB NOT NULL,
-    receipt      BLOB NOT NULL DEFAULT x'',  -- serialized SignedPayload(ReceiptBody)
+    batch_first  INTEGER NOT NULL DEFAULT 0, -- first sequence of the batch receipt settling it
     detail       TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (sender_party, sequence)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS settlements_receipt
     ON settlements(message_id) WHERE outcome = 'receipt';
+-- The batch receipts this gateway signed for the peer's batches (the receiving end's archive:
+-- resent in Welcomes, for resends, and as the original receipt of a duplicate).
+CREATE TABLE IF NOT EXISTS batch_receipts (
+    sender_party   TEXT NOT NULL,
+    first_sequence INTEGER NOT NULL,
+    last_sequence  INTEGER NOT NULL,
+    receipt        BLOB NOT NULL,            -- serialized SignedPayload(BatchReceiptBody)
+    PRIMARY KEY (sender_party, first_sequence)
+);
 """
 
 
@@ -201,6 +213,9 @@ class Txn:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> sqlite3.Cursor:
+        return self.conn.executemany(sql, rows)
 
 
 Operation = Callable[[Txn], T]
@@ -427,7 +442,7 @@ class Journal:
         rows = self.query("SELECT * FROM entries WHERE position = ?", (position,))
         return _entry(rows[0]) if rows else None
 
-    # -- the SettlementStore the link's receiving end needs
+    # -- the link's reads: where each direction stands, and the receiving end's archive
 
     def last_sequence(self, sender_party: str) -> int:
         rows = self.query(
@@ -435,30 +450,49 @@ class Journal:
         )
         return int(rows[0][0] or 0)
 
-    def settlement_for_sequence(
-        self, sender_party: str, sequence: int
-    ) -> ReceiptInfo | Rejection | None:
+    @staticmethod
+    def last_sequence_in(txn: Txn, sender_party: str) -> int:
+        """`last_sequence` inside a write transaction (sees the batch's own writes)."""
+        row = txn.execute(
+            "SELECT MAX(sequence) FROM settlements WHERE sender_party = ?", (sender_party,)
+        ).fetchone()
+        return int(row[0] or 0)
+
+    def seen_index(self) -> dict[str, link.Seen]:
+        """Every message id in the journal: received ones with their sequence and digest,
+        our own with sequence 0 (the receiving end's in-memory duplicate index)."""
+        rows = self.query("SELECT message_id, direction, sequence, digest FROM messages")
+        return {
+            r["message_id"]: link.Seen(r["sequence"], bytes(r["digest"]))
+            if r["direction"] == DIRECTION_INBOUND
+            else link.Seen(0)
+            for r in rows
+        }
+
+    def _archived(self, rows: list[sqlite3.Row], sender_party: str) -> list[link.BatchReceipt]:
+        return [
+            batch_receipt_from_bytes(
+                bytes(r["receipt"]), receiver_party=self.party, sender_party=sender_party
+            )
+            for r in rows
+        ]
+
+    def batch_receipts_after(self, sender_party: str, sequence: int) -> list[link.BatchReceipt]:
         rows = self.query(
-            "SELECT * FROM settlements WHERE sender_party = ? AND sequence = ?",
+            "SELECT receipt FROM batch_receipts WHERE sender_party = ? AND last_sequence > ?"
+            " ORDER BY first_sequence",
             (sender_party, sequence),
         )
-        return _settlement(rows[0]) if rows else None
+        return self._archived(rows, sender_party)
 
-    def receipt_for_message(self, message_id: str) -> ReceiptInfo | None:
+    def batch_receipt_for(self, sender_party: str, sequence: int) -> link.BatchReceipt | None:
         rows = self.query(
-            "SELECT * FROM settlements WHERE message_id = ? AND outcome = 'receipt'", (message_id,)
+            "SELECT receipt FROM batch_receipts WHERE sender_party = ? AND first_sequence <= ?"
+            " AND last_sequence >= ? ORDER BY first_sequence DESC LIMIT 1",
+            (sender_party, sequence, sequence),
         )
-        if not rows:
-            return None
-        found = _settlement(rows[0])
-        return found if isinstance(found, ReceiptInfo) else None
-
-    def settlements_after(self, sender_party: str, sequence: int) -> list[ReceiptInfo | Rejection]:
-        rows = self.query(
-            "SELECT * FROM settlements WHERE sender_party = ? AND sequence > ? ORDER BY sequence",
-            (sender_party, sequence),
-        )
-        return [_settlement(r) for r in rows]
+        found = self._archived(rows, sender_party)
+        return found[0] if found else None
 
 
 def _entry(row: sqlite3.Row) -> Entry:
@@ -472,20 +506,6 @@ def _entry(row: sqlite3.Row) -> Entry:
         body=bytes(row["body"]),
         prev_hash=bytes(row["prev_hash"]),
         hash=bytes(row["hash"]),
-    )
-
-
-def _settlement(row: sqlite3.Row) -> ReceiptInfo | Rejection:
-    receipt = bytes(row["receipt"]) or None
-    info = ReceiptInfo(row["sequence"], row["message_id"], bytes(row["digest"]), receipt)
-    if row["outcome"] == "receipt":
-        return info
-    return Rejection(
-        row["sequence"],
-        row["message_id"],
-        RejectReason[row["outcome"]],
-        row["detail"],
-        original_receipt=None,
     )
 
 

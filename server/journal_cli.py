@@ -131,7 +131,7 @@ def _decode(kind: Kind, body: bytes) -> object:
         inner = {
             Kind.MESSAGE_OUT: envelope_pb2.Envelope,
             Kind.MESSAGE_IN: envelope_pb2.Envelope,
-            Kind.RECEIPT: peer_link_pb2.ReceiptBody,
+            Kind.RECEIPT: peer_link_pb2.BatchReceiptBody,
             Kind.CHECKPOINT_OWN: peer_link_pb2.CheckpointBody,
             Kind.CHECKPOINT_PEER: peer_link_pb2.CheckpointBody,
         }[kind]()

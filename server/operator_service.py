@@ -27,7 +27,7 @@ from hotline.wire import timestamp_ns
 from server.auth import caller
 from server.journal import Entry, Kind
 from server.peerlink.status import LinkStatus
-from server.store import IN, OUT, DuplicateMessage, Journaled, Store, WrongState
+from server.store import IN, OUT, DuplicateMessage, Journaled, Store, WrongState, outgoing
 
 log = logging.getLogger("hotline.operator")
 
@@ -117,13 +117,7 @@ class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
         except WrongState as exc:
             await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         self._enqueue(
-            link.Outgoing(
-                envelope.message_id,
-                envelope.precedence,
-                journaled.position,
-                sha256(payload),
-                signed,
-            )
+            outgoing(signed, envelope.message_id, envelope.precedence, journaled.position)
         )
         return journaled, None
 

@@ -21,7 +21,7 @@ from typing import Any
 from hotline import link
 from hotline.signing import Signer, sha256
 from hotline.v1 import bodies_pb2, common_pb2, envelope_pb2, operator_pb2
-from hotline.wire import reason_to_wire, sign_receipt, timestamp_ns
+from hotline.wire import reason_to_wire, sign_batch_receipt, signed_of, timestamp_ns
 from server.journal import Entry, Journal, Kind, Txn
 
 log = logging.getLogger("hotline.store")
@@ -74,7 +74,7 @@ def _json(data: dict[str, Any]) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _rejection_json(rejection: link.Rejection) -> bytes:
+def _rejection_json(rejection: link.RejectionItem) -> bytes:
     return _json(
         {
             "reason": rejection.reason.value,
@@ -99,6 +99,9 @@ class Store:
         self.party = party
         self.peer_party = peer_party
         self._deadline_s = deadline_s
+        # Every message id in the journal, kept current here: the peer link's receiving end
+        # detects duplicates (and reuse of our own ids) in memory, with no SQL per delivery.
+        self.seen: dict[str, link.Seen] = journal.seen_index()
 
     # ------------------------------------------------------------------ outbound
 
@@ -187,7 +190,9 @@ class Store:
                 )
             return Journaled(envelope.message_id, entry.position, entry.time_ns, deadline)
 
-        return await self.journal.run(op)
+        journaled = await self.journal.run(op)
+        self.seen.setdefault(envelope.message_id, link.Seen(0))
+        return journaled
 
     def unsettled_outbound(self) -> list[link.Outgoing]:
         rows = self.journal.query(
@@ -200,179 +205,212 @@ class Store:
         for row in rows:
             signed = common_pb2.SignedPayload()
             signed.ParseFromString(bytes(row["body"]))
-            result.append(
-                link.Outgoing(
-                    row["message_id"],
-                    row["precedence"],
-                    row["position"],
-                    bytes(row["digest"]),
-                    signed,
-                )
-            )
+            result.append(outgoing(signed, row["message_id"], row["precedence"], row["position"]))
         return result
 
     def last_settled_outbound(self) -> int:
         return self.journal.last_sequence(self.party)
 
-    def record_receipt(self, info: link.ReceiptInfo) -> asyncio.Future[None]:
-        """The peer receipted one of our messages: journal the signed receipt."""
-        signed = info.signed
-        assert isinstance(signed, common_pb2.SignedPayload)
-        raw = signed.SerializeToString()
+    def record_settlement(self, plan: link.SettleOutbound) -> asyncio.Future[None]:
+        """The peer settled some of our messages with a verified batch receipt: journal the
+        signed receipt once (and, for duplicates, the original receipt that proves them), one
+        DELIVERED entry per receipted message, one REFUSED_BY_PEER entry per refused one."""
+        receipt = plan.receipt
 
         def op(txn: Txn) -> None:
-            entry = txn.append(
-                Kind.RECEIPT,
-                raw,
-                message_id=info.message_id,
-                party=self.peer_party,
-                sequence=info.sequence,
-            )
-            txn.execute(
-                "INSERT OR IGNORE INTO settlements (sender_party, sequence, message_id, outcome,"
-                " digest, receipt) VALUES (?,?,?,?,?,?)",
-                (self.party, info.sequence, info.message_id, "receipt", info.digest, raw),
-            )
-            txn.execute(
-                "UPDATE messages SET state = CASE WHEN state = ? THEN ? ELSE state END,"
-                " sequence = ?, deliver_time_ns = ? WHERE message_id = ? AND direction = ?",
-                (JOURNALED, DELIVERED, info.sequence, entry.time_ns, info.message_id, OUT),
-            )
+            proofs: dict[int, int] = {}  # id(batch receipt) -> position of its RECEIPT entry
 
-        return self.journal.submit_async(op)
+            def proof(of: link.BatchReceipt) -> int:
+                key = id(of)
+                if key not in proofs:
+                    proofs[key] = txn.append(
+                        Kind.RECEIPT,
+                        signed_of(of).SerializeToString(),
+                        party=self.peer_party,
+                        sequence=of.first_sequence,
+                    ).position
+                return proofs[key]
 
-    def record_refused_by_peer(self, rejection: link.Rejection) -> asyncio.Future[None]:
-        body = _rejection_json(rejection)
-
-        def op(txn: Txn) -> None:
-            txn.append(
-                Kind.REFUSED_BY_PEER,
-                body,
-                message_id=rejection.message_id,
-                party=self.peer_party,
-                sequence=rejection.sequence,
-            )
-            txn.execute(
-                "INSERT OR IGNORE INTO settlements (sender_party, sequence, message_id, outcome,"
-                " digest, detail) VALUES (?,?,?,?,?,?)",
-                (
-                    self.party,
-                    rejection.sequence,
-                    rejection.message_id,
-                    rejection.reason.name,
-                    b"",
-                    rejection.detail,
-                ),
-            )
-            txn.execute(
-                "UPDATE messages SET state = ?, sequence = ?, rejection_reason = ?,"
-                " rejection_detail = ? WHERE message_id = ? AND direction = ?",
-                (
-                    REJECTED,
-                    rejection.sequence,
-                    rejection.reason.name,
-                    rejection.detail,
-                    rejection.message_id,
-                    OUT,
-                ),
-            )
+            delivered = [(item, receipt) for item in plan.receipted]
+            delivered += [
+                (held, rejection.original_receipt)
+                for rejection, held in plan.delivered_before
+                if rejection.original_receipt is not None
+            ]
+            for item, by in delivered:
+                position = proof(by)
+                entry = txn.append(
+                    Kind.DELIVERED,
+                    _json({"receipt": position, "journal_position": item.journal_position}),
+                    message_id=item.message_id,
+                    party=self.peer_party,
+                    sequence=item.sequence,
+                )
+                txn.execute(
+                    "INSERT OR IGNORE INTO settlements (sender_party, sequence, message_id,"
+                    " outcome, digest, batch_first) VALUES (?,?,?,?,?,?)",
+                    (
+                        self.party,
+                        item.sequence,
+                        item.message_id,
+                        "receipt",
+                        item.digest,
+                        by.first_sequence,
+                    ),
+                )
+                txn.execute(
+                    "UPDATE messages SET state = CASE WHEN state = ? THEN ? ELSE state END,"
+                    " sequence = ?, deliver_time_ns = ? WHERE message_id = ? AND direction = ?",
+                    (
+                        JOURNALED,
+                        DELIVERED,
+                        item.sequence,
+                        by.journal_time_ns or entry.time_ns,
+                        item.message_id,
+                        OUT,
+                    ),
+                )
+            for rejection in plan.refused:
+                proof(receipt)
+                txn.append(
+                    Kind.REFUSED_BY_PEER,
+                    _rejection_json(rejection),
+                    message_id=rejection.message_id,
+                    party=self.peer_party,
+                    sequence=rejection.sequence,
+                )
+                txn.execute(
+                    "INSERT OR IGNORE INTO settlements (sender_party, sequence, message_id,"
+                    " outcome, digest, batch_first, detail) VALUES (?,?,?,?,?,?,?)",
+                    (
+                        self.party,
+                        rejection.sequence,
+                        rejection.message_id,
+                        rejection.reason.name,
+                        rejection.digest,
+                        receipt.first_sequence,
+                        rejection.detail,
+                    ),
+                )
+                txn.execute(
+                    "UPDATE messages SET state = ?, sequence = ?, rejection_reason = ?,"
+                    " rejection_detail = ? WHERE message_id = ? AND direction = ?",
+                    (
+                        REJECTED,
+                        rejection.sequence,
+                        rejection.reason.name,
+                        rejection.detail,
+                        rejection.message_id,
+                        OUT,
+                    ),
+                )
 
         return self.journal.submit_async(op)
 
     # ------------------------------------------------------------------ inbound
 
-    def journal_inbound(
-        self,
-        delivery: link.Delivery,
-        signed: common_pb2.SignedPayload,
-        envelope: envelope_pb2.Envelope,
-        signer: Signer,
-    ) -> asyncio.Future[link.ReceiptInfo]:
-        """Journal a message from the peer and sign its receipt, in one transaction."""
-        digest = delivery.digest
+    def journal_batch(
+        self, batch: link.JournalBatch, signer: Signer
+    ) -> asyncio.Future[link.BatchReceipt]:
+        """Journal a batch from the peer (messages and rejections) and sign its batch receipt,
+        in one transaction: the receipt exists only if the batch is durable."""
 
-        def op(txn: Txn) -> link.ReceiptInfo:
-            entry = txn.append(
-                Kind.MESSAGE_IN,
-                signed.SerializeToString(),
-                message_id=envelope.message_id,
-                party=self.peer_party,
-                sequence=delivery.sequence,
-            )
-            self._insert_message(
-                txn,
-                entry=entry,
-                envelope=envelope,
-                direction=IN,
-                state=DELIVERED,
-                digest=digest,
-                sequence=delivery.sequence,
-            )
-            receipt = sign_receipt(
-                signer,
-                message_id=envelope.message_id,
-                sequence=delivery.sequence,
-                envelope_bytes_digest=digest,
-                sender_party=self.peer_party,
-                journal_position=entry.position,
-                journal_time_ns=entry.time_ns,
-            )
-            txn.execute(
-                "INSERT INTO settlements (sender_party, sequence, message_id, outcome, digest,"
-                " receipt) VALUES (?,?,?,?,?,?)",
-                (
-                    self.peer_party,
-                    delivery.sequence,
-                    envelope.message_id,
-                    "receipt",
-                    digest,
-                    receipt.SerializeToString(),
-                ),
-            )
-            if envelope.WhichOneof("body") == "acknowledgement":
-                acked = envelope.acknowledgement.acknowledged_message_id
-                txn.execute(
-                    "UPDATE messages SET state = ?, ack_time_ns = ?, ack_message_id = ?"
-                    " WHERE message_id = ? AND direction = ? AND state IN (?, ?)",
-                    (
-                        ACKNOWLEDGED,
-                        entry.time_ns,
-                        envelope.message_id,
-                        acked,
-                        OUT,
-                        JOURNALED,
-                        DELIVERED,
-                    ),
+        def op(txn: Txn) -> link.BatchReceipt:
+            held = self.journal.last_sequence_in(txn, batch.sender_party)
+            if held != batch.first_sequence - 1:
+                raise WrongState(
+                    f"batch {batch.first_sequence}..{batch.last_sequence} does not follow "
+                    f"sequence {held}, the last this journal settled"
                 )
-            return link.ReceiptInfo(delivery.sequence, envelope.message_id, digest, receipt)
-
-        return self.journal.submit_async(op)
-
-    def journal_inbound_refusal(
-        self, rejection: link.Rejection, digest: bytes
-    ) -> asyncio.Future[None]:
-        body = _rejection_json(rejection)
-
-        def op(txn: Txn) -> None:
-            txn.append(
-                Kind.REFUSED_INBOUND,
-                body,
-                message_id=rejection.message_id,
-                party=self.peer_party,
-                sequence=rejection.sequence,
+            receipts: list[link.ReceiptItem] = []
+            last_time = 0
+            for accepted in batch.accepted:
+                d = accepted.delivery
+                envelope = accepted.envelope
+                assert isinstance(envelope, envelope_pb2.Envelope)
+                signed = d.payload
+                assert isinstance(signed, common_pb2.SignedPayload)
+                entry = txn.append(
+                    Kind.MESSAGE_IN,
+                    signed.SerializeToString(),
+                    message_id=accepted.message_id,
+                    party=batch.sender_party,
+                    sequence=d.sequence,
+                )
+                last_time = entry.time_ns
+                self._insert_message(
+                    txn,
+                    entry=entry,
+                    envelope=envelope,
+                    direction=IN,
+                    state=DELIVERED,
+                    digest=d.digest,
+                    sequence=d.sequence,
+                )
+                if envelope.WhichOneof("body") == "acknowledgement":
+                    txn.execute(
+                        "UPDATE messages SET state = ?, ack_time_ns = ?, ack_message_id = ?"
+                        " WHERE message_id = ? AND direction = ? AND state IN (?, ?)",
+                        (
+                            ACKNOWLEDGED,
+                            entry.time_ns,
+                            envelope.message_id,
+                            envelope.acknowledgement.acknowledged_message_id,
+                            OUT,
+                            JOURNALED,
+                            DELIVERED,
+                        ),
+                    )
+                receipts.append(
+                    link.ReceiptItem(d.sequence, accepted.message_id, d.digest, entry.position)
+                )
+            for rejection in batch.refused:
+                last_time = txn.append(
+                    Kind.REFUSED_INBOUND,
+                    _rejection_json(rejection),
+                    message_id=rejection.message_id,
+                    party=batch.sender_party,
+                    sequence=rejection.sequence,
+                ).time_ns
+            receipt = sign_batch_receipt(
+                signer,
+                sender_party=batch.sender_party,
+                first_sequence=batch.first_sequence,
+                last_sequence=batch.last_sequence,
+                receipts=tuple(receipts),
+                rejections=batch.refused,
+                journal_time_ns=last_time or time.time_ns(),
+            )
+            rows = [
+                (batch.sender_party, r.sequence, r.message_id, "receipt", r.digest, "")
+                for r in receipts
+            ] + [
+                (
+                    batch.sender_party,
+                    r.sequence,
+                    r.message_id,
+                    r.reason.name,
+                    r.digest,
+                    r.detail,
+                )
+                for r in batch.refused
+            ]
+            txn.executemany(
+                "INSERT INTO settlements (sender_party, sequence, message_id, outcome, digest,"
+                f" batch_first, detail) VALUES (?,?,?,?,?,{batch.first_sequence:d},?)",
+                rows,
             )
             txn.execute(
-                "INSERT INTO settlements (sender_party, sequence, message_id, outcome, digest,"
-                " detail) VALUES (?,?,?,?,?,?)",
+                "INSERT INTO batch_receipts (sender_party, first_sequence, last_sequence, receipt)"
+                " VALUES (?,?,?,?)",
                 (
-                    self.peer_party,
-                    rejection.sequence,
-                    rejection.message_id,
-                    rejection.reason.name,
-                    digest,
-                    rejection.detail,
+                    batch.sender_party,
+                    batch.first_sequence,
+                    batch.last_sequence,
+                    signed_of(receipt).SerializeToString(),
                 ),
             )
+            return receipt
 
         return self.journal.submit_async(op)
 
@@ -531,7 +569,7 @@ class Store:
         kinds = {
             Kind.MESSAGE_OUT: operator_pb2.EVENT_KIND_MESSAGE_SENT,
             Kind.MESSAGE_IN: operator_pb2.EVENT_KIND_MESSAGE_RECEIVED,
-            Kind.RECEIPT: operator_pb2.EVENT_KIND_MESSAGE_DELIVERED,
+            Kind.DELIVERED: operator_pb2.EVENT_KIND_MESSAGE_DELIVERED,
             Kind.ACKNOWLEDGED: operator_pb2.EVENT_KIND_MESSAGE_ACKNOWLEDGED,
             Kind.REFUSED_BY_PEER: operator_pb2.EVENT_KIND_MESSAGE_REJECTED,
             Kind.REFUSED_INBOUND: operator_pb2.EVENT_KIND_MESSAGE_REJECTED,
@@ -593,6 +631,15 @@ class Store:
             if record is not None:
                 event.message.CopyFrom(record)
         return event
+
+
+def outgoing(
+    signed: common_pb2.SignedPayload, message_id: str, precedence: int, position: int
+) -> link.Outgoing:
+    """The link's view of a journaled outbound message."""
+    return link.Outgoing(
+        message_id, precedence, position, sha256(signed.payload), signed, len(signed.payload)
+    )
 
 
 def now_ns() -> int:

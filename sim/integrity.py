@@ -191,7 +191,7 @@ def _read(path: Path) -> _Journal:
         rows = conn.execute(
             "SELECT position, kind, message_id, party, sequence, body FROM entries"
             " WHERE kind IN ('message-out', 'message-in', 'refused-inbound',"
-            " 'refused-by-peer', 'receipt') ORDER BY position"
+            " 'refused-by-peer', 'delivered') ORDER BY position"
         )
         for position, kind, message_id, _party, sequence, body in rows:
             if kind == "message-out":
@@ -204,7 +204,7 @@ def _read(path: Path) -> _Journal:
                 journal.refused_inbound[message_id] = (sequence, position)
             elif kind == "refused-by-peer":
                 journal.refused_by_peer.add(message_id)
-            elif kind == "receipt":
+            elif kind == "delivered":  # one per message a batch receipt receipted
                 journal.receipted.add(message_id)
         for sender, sequence, message_id in conn.execute(
             "SELECT sender_party, sequence, message_id FROM settlements"

@@ -6,4 +6,4 @@ Nothing here imports grpc or touches sockets, files or clocks on its own.
 """
 
 __version__ = "0.1.0"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # the peer link's protocol version (Hello.protocol_version)

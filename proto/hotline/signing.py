@@ -31,7 +31,10 @@ from hotline.v1 import common_pb2
 PAYLOAD_TYPE_ENVELOPE = "application/vnd.hotline.v1.Envelope+protobuf"
 PAYLOAD_TYPE_RECEIPT = "application/vnd.hotline.v1.Receipt+protobuf"
 PAYLOAD_TYPE_CHECKPOINT = "application/vnd.hotline.v1.Checkpoint+protobuf"
-PAYLOAD_TYPES = frozenset({PAYLOAD_TYPE_ENVELOPE, PAYLOAD_TYPE_RECEIPT, PAYLOAD_TYPE_CHECKPOINT})
+PAYLOAD_TYPE_WELCOME = "application/vnd.hotline.v1.Welcome+protobuf"
+PAYLOAD_TYPES = frozenset(
+    {PAYLOAD_TYPE_ENVELOPE, PAYLOAD_TYPE_RECEIPT, PAYLOAD_TYPE_CHECKPOINT, PAYLOAD_TYPE_WELCOME}
+)
 
 ED25519 = common_pb2.SIGNATURE_ALGORITHM_ED25519
 

@@ -18,8 +18,7 @@ class Outbox(Protocol):
 
     def last_settled_outbound(self) -> int: ...
 
-    def record_receipt(self, info: link.ReceiptInfo) -> Awaitable[None]:
-        """Submit the receipt to the journal now (in arrival order); await durability."""
+    def record_settlement(self, plan: link.SettleOutbound) -> Awaitable[None]:
+        """Submit a verified batch receipt's settlements to the journal now (in arrival
+        order); the result resolves once they are durable."""
         ...
-
-    def record_refused_by_peer(self, rejection: link.Rejection) -> Awaitable[None]: ...

@@ -1,26 +1,34 @@
 """The sending end of a peer link: dial the peer gateway and push our outbox.
 
 A thin adapter around `hotline.link.OutboundLink`: it owns the gRPC stream, the clock and the
-reconnect loop; every rule lives in the link core. It needs from the gateway only an `Outbox`
+reconnect loop, and carries out the core's actions (`Send` a frame, `Persist` a settlement,
+report an `Event`); every rule lives in the core. It needs from the gateway only an `Outbox`
 (`server.peerlink.ports`, which the gateway's journal-backed store satisfies).
 
-One connection runs three tasks under one `asyncio.TaskGroup` (reader, writer, ticker), so a
+One connection runs three tasks under one `asyncio.TaskGroup` (reader, writer, driver), so a
 failure of any ends all three and the loop reconnects after a jittered exponential backoff.
+Frames leave through one queue and one writer (grpc allows one write at a time), in the order
+the core emitted them.
+
+Nothing a receiver sends is believed before it is verified: `hotline.wire` checks the Welcome's
+signature over our Hello's nonce and every batch receipt's signature; a frame that fails is a
+protocol violation, journaled as a SECURITY event, and ends the stream without changing state.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
+import secrets
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 
 from hotline import link, wire
-from hotline.errors import ProtocolError
+from hotline.errors import ProtocolError, RemoteProtocolError
 from hotline.signing import KeyRing
 from hotline.v1 import common_pb2, peer_link_pb2, peer_link_pb2_grpc
 from server.peerlink.ports import Outbox
@@ -28,8 +36,9 @@ from server.peerlink.status import LinkStatus, printable
 
 log = logging.getLogger("hotline.link.out")
 
-
 LinkNotice = Callable[[bool, str], Awaitable[None]]
+SecurityNotice = Callable[[str], Awaitable[None]]
+Call = grpc.aio.StreamStreamCall[peer_link_pb2.PushRequest, peer_link_pb2.PushResponse]
 
 
 class PeerSender:
@@ -43,7 +52,10 @@ class PeerSender:
         signing_certificates: list[bytes],
         channel_factory: Callable[[], grpc.aio.Channel],
         on_link: LinkNotice,
+        on_violation: SecurityNotice | None = None,
         window: int = link.DEFAULT_WINDOW,
+        lanes: dict[int, int] | None = None,
+        batch_count: int = link.DEFAULT_BATCH_COUNT,
         heartbeat_interval: float = link.DEFAULT_HEARTBEAT_INTERVAL,
         dead_after: float = link.DEFAULT_DEAD_AFTER,
         reconnect_min: float = 0.2,
@@ -58,9 +70,12 @@ class PeerSender:
         self._certs = signing_certificates
         self._channel_factory = channel_factory
         self._on_link = on_link
+        self._on_violation = on_violation
         self._heartbeat_interval = heartbeat_interval
         self._dead_after = dead_after
         self._window = window
+        self._lanes = lanes
+        self._batch_count = batch_count
         self._reconnect_min = reconnect_min
         self._reconnect_max = reconnect_max
         self._checkpoints = checkpoints
@@ -68,8 +83,11 @@ class PeerSender:
         self._wake = asyncio.Event()
         self.status = LinkStatus()
         self.link = self._new_link()
-        self._settling: set[asyncio.Task[None]] = set()
+        self._queue: asyncio.Queue[peer_link_pb2.PushRequest] | None = None
+        self._background: set[asyncio.Future[Any]] = set()
         self._failed_settlement: BaseException | None = None
+        self._down: str = ""  # the core declared the link down: why
+        self._checkpoint_due = 0.0  # monotonic time of the next checkpoint (0: at link up)
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -82,6 +100,8 @@ class PeerSender:
             self.peer_party,
             last_receipted_sequence=self._outbox.last_settled_outbound(),
             window=self._window,
+            lanes=self._lanes,
+            batch_count=self._batch_count,
             heartbeat_interval=self._heartbeat_interval,
             dead_after=self._dead_after,
         )
@@ -90,13 +110,15 @@ class PeerSender:
         return core
 
     def enqueue(self, message: link.Outgoing) -> None:
-        """A message was journaled: push it as soon as the window allows."""
+        """A message was journaled: push it as soon as its lane allows."""
         self.link.enqueue(message)
         self._wake.set()
 
     @property
     def queue_depth(self) -> int:
         return self.link.queue_depth
+
+    # ------------------------------------------------------------------ connections
 
     async def run(self) -> None:
         """Connect, push, reconnect with jittered exponential backoff; until cancelled."""
@@ -111,19 +133,24 @@ class PeerSender:
                 raise
             except grpc.aio.AioRpcError as exc:
                 reason = f"{exc.code().name}: {exc.details()}"
+            except RemoteProtocolError as exc:
+                reason = f"protocol violation by the peer: {exc}"
+                if self._on_violation is not None:
+                    await self._on_violation(str(exc))
             except ProtocolError as exc:
                 reason = f"protocol error: {exc}"
             except Exception as exc:
                 log.exception("link to %s failed", self.peer_party)
                 reason = f"{type(exc).__name__}: {exc}"
             finally:
+                self._queue = None
                 await channel.close(grace=None)
             if self._stop.is_set():
                 # A cancellation that arrives while the stream is failing can be absorbed by
                 # the TaskGroup or grpc; the flag makes sure a stop request is honoured.
                 return
-            for _ in self.link.disconnect(reason):
-                pass
+            self.link.disconnect(reason)
+            self.link.drain()  # the LinkDown event is reported below, once
             if self.status.up:
                 self.status.went(False, time.time(), reason)
                 await self._on_link(False, reason)
@@ -131,30 +158,40 @@ class PeerSender:
             else:
                 self.status.detail = reason
             if self._failed_settlement is not None:
-                # a receipt could not be journaled: rebuild our view from the journal
+                # a settlement could not be journaled: rebuild our view from the journal
                 self._failed_settlement = None
+                await self._settled()
                 self.link = self._new_link()
             attempt = 0 if time.monotonic() - started > self._dead_after else attempt + 1
             delay = min(self._reconnect_max, self._reconnect_min * 2 ** min(attempt, 16))
             await asyncio.sleep(random.uniform(0, delay) if attempt else self._reconnect_min / 2)
 
+    async def _settled(self) -> None:
+        """Wait for the journal writes already submitted."""
+        if self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
     async def _connection(self, channel: grpc.aio.Channel) -> None:
         stub = peer_link_pb2_grpc.PeerLinkServiceStub(channel)
         call = stub.Push()
-        await call.write(wire.sender_frame_to_wire(self.link.connect(time.time()), self._certs))
+        self._queue = asyncio.Queue()
+        self._down = ""
+        self._checkpoint_due = 0.0
+        self.link.connect(time.time(), secrets.token_bytes(link.NONCE_BYTES))
+        self._pump()
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._reader(call))
-                group.create_task(self._writer(call))
-                group.create_task(self._ticker())
+                group.create_task(self._writer(call, self._queue))
+                group.create_task(self._driver())
         except BaseExceptionGroup as failed:  # report the first failure, not the group
             raise failed.exceptions[0] from None
         finally:
             call.cancel()
 
-    async def _reader(
-        self, call: grpc.aio.StreamStreamCall[peer_link_pb2.PushRequest, peer_link_pb2.PushResponse]
-    ) -> None:
+    # ------------------------------------------------------------------ the three tasks
+
+    async def _reader(self, call: Call) -> None:
         while True:
             response = await call.read()
             if response is grpc.aio.EOF:
@@ -163,74 +200,108 @@ class PeerSender:
             frame = wire.receiver_frame_from_wire(
                 response, self._keyring, receiver_party=self.peer_party, sender_party=self.party
             )
-            for event in self.link.receive(frame, time.time()):
-                await self._handle(event)
-            self._wake.set()
+            now = time.time()
+            self.link.receive(frame, now)
+            self.link.tick(now)  # a batch receipt frees allowance: send more at once
+            self._pump()
 
-    async def _handle(self, event: link.LinkEvent) -> None:
+    async def _writer(self, call: Call, queue: asyncio.Queue[peer_link_pb2.PushRequest]) -> None:
+        while True:
+            frame = await queue.get()
+            await call.write(frame)
+
+    async def _driver(self) -> None:
+        """Time and wake-ups: ticks the core (batches, heartbeats, deadlines), checkpoints."""
+        while True:
+            if self._failed_settlement is not None:
+                raise ProtocolError("a settlement failed to journal")
+            if self._down:
+                raise ProtocolError(self._down)
+            # Clear before ticking: a message enqueued while we work sets it again.
+            self._wake.clear()
+            self.link.tick(time.time())
+            self._pump()
+            self._checkpoint()
+            try:
+                async with asyncio.timeout(min(0.5, self._heartbeat_interval / 2)):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    def _checkpoint(self) -> None:
+        if self._checkpoints is None or not self.link.up or self._queue is None:
+            return
+        now = time.monotonic()
+        if now < self._checkpoint_due:
+            return
+        self._checkpoint_due = now + self._checkpoint_interval
+        signed = self._checkpoints()
+        if signed is not None:
+            self._queue.put_nowait(
+                peer_link_pb2.PushRequest(checkpoint=peer_link_pb2.Checkpoint(checkpoint=signed))
+            )
+
+    # ------------------------------------------------------------------ actions
+
+    def _pump(self) -> None:
+        """Carry out the core's actions, in order."""
+        for action in self.link.drain():
+            if isinstance(action, link.Send):
+                if self._queue is not None:
+                    frame = action.frame
+                    assert not isinstance(frame, link.Welcome | link.BatchReceipt)
+                    self._queue.put_nowait(wire.sender_frame_to_wire(frame, self._certs))
+            elif isinstance(action, link.Persist):
+                record = action.record
+                assert isinstance(record, link.SettleOutbound)
+                self._persist(action.token, record)
+            else:
+                self._event(action.event)
+
+    def _persist(self, token: int, plan: link.SettleOutbound) -> None:
+        for item in plan.refused:
+            log.warning(
+                "peer refused %s: %s %s",
+                item.message_id,
+                item.reason.value,
+                printable(item.detail),
+            )
+        durable = asyncio.ensure_future(self._outbox.record_settlement(plan))
+        core = self.link
+
+        def done(future: asyncio.Future[None]) -> None:
+            self._background.discard(future)
+            if future.cancelled() or future.exception() is not None:
+                log.error(
+                    "could not journal a settlement; the link will resynchronise: %s",
+                    "cancelled" if future.cancelled() else future.exception(),
+                )
+                self._failed_settlement = future.exception() or asyncio.CancelledError()
+                self._wake.set()
+                return
+            if core is self.link:
+                core.persisted(token)
+                self._pump()
+
+        self._background.add(durable)
+        durable.add_done_callback(done)
+
+    def _event(self, event: link.LinkEvent) -> None:
         if isinstance(event, link.LinkUp):
             self.status.went(True, time.time(), f"peer holds up to sequence {event.last_sequence}")
             log.info(
                 "link to %s up (peer holds up to sequence %d)", self.peer_party, event.last_sequence
             )
-            await self._on_link(True, self.status.detail)
-        elif isinstance(event, link.Delivered):
-            self._settle(self._outbox.record_receipt(event.receipt))
-        elif isinstance(event, link.Refused):
-            log.warning("peer refused %s: %s", event.message_id, printable(event.rejection.detail))
-            self._settle(self._outbox.record_refused_by_peer(event.rejection))
-        elif isinstance(event, link.Measured):
+            self._background_task(self._on_link(True, self.status.detail))
+            self._wake.set()  # the first checkpoint goes out now
+        elif isinstance(event, link.LinkDown):
+            self._down = event.reason
+            self._wake.set()
+        else:
             self.status.rtt = event.rtt
             self.status.clock_offset = event.clock_offset
 
-    def _settle(self, work: Awaitable[None]) -> None:
-        """Journal a settlement without stalling the reader; the journal keeps their order."""
-
-        async def run() -> None:
-            try:
-                await work
-            except Exception as exc:
-                log.exception("could not journal a settlement; the link will resynchronise")
-                self._failed_settlement = exc
-
-        task = asyncio.ensure_future(run())
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
-
-    async def _writer(
-        self, call: grpc.aio.StreamStreamCall[peer_link_pb2.PushRequest, peer_link_pb2.PushResponse]
-    ) -> None:
-        last_checkpoint = time.monotonic()
-        while True:
-            if self._failed_settlement is not None:
-                raise ProtocolError("a settlement failed to journal")
-            # Clear before taking frames: a message enqueued while we write sets it again.
-            self._wake.clear()
-            for frame in self.link.outgoing(time.time()):
-                await call.write(wire.sender_frame_to_wire(frame, self._certs))
-            if (
-                self._checkpoints is not None
-                and self.link.up
-                and time.monotonic() - last_checkpoint >= self._checkpoint_interval
-            ):
-                last_checkpoint = time.monotonic()
-                signed = self._checkpoints()
-                if signed is not None:
-                    await call.write(
-                        peer_link_pb2.PushRequest(
-                            checkpoint=peer_link_pb2.Checkpoint(checkpoint=signed)
-                        )
-                    )
-            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that
-            # arrives as the wait completes, which left this task unstoppable.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._heartbeat_interval / 2):
-                    await self._wake.wait()
-
-    async def _ticker(self) -> None:
-        while True:
-            await asyncio.sleep(min(0.5, self._heartbeat_interval / 2))
-            events = self.link.tick(time.time())
-            if events:
-                reason = "; ".join(e.reason for e in events if isinstance(e, link.LinkDown))
-                raise ProtocolError(reason or "link deadline passed")
+    def _background_task(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

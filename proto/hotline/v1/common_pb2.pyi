@@ -893,8 +893,9 @@ class SignedPayload(_message.Message):
     Constraints: required; 1..1048576 bytes.
     """
     payload_type: _builtins.str
-    """Media type of `payload`: an Envelope, a ReceiptBody or a CheckpointBody.
-    Constraints: required; one of "application/vnd.hotline.v1.Envelope+protobuf", "application/vnd.hotline.v1.Receipt+protobuf", "application/vnd.hotline.v1.Checkpoint+protobuf".
+    """Media type of `payload`: an Envelope, a BatchReceiptBody, a CheckpointBody or a
+    WelcomeBody.
+    Constraints: required; one of "application/vnd.hotline.v1.Envelope+protobuf", "application/vnd.hotline.v1.Receipt+protobuf", "application/vnd.hotline.v1.Checkpoint+protobuf", "application/vnd.hotline.v1.Welcome+protobuf".
     """
     signature: _builtins.bytes
     """The signature over PAE(payload_type, payload).
@@ -929,7 +930,7 @@ Global___SignedPayload: _TypeAlias = SignedPayload  # noqa: Y015
 @_typing.final
 class FieldViolation(_message.Message):
     """One broken field constraint, as reported by a gateway that refuses a message: on the peer
-    link in `Rejection.violations`, and on the operator API in the text of an `INVALID_ARGUMENT`
+    link in `RejectionItem.violations`, and on the operator API in the text of an `INVALID_ARGUMENT`
     status, written `<field>: <description>` and joined with "; ".
     """
 

@@ -48,9 +48,9 @@ class PeerLinkServiceServicer:
 
     def Push(self, request_iterator, context):
         """Pushes the caller's outbox to the served gateway over one long-lived bidirectional stream.
-        The caller is the sender: it opens with a Hello, then sends deliveries, pings, pongs and
-        checkpoints. The served gateway is the receiver: it answers with a Welcome, then receipts,
-        rejections, pings and pongs. The stream lasts as long as the connection; see the file
+        The caller is the sender: it opens with a Hello, then sends delivery batches, pings, pongs
+        and checkpoints. The served gateway is the receiver: it answers with a signed Welcome, then
+        batch receipts, pings and pongs. The stream lasts as long as the connection; see the file
         comment for every rule and for the status codes that end it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -1,0 +1,150 @@
+"""The receiver's acceptance checks for one delivery, in the spec's order, as one pure function.
+
+`proto/hotline/v1/peer_link.proto`, "Processing a delivery", numbers six checks; the first that
+fails decides the rejection. `check_delivery` applies them in that order and returns either
+`link.Accepted` (with the parsed envelope) or the `link.RejectionItem` to settle the sequence
+with. It reads no clock, socket or file: the keys and parties are its parameters, and "was this
+id seen before" is a lookup the link core passes in (its in-memory index).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from certs.errors import IdentityError
+from certs.identity import Role, parse_spiffe_id
+from hotline import link
+from hotline.errors import SignatureError
+from hotline.signing import PAYLOAD_TYPE_ENVELOPE, KeyRing
+from hotline.v1 import common_pb2, envelope_pb2
+from hotline.validation import validate_envelope
+
+MAX_VIOLATIONS = 64  # RejectionItem.violations holds at most this many
+MAX_DETAIL = 1024  # RejectionItem.detail, in characters
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """What the checks need to know: the keys, and the two parties of this link direction."""
+
+    keyring: KeyRing
+    sender_party: str  # the authenticated peer
+    receiver_party: str  # this gateway's party
+
+    def __call__(
+        self, delivery: link.Delivery, seen: Callable[[str], link.Seen | None]
+    ) -> link.Verdict:
+        return check_delivery(
+            delivery,
+            seen,
+            keyring=self.keyring,
+            sender_party=self.sender_party,
+            receiver_party=self.receiver_party,
+        )
+
+
+def check_delivery(
+    delivery: link.Delivery,
+    seen: Callable[[str], link.Seen | None],
+    *,
+    keyring: KeyRing,
+    sender_party: str,
+    receiver_party: str,
+) -> link.Verdict:
+    """Apply checks 1-6 to one delivery whose `payload` is its `SignedPayload` envelope."""
+
+    def refuse(
+        reason: link.RejectReason,
+        detail: str,
+        message_id: str = "",
+        violations: tuple[tuple[str, str], ...] = (),
+    ) -> link.RejectionItem:
+        return link.RejectionItem(
+            delivery.sequence,
+            message_id,
+            reason,
+            detail[:MAX_DETAIL],
+            violations[:MAX_VIOLATIONS],
+            delivery.digest,
+        )
+
+    signed = delivery.payload
+    if not isinstance(signed, common_pb2.SignedPayload):
+        raise TypeError("a delivery's payload must be its SignedPayload envelope")
+    # 1. The signature, before anything in the payload is read (not even its message id).
+    try:
+        payload = keyring.verify(signed, payload_type=PAYLOAD_TYPE_ENVELOPE, party=sender_party)
+    except SignatureError as exc:
+        return refuse(link.RejectReason.BAD_SIGNATURE, str(exc))
+    # 2. The payload parses.
+    envelope = envelope_pb2.Envelope()
+    try:
+        envelope.ParseFromString(payload)
+    except Exception as exc:
+        return refuse(link.RejectReason.INVALID_MESSAGE, f"envelope bytes do not parse: {exc}")
+    message_id = envelope.message_id
+    # 3. Not journaled before: from this sender (a duplicate), or by us (ids are unique forever).
+    held = seen(message_id) if message_id else None
+    if held is not None:
+        if held.sequence == 0:
+            return refuse(
+                link.RejectReason.INVALID_MESSAGE,
+                f"message_id {message_id} already names a message of party {receiver_party}; "
+                "message ids must be unique across both parties, forever",
+                message_id,
+            )
+        return refuse(
+            link.RejectReason.DUPLICATE_MESSAGE_ID,
+            f"message id already received under sequence {held.sequence}",
+            message_id,
+        )
+    # 4. Every constraint of the specification.
+    violations = validate_envelope(envelope)
+    if violations:
+        return refuse(
+            link.RejectReason.INVALID_MESSAGE,
+            f"{len(violations)} field violation(s): "
+            + "; ".join(str(v) for v in violations[:8])[:900],
+            message_id,
+            # FieldViolation requires a non-empty path
+            tuple((v.field, v.description) for v in violations if v.field),
+        )
+    # 5. The parties, and who the envelope says wrote it.
+    wrong = wrong_party(envelope, sender_party=sender_party, receiver_party=receiver_party)
+    if wrong:
+        return refuse(link.RejectReason.WRONG_PARTY, wrong, message_id)
+    # 6. Releasable to us. (Checks 4 and 5 already imply it for the parties of the link; a
+    # gateway with a classification ceiling would apply it here too.)
+    if receiver_party not in envelope.handling.releasable_to:
+        return refuse(
+            link.RejectReason.NOT_RELEASABLE,
+            f"handling.releasable_to does not include {receiver_party}",
+            message_id,
+        )
+    return link.Accepted(delivery, message_id, envelope)
+
+
+def wrong_party(envelope: envelope_pb2.Envelope, *, sender_party: str, receiver_party: str) -> str:
+    """Why the envelope may not travel from `sender_party` to `receiver_party`, or "".
+
+    The parties must be the link's, and every identity the envelope names as its author (the
+    originator, an acknowledgement's responder) must be an operator of the sending party: the
+    peer's key may only speak for the peer's own people.
+    """
+    if envelope.sender_party != sender_party or envelope.recipient_party != receiver_party:
+        return (
+            f"envelope is {envelope.sender_party}->{envelope.recipient_party}, but this link "
+            f"carries {sender_party}->{receiver_party}"
+        )
+    named = [("originator", envelope.originator)]
+    if envelope.WhichOneof("body") == "acknowledgement":
+        named.append(("acknowledgement.responder", envelope.acknowledgement.responder))
+    for field, uri in named:
+        try:
+            identity = parse_spiffe_id(uri)
+        except IdentityError as exc:
+            return f"{field}: {exc}"
+        if identity.party != sender_party or identity.role is not Role.OPERATOR:
+            return f"{field} is {uri}, not an operator of party {sender_party}"
+    return ""

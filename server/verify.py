@@ -103,7 +103,36 @@ def verify_journal(path: Path, cas: Iterable[x509.Certificate]) -> VerifyReport:
         if problem:
             return report.fail(entry.position, problem)
         report.signatures_checked += 1
+    by_position = {e.position: e for e in entries}
+    for entry in entries:
+        if entry.kind is Kind.DELIVERED:
+            problem = _check_delivered(entry, by_position)
+            if problem:
+                return report.fail(entry.position, problem)
     return report
+
+
+def _check_delivered(entry: Entry, by_position: dict[int, Entry]) -> str:
+    """A DELIVERED entry must point to an earlier batch receipt that receipts this message."""
+    try:
+        position = int(entry.json_body()["receipt"])
+    except (ValueError, KeyError, TypeError) as exc:
+        return f"entry {entry.position}: delivered entry names no batch receipt ({exc})"
+    proof = by_position.get(position)
+    if proof is None or proof.kind is not Kind.RECEIPT or position >= entry.position:
+        return f"entry {entry.position}: entry {position} is not an earlier batch receipt"
+    signed = common_pb2.SignedPayload()
+    signed.ParseFromString(proof.body)
+    body = peer_link_pb2.BatchReceiptBody()
+    body.ParseFromString(signed.payload)  # its signature was checked above
+    if not any(
+        r.message_id == entry.message_id and r.sequence == entry.sequence for r in body.receipts
+    ):
+        return (
+            f"entry {entry.position}: the batch receipt at entry {position} does not receipt "
+            f"{entry.message_id} under sequence {entry.sequence}"
+        )
+    return ""
 
 
 def _check_signature(entry: Entry, payload_type: str, party: str, keyring: KeyRing) -> str:

@@ -866,7 +866,7 @@ class InboundLink(_Actions):
     # -- input
 
     def receive(self, frame: DeliveryBatch | Ping | Pong, now: float, stream: int) -> None:
-        if stream != self._stream:
+        if stream != self._stream or not stream:
             raise PeerViolation("a newer stream from the peer replaced this one", StreamEnd.ABORTED)
         self._heartbeat.heard(now)
         if isinstance(frame, Ping):

@@ -574,3 +574,29 @@ def test_heartbeat_declares_a_silent_link_down() -> None:
     events = [a.event for a in world.sender.drain() if isinstance(a, Event)]
     assert [type(e).__name__ for e in events] == ["LinkDown"]
     assert world.sender.state is SenderState.IDLE
+
+
+def test_a_batch_receipt_that_swaps_messages_between_sequences_is_refused() -> None:
+    world = open_world(lanes={1: 6, 2: 6, 3: 6, 4: 6})
+    world.send(4)
+    world.send(4)
+    world.tick()
+    world.to_receiver_step("ok", 0)
+    world.flush()
+    receipt = world.to_sender.popleft()
+    assert isinstance(receipt, BatchReceipt)
+    a, b = receipt.receipts
+    swapped = BatchReceipt(
+        1,
+        2,
+        (ReceiptItem(1, b.message_id, b.digest), ReceiptItem(2, a.message_id, a.digest)),
+        (),
+    )
+    try:
+        world.sender.receive(swapped, world.now)
+    except ProtocolError as exc:
+        assert "was sent" in str(exc)
+    else:
+        raise AssertionError("a reordered batch receipt was accepted")
+    assert world.sender.drain() == []
+    assert world.sender.queue_depth == 2

@@ -275,7 +275,9 @@ def test_a_required_number_is_checked_at_zero() -> None:
         "must be in 1..18446744073709551615, got 0"
     )
     # Zero is a meaningful value where the range allows it.
-    hello = peer_link_pb2.Hello(protocol_version=1, party="JP", last_receipted_sequence=0)
+    hello = peer_link_pb2.Hello(
+        protocol_version=2, party="JP", last_receipted_sequence=0, nonce=b"n" * 16
+    )
     hello.signing_certificates.append(b"\x30\x82")
     assert validate(hello) == []
 

@@ -2,16 +2,19 @@
 
 Everything here is real: certificates from `certs.pki` on `tmp_path`, gateways serving mutual
 TLS on 127.0.0.1, SQLite journals. The attackers are ordinary gRPC clients holding whatever
-certificate the test gives them, and `FakePeer`, which speaks the peer-link protocol frame by
-frame as the TW gateway would (so a test can send what a well-behaved gateway never sends).
+certificate the test gives them, and `FakePeer`, which speaks the peer-link protocol (version 2)
+frame by frame as the TW gateway would (so a test can send what a well-behaved gateway never
+sends). `FakePeer` checks what the gateway answers as a real sender must: the Welcome's
+signature over its Hello's nonce, and every batch receipt's signature, with `hotline.wire`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,8 +25,8 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certs.pki import PartyPaths, init_pki, load_certificate, load_signing_key
-from hotline import PROTOCOL_VERSION
-from hotline.signing import Signer
+from hotline import PROTOCOL_VERSION, link, wire
+from hotline.signing import KeyRing, Signer
 from hotline.transport import credentials, secure_channel
 from hotline.v1 import (
     common_pb2,
@@ -187,16 +190,36 @@ def tw_envelope(text: str = "from TW", *, message_id: str = "") -> envelope_pb2.
 # ------------------------------------------------------------------------------ the fake peer
 
 
+def party_keyring(pki: Path, party: str) -> KeyRing:
+    """The key ring `party`'s gateway starts with: its own CA and the peer's CA, no keys yet
+    (the peer's signing certificates arrive in its Hello or Welcome)."""
+    paths = PartyPaths.of(pki, party)
+    return KeyRing([load_certificate(paths.ca_cert), load_certificate(paths.peer_ca_cert)])
+
+
 class FakePeer:
-    """Plays the TW gateway on one raw `PeerLinkService.Push` stream to JP.
+    """Plays a sending gateway (TW by default) on one raw `PeerLinkService.Push` stream.
 
     A background reader answers the receiver's pings (so the stream stays alive however slow
     the test) and queues every other frame for `next()`; the stream's final status, if it ends,
-    is queued as the `AioRpcError`.
+    is queued as the `AioRpcError`. With `pki`, the peer verifies what the receiver signs (the
+    Welcome, batch receipts) as the real sending gateway would, with `party`'s key ring.
     """
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        pki: Path | None = None,
+        *,
+        party: str = "TW",
+        peer_party: str = "JP",
+    ) -> None:
         self.channel = channel
+        self.party = party
+        self.peer_party = peer_party
+        self.keyring = party_keyring(pki, party) if pki is not None else None
+        self.nonce = b""  # the nonce of the last Hello sent
+        self.welcome_frame: peer_link_pb2.Welcome | None = None  # as received, unparsed
         self.call: PushCall = peer_link_pb2_grpc.PeerLinkServiceStub(channel).Push()
         self._frames: asyncio.Queue[peer_link_pb2.PushResponse | BaseException] = asyncio.Queue()
         self._write_lock = asyncio.Lock()
@@ -248,36 +271,81 @@ class FakePeer:
             except grpc.aio.AioRpcError as exc:
                 return exc
 
+    def _ring(self) -> KeyRing:
+        if self.keyring is None:
+            raise AssertionError("this FakePeer was made without a PKI: it cannot verify")
+        return self.keyring
+
     async def hello(
-        self, certificates: Iterable[bytes], *, last_receipted: int = 0, party: str = "TW"
-    ) -> None:
+        self,
+        certificates: Iterable[bytes],
+        *,
+        last_receipted: int = 0,
+        party: str | None = None,
+        nonce: bytes | None = None,
+    ) -> bytes:
+        """Send a Hello with a fresh random nonce (or `nonce`); returns the nonce."""
+        self.nonce = secrets.token_bytes(link.NONCE_BYTES) if nonce is None else nonce
         hello = peer_link_pb2.Hello(
-            protocol_version=PROTOCOL_VERSION, party=party, last_receipted_sequence=last_receipted
+            protocol_version=PROTOCOL_VERSION,
+            party=self.party if party is None else party,
+            last_receipted_sequence=last_receipted,
+            nonce=self.nonce,
         )
         hello.signing_certificates.extend(certificates)
         await self.send(peer_link_pb2.PushRequest(hello=hello))
+        return self.nonce
 
-    async def open(
-        self, certificates: Iterable[bytes], *, last_receipted: int = 0
-    ) -> peer_link_pb2.Welcome:
-        await self.hello(certificates, last_receipted=last_receipted)
+    async def open(self, certificates: Iterable[bytes], *, last_receipted: int = 0) -> link.Welcome:
+        """Hello, then the Welcome, verified as the real sender verifies it (its signature by
+        the receiving party over this Hello's nonce, its parties and version, and the batch
+        receipts it resends). The raw frame is kept in `welcome_frame`."""
+        nonce = await self.hello(certificates, last_receipted=last_receipted)
         first = await self.next()
         assert first.WhichOneof("frame") == "welcome", first
-        return first.welcome
-
-    async def deliver(
-        self, sequence: int, signed: common_pb2.SignedPayload
-    ) -> peer_link_pb2.PushResponse:
-        """Push one delivery and return the receiver's answer to it (receipt or rejection)."""
-        await self.send(
-            peer_link_pb2.PushRequest(
-                delivery=peer_link_pb2.Delivery(sequence=sequence, envelope=signed)
-            )
+        self.welcome_frame = first.welcome
+        welcome = wire.welcome_from_wire(
+            first.welcome, self._ring(), receiver_party=self.peer_party, sender_party=self.party
         )
+        assert welcome.hello_nonce == nonce, "the Welcome signs another nonce than our Hello's"
+        assert welcome.protocol_version == PROTOCOL_VERSION
+        assert (welcome.receiver_party, welcome.sender_party) == (self.peer_party, self.party)
+        return welcome
+
+    async def push(self, first_sequence: int, envelopes: Sequence[common_pb2.SignedPayload]) -> None:
+        """Send one DeliveryBatch (consecutive sequences from `first_sequence`); wait for nothing."""
+        batch = peer_link_pb2.DeliveryBatch()
+        for sequence, signed in enumerate(envelopes, start=first_sequence):
+            batch.deliveries.add(sequence=sequence, envelope=signed)
+        await self.send(peer_link_pb2.PushRequest(deliveries=batch))
+
+    async def batch_receipt(self) -> link.BatchReceipt:
+        """The next batch receipt from the receiver, its signature verified, parsed."""
         while True:
             answer = await self.next()
-            if answer.WhichOneof("frame") in ("receipt", "rejection"):
-                return answer
+            if answer.WhichOneof("frame") == "batch_receipt":
+                return wire.batch_receipt_from_signed(
+                    answer.batch_receipt.receipt,
+                    self._ring(),
+                    receiver_party=self.peer_party,
+                    sender_party=self.party,
+                )
+
+    async def deliver_batch(
+        self, first_sequence: int, envelopes: Sequence[common_pb2.SignedPayload]
+    ) -> link.BatchReceipt:
+        """Push one batch and return the receiver's verified batch receipt for it."""
+        await self.push(first_sequence, envelopes)
+        receipt = await self.batch_receipt()
+        assert (receipt.first_sequence, receipt.last_sequence) == (
+            first_sequence,
+            first_sequence + len(envelopes) - 1,
+        ), receipt
+        return receipt
+
+    async def deliver(self, sequence: int, signed: common_pb2.SignedPayload) -> link.BatchReceipt:
+        """Push a one-delivery batch and return the receiver's verified batch receipt for it."""
+        return await self.deliver_batch(sequence, [signed])
 
     async def close(self) -> None:
         self.call.cancel()
@@ -289,7 +357,7 @@ class FakePeer:
 @contextlib.asynccontextmanager
 async def fake_tw_peer(jp: Lone) -> AsyncIterator[FakePeer]:
     """A Push stream to the JP gateway authenticated with the TW gateway's own certificate."""
-    peer = FakePeer(gateway_of(jp.pki, "TW", jp.port, "JP"))
+    peer = FakePeer(gateway_of(jp.pki, "TW", jp.port, "JP"), jp.pki)
     try:
         yield peer
     finally:

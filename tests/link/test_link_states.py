@@ -99,9 +99,7 @@ def sender_snapshot(link: OutboundLink) -> tuple[object, ...]:
     return (link.state, link.last_settled, link.queue_depth, link.in_flight)
 
 
-@pytest.mark.parametrize(
-    ("state", "frame"), [(s, f) for s in SENDER_TABLE for f in SENDER_FRAMES]
-)
+@pytest.mark.parametrize(("state", "frame"), [(s, f) for s in SENDER_TABLE for f in SENDER_FRAMES])
 def test_sender_state_by_frame(state: str, frame: str) -> None:
     link = sender_in(state)
     expected = SENDER_TABLE[state][frame]
@@ -133,6 +131,12 @@ def test_sender_state_by_frame(state: str, frame: str) -> None:
 
 
 def receiver_in(state: str) -> tuple[InboundLink, int]:
+    link, stream = _receiver_in(state)
+    assert link.state.value == ("open" if state == "welcomed" else state)
+    return link, stream
+
+
+def _receiver_in(state: str) -> tuple[InboundLink, int]:
     disk = ReceiverDisk()
     link = InboundLink("TW", "JP", last_sequence=0, seen={}, archive=disk, check=check)
     if state == "no-stream":

@@ -32,7 +32,7 @@ SETTINGS = settings(
 EXAMPLES = Path(__file__).resolve().parents[2] / "proto" / "examples"
 EXAMPLE_BYTES = [
     text_format.Parse(p.read_text(encoding="utf-8"), envelope_pb2.Envelope()).SerializeToString()
-    for p in sorted(EXAMPLES.glob("*/*.txtpb"))
+    for p in sorted([*EXAMPLES.glob("valid/*.txtpb"), *EXAMPLES.glob("invalid/*.txtpb")])
 ]
 FIELD_PATH = re.compile(
     constraints.FIELDS["hotline.v1.FieldViolation.field"].split("pattern ", 1)[1]

@@ -312,7 +312,9 @@ class FakePeer:
         assert (welcome.receiver_party, welcome.sender_party) == (self.peer_party, self.party)
         return welcome
 
-    async def push(self, first_sequence: int, envelopes: Sequence[common_pb2.SignedPayload]) -> None:
+    async def push(
+        self, first_sequence: int, envelopes: Sequence[common_pb2.SignedPayload]
+    ) -> None:
         """Send one DeliveryBatch (consecutive sequences from `first_sequence`); wait for nothing."""
         batch = peer_link_pb2.DeliveryBatch()
         for sequence, signed in enumerate(envelopes, start=first_sequence):

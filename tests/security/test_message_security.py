@@ -342,7 +342,7 @@ async def test_a_message_id_of_jp_itself_is_refused(jp: Lone) -> None:
         await peer.open([signing_der(jp.pki, "TW")])
         receipt = await peer.deliver(1, signed_tw(jp.pki, hijack))
         rejection = assert_rejected(
-            receipt, 1, INVALID_MESSAGE, f"already names a message of party JP"
+            receipt, 1, INVALID_MESSAGE, "already names a message of party JP"
         )
         assert rejection.original_receipt is None
         await assert_still_serving(jp, peer, 2, "a fresh id")
@@ -403,7 +403,8 @@ async def test_a_settled_sequence_cannot_be_rewritten(jp: Lone) -> None:
     assert message_in(jp) == [original.message_id]
     assert refused_inbound(jp) == []
     record = jp.gateway.store.record(original.message_id)
-    assert record is not None and record.sequence == 1
+    assert record is not None
+    assert record.sequence == 1
     assert record.signed_envelope.payload == signed_original.payload
     assert jp.gateway.store.record(substitute.message_id) is None
 
@@ -454,7 +455,8 @@ async def test_each_welcome_is_signed_over_its_own_hellos_nonce(jp: Lone) -> Non
             assert peer.welcome_frame is not None
             assert peer.keyring is not None
             key = peer.keyring.key(peer.welcome_frame.welcome.key_id)
-            assert key is not None and key.party == "JP"
+            assert key is not None
+            assert key.party == "JP"
             nonces.append(welcome.hello_nonce)
             frames.append(peer.welcome_frame.welcome.SerializeToString())
     assert nonces[0] != nonces[1]
@@ -512,7 +514,8 @@ async def test_a_replayed_message_is_journaled_once(jp: Lone) -> None:
         assert rejection.original_receipt is not None
         assert raw(rejection.original_receipt) == raw(first)
         held = rejection.original_receipt.receipt_for(envelope.message_id)
-        assert held is not None and held.digest == sha256(signed.payload)
+        assert held is not None
+        assert held.digest == sha256(signed.payload)
 
     # A new stream (a reconnect) that missed the last batch receipt: the Welcome resends it,
     # signed as before; and the same envelope once more is still a duplicate.

@@ -1,0 +1,319 @@
+"""The receiving end of one direction of the link: batches checked, journaled, receipted."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from hotline import PROTOCOL_VERSION
+from hotline.errors import LocalProtocolError
+from hotline.link.values import (
+    DEFAULT_DEAD_AFTER,
+    DEFAULT_HEARTBEAT_INTERVAL,
+    MAX_BATCH,
+    MAX_RESUME,
+    NONCE_BYTES,
+    Accepted,
+    BatchReceipt,
+    Delivery,
+    DeliveryBatch,
+    Heartbeat,
+    Hello,
+    JournalBatch,
+    LinkDown,
+    LinkUp,
+    PeerViolation,
+    Ping,
+    Pong,
+    ReceiptItem,
+    RejectionItem,
+    RejectReason,
+    StreamEnd,
+    Welcome,
+    _Actions,
+)
+
+# --------------------------------------------------------------------------- receiver
+
+
+class ReceiptArchive(Protocol):
+    """The receiver's stored batch receipts (the journal satisfies it); read rarely: at a
+    Hello, for a resend, for a duplicate."""
+
+    def batch_receipts_after(self, sender_party: str, sequence: int) -> list[BatchReceipt]: ...
+
+    def batch_receipt_for(self, sender_party: str, sequence: int) -> BatchReceipt | None: ...
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What the receiver knows of a message id: received under `sequence`, or ours (0)."""
+
+    sequence: int
+    digest: bytes = b""
+
+
+Verdict = Accepted | RejectionItem
+Checker = Callable[[Delivery, Callable[[str], Seen | None]], Verdict]
+"""The acceptance checks (`hotline.acceptance.check_delivery`, bound to keys and parties): takes
+a delivery (message id still unknown: the payload is unverified) and a lookup of ids seen
+before, and returns the verdict."""
+
+
+class ReceiverState(Enum):
+    NO_STREAM = "no-stream"  # no stream from the peer, or it ended
+    WELCOME_DUE = "welcome-due"  # a Hello arrived; the Welcome waits for earlier batches
+    OPEN = "open"  # welcomed: batches are accepted
+
+
+class InboundLink(_Actions):
+    """The receiving end of one direction, across all the streams the peer opens.
+
+    State that outlives a stream: the last sequence settled (durable or not), the ids seen,
+    and the persists not yet durable. A new stream's Welcome waits until every batch of the
+    streams before it is durable, so that its `last_sequence` is exact.
+    """
+
+    def __init__(
+        self,
+        party: str,
+        peer_party: str,
+        *,
+        last_sequence: int,
+        seen: dict[str, Seen],
+        archive: ReceiptArchive,
+        check: Checker,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
+        dead_after: float = DEFAULT_DEAD_AFTER,
+    ) -> None:
+        super().__init__()
+        self.party = party
+        self.peer_party = peer_party
+        self.last_sequence = last_sequence  # accepted, durable or on its way
+        self.durable_sequence = last_sequence
+        self._seen = seen
+        self._archive = archive
+        self._check = check
+        self._stream = 0  # the current stream; 0 = none
+        self._welcomed = False
+        self._welcome_due: Hello | None = None
+        self._pending: dict[int, tuple[int, JournalBatch]] = {}  # token -> (stream, batch)
+        self._heartbeat = Heartbeat(heartbeat_interval, dead_after)
+        self._heartbeat_interval = heartbeat_interval
+        self._dead_after = dead_after
+
+    @property
+    def stream(self) -> int:
+        return self._stream
+
+    @property
+    def state(self) -> ReceiverState:
+        if self._welcomed:
+            return ReceiverState.OPEN
+        return ReceiverState.WELCOME_DUE if self._welcome_due else ReceiverState.NO_STREAM
+
+    # -- streams
+
+    def hello(self, hello: Hello, now: float) -> int:
+        """A new stream opens with `hello`: returns its stream id. The Welcome follows once
+        every batch persisted before it is durable (raises PeerViolation for a bad Hello)."""
+        if hello.protocol_version != PROTOCOL_VERSION:
+            raise PeerViolation(
+                f"protocol version {hello.protocol_version} is not supported "
+                f"(this gateway speaks {PROTOCOL_VERSION})"
+            )
+        if hello.party != self.peer_party:
+            raise PeerViolation(
+                f"Hello claims party {hello.party}, but the peer is party {self.peer_party}",
+                StreamEnd.PERMISSION_DENIED,
+            )
+        if not NONCE_BYTES <= len(hello.nonce) <= 64:
+            raise PeerViolation(
+                f"Hello nonce has {len(hello.nonce)} bytes, must be 16..64",
+                StreamEnd.INVALID_ARGUMENT,
+            )
+        self._stream += 1
+        self._welcomed = False
+        self._heartbeat = Heartbeat(self._heartbeat_interval, self._dead_after)
+        self._heartbeat.heard(now)
+        self._heartbeat.last_ping = now
+        self._welcome_due = hello
+        self._release_welcome()
+        return self._stream
+
+    def _release_welcome(self) -> None:
+        hello = self._welcome_due
+        if hello is None or self._pending:
+            return
+        self._welcome_due = None
+        last = self.durable_sequence
+        if hello.last_receipted_sequence > last:
+            raise PeerViolation(
+                f"sender claims settlements up to {hello.last_receipted_sequence}, "
+                f"but this journal holds only up to {last}",
+                StreamEnd.DATA_LOSS,
+            )
+        if last - hello.last_receipted_sequence > MAX_RESUME:
+            raise PeerViolation(
+                f"sender holds settlements only up to {hello.last_receipted_sequence} of {last}: "
+                "more than a resume can carry; its journal was lost"
+            )
+        receipts = tuple(
+            self._archive.batch_receipts_after(self.peer_party, hello.last_receipted_sequence)
+        )
+        self._welcomed = True
+        self._send(Welcome(self.party, self.peer_party, last, hello.nonce, receipts), self._stream)
+        self._event(LinkUp(last))
+
+    def close(self, stream: int) -> None:
+        """A stream ended: its pending batches still become durable, but send nothing more."""
+        if stream == self._stream:
+            self._welcomed = False
+            self._welcome_due = None
+
+    # -- input
+
+    def receive(self, frame: DeliveryBatch | Ping | Pong, now: float, stream: int) -> None:
+        if stream != self._stream or not stream:
+            raise PeerViolation("a newer stream from the peer replaced this one", StreamEnd.ABORTED)
+        self._heartbeat.heard(now)
+        if isinstance(frame, Ping):
+            self._send(Heartbeat.answer(frame, now, now), stream)
+            return
+        if isinstance(frame, Pong):
+            self._event(Heartbeat.measure(frame, now))
+            return
+        if not self._welcomed:
+            raise PeerViolation("a delivery batch before the Welcome")
+        self._on_batch(frame)
+
+    def _on_batch(self, batch: DeliveryBatch) -> None:
+        deliveries = batch.deliveries
+        if not 1 <= len(deliveries) <= MAX_BATCH:
+            raise PeerViolation(
+                f"a delivery batch holds {len(deliveries)} deliveries, must be 1..{MAX_BATCH}",
+                StreamEnd.INVALID_ARGUMENT,
+            )
+        for a, b in itertools.pairwise(deliveries):
+            if b.sequence != a.sequence + 1:
+                raise PeerViolation(
+                    f"a delivery batch is not consecutive ({a.sequence} then {b.sequence})",
+                    StreamEnd.INVALID_ARGUMENT,
+                )
+        first = batch.first_sequence
+        expected = self.last_sequence + 1
+        if first > expected:
+            raise PeerViolation(f"OUT_OF_ORDER: expected sequence {expected}, got {first}")
+        if first < expected:
+            self._resend(batch)
+            return
+        accepted: list[Accepted] = []
+        refused: list[RejectionItem] = []
+        fresh: dict[str, Seen] = {}
+
+        def seen(message_id: str) -> Seen | None:
+            return fresh.get(message_id) or self._seen.get(message_id)
+
+        for d in deliveries:
+            verdict = self._check(d, seen)
+            if isinstance(verdict, Accepted):
+                accepted.append(verdict)
+                fresh[verdict.message_id] = Seen(d.sequence, d.digest)
+                continue
+            if verdict.reason is RejectReason.DUPLICATE_MESSAGE_ID:
+                verdict = self._with_original(verdict, seen(verdict.message_id))
+            refused.append(verdict)
+        self._seen.update(fresh)
+        self.last_sequence = batch.last_sequence
+        record = JournalBatch(
+            self.peer_party, first, batch.last_sequence, tuple(accepted), tuple(refused)
+        )
+        token = self._persist(record)
+        self._pending[token] = (self._stream, record)
+
+    def _with_original(self, item: RejectionItem, held: Seen | None) -> RejectionItem:
+        original = None
+        if held is not None and held.sequence:
+            original = self._archive.batch_receipt_for(self.peer_party, held.sequence)
+        if original is None:
+            # Received on this stream, its batch not yet durable: the receipt does not exist
+            # yet. Refuse it as a duplicate all the same; the sender resolves it on reconnect.
+            raise PeerViolation(
+                f"message {item.message_id} sent twice before its first batch was settled"
+            )
+        return RejectionItem(
+            item.sequence,
+            item.message_id,
+            item.reason,
+            item.detail,
+            item.violations,
+            item.digest,
+            original,
+        )
+
+    def _resend(self, batch: DeliveryBatch) -> None:
+        if batch.last_sequence > self.durable_sequence:
+            raise PeerViolation(
+                f"OUT_OF_ORDER: sequences {batch.first_sequence}..{batch.last_sequence} "
+                f"resent before they were settled (expected {self.last_sequence + 1})"
+            )
+        receipts: dict[int, BatchReceipt] = {}
+        for d in batch.deliveries:
+            held = self._archive.batch_receipt_for(self.peer_party, d.sequence)
+            if held is None:
+                raise LocalProtocolError(f"no batch receipt held for sequence {d.sequence}")
+            items: list[ReceiptItem | RejectionItem] = [*held.receipts, *held.rejections]
+            digest = next((i.digest for i in items if i.sequence == d.sequence), b"")
+            if digest != d.digest:
+                raise PeerViolation(
+                    f"OUT_OF_ORDER: sequence {d.sequence} resent with other bytes than were "
+                    f"settled (expected {self.last_sequence + 1})"
+                )
+            receipts[held.first_sequence] = held
+        for _, held in sorted(receipts.items()):
+            self._send(held, self._stream)
+
+    def persisted(self, token: int, result: object) -> None:
+        """A `JournalBatch` is durable; `result` is its signed `BatchReceipt`."""
+        stream, record = self._pending.pop(token)
+        if not isinstance(result, BatchReceipt):
+            raise LocalProtocolError("a journaled batch must report its batch receipt")
+        self.durable_sequence = max(self.durable_sequence, record.last_sequence)
+        if stream == self._stream and self._welcomed:
+            self._send(result, stream)
+        self._release_welcome()
+
+    def failed(self, token: int) -> None:
+        """A `JournalBatch` could not be made durable: forget it and everything after it.
+
+        Nothing of it was sent; the sender will resend it after the stream ends (the adapter
+        ends it) and the next Welcome tells it where the journal stands.
+        """
+        _, record = self._pending.pop(token)
+        for accepted in record.accepted:
+            self._seen.pop(accepted.message_id, None)
+        self.last_sequence = min(self.last_sequence, record.first_sequence - 1)
+        self._release_welcome()
+
+    # -- time
+
+    def tick(self, now: float) -> None:
+        """A heartbeat when due. A peer silent for `dead_after` is declared down: an
+        `Event(LinkDown)`, and the adapter ends the stream."""
+        if not self._welcomed:
+            return
+        if self._heartbeat.dead(now):
+            self._welcomed = False
+            self._event(LinkDown(f"no frame from the peer for {self._heartbeat.dead_after:g} s"))
+            return
+        ping = self._heartbeat.due(now)
+        if ping is not None:
+            self._send(ping, self._stream)
+
+
+def settled_sequences(receipts: Sequence[BatchReceipt]) -> int:
+    """How many sequences these batch receipts settle (for logs and tests)."""
+    return sum(r.last_sequence - r.first_sequence + 1 for r in receipts)

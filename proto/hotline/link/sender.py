@@ -1,0 +1,422 @@
+"""The sending end of one direction of the link: an outbox pushed in batches, by lane."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from hotline import PROTOCOL_VERSION
+from hotline.errors import LocalProtocolError, RemoteProtocolError
+from hotline.link.values import (
+    DEFAULT_BATCH_BYTES,
+    DEFAULT_BATCH_COUNT,
+    DEFAULT_DEAD_AFTER,
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_LANES,
+    DEFAULT_WINDOW,
+    MAX_BATCH,
+    NONCE_BYTES,
+    BatchReceipt,
+    Delivery,
+    DeliveryBatch,
+    Heartbeat,
+    Hello,
+    LinkDown,
+    LinkUp,
+    Pong,
+    ReceiptItem,
+    ReceiverFrame,
+    RejectionItem,
+    RejectReason,
+    SettleOutbound,
+    Welcome,
+    _Actions,
+)
+
+# --------------------------------------------------------------------------- sender
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A journaled outbound message waiting for its settlement.
+
+    `rank` orders precedence (lower first: FLASH=1 ... ROUTINE=4); `order` is the journal
+    position, which orders messages of the same precedence; `size` is the payload's bytes.
+    """
+
+    message_id: str
+    rank: int
+    order: int
+    digest: bytes
+    payload: object = field(default=None, compare=False, repr=False)
+    size: int = 0
+
+
+class SenderState(Enum):
+    IDLE = "idle"  # no connection
+    HELLO_SENT = "hello-sent"  # waiting for the Welcome
+    OPEN = "open"
+
+
+@dataclass
+class _InFlight:
+    batch: DeliveryBatch
+    sent_at: float
+    ranks: dict[str, int]  # message id -> rank, to give the lane its allowance back
+
+
+class OutboundLink(_Actions):
+    """The sending end of one direction: an outbox pushed to the peer in batches, by lane."""
+
+    def __init__(
+        self,
+        party: str,
+        peer_party: str,
+        *,
+        last_receipted_sequence: int = 0,
+        window: int = DEFAULT_WINDOW,
+        lanes: dict[int, int] | None = None,
+        batch_count: int = DEFAULT_BATCH_COUNT,
+        batch_bytes: int = DEFAULT_BATCH_BYTES,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
+        dead_after: float = DEFAULT_DEAD_AFTER,
+    ) -> None:
+        super().__init__()
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        if not 1 <= batch_count <= MAX_BATCH:
+            raise ValueError(f"batch_count must be in 1..{MAX_BATCH}")
+        self.party = party
+        self.peer_party = peer_party
+        self.window = window
+        self.lanes = {rank: max(1, min(window, n)) for rank, n in (lanes or DEFAULT_LANES).items()}
+        self.batch_count = batch_count
+        self.batch_bytes = batch_bytes
+        self.state = SenderState.IDLE
+        self.last_settled = last_receipted_sequence
+        self._settled_above: set[int] = set()  # settled sequences beyond last_settled
+        self._next_sequence = 0
+        self._pending: dict[int, list[tuple[int, str]]] = {}  # rank -> heap of (order, id)
+        self._messages: dict[str, Outgoing] = {}  # every unsettled message
+        self._in_flight: dict[int, _InFlight] = {}  # first sequence -> batch, this connection
+        self._lane_use: dict[int, int] = {}  # rank -> deliveries in flight
+        self._transmitted: set[str] = set()  # message ids in flight on this connection
+        self._unconfirmed: set[int] = set()  # persist tokens not yet durable
+        self._hello: Hello | None = None  # the Hello to send once persists are confirmed
+        self._nonce = b""
+        self._heartbeat = Heartbeat(heartbeat_interval, dead_after)
+
+    # -- the outbox
+
+    def enqueue(self, message: Outgoing) -> None:
+        """Add a journaled message to the outbox (ignored if already there)."""
+        if message.message_id in self._messages:
+            return
+        self._messages[message.message_id] = message
+        heapq.heappush(
+            self._pending.setdefault(message.rank, []), (message.order, message.message_id)
+        )
+
+    @property
+    def queue_depth(self) -> int:
+        """Messages journaled here but not yet settled by the peer."""
+        return len(self._messages)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(self._lane_use.values())
+
+    @property
+    def up(self) -> bool:
+        return self.state is SenderState.OPEN
+
+    # -- connection lifecycle
+
+    def connect(self, now: float, nonce: bytes) -> None:
+        """Start a new connection: everything unsettled will be resent after the Welcome.
+
+        The Hello is sent once every settlement journaled before it is durable, so that its
+        `last_receipted_sequence` is never ahead of our journal.
+        """
+        if len(nonce) < NONCE_BYTES:
+            raise LocalProtocolError(f"a Hello nonce needs at least {NONCE_BYTES} bytes")
+        self._requeue_in_flight()
+        self.state = SenderState.HELLO_SENT
+        self._nonce = nonce
+        self._heartbeat.heard(now)
+        self._heartbeat.last_ping = now
+        self._hello = Hello(self.party, self.last_settled, nonce)
+        self._release_hello()
+
+    def disconnect(self, reason: str) -> None:
+        was_up = self.state is SenderState.OPEN
+        self._requeue_in_flight()
+        self.state = SenderState.IDLE
+        self._hello = None
+        if was_up:
+            self._event(LinkDown(reason))
+
+    def _release_hello(self) -> None:
+        if self._hello is not None and not self._unconfirmed:
+            self._send(self._hello)
+            self._hello = None
+
+    def _requeue_in_flight(self) -> None:
+        for flight in self._in_flight.values():
+            for d in flight.batch.deliveries:
+                message = self._messages.get(d.message_id)
+                if message is not None:
+                    heapq.heappush(
+                        self._pending.setdefault(message.rank, []), (message.order, d.message_id)
+                    )
+        self._in_flight.clear()
+        self._lane_use.clear()
+        self._transmitted.clear()
+
+    # -- input
+
+    def receive(self, frame: ReceiverFrame, now: float) -> None:
+        """Process one (signature-checked) frame from the receiver."""
+        if self.state is SenderState.IDLE:
+            raise LocalProtocolError("frame received with no connection open")
+        self._heartbeat.heard(now)
+        if isinstance(frame, Welcome):
+            self._on_welcome(frame)
+        elif self.state is not SenderState.OPEN:
+            raise RemoteProtocolError(f"expected Welcome first, got {type(frame).__name__}")
+        elif isinstance(frame, BatchReceipt):
+            self._on_batch_receipt(frame)
+        elif isinstance(frame, Pong):
+            self._event(Heartbeat.measure(frame, now))
+        else:
+            self._send(Heartbeat.answer(frame, now, now))
+
+    def _on_welcome(self, welcome: Welcome) -> None:
+        if self.state is not SenderState.HELLO_SENT or self._hello is not None:
+            raise RemoteProtocolError("Welcome received twice, or before the Hello")
+        if welcome.protocol_version != PROTOCOL_VERSION:
+            raise RemoteProtocolError(f"peer speaks protocol version {welcome.protocol_version}")
+        if welcome.receiver_party != self.peer_party or welcome.sender_party != self.party:
+            raise RemoteProtocolError(
+                f"Welcome is for {welcome.sender_party}->{welcome.receiver_party}, "
+                f"expected {self.party}->{self.peer_party}"
+            )
+        if welcome.hello_nonce != self._nonce:
+            raise RemoteProtocolError("Welcome signs another nonce than our Hello's: a replay")
+        if welcome.last_sequence < self.last_settled:
+            raise RemoteProtocolError(
+                f"peer holds up to sequence {welcome.last_sequence} but already settled "
+                f"{self.last_settled}: the peer's journal lost entries"
+            )
+        # Check everything before changing anything: a bad Welcome changes no state.
+        plans: list[SettleOutbound | None] = []
+        claimed: set[str] = set()  # a message settled by an earlier receipt of this Welcome
+        for receipt in welcome.batch_receipts:
+            plan = self._plan_settlement(receipt, strict=False, claimed=claimed)
+            plans.append(plan)
+            if plan is not None:
+                claimed.update(_settled_ids(plan))
+        for plan in plans:
+            if plan is not None:
+                self._apply(plan)
+        self.last_settled = welcome.last_sequence
+        self._settled_above = {s for s in self._settled_above if s > welcome.last_sequence}
+        self._next_sequence = welcome.last_sequence + 1
+        self.state = SenderState.OPEN
+        self._event(LinkUp(welcome.last_sequence))
+
+    def _on_batch_receipt(self, receipt: BatchReceipt) -> None:
+        flight = self._in_flight.get(receipt.first_sequence)
+        if flight is None:
+            if receipt.last_sequence <= self.last_settled:
+                return  # a resend of a batch receipt we hold: harmless
+            raise RemoteProtocolError(
+                f"batch receipt for {receipt.first_sequence}..{receipt.last_sequence} "
+                "matches no batch in flight"
+            )
+        if receipt.last_sequence != flight.batch.last_sequence:
+            raise RemoteProtocolError(
+                f"batch receipt covers {receipt.first_sequence}..{receipt.last_sequence}, "
+                f"but {flight.batch.first_sequence}..{flight.batch.last_sequence} was sent"
+            )
+        plan = self._plan_settlement(receipt, strict=True, sent=flight.batch)
+        del self._in_flight[receipt.first_sequence]
+        for d in flight.batch.deliveries:
+            rank = flight.ranks[d.message_id]
+            self._lane_use[rank] -= 1
+            self._transmitted.discard(d.message_id)
+        if plan is not None:
+            self._apply(plan)
+        self._mark_settled(range(receipt.first_sequence, receipt.last_sequence + 1))
+
+    def _plan_settlement(
+        self,
+        receipt: BatchReceipt,
+        *,
+        strict: bool,
+        sent: DeliveryBatch | None = None,
+        claimed: set[str] | None = None,
+    ) -> SettleOutbound | None:
+        """Check a batch receipt against what we sent (or hold); the record to journal."""
+        receipt.check_complete()
+        by_sequence = {d.sequence: d for d in sent.deliveries} if sent else {}
+        receipted: list[ReceiptItem] = []
+        refused: list[RejectionItem] = []
+        before: list[tuple[RejectionItem, ReceiptItem]] = []
+        items: list[ReceiptItem | RejectionItem] = [*receipt.receipts, *receipt.rejections]
+        for item in items:
+            if strict:
+                d = by_sequence[item.sequence]
+                if d.message_id != item.message_id and not (
+                    isinstance(item, RejectionItem) and not item.message_id
+                ):
+                    raise RemoteProtocolError(
+                        f"batch receipt settles sequence {item.sequence} as "
+                        f"{item.message_id or 'an unreadable message'}, but {d.message_id} was sent"
+                    )
+                message_id = d.message_id
+            else:
+                message_id = item.message_id
+            message = self._messages.get(message_id)
+            if message is None or (claimed and message_id in claimed):
+                continue  # settled before (e.g. learned again from a Welcome)
+            if isinstance(item, ReceiptItem):
+                if item.digest != message.digest:
+                    raise RemoteProtocolError(
+                        f"receipt for {message_id} covers different bytes than were sent"
+                    )
+                receipted.append(item)
+                continue
+            if item.digest and item.digest != message.digest:
+                raise RemoteProtocolError(
+                    f"rejection of {message_id} names different bytes than were sent"
+                )
+            if item.reason is RejectReason.OUT_OF_ORDER:
+                raise RemoteProtocolError("OUT_OF_ORDER is not a settlement")
+            if item.reason is RejectReason.DUPLICATE_MESSAGE_ID:
+                original = item.original_receipt
+                if original is None:
+                    raise RemoteProtocolError("DUPLICATE_MESSAGE_ID without the original receipt")
+                held = original.receipt_for(message_id)
+                if held is not None and held.digest == message.digest:
+                    before.append((item, held))
+                    continue
+            refused.append(
+                item if item.message_id else _with_message_id(item, message_id, message.digest)
+            )
+        if not (receipted or refused or before):
+            return None
+        return SettleOutbound(receipt, tuple(receipted), tuple(refused), tuple(before))
+
+    def _apply(self, plan: SettleOutbound) -> None:
+        for message_id in _settled_ids(plan):
+            self._messages.pop(message_id, None)
+        self._unconfirmed.add(self._persist(plan))
+
+    def _mark_settled(self, sequences: Iterable[int]) -> None:
+        self._settled_above.update(sequences)
+        while self.last_settled + 1 in self._settled_above:
+            self.last_settled += 1
+            self._settled_above.discard(self.last_settled)
+
+    def persisted(self, token: int, result: object = None) -> None:
+        """A `Persist` is durable (the sender's records need no result)."""
+        self._unconfirmed.discard(token)
+        self._release_hello()
+
+    # -- time
+
+    def tick(self, now: float) -> None:
+        """Send what is due (batches within the lanes' allowances, a heartbeat); check deadlines.
+
+        Two deadlines, both `dead_after`: nothing heard from the peer at all, and the oldest
+        batch in flight still unsettled (a stream that stays open but stopped settling, e.g.
+        a receiver whose disk hangs, is as dead as a silent one). When one passes, the link
+        is declared down (an `Event(LinkDown)`): the adapter ends the stream.
+        """
+        if self.state is SenderState.IDLE:
+            return
+        limit = self._heartbeat.dead_after
+        if self._heartbeat.dead(now):
+            self.disconnect(f"no frame from the peer for {limit:g} s")
+            return
+        if self._in_flight:
+            oldest = min(self._in_flight)
+            if now - self._in_flight[oldest].sent_at > limit:
+                self.disconnect(f"no batch receipt for sequence {oldest} within {limit:g} s")
+                return
+        if self.state is SenderState.OPEN:
+            self._send_batches(now)
+            ping = self._heartbeat.due(now)
+            if ping is not None:
+                self._send(ping)
+
+    def _send_batches(self, now: float) -> None:
+        while True:
+            batch = self._next_batch()
+            if not batch:
+                return
+            deliveries = []
+            ranks = {}
+            for message in batch:
+                sequence = self._next_sequence
+                self._next_sequence += 1
+                deliveries.append(
+                    Delivery(
+                        sequence, message.message_id, message.digest, message.payload, message.size
+                    )
+                )
+                ranks[message.message_id] = message.rank
+                self._transmitted.add(message.message_id)
+            frame = DeliveryBatch(tuple(deliveries))
+            self._in_flight[frame.first_sequence] = _InFlight(frame, now, ranks)
+            self._send(frame)
+
+    def _next_batch(self) -> list[Outgoing]:
+        """The next batch: one precedence (so a FLASH never waits for a ROUTINE batch-mate),
+        the highest with both pending messages and allowance left."""
+        for rank in sorted(self._pending):
+            heap = self._pending[rank]
+            batch: list[Outgoing] = []
+            size = 0
+            while heap and self.in_flight + len(batch) < self.window:
+                if self._lane_use.get(rank, 0) + len(batch) >= self.lanes.get(rank, self.window):
+                    break
+                if len(batch) >= self.batch_count:
+                    break
+                _, message_id = heap[0]
+                message = self._messages.get(message_id)
+                if message is None or message_id in self._transmitted:
+                    heapq.heappop(heap)  # settled meanwhile, or a stale heap entry
+                    continue
+                if batch and size + message.size > self.batch_bytes:
+                    break
+                heapq.heappop(heap)
+                batch.append(message)
+                size += message.size
+            if batch:
+                self._lane_use[rank] = self._lane_use.get(rank, 0) + len(batch)
+                return batch
+        return []
+
+
+def _settled_ids(plan: SettleOutbound) -> list[str]:
+    ids = [r.message_id for r in plan.receipted]
+    ids += [r.message_id for r in plan.refused]
+    ids += [r.message_id for r, _ in plan.delivered_before]
+    return ids
+
+
+def _with_message_id(item: RejectionItem, message_id: str, digest: bytes) -> RejectionItem:
+    """A rejection of an unreadable payload names no id: the sender knows which it sent."""
+    return RejectionItem(
+        item.sequence,
+        message_id,
+        item.reason,
+        item.detail,
+        item.violations,
+        item.digest or digest,
+        item.original_receipt,
+    )

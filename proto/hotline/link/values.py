@@ -1,0 +1,324 @@
+"""The link's vocabulary: frames, events, persist records, actions, and the heartbeat.
+
+Plain frozen values; `hotline.wire` converts frames to and from `hotline.v1`. See the package
+docstring for how the two ends use them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from enum import Enum
+
+from hotline import PROTOCOL_VERSION
+from hotline.errors import RemoteProtocolError
+
+DEFAULT_WINDOW = 256  # unsettled deliveries in flight, all lanes together
+MAX_BATCH = 256  # the spec's bound on deliveries per DeliveryBatch
+DEFAULT_BATCH_COUNT = 32  # this implementation's batches: at most this many deliveries ...
+DEFAULT_BATCH_BYTES = 1 << 20  # ... and this many payload bytes
+# In-flight allowance per precedence rank (1 FLASH, 2 IMMEDIATE, 3 PRIORITY, 4 ROUTINE). The
+# receiver works in sequence order, so lower-precedence deliveries in flight are work a new
+# FLASH waits behind: their allowance bounds it.
+DEFAULT_LANES: dict[int, int] = {1: 256, 2: 128, 3: 32, 4: 32}
+DEFAULT_HEARTBEAT_INTERVAL = 2.0
+DEFAULT_DEAD_AFTER = 6.0
+MAX_RESUME = 65536  # settlements a Welcome may carry
+NONCE_BYTES = 16
+
+
+class RejectReason(Enum):
+    """Why a receiver refused a delivery (mirrors `hotline.v1.RejectionReason`)."""
+
+    INVALID_MESSAGE = "INVALID_MESSAGE"
+    BAD_SIGNATURE = "BAD_SIGNATURE"
+    WRONG_PARTY = "WRONG_PARTY"
+    DUPLICATE_MESSAGE_ID = "DUPLICATE_MESSAGE_ID"
+    OUT_OF_ORDER = "OUT_OF_ORDER"  # never a settlement in protocol version 2
+    NOT_RELEASABLE = "NOT_RELEASABLE"
+
+
+class StreamEnd(Enum):
+    """Why a receiver ends a stream; the adapter maps each to the spec's gRPC status code."""
+
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    DATA_LOSS = "DATA_LOSS"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    ABORTED = "ABORTED"
+
+
+class PeerViolation(RemoteProtocolError):
+    """The peer broke the protocol; `end` says how the receiver ends the stream."""
+
+    def __init__(self, message: str, end: StreamEnd = StreamEnd.FAILED_PRECONDITION) -> None:
+        super().__init__(message)
+        self.end = end
+
+
+# --------------------------------------------------------------------------- frames
+
+
+@dataclass(frozen=True)
+class Hello:
+    party: str
+    last_receipted_sequence: int
+    nonce: bytes
+    protocol_version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class ReceiptItem:
+    """One delivery a batch receipt receipts."""
+
+    sequence: int
+    message_id: str
+    digest: bytes
+    journal_position: int = 0
+
+
+@dataclass(frozen=True)
+class RejectionItem:
+    """One delivery a batch receipt refuses (final; see the spec for the duplicate case)."""
+
+    sequence: int
+    message_id: str
+    reason: RejectReason
+    detail: str = ""
+    violations: tuple[tuple[str, str], ...] = ()
+    digest: bytes = b""
+    original_receipt: BatchReceipt | None = None
+
+
+@dataclass(frozen=True)
+class BatchReceipt:
+    """A receiver's signed settlement of sequences first..last; `signed` is the wire form."""
+
+    first_sequence: int
+    last_sequence: int
+    receipts: tuple[ReceiptItem, ...] = ()
+    rejections: tuple[RejectionItem, ...] = ()
+    signed: object = field(default=None, compare=False, repr=False)
+    journal_time_ns: int = 0  # when the receiver made the batch durable, its clock
+
+    def receipt_for(self, message_id: str) -> ReceiptItem | None:
+        return next((r for r in self.receipts if r.message_id == message_id), None)
+
+    def check_complete(self) -> None:
+        """Every sequence first..last settled exactly once (raises RemoteProtocolError)."""
+        if self.last_sequence < self.first_sequence:
+            raise RemoteProtocolError(
+                f"batch receipt covers {self.first_sequence}..{self.last_sequence}"
+            )
+        sequences = sorted(
+            [r.sequence for r in self.receipts] + [r.sequence for r in self.rejections]
+        )
+        if sequences != list(range(self.first_sequence, self.last_sequence + 1)):
+            raise RemoteProtocolError(
+                f"batch receipt for {self.first_sequence}..{self.last_sequence} does not settle "
+                "each of those sequences exactly once"
+            )
+
+
+@dataclass(frozen=True)
+class Welcome:
+    """A verified Welcome: the signed body's content and the batch receipts it carried."""
+
+    receiver_party: str
+    sender_party: str
+    last_sequence: int
+    hello_nonce: bytes
+    batch_receipts: tuple[BatchReceipt, ...] = ()
+    protocol_version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One delivery: `payload` is the signed envelope (opaque to the core), `size` its bytes."""
+
+    sequence: int
+    message_id: str
+    digest: bytes
+    payload: object = field(default=None, compare=False, repr=False)
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class DeliveryBatch:
+    deliveries: tuple[Delivery, ...]
+
+    @property
+    def first_sequence(self) -> int:
+        return self.deliveries[0].sequence
+
+    @property
+    def last_sequence(self) -> int:
+        return self.deliveries[-1].sequence
+
+
+@dataclass(frozen=True)
+class Ping:
+    nonce: int
+    transmit_time: float
+
+
+@dataclass(frozen=True)
+class Pong:
+    nonce: int
+    origin_time: float
+    receive_time: float
+    transmit_time: float
+
+
+SenderFrame = Hello | DeliveryBatch | Ping | Pong
+ReceiverFrame = Welcome | BatchReceipt | Ping | Pong
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class LinkUp:
+    last_sequence: int
+
+
+@dataclass(frozen=True)
+class LinkDown:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A heartbeat round trip: RTT and the peer's clock offset (peer minus us), seconds."""
+
+    rtt: float
+    clock_offset: float
+
+
+LinkEvent = LinkUp | LinkDown | Measured
+
+# --------------------------------------------------------------------------- persist records
+
+
+@dataclass(frozen=True)
+class SettleOutbound:
+    """Sender: journal a verified batch receipt and what it settles of our outbox.
+
+    `receipted`: our messages it receipts; `refused`: our messages it refuses for good;
+    `delivered_before`: duplicates whose original batch receipt covers the same bytes
+    (journal that original receipt as their proof of delivery).
+    """
+
+    receipt: BatchReceipt
+    receipted: tuple[ReceiptItem, ...] = ()
+    refused: tuple[RejectionItem, ...] = ()
+    delivered_before: tuple[tuple[RejectionItem, ReceiptItem], ...] = ()
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """Receiver: a delivery that passed every check; `envelope` is its parsed envelope."""
+
+    delivery: Delivery
+    message_id: str
+    envelope: object = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class JournalBatch:
+    """Receiver: journal these deliveries and rejections in one commit; sign a batch receipt.
+
+    The adapter's `persisted(token, result)` must pass the signed `BatchReceipt`.
+    """
+
+    sender_party: str
+    first_sequence: int
+    last_sequence: int
+    accepted: tuple[Accepted, ...]
+    refused: tuple[RejectionItem, ...]
+
+
+PersistRecord = SettleOutbound | JournalBatch
+
+# --------------------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True)
+class Persist:
+    token: int
+    record: PersistRecord
+
+
+@dataclass(frozen=True)
+class Send:
+    """Transmit `frame`. On the receiving end `stream` names the stream it belongs to."""
+
+    frame: SenderFrame | ReceiverFrame
+    stream: int = 0
+
+
+@dataclass(frozen=True)
+class Event:
+    event: LinkEvent
+
+
+Action = Persist | Send | Event
+
+
+# --------------------------------------------------------------------------- heartbeat
+
+
+@dataclass
+class Heartbeat:
+    """Ping schedule and liveness deadline for one end of a connection."""
+
+    interval: float
+    dead_after: float
+    last_heard: float = 0.0
+    last_ping: float = float("-inf")
+    _nonces: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def heard(self, now: float) -> None:
+        self.last_heard = now
+
+    def due(self, now: float) -> Ping | None:
+        if now - self.last_ping >= self.interval:
+            self.last_ping = now
+            return Ping(next(self._nonces), now)
+        return None
+
+    def dead(self, now: float) -> bool:
+        return now - self.last_heard > self.dead_after
+
+    @staticmethod
+    def answer(ping: Ping, received: float, now: float) -> Pong:
+        return Pong(ping.nonce, ping.transmit_time, received, now)
+
+    @staticmethod
+    def measure(pong: Pong, now: float) -> Measured:
+        t1, t2, t3, t4 = pong.origin_time, pong.receive_time, pong.transmit_time, now
+        return Measured(rtt=(t4 - t1) - (t3 - t2), clock_offset=((t2 - t1) + (t3 - t4)) / 2)
+
+
+class _Actions:
+    """The drain both ends share, and the persist tokens."""
+
+    def __init__(self) -> None:
+        self._actions: list[Action] = []
+        self._tokens = itertools.count(1)
+
+    def drain(self) -> list[Action]:
+        """Everything to do now, in order; the list is handed over and emptied."""
+        out, self._actions = self._actions, []
+        return out
+
+    def _persist(self, record: PersistRecord) -> int:
+        token = next(self._tokens)
+        self._actions.append(Persist(token, record))
+        return token
+
+    def _send(self, frame: SenderFrame | ReceiverFrame, stream: int = 0) -> None:
+        self._actions.append(Send(frame, stream))
+
+    def _event(self, event: LinkEvent) -> None:
+        self._actions.append(Event(event))

@@ -551,7 +551,7 @@ def test_a_replayed_batch_is_answered_with_the_stored_receipt_and_not_journaled(
 def test_a_gap_ends_the_stream_as_out_of_order() -> None:
     world = open_world()
     gap = DeliveryBatch((LinkDelivery(5, "", digest_of("x"), "x", 1),))
-    with pytest.raises(ProtocolError, match="^OUT_OF_ORDER:"):
+    with pytest.raises(ProtocolError, match=r"^OUT_OF_ORDER:"):
         world.receiver.receive(gap, world.now, world.stream)
 
 

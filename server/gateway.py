@@ -4,7 +4,9 @@
 the peer; `await gateway.stop()` drains and closes. Credentials are re-read without a restart:
 the server's certificate and trust bundle before each new TLS handshake (grpcio's dynamic
 server credentials), the revocation lists by polling their files, and the client certificate
-each time the peer link reconnects.
+each time the peer link reconnects. Before each reconnection the peer's TLS certificate is read
+and checked against the current revocation lists (`server.peerlink.peer_certificate`), since
+grpcio's client handshake does not check revocation.
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ from server.auth import AuthInterceptor, Authorizer, Refusal
 from server.config import GatewayConfig
 from server.journal import Journal, Kind
 from server.operator_service import OperatorServicer, TokenBucket
+from server.peerlink.peer_certificate import (
+    DEFAULT_TIMEOUT,
+    PeerCertificateRefused,
+    read_peer_certificate,
+    split_address,
+)
 from server.peerlink.receiver import PeerLinkServicer
 from server.peerlink.sender import PeerSender
 from server.peerlink.status import LinkStatus
@@ -75,6 +83,7 @@ class Gateway:
             signing_cert = load_certificate(paths.signing_cert)
         except CertsError as exc:
             raise ConfigError(f"cannot load the PKI for party {self.party}: {exc}") from None
+        split_address(config.peer_address)  # refuse an address the certificate check cannot dial
         self.signer = Signer.from_certificate(signing_key, signing_cert)
         if self.signer.party != self.party:
             raise ConfigError(
@@ -108,6 +117,8 @@ class Gateway:
             reconnect_max=config.reconnect_max_s,
             checkpoints=self._checkpoint,
             checkpoint_interval=config.checkpoint_interval_s,
+            vet_peer=self._vet_peer,
+            on_peer_refused=self._peer_refused,
         )
         self.peer_service = PeerLinkServicer(
             store=self.store,
@@ -163,6 +174,20 @@ class Gateway:
         paths = self.config.paths
         creds = credentials(paths.gateway_cert, paths.gateway_key, paths.peer_ca_cert)
         return secure_channel(self.config.peer_address, creds, server_party=self.peer_party)
+
+    async def _vet_peer(self) -> None:
+        """Before each dial: the peer must present its gateway certificate, not revoked."""
+        paths = self.config.paths
+        await read_peer_certificate(
+            self.config.peer_address,
+            peer_party=self.peer_party,
+            cert=paths.gateway_cert,
+            key=paths.gateway_key,
+            peer_ca=paths.peer_ca_cert,
+            revocations=lambda: self.authorizer.revocations,
+            # below dead_after_s, so a peer that never answers still backs off as a dead link
+            timeout=min(DEFAULT_TIMEOUT, self.config.dead_after_s / 2),
+        )
 
     def _reload_revocations(self) -> None:
         now = time.monotonic()
@@ -287,6 +312,12 @@ class Gateway:
                 "detail": f"{refusal.identity} calling {refusal.method}: {refusal.reason}",
                 "peer": refusal.peer,
             },
+        )
+
+    async def _peer_refused(self, refused: PeerCertificateRefused) -> None:
+        await self.store.record_event(
+            Kind.SECURITY,
+            {"code": refused.code, "detail": str(refused), "peer": self.config.peer_address},
         )
 
     async def _outbound_link_event(self, up: bool, detail: str) -> None:

@@ -6,6 +6,11 @@ reconnect loop; every rule lives in the link core. It needs from the gateway onl
 
 One connection runs three tasks under one `asyncio.TaskGroup` (reader, writer, ticker), so a
 failure of any ends all three and the loop reconnects after a jittered exponential backoff.
+
+Before each connection attempt, an optional `vet_peer` (the gateway passes
+`peer_certificate.read_peer_certificate`) checks the peer's TLS certificate; if it fails, the
+attempt fails like a lost connection, and each distinct reason is logged and, for a refused
+certificate, reported to `on_peer_refused` once, not on every retry.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from hotline import link, wire
 from hotline.errors import ProtocolError
 from hotline.signing import KeyRing
 from hotline.v1 import common_pb2, peer_link_pb2, peer_link_pb2_grpc
+from server.peerlink.peer_certificate import PeerCertificateError, PeerCertificateRefused
 from server.peerlink.ports import Outbox
 from server.peerlink.status import LinkStatus, printable
 
@@ -30,6 +36,7 @@ log = logging.getLogger("hotline.link.out")
 
 
 LinkNotice = Callable[[bool, str], Awaitable[None]]
+PeerRefusedNotice = Callable[[PeerCertificateRefused], Awaitable[None]]
 
 
 class PeerSender:
@@ -50,6 +57,8 @@ class PeerSender:
         reconnect_max: float = 10.0,
         checkpoints: Callable[[], common_pb2.SignedPayload | None] | None = None,
         checkpoint_interval: float = 60.0,
+        vet_peer: Callable[[], Awaitable[object]] | None = None,
+        on_peer_refused: PeerRefusedNotice | None = None,
     ) -> None:
         self.party = party
         self.peer_party = peer_party
@@ -71,6 +80,9 @@ class PeerSender:
         self._settling: set[asyncio.Task[None]] = set()
         self._failed_settlement: BaseException | None = None
         self._stop = asyncio.Event()
+        self._vet_peer = vet_peer
+        self._on_peer_refused = on_peer_refused
+        self._vet_failure = ""  # the last reason vetting failed, so each is reported once
 
     def stop(self) -> None:
         """Ask the sender to stop: `run` returns at its next step (cancel it too)."""
@@ -105,10 +117,13 @@ class PeerSender:
             channel = self._channel_factory()
             started = time.monotonic()
             try:
+                await self._vet()
                 await self._connection(channel)
                 reason = "the peer closed the stream"
             except asyncio.CancelledError:
                 raise
+            except PeerCertificateError as exc:
+                reason = str(exc)
             except grpc.aio.AioRpcError as exc:
                 reason = f"{exc.code().name}: {exc.details()}"
             except ProtocolError as exc:
@@ -137,6 +152,25 @@ class PeerSender:
             attempt = 0 if time.monotonic() - started > self._dead_after else attempt + 1
             delay = min(self._reconnect_max, self._reconnect_min * 2 ** min(attempt, 16))
             await asyncio.sleep(random.uniform(0, delay) if attempt else self._reconnect_min / 2)
+
+    async def _vet(self) -> None:
+        """Check the peer before the channel is used; raise `PeerCertificateError` if it fails."""
+        if self._vet_peer is None:
+            return
+        try:
+            await self._vet_peer()
+        except PeerCertificateError as exc:
+            if str(exc) == self._vet_failure:
+                raise
+            self._vet_failure = str(exc)
+            if not isinstance(exc, PeerCertificateRefused):
+                log.warning("not dialling %s: %s", self.peer_party, printable(str(exc)))
+                raise
+            log.error("not dialling %s: %s", self.peer_party, printable(str(exc)))
+            if self._on_peer_refused is not None:
+                await self._on_peer_refused(exc)
+            raise
+        self._vet_failure = ""
 
     async def _connection(self, channel: grpc.aio.Channel) -> None:
         stub = peer_link_pb2_grpc.PeerLinkServiceStub(channel)

@@ -164,7 +164,7 @@ class PeerSender:
                 raise
             self._vet_failure = str(exc)
             if not isinstance(exc, PeerCertificateRefused):
-                log.warning("not dialling %s: %s", self.peer_party, printable(str(exc)))
+                log.info("not dialling %s: %s", self.peer_party, printable(str(exc)))
                 raise
             log.error("not dialling %s: %s", self.peer_party, printable(str(exc)))
             if self._on_peer_refused is not None:

@@ -21,6 +21,17 @@ its certificate must be issued by the peer party's CA, carry the peer gateway's 
 (for example `spiffe://tw.hotline/gateway`) and not be revoked. Identity always comes from the
 certificate; the party fields in the frames are checked against it, never trusted.
 
+The sender, in turn, MUST dial only the peer gateway: it trusts only the peer party's CA and
+requires the receiver's certificate to name `gateway.<party>.hotline` (for example
+`gateway.tw.hotline`). Before each connection attempt, and so before it sends anything, the
+sender MUST also check that the receiver's certificate carries the peer gateway's SPIFFE ID
+and is not on the peer CA's revocation list as the sender holds it at that moment (TLS stacks
+such as grpcio's check neither for a client; the reference gateway reads the certificate with a
+TLS 1.3 handshake of its own, configured as its gRPC channel is). If a check fails, the sender
+MUST NOT open the stream; it raises EVENT_KIND_SECURITY_REFUSAL once per distinct reason, not
+on every attempt, and tries again after its reconnect backoff. A receiver that cannot be
+reached at all is not a refusal, only a failed connection attempt.
+
 A receiver holds at most one `Push` stream per sender. When a new stream from the same sender
 arrives (for example after the sender saw the old connection die first), the receiver ends the
 old stream with ABORTED, finishes the journal writes it had started for it, and only then
@@ -209,7 +220,9 @@ The receiver ends a `Push` stream with one of these gRPC status codes:
 The sender cancels the stream when it declares the link down, or when the receiver breaks the
 protocol (a Welcome for the wrong party or version, a receipt that fails verification or does
 not match what was sent); it raises EVENT_KIND_SECURITY_REFUSAL for the latter. In every case
-the sender reconnects, and no journaled message is lost.
+the sender reconnects, and no journaled message is lost. Before every connection attempt it
+checks the receiver's certificate again (see Topology), so it does not reconnect to a
+receiver whose certificate has been revoked meanwhile.
 """
 
 from collections import abc as _abc

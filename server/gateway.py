@@ -6,7 +6,8 @@ the server's certificate and trust bundle before each new TLS handshake (grpcio'
 server credentials), the revocation lists by polling their files, and the client certificate
 each time the peer link reconnects. Before each reconnection the peer's TLS certificate is read
 and checked against the current revocation lists (`server.peerlink.peer_certificate`), since
-grpcio's client handshake does not check revocation.
+grpcio's client handshake does not check revocation; and when a reloaded revocation list lists
+the certificate checked before the current outbound connection, that connection is ended.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
@@ -39,6 +41,8 @@ from server.operator_service import OperatorServicer, TokenBucket
 from server.peerlink.peer_certificate import (
     DEFAULT_TIMEOUT,
     PeerCertificateRefused,
+    PeerCertificateRevoked,
+    check_not_revoked,
     read_peer_certificate,
     split_address,
 )
@@ -149,6 +153,8 @@ class Gateway:
             watched.changed()
         self.port = 0
         self._stale_warned = float("-inf")
+        # The peer certificate checked before the current outbound connection, if it passed.
+        self._peer_certificate: x509.Certificate | None = None
 
     # ------------------------------------------------------------------ credentials
 
@@ -178,7 +184,8 @@ class Gateway:
     async def _vet_peer(self) -> None:
         """Before each dial: the peer must present its gateway certificate, not revoked."""
         paths = self.config.paths
-        await read_peer_certificate(
+        self._peer_certificate = None
+        self._peer_certificate = await read_peer_certificate(
             self.config.peer_address,
             peer_party=self.peer_party,
             cert=paths.gateway_cert,
@@ -206,6 +213,14 @@ class Gateway:
                 log.info("revocation lists reloaded")
             except CertsError as exc:
                 log.error("kept the previous revocation lists: %s", exc)
+                return
+            if self._peer_certificate is not None:
+                try:
+                    check_not_revoked(self._peer_certificate, revocations)
+                except PeerCertificateRevoked as revoked:
+                    self._peer_certificate = None
+                    log.warning("ending the link to %s: %s", self.peer_party, revoked)
+                    self.sender.redial(revoked)
 
     # ------------------------------------------------------------------ lifecycle
 

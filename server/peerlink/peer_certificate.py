@@ -30,7 +30,11 @@ errors (this module's part of the tree under `hotline.errors.HotlineError`):
 Each error carries a `code` (`PEER_CERTIFICATE_REVOKED`, ...), which the gateway journals.
 
 Nothing is cached between calls: the handshake costs far more than the checks, and a verdict
-kept across calls would outlive a revocation list that changed in between.
+kept across calls would outlive a revocation list that changed in between. A connection already
+open keeps the certificate its handshake began with, so the gateway keeps the certificate this
+returned and, whenever it reloads its revocation lists, asks `check_not_revoked` again; if the
+certificate is now revoked it ends that connection (`PeerSender.redial`) and the next attempt
+is refused here.
 
 Why two handshakes are still sound
 ----------------------------------
@@ -229,11 +233,17 @@ def check_peer_certificate(
         raise PeerCertificateWrongIdentity(
             f"peer gateway certificate {serial} is {identity}, not {expected}"
         )
+    check_not_revoked(certificate, revocations)
+
+
+def check_not_revoked(certificate: x509.Certificate, revocations: RevocationSet) -> None:
+    """Raise `PeerCertificateRevoked`, with the list's reason, if `revocations` lists it."""
     for revocation_list in revocations:
         reason = revocation_list.reason(certificate)
         if reason is not None:
             raise PeerCertificateRevoked(
-                f"peer gateway certificate {serial} is revoked ({reason.value})"
+                f"peer gateway certificate serial {certificate.serial_number:#x} is revoked "
+                f"({reason.value})"
             )
 
 

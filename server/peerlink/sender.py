@@ -10,7 +10,9 @@ failure of any ends all three and the loop reconnects after a jittered exponenti
 Before each connection attempt, an optional `vet_peer` (the gateway passes
 `peer_certificate.read_peer_certificate`) checks the peer's TLS certificate; if it fails, the
 attempt fails like a lost connection, and each distinct reason is logged and, for a refused
-certificate, reported to `on_peer_refused` once, not on every retry.
+certificate, reported to `on_peer_refused` once, not on every retry. `redial(error)` ends the
+connection in progress so that the next attempt checks again (the gateway calls it when a
+reloaded revocation list lists the certificate checked before the current connection).
 """
 
 from __future__ import annotations
@@ -83,6 +85,12 @@ class PeerSender:
         self._vet_peer = vet_peer
         self._on_peer_refused = on_peer_refused
         self._vet_failure = ""  # the last reason vetting failed, so each is reported once
+        self._redial: PeerCertificateError | None = None
+
+    def redial(self, why: PeerCertificateError) -> None:
+        """End the current connection, if any, with `why`; the next attempt checks the peer."""
+        self._redial = why
+        self._wake.set()
 
     def stop(self) -> None:
         """Ask the sender to stop: `run` returns at its next step (cancel it too)."""
@@ -116,6 +124,7 @@ class PeerSender:
         while not self._stop.is_set():
             channel = self._channel_factory()
             started = time.monotonic()
+            self._redial = None  # a connection not yet made is checked anyway
             try:
                 await self._vet()
                 await self._connection(channel)
@@ -238,6 +247,8 @@ class PeerSender:
         while True:
             if self._failed_settlement is not None:
                 raise ProtocolError("a settlement failed to journal")
+            if self._redial is not None:
+                raise self._redial
             # Clear before taking frames: a message enqueued while we write sets it again.
             self._wake.clear()
             for frame in self.link.outgoing(time.time()):

@@ -14,6 +14,9 @@ receive JP's outbox. Here two real gateways run on 127.0.0.1 with a real PKI:
 3. TW's gateway gets a fresh key and certificate (`rotate_gateway`; TW's server picks them up
    before its next handshake, without a restart). JP's next attempt passes the check, the link
    comes up, and the message is DELIVERED and journaled by TW.
+
+`test_revoking_the_peer_certificate_ends_the_open_outbound_link` does the same with the link
+already up when the certificate is revoked: JP ends its open connection on reloading the list.
 """
 
 from __future__ import annotations
@@ -88,3 +91,50 @@ async def test_a_peer_serving_a_revoked_certificate_receives_nothing_until_it_is
         received = [e.message_id for e in journal_entries(tw, Kind.MESSAGE_IN)]
         assert received == [message_id]
         assert len(refusals()) == 1
+
+
+async def test_revoking_the_peer_certificate_ends_the_open_outbound_link(
+    tmp_path: Path, pki: Path
+) -> None:
+    """A link already open when the peer's certificate is revoked is ended, not kept.
+
+    The TLS session of an open connection keeps the certificate it began with, so the gateway,
+    on reloading its revocation lists (polled every 2 s), re-checks the certificate it checked
+    before dialling, and ends the connection if it is now revoked; the next attempt is refused.
+    """
+    tw_paths = PartyPaths.of(pki, "TW")
+    async with running_pair(tmp_path, pki) as pair:
+        jp, tw = pair.jp.gateway, pair.tw.gateway
+        first = await asyncio.wait_for(
+            pair.jp.stub.Send(operator_pb2.SendRequest(envelope=free_text("link is good"))), WAIT
+        )
+        await wait_state(pair.jp.stub, first.message_id, DELIVERED, within=WAIT)
+
+        serial = revoke(pki, "TW", tw_paths.gateway_cert, reason="key-compromise")
+        reason = f"peer gateway certificate serial {serial:#x} is revoked (keyCompromise)"
+
+        def outbound_down() -> list[str]:
+            return [
+                body["detail"]
+                for body in (e.json_body() for e in journal_entries(jp, Kind.LINK_DOWN))
+                if body["direction"] == "outbound"
+            ]
+
+        await eventually(outbound_down, "JP to end its link to the revoked TW certificate")
+        assert outbound_down() == [reason]
+        await eventually(
+            lambda: [e for e in security_details(jp) if e["code"] == "PEER_CERTIFICATE_REVOKED"],
+            "JP to journal the refusal of its next attempt",
+        )
+
+        second = await asyncio.wait_for(
+            pair.jp.stub.Send(operator_pb2.SendRequest(envelope=free_text("not for TW yet"))), WAIT
+        )
+        await asyncio.sleep(1.5)  # several refused attempts
+        assert await asyncio.wait_for(state_of(pair.jp.stub, second.message_id), WAIT) == JOURNALED
+        assert [e.message_id for e in journal_entries(tw, Kind.MESSAGE_IN)] == [first.message_id]
+
+        rotate_gateway(pki, "TW")
+        await wait_state(pair.jp.stub, second.message_id, DELIVERED, within=WAIT)
+        received = [e.message_id for e in journal_entries(tw, Kind.MESSAGE_IN)]
+        assert received == [first.message_id, second.message_id]

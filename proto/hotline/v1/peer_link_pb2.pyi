@@ -219,10 +219,11 @@ The receiver ends a `Push` stream with one of these gRPC status codes:
 
 The sender cancels the stream when it declares the link down, or when the receiver breaks the
 protocol (a Welcome for the wrong party or version, a receipt that fails verification or does
-not match what was sent); it raises EVENT_KIND_SECURITY_REFUSAL for the latter. In every case
-the sender reconnects, and no journaled message is lost. Before every connection attempt it
-checks the receiver's certificate again (see Topology), so it does not reconnect to a
-receiver whose certificate has been revoked meanwhile.
+not match what was sent); it raises EVENT_KIND_SECURITY_REFUSAL for the latter. It SHOULD
+also cancel the stream when a revocation list it loads comes to list the receiver's
+certificate it checked before dialling. In every case the sender reconnects, and no journaled
+message is lost. Before every connection attempt it checks the receiver's certificate again
+(see Topology), so it does not reconnect to a receiver whose certificate has been revoked.
 """
 
 from collections import abc as _abc

@@ -3,10 +3,11 @@
 grpcio's Python API neither checks revocation in the TLS handshake nor shows a client the
 server's certificate, so the gRPC channel alone would push our outbox to any server holding a
 certificate from the peer party's CA for the pinned name `gateway.<party>.hotline`, even one
-the peer party has revoked (a stolen gateway key, say). `read_peer_certificate` closes that: before
-each connection attempt it makes one short TLS 1.3 handshake of its own with Python's `ssl`,
-configured as the gRPC channel is (our gateway certificate presented, only the peer party's CA
-trusted, the same pinned name), reads the certificate the server presents, and checks it:
+the peer party has revoked (a stolen gateway key, say). `read_peer_certificate` closes that:
+before each connection attempt it makes one short TLS 1.3 handshake of its own with Python's
+`ssl`, configured as the gRPC channel is (our gateway certificate presented, only the peer
+party's CA trusted, the same pinned name), reads the certificate the server presents, and
+checks it:
 
 1. it chains to the peer party's CA and names `gateway.<party>.hotline` (the handshake), and is
    a Hotline leaf of that CA within its validity (`certs.verify.verify_chain`);

@@ -4,7 +4,10 @@
 the peer; `await gateway.stop()` drains and closes. Credentials are re-read without a restart:
 the server's certificate and trust bundle before each new TLS handshake (grpcio's dynamic
 server credentials), the revocation lists by polling their files, and the client certificate
-each time the peer link reconnects.
+each time the peer link reconnects. Before each reconnection the peer's TLS certificate is read
+and checked against the current revocation lists (`server.peerlink.peer_certificate`), since
+grpcio's client handshake does not check revocation; and when a reloaded revocation list lists
+the certificate checked before the current outbound connection, that connection is ended.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
@@ -34,6 +38,14 @@ from server.auth import AuthInterceptor, Authorizer, Refusal
 from server.config import GatewayConfig
 from server.journal import Journal, Kind
 from server.operator_service import OperatorServicer, TokenBucket
+from server.peerlink.peer_certificate import (
+    DEFAULT_TIMEOUT,
+    PeerCertificateRefused,
+    PeerCertificateRevoked,
+    check_not_revoked,
+    read_peer_certificate,
+    split_address,
+)
 from server.peerlink.receiver import PeerLinkServicer
 from server.peerlink.sender import PeerSender
 from server.peerlink.status import LinkStatus
@@ -75,6 +87,7 @@ class Gateway:
             signing_cert = load_certificate(paths.signing_cert)
         except CertsError as exc:
             raise ConfigError(f"cannot load the PKI for party {self.party}: {exc}") from None
+        split_address(config.peer_address)  # refuse an address the certificate check cannot dial
         self.signer = Signer.from_certificate(signing_key, signing_cert)
         if self.signer.party != self.party:
             raise ConfigError(
@@ -109,6 +122,8 @@ class Gateway:
             reconnect_max=config.reconnect_max_s,
             checkpoints=self._checkpoint,
             checkpoint_interval=config.checkpoint_interval_s,
+            vet_peer=self._vet_peer,
+            on_peer_refused=self._peer_refused,
         )
         self.peer_service = PeerLinkServicer(
             store=self.store,
@@ -139,6 +154,8 @@ class Gateway:
             watched.changed()
         self.port = 0
         self._stale_warned = float("-inf")
+        # The peer certificate checked before the current outbound connection, if it passed.
+        self._peer_certificate: x509.Certificate | None = None
 
     # ------------------------------------------------------------------ credentials
 
@@ -165,6 +182,21 @@ class Gateway:
         creds = credentials(paths.gateway_cert, paths.gateway_key, paths.peer_ca_cert)
         return secure_channel(self.config.peer_address, creds, server_party=self.peer_party)
 
+    async def _vet_peer(self) -> None:
+        """Before each dial: the peer must present its gateway certificate, not revoked."""
+        paths = self.config.paths
+        self._peer_certificate = None
+        self._peer_certificate = await read_peer_certificate(
+            self.config.peer_address,
+            peer_party=self.peer_party,
+            cert=paths.gateway_cert,
+            key=paths.gateway_key,
+            peer_ca=paths.peer_ca_cert,
+            revocations=lambda: self.authorizer.revocations,
+            # below dead_after_s, so a peer that never answers still backs off as a dead link
+            timeout=min(DEFAULT_TIMEOUT, self.config.dead_after_s / 2),
+        )
+
     def _reload_revocations(self) -> None:
         now = time.monotonic()
         if not self.authorizer.revocations.is_current() and now - self._stale_warned > 600:
@@ -182,6 +214,14 @@ class Gateway:
                 log.info("revocation lists reloaded")
             except CertsError as exc:
                 log.error("kept the previous revocation lists: %s", exc)
+                return
+            if self._peer_certificate is not None:
+                try:
+                    check_not_revoked(self._peer_certificate, revocations)
+                except PeerCertificateRevoked as revoked:
+                    self._peer_certificate = None
+                    log.warning("ending the link to %s: %s", self.peer_party, revoked)
+                    self.sender.redial(revoked)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -300,6 +340,12 @@ class Gateway:
                 "detail": f"the {self.peer_party} gateway broke the peer link protocol: {detail}",
                 "peer": self.config.peer_address,
             },
+        )
+
+    async def _peer_refused(self, refused: PeerCertificateRefused) -> None:
+        await self.store.record_event(
+            Kind.SECURITY,
+            {"code": refused.code, "detail": str(refused), "peer": self.config.peer_address},
         )
 
     async def _outbound_link_event(self, up: bool, detail: str) -> None:

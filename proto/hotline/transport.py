@@ -16,6 +16,14 @@ allows, which together are equivalent for certificates our PKI issues:
 * the server name checked in the handshake is `gateway.<party>.hotline`, a DNS name that each
   national CA issues only beside that party's gateway URI (`spiffe://<party>.hotline/gateway`).
 
+Neither is a revocation check: grpcio's handshake has none, so a server holding a *revoked*
+certificate of the peer's gateway would pass both. The gateway's dialler therefore reads the
+peer's certificate itself before every connection attempt, with one short TLS 1.3 handshake of
+Python's `ssl` configured exactly as this channel (same certificate, same single trusted CA,
+same pinned name), and dials only if the certificate carries the peer gateway's SPIFFE URI and
+is not on the current revocation lists (`server.peerlink.peer_certificate`, which also says why
+checking on a handshake separate from gRPC's is sound).
+
 At the message layer the peer gateway must then sign every receipt with its party's key.
 """
 

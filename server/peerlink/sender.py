@@ -13,6 +13,13 @@ the core emitted them.
 Nothing a receiver sends is believed before it is verified: `hotline.wire` checks the Welcome's
 signature over our Hello's nonce and every batch receipt's signature; a frame that fails is a
 protocol violation, journaled as a SECURITY event, and ends the stream without changing state.
+
+Before each connection attempt, an optional `vet_peer` (the gateway passes
+`peer_certificate.read_peer_certificate`) checks the peer's TLS certificate; if it fails, the
+attempt fails like a lost connection, and each distinct reason is logged and, for a refused
+certificate, reported to `on_peer_refused` once, not on every retry. `redial(error)` ends the
+connection in progress so that the next attempt checks again (the gateway calls it when a
+reloaded revocation list lists the certificate checked before the current connection).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from hotline import link, wire
 from hotline.errors import ProtocolError, RemoteProtocolError
 from hotline.signing import KeyRing
 from hotline.v1 import common_pb2, peer_link_pb2, peer_link_pb2_grpc
+from server.peerlink.peer_certificate import PeerCertificateError, PeerCertificateRefused
 from server.peerlink.ports import Outbox
 from server.peerlink.status import LinkStatus, printable
 
@@ -38,6 +46,7 @@ log = logging.getLogger("hotline.link.out")
 
 LinkNotice = Callable[[bool, str], Awaitable[None]]
 SecurityNotice = Callable[[str], Awaitable[None]]
+PeerRefusedNotice = Callable[[PeerCertificateRefused], Awaitable[None]]
 Call = grpc.aio.StreamStreamCall[peer_link_pb2.PushRequest, peer_link_pb2.PushResponse]
 
 
@@ -62,6 +71,8 @@ class PeerSender:
         reconnect_max: float = 10.0,
         checkpoints: Callable[[], common_pb2.SignedPayload | None] | None = None,
         checkpoint_interval: float = 60.0,
+        vet_peer: Callable[[], Awaitable[object]] | None = None,
+        on_peer_refused: PeerRefusedNotice | None = None,
     ) -> None:
         self.party = party
         self.peer_party = peer_party
@@ -89,6 +100,15 @@ class PeerSender:
         self._down: str = ""  # the core declared the link down: why
         self._checkpoint_due = 0.0  # monotonic time of the next checkpoint (0: at link up)
         self._stop = asyncio.Event()
+        self._vet_peer = vet_peer
+        self._on_peer_refused = on_peer_refused
+        self._vet_failure = ""  # the last reason vetting failed, so each is reported once
+        self._redial: PeerCertificateError | None = None
+
+    def redial(self, why: PeerCertificateError) -> None:
+        """End the current connection, if any, with `why`; the next attempt checks the peer."""
+        self._redial = why
+        self._wake.set()
 
     def stop(self) -> None:
         """Ask the sender to stop: `run` returns at its next step (cancel it too)."""
@@ -126,11 +146,15 @@ class PeerSender:
         while not self._stop.is_set():
             channel = self._channel_factory()
             started = time.monotonic()
+            self._redial = None  # a connection not yet made is checked anyway
             try:
+                await self._vet()
                 await self._connection(channel)
                 reason = "the peer closed the stream"
             except asyncio.CancelledError:
                 raise
+            except PeerCertificateError as exc:
+                reason = str(exc)
             except grpc.aio.AioRpcError as exc:
                 reason = f"{exc.code().name}: {exc.details()}"
             except RemoteProtocolError as exc:
@@ -165,6 +189,25 @@ class PeerSender:
             attempt = 0 if time.monotonic() - started > self._dead_after else attempt + 1
             delay = min(self._reconnect_max, self._reconnect_min * 2 ** min(attempt, 16))
             await asyncio.sleep(random.uniform(0, delay) if attempt else self._reconnect_min / 2)
+
+    async def _vet(self) -> None:
+        """Check the peer before the channel is used; raise `PeerCertificateError` if it fails."""
+        if self._vet_peer is None:
+            return
+        try:
+            await self._vet_peer()
+        except PeerCertificateError as exc:
+            if str(exc) == self._vet_failure:
+                raise
+            self._vet_failure = str(exc)
+            if not isinstance(exc, PeerCertificateRefused):
+                log.info("not dialling %s: %s", self.peer_party, printable(str(exc)))
+                raise
+            log.error("not dialling %s: %s", self.peer_party, printable(str(exc)))
+            if self._on_peer_refused is not None:
+                await self._on_peer_refused(exc)
+            raise
+        self._vet_failure = ""
 
     async def _settled(self) -> None:
         """Wait for the journal writes already submitted."""
@@ -217,6 +260,8 @@ class PeerSender:
                 raise ProtocolError("a settlement failed to journal")
             if self._down:
                 raise ProtocolError(self._down)
+            if self._redial is not None:
+                raise self._redial
             # Clear before ticking: a message enqueued while we work sets it again.
             self._wake.clear()
             self.link.tick(time.time())

@@ -37,7 +37,9 @@ def test_the_payload_is_the_body_in_the_text_file() -> None:
     parsed = peer_link_pb2.BatchReceiptBody.FromString(PAYLOAD)
     assert parsed == text
     assert (parsed.first_sequence, parsed.last_sequence) == (44, 46)
-    settled = sorted([r.sequence for r in parsed.receipts] + [r.sequence for r in parsed.rejections])
+    settled = sorted(
+        [r.sequence for r in parsed.receipts] + [r.sequence for r in parsed.rejections]
+    )
     assert settled == [44, 45, 46]
 
 

@@ -27,8 +27,8 @@ What `test_rotation_loses_no_link_and_no_message` proves, step by step:
 
 Not proven, because grpcio gives a client no view of the server's certificate: which certificate
 the already-open JP->TW connection was established with (it predates the rotation and, being
-a TLS session, keeps it), and that JP's dialer checks revocation of TW's server certificate (it
-does not: see the report).
+a TLS session, keeps it). That JP's dialer refuses a revoked TW server certificate is proven in
+test_peer_certificate.py.
 """
 
 from __future__ import annotations

@@ -21,9 +21,20 @@ its certificate must be issued by the peer party's CA, carry the peer gateway's 
 (for example `spiffe://tw.hotline/gateway`) and not be revoked. Identity always comes from the
 certificate; the party fields in the frames are checked against it, never trusted.
 
+The sender, in turn, MUST dial only the peer gateway: it trusts only the peer party's CA and
+requires the receiver's certificate to name `gateway.<party>.hotline` (for example
+`gateway.tw.hotline`). Before each connection attempt, and so before it sends anything, the
+sender MUST also check that the receiver's certificate carries the peer gateway's SPIFFE ID
+and is not on the peer CA's revocation list as the sender holds it at that moment (TLS stacks
+such as grpcio's check neither for a client; the reference gateway reads the certificate with a
+TLS 1.3 handshake of its own, configured as its gRPC channel is). If a check fails, the sender
+MUST NOT open the stream; it raises EVENT_KIND_SECURITY_REFUSAL once per distinct reason, not
+on every attempt, and tries again after its reconnect backoff. A receiver that cannot be
+reached at all is not a refusal, only a failed connection attempt.
+
 The dialler proves whom it talks to before it sends anything. TLS pins the receiver's CA and
-name (`gateway.<party>.hotline`); the receiver's certificate is checked against the
-revocation lists before dialling; and the receiver's `Welcome` is signed with the receiver
+name; the receiver's certificate is checked against the revocation lists before dialling;
+and the receiver's `Welcome` is signed with the receiver
 party's message-signing key over a fresh nonce from the sender's `Hello`, so a server holding
 a gateway TLS key but not the party's signing key learns nothing and can settle nothing.
 Everything a sender acts on (the Welcome, every batch receipt, every rejection) is signed by
@@ -243,8 +254,10 @@ The sender cancels the stream when it declares the link down, or when the receiv
 protocol: a Welcome that is unsigned, badly signed, for another nonce, party or version; a
 batch receipt that fails verification or does not match what was sent (another sequence
 range, message id or payload hash). It journals a SECURITY entry and raises
-EVENT_KIND_SECURITY_REFUSAL for the latter, and changes no other state. In every case the
-sender reconnects, and no journaled message is lost.
+EVENT_KIND_SECURITY_REFUSAL for the latter, and changes no other state. It SHOULD also cancel
+the stream when a revocation list it loads comes to list the receiver's certificate it checked
+before dialling. In every case the sender reconnects, and no journaled message is lost; before
+every connection attempt it checks the receiver's certificate again (see Topology).
 
 Changes from link protocol version 1: deliveries travel in batches (`DeliveryBatch`) and are
 settled by one signed `BatchReceipt` per batch (replacing per-delivery `Receipt` and unsigned

@@ -25,10 +25,10 @@ from certs.errors import IdentityError
 from certs.identity import Role, parse_spiffe_id
 from hotline import link, wire
 from hotline.errors import ProtocolError, SignatureError
-from hotline.signing import PAYLOAD_TYPE_CHECKPOINT, PAYLOAD_TYPE_ENVELOPE, KeyRing, Signer, sha256
+from hotline.signing import PAYLOAD_TYPE_ENVELOPE, KeyRing, Signer, sha256
 from hotline.v1 import envelope_pb2, peer_link_pb2, peer_link_pb2_grpc
 from hotline.validation import validate_envelope
-from server.journal import Kind
+from server.peerlink.checkpoints import PeerCheckpoints
 from server.peerlink.status import LinkStatus, printable
 from server.store import Store
 
@@ -60,6 +60,7 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
         self._current: asyncio.Task[Any] | None = None
         self._writes: set[asyncio.Future[Any]] = set()  # journal writes not yet durable
         self.status = LinkStatus(detail="no stream from the peer yet")
+        self._checkpoints = PeerCheckpoints(store, keyring)
 
     @property
     def party(self) -> str:
@@ -417,19 +418,8 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
         return asyncio.ensure_future(after())
 
     async def _checkpoint(self, checkpoint: peer_link_pb2.Checkpoint) -> None:
-        try:
-            payload = self._keyring.verify(
-                checkpoint.checkpoint, payload_type=PAYLOAD_TYPE_CHECKPOINT, party=self.peer_party
-            )
-            body = peer_link_pb2.CheckpointBody()
-            body.ParseFromString(payload)
-        except Exception as exc:
-            log.warning("ignored a checkpoint from %s: %s", self.peer_party, printable(str(exc)))
-            return
-        await self._store.record_checkpoint(
-            Kind.CHECKPOINT_PEER, checkpoint.checkpoint, self.peer_party
-        )
-        return
+        # verified, witnessed and journaled; a bad one is journaled as a SECURITY entry
+        await self._checkpoints.receive(checkpoint)
 
 
 async def _ready(response: peer_link_pb2.PushResponse) -> peer_link_pb2.PushResponse:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -200,7 +201,7 @@ class PeerSender:
     async def _writer(
         self, call: grpc.aio.StreamStreamCall[peer_link_pb2.PushRequest, peer_link_pb2.PushResponse]
     ) -> None:
-        last_checkpoint = time.monotonic()
+        last_checkpoint = -math.inf  # the first is due as soon as the link is up (Welcome)
         while True:
             if self._failed_settlement is not None:
                 raise ProtocolError("a settlement failed to journal")

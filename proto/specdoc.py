@@ -561,6 +561,8 @@ sequenceDiagram
     S->>R: Push() over mutual TLS (peer JP gateway only)
     S->>R: Hello(party JP, last_receipted_sequence 41)
     R-->>S: Welcome(party TW, last_sequence 43, receipts for 42 and 43)
+    S->>R: Checkpoint(JP journal, 1200 entries, head hash)
+    Note right of R: verify, compare with the checkpoints witnessed, journal
     S->>R: Delivery(sequence 44, FLASH envelope)
     S->>R: Delivery(sequence 45, ROUTINE envelope)
     Note right of R: verify, parse, validate, journal, in sequence order
@@ -568,7 +570,7 @@ sequenceDiagram
     R-->>S: Rejection(45, INVALID_MESSAGE, violations), once journaled
     S->>R: Ping(nonce 7, t1)
     R-->>S: Pong(nonce 7, t1, t2, t3)
-    S->>R: Checkpoint(JP journal, 1200 entries, head hash)
+    S->>R: Checkpoint(JP journal, 1214 entries, head hash), every 60 s
     Note over S,R: no frame for 3 heartbeat intervals - link down
     S->>R: Push() again, after jittered exponential backoff
     S->>R: Hello(party JP, last_receipted_sequence 45)

@@ -39,7 +39,10 @@ class PeerCheckpoints:
         for body in store.witnessed_checkpoints(limit=self.witness.history):
             decision = self.witness.observe(body.party, body.entry_count, body.head_hash)
             if not isinstance(decision, CheckpointAccepted):
-                log.warning("journal holds a witnessed checkpoint now refused: %s", decision.detail)
+                log.warning(
+                    "journal holds a witnessed checkpoint now refused: %s",
+                    printable(decision.detail),
+                )
 
     async def receive(self, checkpoint: peer_link_pb2.Checkpoint) -> None:
         """Verify and witness one checkpoint frame; journal it, or journal its refusal."""

@@ -19,11 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from hotline.signing import PAYLOAD_TYPE_CHECKPOINT
+from hotline.signing import PAYLOAD_TYPE_CHECKPOINT, KeyRing
 from hotline.v1 import common_pb2, operator_pb2, operator_pb2_grpc, peer_link_pb2
 from hotline.wire import timestamp_ns
 from server.gateway import Gateway
-from server.journal import Entry, Kind
+from server.journal import Entry, Journal, Kind, Txn
+from server.peerlink.checkpoints import PeerCheckpoints
+from server.store import Store
 from tests.harness import (
     Pair,
     Side,
@@ -279,3 +281,28 @@ async def test_the_witness_survives_a_restart_of_the_receiving_gateway(tmp_path:
             if channel is not None:
                 await channel.close()
             await tw.stop(0.5)
+
+
+def test_the_witness_starts_from_the_checkpoints_in_the_journal(tmp_path: Path) -> None:
+    """Journaled peer checkpoints are replayed through the rule: one a journal written before
+    the rule existed holds, but the rule refuses (here a stale one), is not witnessed."""
+    journal = Journal(tmp_path / "tw.db", party="TW")
+    try:
+        store = Store(journal, party="TW", peer_party="JP", deadline_s=lambda _: 60.0)
+
+        def checkpoint(count: int, head: bytes) -> bytes:
+            body = peer_link_pb2.CheckpointBody(party="JP", entry_count=count, head_hash=head)
+            return common_pb2.SignedPayload(payload=body.SerializeToString()).SerializeToString()
+
+        def op(txn: Txn) -> None:
+            for count in (3, 9, 5):  # the last is stale
+                txn.append(Kind.CHECKPOINT_PEER, checkpoint(count, bytes([count]) * 32), party="JP")
+
+        journal.run_sync(op)
+        assert [b.entry_count for b in store.witnessed_checkpoints(limit=2)] == [9, 5]
+        witness = PeerCheckpoints(store, KeyRing([])).witness
+        assert witness.largest_entry_count == 9
+        assert witness.head_at(3) == bytes([3]) * 32
+        assert witness.head_at(5) is None
+    finally:
+        journal.close()

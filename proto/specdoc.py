@@ -562,6 +562,8 @@ sequenceDiagram
     S->>R: Hello(party JP, last_receipted_sequence 41, nonce N)
     R-->>S: Welcome(signed by TW over N: last_sequence 43; batch receipts for 42 and 43)
     Note left of S: verify the Welcome before sending anything
+    S->>R: Checkpoint(JP journal, 1200 entries, head hash)
+    Note right of R: verify, compare with the checkpoints witnessed, journal
     S->>R: DeliveryBatch(44 FLASH, 45 ROUTINE, 46 ROUTINE)
     S->>R: DeliveryBatch(47 ROUTINE)
     Note right of R: verify, parse, validate each in sequence order; one commit per batch
@@ -569,7 +571,7 @@ sequenceDiagram
     R-->>S: BatchReceipt(47 receipted), signed by TW, once durable
     S->>R: Ping(nonce 7, t1)
     R-->>S: Pong(nonce 7, t1, t2, t3), at once
-    S->>R: Checkpoint(JP journal, 1200 entries, head hash)
+    S->>R: Checkpoint(JP journal, 1214 entries, head hash), every 60 s
     Note over S,R: no frame for 3 heartbeat intervals - link down
     S->>R: Push() again, after jittered exponential backoff
     S->>R: Hello(party JP, last_receipted_sequence 47, nonce M)

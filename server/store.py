@@ -20,7 +20,7 @@ from typing import Any
 
 from hotline import link
 from hotline.signing import Signer, sha256
-from hotline.v1 import bodies_pb2, common_pb2, envelope_pb2, operator_pb2
+from hotline.v1 import bodies_pb2, common_pb2, envelope_pb2, operator_pb2, peer_link_pb2
 from hotline.wire import reason_to_wire, sign_batch_receipt, signed_of, timestamp_ns
 from server.journal import Entry, Journal, Kind, Txn
 
@@ -448,6 +448,34 @@ class Store:
 
         await self.journal.run(op)
 
+    def witnessed_checkpoints(self, limit: int) -> list[peer_link_pb2.CheckpointBody]:
+        """The latest `limit` checkpoints of the peer's journal we witnessed, oldest first.
+
+        What the peer-link receiver's witness starts from, so that it survives a restart. The
+        bodies were signature-checked when they were journaled (`journal verify` checks them
+        again); one that no longer parses is skipped with a warning.
+        """
+        rows = self.journal.query(
+            "SELECT position, body FROM entries WHERE kind = ? ORDER BY position DESC LIMIT ?",
+            (Kind.CHECKPOINT_PEER.value, limit),
+        )
+        found = []
+        for row in reversed(rows):
+            signed = common_pb2.SignedPayload()
+            body = peer_link_pb2.CheckpointBody()
+            try:
+                signed.ParseFromString(bytes(row["body"]))
+                body.ParseFromString(signed.payload)
+            except Exception as exc:
+                log.warning(
+                    "journal entry %d: a witnessed checkpoint does not parse: %s",
+                    row["position"],
+                    exc,
+                )
+                continue
+            found.append(body)
+        return found
+
     async def mark_overdue(self, now_ns: int) -> list[Entry]:
         """Escalate outbound and re-alert inbound messages past their deadline, once each."""
 
@@ -626,6 +654,7 @@ class Store:
             event.detail = "acknowledged by this party"
         elif entry.kind is Kind.CHECKPOINT_PEER:
             event.detail = f"{self.peer_party} journal checkpoint witnessed"
+            event.link = operator_pb2.LINK_DIRECTION_INBOUND
         if message_id:
             record = self.record(message_id)
             if record is not None:

@@ -27,9 +27,9 @@ import grpc
 from hotline import link, wire
 from hotline.acceptance import Acceptance
 from hotline.errors import ProtocolError, SignatureError
-from hotline.signing import PAYLOAD_TYPE_CHECKPOINT, KeyRing, Signer
+from hotline.signing import KeyRing, Signer
 from hotline.v1 import peer_link_pb2, peer_link_pb2_grpc
-from server.journal import Kind
+from server.peerlink.checkpoints import PeerCheckpoints
 from server.peerlink.status import LinkStatus, printable
 from server.store import Store
 
@@ -84,6 +84,7 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
         self._streams: dict[int, asyncio.Queue[_Item]] = {}
         self._background: set[asyncio.Future[Any]] = set()
         self.status = LinkStatus(detail="no stream from the peer yet")
+        self._checkpoints = PeerCheckpoints(store, keyring)
 
     @property
     def party(self) -> str:
@@ -307,15 +308,5 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
             await asyncio.gather(*list(self._background), return_exceptions=True)
 
     async def _checkpoint(self, checkpoint: peer_link_pb2.Checkpoint) -> None:
-        try:
-            payload = self._keyring.verify(
-                checkpoint.checkpoint, payload_type=PAYLOAD_TYPE_CHECKPOINT, party=self.peer_party
-            )
-            body = peer_link_pb2.CheckpointBody()
-            body.ParseFromString(payload)
-        except Exception as exc:
-            log.warning("ignored a checkpoint from %s: %s", self.peer_party, printable(str(exc)))
-            return
-        await self._store.record_checkpoint(
-            Kind.CHECKPOINT_PEER, checkpoint.checkpoint, self.peer_party
-        )
+        # verified, witnessed and journaled; a bad one is journaled as a SECURITY entry
+        await self._checkpoints.receive(checkpoint)

@@ -52,6 +52,7 @@ The conversation
        │  Push() ─────────────────────────────────────────────────▶ │  mTLS: peer JP gateway only
        │  Hello{party=JP, last_receipted_sequence=41, nonce=N}  ───▶ │
        │ ◀── Welcome{signed(TW, last_sequence=43, nonce=N), batch receipts covering 42..43}
+       │  Checkpoint{JP journal: 1200 entries, head}  ─────────────▶ │  witnessed and journaled
        │  DeliveryBatch{44: <FLASH>, 45: <ROUTINE>, 46: <ROUTINE>} ─▶ │  verify, validate, journal
        │  DeliveryBatch{47: <ROUTINE>}                   ──────────▶ │  (pipelined, in-flight
        │                                                             │   allowance per lane)
@@ -61,7 +62,7 @@ The conversation
        │ ◀───────────────────────────────── Pong{nonce=7, t1, t2, t3}│
        │ ◀──────────────────────────────────────────── Ping{nonce=9} │  either side pings
        │  Pong{nonce=9, ...}                          ─────────────▶ │
-       │  Checkpoint{JP journal: 1200 entries, head}  ─────────────▶ │  witnessed and journaled
+       │  Checkpoint{JP journal: 1214 entries, head}  ─────────────▶ │  every 60 s: witnessed
        ┆                                                             ┆
 
 Frames
@@ -206,15 +207,43 @@ lockstep.
 Checkpoints
 ===========
 
-Each gateway sends, on its own push stream, a signed `Checkpoint` of its journal after the
-Welcome and then periodically (default every 60 s, configurable). The receiver verifies it
-(payload type Checkpoint, the sender's signing key, `party` is the sender), journals it, and
-raises EVENT_KIND_CHECKPOINT: each side thereby witnesses the other's journal, and neither can
-later rewrite its history without contradicting a checkpoint the other holds. A checkpoint
-whose signature fails, or that contradicts one witnessed before (a smaller `entry_count`, or
-the same `entry_count` with a different `head_hash`), is journaled as evidence and raises
-EVENT_KIND_SECURITY_REFUSAL; the stream stays up, so that messages keep flowing. Checkpoints
-consume no sequence and receive no receipt.
+Each gateway sends, on its own push stream, a signed `Checkpoint` of its journal (its entry
+count and hash-chain head as of its last durable commit) as soon as it has received the
+Welcome, and then periodically (default every 60 s, configurable). Checkpoints consume no
+sequence and receive no receipt. The receiver *witnesses* them: it journals every checkpoint
+it accepts, and judges each new one against those it accepted before, from this stream,
+earlier streams and before its own restarts. Thereby each side witnesses the other's journal,
+and neither can later rewrite its history without contradicting a checkpoint the other holds.
+
+An honest journal only grows, and its head after N entries never changes. The receiver
+applies these checks in this order; the first that fails refuses the checkpoint, for the
+reason named in quotes:
+
+  1. The signature: `checkpoint.payload_type` is the Checkpoint type, `key_id` names a
+     message-signing certificate of the sending party (issued by the sending party's CA,
+     not revoked), and the signature verifies over the payload bytes ("bad signature").
+  2. The payload parses as a `CheckpointBody` and meets the constraints of this
+     specification, except those on `party` and `head_hash` ("malformed").
+  3. `party` is the sending party ("wrong party").
+  4. `head_hash` is 32 bytes long ("malformed").
+  5. No checkpoint with the same `entry_count` and a different `head_hash` was witnessed
+     ("fork": the sender signed two different histories of the same length).
+  6. `entry_count` is not smaller than the largest witnessed ("stale": the sender's journal
+     lost entries or was restored from an old copy, or an old checkpoint was sent again).
+     This holds even for a checkpoint identical to one witnessed earlier.
+
+A checkpoint identical to the latest one witnessed passes (a journal that did not grow
+between two checkpoints). A receiver needs only the latest witnessed checkpoint to decide;
+it MAY forget older ones, and then refuses a fork below the latest as "stale".
+
+A checkpoint that passes is journaled and raises EVENT_KIND_CHECKPOINT. A refused checkpoint
+is not witnessed: the receiver journals a security entry that says what was wrong and holds
+the signed checkpoint (its payload bytes as received) as evidence, and raises
+EVENT_KIND_SECURITY_REFUSAL (link direction inbound) whose `detail` names the problem, for
+example "checkpoint fork: JP says entry 120 has head ab12…, but witnessed cd34… before".
+The stream stays up and nothing is sent back, so that messages keep flowing; operators must
+find out what happened to the peer's journal. `create_time` is not compared between
+checkpoints, since clocks may step.
 
 The acknowledgement ladder
 ==========================
@@ -1014,7 +1043,8 @@ Global___Pong: _TypeAlias = Pong  # noqa: Y015
 
 @_typing.final
 class Checkpoint(_message.Message):
-    """A signed statement of the state of the sender's journal, sent for the receiver to witness.
+    """A signed statement of the state of the sender's journal, sent for the receiver to witness
+    (see "Checkpoints" in the file comment for what the receiver checks and does).
     Constraints: checkpoint.payload_type one of "application/vnd.hotline.v1.Checkpoint+protobuf".
     """
 
@@ -1051,21 +1081,25 @@ class CheckpointBody(_message.Message):
     HEAD_HASH_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     party: _builtins.str
-    """The party whose journal this is (the signer, and the sender on this stream).
+    """The party whose journal this is: the signer, and the sender on this stream. The receiver
+    refuses a checkpoint of any other party's journal ("wrong party").
     Constraints: required; pattern ^[A-Z]{2,8}$.
     """
     entry_count: _builtins.int
-    """Number of entries in the journal at the checkpoint.
+    """Number of entries in the journal at the checkpoint. Never smaller than in a checkpoint the
+    receiver witnessed before: the receiver refuses one that is ("stale").
     Constraints: required; 0..18446744073709551615.
     """
     head_hash: _builtins.bytes
     """The SHA-256 hash-chain head of the journal after its first `entry_count` entries, as the
-    journal defines it (`hotline journal verify` recomputes it).
+    journal defines it (`hotline journal verify` recomputes it). For one `entry_count` it never
+    changes: the receiver refuses another head for an entry count it witnessed ("fork").
     Constraints: required; 32 bytes.
     """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
-        """When the checkpoint was taken, by the sender's clock.
+        """When the checkpoint was taken, by the sender's clock. For information only: not compared
+        between checkpoints.
         Constraints: required.
         """
 

@@ -354,20 +354,23 @@ async def _pipelined(stream: Any, payload: bytes, budget: Budget, cpu: CpuMeter)
 
 @dataclass
 class _Backlog:
-    """One precedence round's ROUTINE messages, counted as their DELIVERED events arrive."""
+    """One precedence round's ROUTINE messages, counted as their DELIVERED events arrive, with
+    where each stood in JP's journal: (journal position of the message, link sequence it was
+    settled under, journal position of its settlement = the event's cursor). The FLASH waited
+    for with `_Deliveries.expect` during the round is recorded the same way."""
 
     trigger_at: int
     ids: set[str] = field(default_factory=set)
     delivered: int = 0
     triggered: asyncio.Event = field(default_factory=asyncio.Event)
+    records: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
 
 class _Deliveries:
     """Follows the sender gateway's DELIVERED events; lets callers wait for one message.
 
-    While a `backlog` is set, its messages are counted as they are delivered, and a message
-    waited for with `expect` is noted in `backlog_at` with how many of the backlog's messages
-    had been delivered before it (its place in the drain order)."""
+    While a `backlog` is set, its messages are counted and recorded as they are delivered, and
+    so is a message waited for with `expect`."""
 
     def __init__(self, client: OperatorClient, cursor: int) -> None:
         self.client = client
@@ -375,7 +378,6 @@ class _Deliveries:
         self.count = 0
         self.waiting: dict[str, asyncio.Future[float]] = {}
         self.backlog: _Backlog | None = None
-        self.backlog_at: dict[str, int] = {}
         self.task = asyncio.create_task(self._run(), name="deliveries")
 
     async def _run(self) -> None:
@@ -383,14 +385,19 @@ class _Deliveries:
         async for event in self.client.watch(self.cursor, kinds):
             self.count += 1
             backlog = self.backlog
-            if backlog is not None and event.message_id in backlog.ids:
-                backlog.delivered += 1
-                if backlog.delivered >= backlog.trigger_at:
-                    backlog.triggered.set()
             future = self.waiting.pop(event.message_id, None)
+            if backlog is not None and (event.message_id in backlog.ids or future is not None):
+                record = event.message
+                backlog.records[event.message_id] = (
+                    record.journal_position,
+                    record.sequence,
+                    event.cursor,
+                )
+                if future is None:
+                    backlog.delivered += 1
+                    if backlog.delivered >= backlog.trigger_at:
+                        backlog.triggered.set()
             if future is not None and not future.done():
-                if backlog is not None:
-                    self.backlog_at[event.message_id] = backlog.delivered
                 future.set_result(time.perf_counter())
 
     def expect(self, message_id: str) -> asyncio.Future[float]:
@@ -681,8 +688,18 @@ async def measure_precedence(
             "send_p50_ms": round(statistics.median(r["flash_send_ms"] for r in rounds), 3),
             "link_p50_ms": backlog_link_p50,
             "link_max_ms": max(backlog_link_ms),
-            "routine_delivered_while_flash_waited_p50": statistics.median(
-                r["routine_delivered_while_flash_waited"] for r in rounds
+            "routine_unsettled_when_flash_journaled_p50": statistics.median(
+                r["routine_unsettled_when_flash_journaled"] for r in rounds
+            ),
+            "routine_ahead_of_flash_p50": statistics.median(
+                r["routine_ahead_of_flash"] for r in rounds
+            ),
+            "routine_ahead_of_flash_max": max(r["routine_ahead_of_flash"] for r in rounds),
+            "routine_overtaken_by_flash_p50": statistics.median(
+                r["routine_overtaken_by_flash"] for r in rounds
+            ),
+            "routine_journaled_after_flash_settled_before_max": max(
+                r["routine_journaled_after_flash_settled_before"] for r in rounds
             ),
             "routine_delivered_after_flash_p50": statistics.median(
                 r["routine_delivered_after_flash"] for r in rounds
@@ -729,7 +746,6 @@ async def _backlog_round(
         flash_id, seconds, send_seconds = await _flash(
             flash_client, payloads, deliveries, journaled
         )
-        delivered_before_flash = deliveries.backlog_at.pop(flash_id, backlog.delivered)
         await journal_task
         deadline = time.monotonic() + max(60.0, size / 20)
         while backlog.delivered < size and time.monotonic() < deadline:
@@ -744,16 +760,41 @@ async def _backlog_round(
         "flash_ms": _ms(seconds),
         "flash_send_ms": _ms(send_seconds),
         "flash_link_ms": _ms(seconds - send_seconds),
-        "flash_delivered": True,  # (_flash waited for its DELIVERED event)
+        "flash_delivered": flash_id in backlog.records,
         "routine_journaled": job.journaled,
         "routine_delivered": backlog.delivered,
         "routine_journaled_at_flash_send": journaled_at_send,
         "routine_delivered_at_flash_send": delivered_at_send,
-        "routine_journaled_at_flash_journaled": at_journaled[0],
-        "routine_delivered_at_flash_journaled": at_journaled[1],
-        "routine_delivered_while_flash_waited": delivered_before_flash - delivered_at_send,
-        "routine_delivered_after_flash": size - delivered_before_flash,
+        **drain_order(backlog.records, flash_id),
         "round_s": round(time.monotonic() - began, 2),
+    }
+
+
+def drain_order(records: dict[str, tuple[int, int, int]], flash_id: str) -> dict[str, int]:
+    """Where the FLASH went among the ROUTINE, from JP's journal (exact, whatever the lag of
+    the event stream): by journal position of each message and of its settlement, and by the
+    link sequence it was settled under (the receiver settles in sequence order)."""
+    flash_position, flash_sequence, _ = records[flash_id]
+    routine = [v for k, v in records.items() if k != flash_id]
+    return {
+        # ROUTINE journaled and not yet settled when the FLASH was journaled
+        "routine_unsettled_when_flash_journaled": sum(
+            p < flash_position < c for p, _, c in routine
+        ),
+        # ... of which, and of any journaled later, settled ahead of it: it waited behind these
+        "routine_ahead_of_flash": sum(
+            c > flash_position and s < flash_sequence for _, s, c in routine
+        ),
+        # ROUTINE journaled before the FLASH that it overtook (precedence in the outbox)
+        "routine_overtaken_by_flash": sum(
+            p < flash_position and s > flash_sequence for p, s, _ in routine
+        ),
+        # ROUTINE journaled after the FLASH yet settled before it (0 if nothing queues a FLASH
+        # behind lower precedence)
+        "routine_journaled_after_flash_settled_before": sum(
+            p > flash_position and s < flash_sequence for p, s, _ in routine
+        ),
+        "routine_delivered_after_flash": sum(s > flash_sequence for _, s, _ in routine),
     }
 
 
@@ -907,9 +948,13 @@ def format_bench(result: BenchResult) -> str:
             f"{idle['link_p50_ms']:.1f} ms idle, {back['link_p50_ms']:.1f} ms backlog "
             f"({f['backlog_over_idle_link_p50']:.1f}x)",
             f"     FLASH sent at {f['flash_sent_at_delivered_fraction']:.0%} of the ROUTINE "
-            f"delivered; ROUTINE delivered while it waited (p50) "
-            f"{back['routine_delivered_while_flash_waited_p50']:.0f}, after it "
-            f"{back['routine_delivered_after_flash_p50']:.0f}",
+            f"delivered; when journaled it found (p50) "
+            f"{back['routine_unsettled_when_flash_journaled_p50']:.0f} ROUTINE unsettled, "
+            f"waited behind {back['routine_ahead_of_flash_p50']:.0f} "
+            f"(max {back['routine_ahead_of_flash_max']:.0f}), overtook "
+            f"{back['routine_overtaken_by_flash_p50']:.0f}; "
+            f"{back['routine_delivered_after_flash_p50']:.0f} delivered after it; journaled "
+            f"after it yet ahead (max) {back['routine_journaled_after_flash_settled_before_max']}",
         ]
     if k:
         link_label = f"link      drain of {k['messages']} ROUTINE, TW started late"

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from sim.bench import BACKLOG_MAX, LINK_MAX, BenchResult, Budget, format_bench, measure_link
+from sim.bench import (
+    BACKLOG_MAX,
+    LINK_MAX,
+    BenchResult,
+    Budget,
+    drain_order,
+    format_bench,
+    measure_link,
+)
 from sim.machine import CpuMeter
 from sim.pair import GatewayPair
 
@@ -36,6 +44,27 @@ def test_cpu_per_message_divides_each_process_cpu_by_the_messages() -> None:
     meter.seconds = {"simulator": 0.5, "JP": 2.0, "TW": 1.0}
     assert meter.per_message_us(1000) == {"simulator": 500.0, "JP": 2000.0, "TW": 1000.0}
     assert meter.per_message_us(0) == {}
+
+
+def test_the_drain_order_is_read_from_journal_positions_and_link_sequences() -> None:
+    # (journal position, settled sequence, settlement position); the FLASH journaled at 100
+    records = {
+        "done": (10, 1, 50),  # settled before the FLASH was journaled: not counted as ahead
+        "in-flight-1": (60, 2, 105),  # unsettled at 100, settled ahead of the FLASH
+        "in-flight-2": (70, 3, 106),
+        "flash": (100, 4, 110),
+        "queued": (80, 5, 120),  # journaled before, overtaken
+        "later": (130, 6, 140),  # journaled after, delivered after
+    }
+    assert drain_order(records, "flash") == {
+        "routine_unsettled_when_flash_journaled": 3,
+        "routine_ahead_of_flash": 2,
+        "routine_overtaken_by_flash": 1,
+        "routine_journaled_after_flash_settled_before": 0,
+        "routine_delivered_after_flash": 2,
+    }
+    records["late-but-first"] = (101, 3, 104)  # journaled after the FLASH, settled ahead
+    assert drain_order(records, "flash")["routine_journaled_after_flash_settled_before"] == 1
 
 
 def _synthetic() -> BenchResult:
@@ -66,7 +95,11 @@ def _synthetic() -> BenchResult:
                 "max_ms": 400.0,
                 "send_p50_ms": 120.0,
                 "link_p50_ms": 130.0,
-                "routine_delivered_while_flash_waited_p50": 200,
+                "routine_unsettled_when_flash_journaled_p50": 150,
+                "routine_ahead_of_flash_p50": 140,
+                "routine_ahead_of_flash_max": 256,
+                "routine_overtaken_by_flash_p50": 10,
+                "routine_journaled_after_flash_settled_before_max": 0,
                 "routine_delivered_after_flash_p50": 1300,
             },
             "backlog_over_idle_p50": 50.0,
@@ -89,6 +122,7 @@ def test_the_table_and_the_json_carry_precedence_link_and_cpu_per_message() -> N
     text = format_bench(result)
     assert "behind 2000 ROUTINE draining (5 rounds)" in text
     assert "50.0x" in text  # backlog / idle
+    assert "waited behind 140 (max 256), overtook 10; 1300 delivered after it" in text
     assert "drain of 5000 ROUTINE" in text
     assert "link drain:          simulator 60, JP 900, TW 1000" in text
     assert "max throughput step: simulator 400, JP 2500, TW 1600" in text

@@ -24,8 +24,9 @@ API, as a watch officer sees it:
         them are delivered one FLASH is sent from its own operator channel; a few rounds (5
         from `--duration 30` up), p50 and max, the ratio backlog / idle, the split between the
         Send call (operator API and JP's journal) and journaled → DELIVERED (outbox and link),
-        and where the FLASH landed in the drain order (ROUTINE delivered while it waited, and
-        after it), from the order of the DELIVERED events;
+        and where the FLASH landed in the drain order, read from JP's journal positions and
+        the link sequences carried by the DELIVERED events (ROUTINE unsettled when it was
+        journaled, settled ahead of it, overtaken by it, delivered after it: `drain_order`);
     (d) CPU per delivered message (µs) of JP, TW and this load generator at each step.
 
 Link: the peer link alone, on a second pair whose TW gateway is not started at first: N ROUTINE
@@ -642,7 +643,7 @@ async def measure_precedence(
     per round: BACKLOG_SENDERS pipelined senders journal `backlog_messages` ROUTINE as fast as
     the gateway takes them; once BACKLOG_TRIGGER of them are delivered, one FLASH is sent from
     its own operator channel and timed; the round ends when everything is delivered. Where the
-    FLASH landed in the drain order is counted from the DELIVERED events (journal order)."""
+    FLASH landed in the drain order is counted from JP's journal (`drain_order`)."""
     size, rounds_wanted = budget.backlog_messages, budget.backlog_rounds
     if not await _outbox_empty(flash_client, 60):
         raise RuntimeError("the outbox did not drain after the throughput steps")

@@ -17,12 +17,31 @@ API, as a watch officer sees it:
         with fsync) → Watch event;
     (b) the most DELIVERED events per second: several operators send back to back (pipelined:
         no one waits for delivery) with more and more concurrent senders, until the delivered
-        rate stops growing (under 5 % more from a step that doubles the senders).
+        rate stops growing (under 5 % more from a step that doubles the senders);
+    (c) precedence under backlog, on the same pair: FLASH Send → DELIVERED on an idle link (p50
+        of 20, one at a time), and FLASH sent while a ROUTINE backlog drains: 64 pipelined
+        senders journal 2,000 ROUTINE as fast as the gateway takes them, and once a quarter of
+        them are delivered one FLASH is sent from its own operator channel; a few rounds (5
+        from `--duration 30` up), p50 and max, the ratio backlog / idle, the split between the
+        Send call (operator API and JP's journal) and journaled → DELIVERED (outbox and link),
+        and where the FLASH landed in the drain order, read from JP's journal positions and
+        the link sequences carried by the DELIVERED events (ROUTINE unsettled when it was
+        journaled, settled ahead of it, overtaken by it, delivered after it: `drain_order`);
+    (d) CPU per delivered message (µs) of JP, TW and this load generator at each step.
+
+Link: the peer link alone, on a second pair whose TW gateway is not started at first: N ROUTINE
+(5,000 from `--duration 50` up) are journaled at JP, then TW is started and the drain is timed
+from TW serving until JP's outbound queue depth is 0 (polled every 10 ms; no Watch stream and
+no sends during the drain): msgs/s = N / drain time, with the time to the first receipt and the
+rate after it, and the CPU per delivered message of each process over the drain.
 
 So a hot-line delivery costs one request/response on the operator API, one hop on the peer
 link, three durable SQLite commits (group-committed under load), three signatures or
 verifications and an event stream; the baseline is one hop and nothing else. The ratios say
 what that buys and costs. Both runs warm up first (channels ready, first messages dropped).
+The time-driven parts share `--duration`; the precedence rounds and the link drain are
+counted in messages, so a run takes somewhat longer than `--duration` (they scale down below
+`--duration 20`).
 
 The echo server is this module run as `python -m sim.bench echo-server --pki DIR --party JP
 --port-file FILE`.
@@ -35,6 +54,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -46,19 +66,25 @@ from typing import Any
 import grpc
 
 from certs.pki import PartyPaths, init_pki
-from client.errors import ClientError
-from client.operator import OperatorClient
+from client.errors import ClientError, RateLimited, Timeout, Unavailable
+from client.operator import DELIVERED, OperatorClient
 from hotline.ids import new_message_id
 from hotline.transport import SERVER_OPTIONS, credentials, read, secure_channel
 from hotline.v1 import common_pb2, operator_pb2
 from sim.load import Payloads
 from sim.machine import CpuMeter, machine_info
 from sim.metrics import new_histogram, record_seconds, summarize
-from sim.target import UNLIMITED, Target
+from sim.pair import GatewayPair
+from sim.target import UNLIMITED, Target, operator_names
 
 ECHO_SERVICE = "hotline.bench.v1.Echo"
 ECHO_METHOD = f"/{ECHO_SERVICE}/Stream"
 WINDOW = 256
+BACKLOG_MAX = 2000  # ROUTINE messages draining when the FLASH is sent
+BACKLOG_TRIGGER = 0.25  # the FLASH goes once this share of the backlog is delivered
+BACKLOG_SENDERS = 64  # concurrent pipelined ROUTINE sends (backlog and link journaling)
+LINK_MAX = 5000
+LINK_POLL_S = 0.01  # how often the link drain reads JP's outbound queue depth
 # Like-for-like peers from STACK-NOTES (durable acks, one hop, 64 in flight, this kind of host).
 REFERENCE = {
     "NATS JetStream, sync_interval always": {"p50_ms": 0.48, "msgs_per_s": 4600},
@@ -118,29 +144,48 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 @dataclass
 class Budget:
-    """How the measuring time is shared out (seconds), from `--duration`."""
+    """How the measuring time is shared out (seconds), from `--duration`, and how many messages
+    the count-driven parts use (they scale down with a small `--duration`)."""
 
     total: float
 
     @property
     def warmup(self) -> float:
-        return max(0.5, self.total * 0.02)
+        return max(0.5, self.total * 0.015)
 
     @property
     def baseline_latency(self) -> float:
-        return max(1.0, self.total * 0.08)
+        return max(1.0, self.total * 0.05)
 
     @property
     def baseline_throughput(self) -> float:
-        return max(1.0, self.total * 0.08)
+        return max(1.0, self.total * 0.05)
 
     @property
     def hotline_latency(self) -> float:
-        return max(1.5, self.total * 0.14)
+        return max(1.5, self.total * 0.08)
 
     @property
     def hotline_step(self) -> float:
-        return max(1.5, self.total * 0.09)
+        return max(1.5, self.total * 0.06)
+
+    @property
+    def idle_flash_samples(self) -> int:
+        return 20
+
+    @property
+    def backlog_messages(self) -> int:
+        """ROUTINE messages journaled per precedence round: 2,000 from `--duration 20` up."""
+        return int(min(BACKLOG_MAX, max(50, self.total * 100)))
+
+    @property
+    def backlog_rounds(self) -> int:
+        return int(min(5, max(1, self.total // 6)))
+
+    @property
+    def link_messages(self) -> int:
+        """ROUTINE messages journaled at JP before TW starts: 5,000 from `--duration 50` up."""
+        return int(min(LINK_MAX, max(50, self.total * 100)))
 
 
 @dataclass
@@ -148,19 +193,24 @@ class BenchResult:
     baseline: dict[str, Any] = field(default_factory=dict)
     hotline: dict[str, Any] = field(default_factory=dict)
     steps: list[dict[str, Any]] = field(default_factory=list)
+    precedence: dict[str, Any] = field(default_factory=dict)
+    link: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def ratios(self) -> dict[str, float]:
-        b, h = self.baseline, self.hotline
-
-        def ratio(x: float, y: float) -> float:
-            return round(x / y, 2) if y else 0.0
-
-        return {
-            "delivered_p50_over_baseline_p50": ratio(h["delivered_p50_ms"], b["p50_ms"]),
-            "delivered_p99_over_baseline_p99": ratio(h["delivered_p99_ms"], b["p99_ms"]),
-            "delivered_msgs_per_s_over_baseline": ratio(h["delivered_msgs_per_s"], b["msgs_per_s"]),
+        b, h, f, k = self.baseline, self.hotline, self.precedence, self.link
+        ratios = {
+            "delivered_p50_over_baseline_p50": _ratio(h["delivered_p50_ms"], b["p50_ms"]),
+            "delivered_p99_over_baseline_p99": _ratio(h["delivered_p99_ms"], b["p99_ms"]),
+            "delivered_msgs_per_s_over_baseline": _ratio(
+                h["delivered_msgs_per_s"], b["msgs_per_s"]
+            ),
         }
+        if f:
+            ratios["flash_backlog_p50_over_idle_p50"] = f["backlog_over_idle_p50"]
+        if k:
+            ratios["link_msgs_per_s_over_baseline"] = _ratio(k["msgs_per_s"], b["msgs_per_s"])
+        return ratios
 
     def to_json(self, command: str) -> dict[str, Any]:
         return {
@@ -168,11 +218,17 @@ class BenchResult:
             "hotline": self.hotline,
             "ratios": self.ratios(),
             "throughput_steps": self.steps,
+            "precedence": self.precedence,
+            "link": self.link,
             "reference": REFERENCE,
             "notes": self.notes,
             "machine": machine_info(),
             "command": command,
         }
+
+
+def _ratio(x: float, y: float) -> float:
+    return round(x / y, 2) if y else 0.0
 
 
 async def _wait_file(path: Path, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> str:
@@ -297,21 +353,51 @@ async def _pipelined(stream: Any, payload: bytes, budget: Budget, cpu: CpuMeter)
     return counted / elapsed
 
 
+@dataclass
+class _Backlog:
+    """One precedence round's ROUTINE messages, counted as their DELIVERED events arrive, with
+    where each stood in JP's journal: (journal position of the message, link sequence it was
+    settled under, journal position of its settlement = the event's cursor). The FLASH waited
+    for with `_Deliveries.expect` during the round is recorded the same way."""
+
+    trigger_at: int
+    ids: set[str] = field(default_factory=set)
+    delivered: int = 0
+    triggered: asyncio.Event = field(default_factory=asyncio.Event)
+    records: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+
+
 class _Deliveries:
-    """Follows the sender gateway's DELIVERED events; lets callers wait for one message."""
+    """Follows the sender gateway's DELIVERED events; lets callers wait for one message.
+
+    While a `backlog` is set, its messages are counted and recorded as they are delivered, and
+    so is a message waited for with `expect`."""
 
     def __init__(self, client: OperatorClient, cursor: int) -> None:
         self.client = client
         self.cursor = cursor
         self.count = 0
         self.waiting: dict[str, asyncio.Future[float]] = {}
+        self.backlog: _Backlog | None = None
         self.task = asyncio.create_task(self._run(), name="deliveries")
 
     async def _run(self) -> None:
         kinds = (operator_pb2.EVENT_KIND_MESSAGE_DELIVERED,)
         async for event in self.client.watch(self.cursor, kinds):
             self.count += 1
+            backlog = self.backlog
             future = self.waiting.pop(event.message_id, None)
+            if backlog is not None and (event.message_id in backlog.ids or future is not None):
+                record = event.message
+                backlog.records[event.message_id] = (
+                    record.journal_position,
+                    record.sequence,
+                    event.cursor,
+                )
+                if future is None:
+                    backlog.delivered += 1
+                    if backlog.delivered >= backlog.trigger_at:
+                        backlog.triggered.set()
             if future is not None and not future.done():
                 future.set_result(time.perf_counter())
 
@@ -326,12 +412,81 @@ class _Deliveries:
             await self.task
 
 
+async def _send(client: OperatorClient, envelope: Any, errors: dict[str, int]) -> None:
+    """Send one envelope, retrying (same message id, so the gateway journals it once) while the
+    gateway pushes back or is briefly unavailable; other errors are raised."""
+    for attempt in range(200):
+        try:
+            await client.send(envelope)
+            return
+        except (RateLimited, Unavailable, Timeout) as exc:
+            name = type(exc).__name__
+            errors[name] = errors.get(name, 0) + 1
+            await asyncio.sleep(min(0.2, 0.01 * (attempt + 1)))
+    raise RuntimeError(f"could not send {envelope.message_id} after 200 attempts")
+
+
+@dataclass
+class _Journaling:
+    """A batch of ROUTINE sends in progress: how many were started and journaled so far."""
+
+    count: int
+    started: int = 0
+    journaled: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+async def _journal_many(
+    clients: Sequence[OperatorClient],
+    payloads: Payloads,
+    job: _Journaling,
+    concurrency: int,
+    on_id: Callable[[str], None] | None = None,
+) -> None:
+    """Send `job.count` ROUTINE messages to TW from `concurrency` pipelined senders (no one
+    waits for delivery) spread over `clients`, as fast as the gateway journals them."""
+    precedence = common_pb2.PRECEDENCE_ROUTINE
+
+    async def sender(index: int) -> None:
+        client = clients[index % len(clients)]
+        while job.started < job.count:
+            job.started += 1
+            message_id = new_message_id()
+            if on_id is not None:
+                on_id(message_id)
+            await _send(client, payloads.make("TW", precedence, message_id), job.errors)
+            job.journaled += 1
+
+    await asyncio.gather(*(sender(i) for i in range(max(1, min(concurrency, job.count)))))
+
+
+async def _link_up(client: OperatorClient, timeout: float = 15.0) -> None:
+    status = await client.link_status()
+    deadline = time.monotonic() + timeout
+    while not (status.outbound.up and status.inbound.up) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        status = await client.link_status()
+
+
+async def _outbox_empty(client: OperatorClient, timeout: float) -> bool:
+    """Wait until the gateway holds no unsettled outbound message; False on timeout."""
+    deadline = time.monotonic() + timeout
+    while (await client.link_status()).outbound.queue_depth > 0:
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
 async def measure_hotline(
     workdir: Path, payload_bytes: int, budget: Budget, echo: Callable[[str], None]
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """Latency at one in flight, the throughput steps, then precedence under backlog, on one
+    pair. Returns (hotline figures, throughput steps, precedence figures)."""
     senders_max = 8
+    # One more operator than the senders: the FLASH sender has a channel of its own.
     target = await Target.start_pair(
-        workdir / "pair", proxies=False, operators=senders_max, settings=UNLIMITED
+        workdir / "pair", proxies=False, operators=senders_max + 1, settings=UNLIMITED
     )
     clients: list[OperatorClient] = []
     try:
@@ -339,12 +494,9 @@ async def measure_hotline(
             clients.append(
                 OperatorClient.from_pki(target.pki, "JP", name, address=target.addresses["JP"])
             )
+        senders, flash_client = clients[:senders_max], clients[senders_max]
         watcher = clients[0]
-        status = await watcher.link_status()
-        deadline = time.monotonic() + 15
-        while not (status.outbound.up and status.inbound.up) and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-            status = await watcher.link_status()
+        await _link_up(watcher)
         payloads = Payloads(payload_bytes, target.parties)
         deliveries = _Deliveries(watcher, 0)
         precedence = common_pb2.PRECEDENCE_ROUTINE
@@ -371,18 +523,17 @@ async def measure_hotline(
         pids = target.gateway_pids()
         for concurrency in (4, 16, 64, 256):
             echo(f"hotline: pipelined sends from {concurrency} concurrent senders ...")
-            rate, cpu = await _throughput_step(
-                clients, payloads, deliveries, concurrency, budget, pids
-            )
-            steps.append(
-                {"senders": concurrency, "delivered_msgs_per_s": round(rate, 1), "cpu_percent": cpu}
-            )
+            step = await _throughput_step(senders, payloads, deliveries, concurrency, budget, pids)
+            steps.append(step)
+            rate = step["delivered_msgs_per_s"]
             growth = rate / best if best else float("inf")
             best = max(best, rate)
             if growth < 1.05:
                 break
-        await deliveries.close()
         best_step = max(steps, key=lambda s: s["delivered_msgs_per_s"])
+
+        flash = await measure_precedence(senders, flash_client, payloads, deliveries, budget, echo)
+        await deliveries.close()
         return (
             {
                 "delivered_p50_ms": latency["p50"],
@@ -391,10 +542,12 @@ async def measure_hotline(
                 "latency": latency,
                 "best_senders": best_step["senders"],
                 "cpu_percent": best_step["cpu_percent"],
+                "cpu_us_per_msg": best_step["cpu_us_per_msg"],
                 "payload_bytes": payload_bytes,
-                "operators": len(clients),
+                "operators": len(senders),
             },
             steps,
+            flash,
         )
     finally:
         for client in clients:
@@ -410,7 +563,7 @@ async def _throughput_step(
     concurrency: int,
     budget: Budget,
     pids: dict[str, int],
-) -> tuple[float, dict[str, float]]:
+) -> dict[str, Any]:
     running = True
     sent = 0
     precedence = common_pb2.PRECEDENCE_ROUTINE
@@ -441,7 +594,289 @@ async def _throughput_step(
     deadline = time.monotonic() + 30
     while deliveries.count - before < sent and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    return delivered / elapsed, cpu_result
+    return {
+        "senders": concurrency,
+        "delivered_msgs_per_s": round(delivered / elapsed, 1),
+        "delivered": delivered,
+        "cpu_percent": cpu_result,
+        "cpu_us_per_msg": cpu.per_message_us(delivered),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Precedence under backlog
+
+
+async def _flash(
+    client: OperatorClient,
+    payloads: Payloads,
+    deliveries: _Deliveries,
+    on_journaled: Callable[[], None] | None = None,
+) -> tuple[str, float, float]:
+    """Send one FLASH; returns (message id, Send → DELIVERED s, Send → journaled reply s).
+    `on_journaled` is called when the Send call returns (the gateway journaled it)."""
+    message_id = new_message_id()
+    delivered = deliveries.expect(message_id)
+    start = time.perf_counter()
+    await client.send(payloads.make("TW", common_pb2.PRECEDENCE_FLASH, message_id))
+    replied = time.perf_counter()
+    if on_journaled is not None:
+        on_journaled()
+    return message_id, await asyncio.wait_for(delivered, 120) - start, replied - start
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+async def measure_precedence(
+    senders: list[OperatorClient],
+    flash_client: OperatorClient,
+    payloads: Payloads,
+    deliveries: _Deliveries,
+    budget: Budget,
+    echo: Callable[[str], None],
+) -> dict[str, Any]:
+    """FLASH Send → DELIVERED on an idle link, then with a ROUTINE backlog draining.
+
+    Idle: `idle_flash_samples` FLASH messages one at a time (two more first, dropped). Backlog,
+    per round: BACKLOG_SENDERS pipelined senders journal `backlog_messages` ROUTINE as fast as
+    the gateway takes them; once BACKLOG_TRIGGER of them are delivered, one FLASH is sent from
+    its own operator channel and timed; the round ends when everything is delivered. Where the
+    FLASH landed in the drain order is counted from JP's journal (`drain_order`)."""
+    size, rounds_wanted = budget.backlog_messages, budget.backlog_rounds
+    if not await _outbox_empty(flash_client, 60):
+        raise RuntimeError("the outbox did not drain after the throughput steps")
+    echo(f"precedence: FLASH on an idle link, {budget.idle_flash_samples} samples ...")
+    idle: list[float] = []
+    idle_send: list[float] = []
+    for i in range(budget.idle_flash_samples + 2):
+        _, seconds, send_seconds = await _flash(flash_client, payloads, deliveries)
+        if i >= 2:
+            idle.append(seconds)
+            idle_send.append(send_seconds)
+
+    rounds: list[dict[str, Any]] = []
+    errors: dict[str, int] = {}
+    for number in range(1, rounds_wanted + 1):
+        echo(
+            f"precedence: FLASH behind {size} ROUTINE draining, round {number}/{rounds_wanted} ..."
+        )
+        rounds.append(
+            await _backlog_round(senders, flash_client, payloads, deliveries, size, errors)
+        )
+    backlog_ms = [r["flash_ms"] for r in rounds]
+    backlog_link_ms = [r["flash_link_ms"] for r in rounds]
+    idle_p50 = _ms(statistics.median(idle))
+    idle_link_p50 = _ms(statistics.median(a - b for a, b in zip(idle, idle_send, strict=True)))
+    backlog_p50 = round(statistics.median(backlog_ms), 3)
+    backlog_link_p50 = round(statistics.median(backlog_link_ms), 3)
+    return {
+        "routine_backlog": size,
+        "routine_senders": BACKLOG_SENDERS,
+        "flash_sent_at_delivered_fraction": BACKLOG_TRIGGER,
+        "idle": {
+            "samples": len(idle),
+            "p50_ms": idle_p50,
+            "max_ms": _ms(max(idle)),
+            "send_p50_ms": _ms(statistics.median(idle_send)),
+            "link_p50_ms": idle_link_p50,
+        },
+        "backlog": {
+            "samples": len(rounds),
+            "p50_ms": backlog_p50,
+            "max_ms": max(backlog_ms),
+            "send_p50_ms": round(statistics.median(r["flash_send_ms"] for r in rounds), 3),
+            "link_p50_ms": backlog_link_p50,
+            "link_max_ms": max(backlog_link_ms),
+            "routine_unsettled_when_flash_journaled_p50": statistics.median(
+                r["routine_unsettled_when_flash_journaled"] for r in rounds
+            ),
+            "routine_ahead_of_flash_p50": statistics.median(
+                r["routine_ahead_of_flash"] for r in rounds
+            ),
+            "routine_ahead_of_flash_max": max(r["routine_ahead_of_flash"] for r in rounds),
+            "routine_overtaken_by_flash_p50": statistics.median(
+                r["routine_overtaken_by_flash"] for r in rounds
+            ),
+            "routine_journaled_after_flash_settled_before_max": max(
+                r["routine_journaled_after_flash_settled_before"] for r in rounds
+            ),
+            "routine_delivered_after_flash_p50": statistics.median(
+                r["routine_delivered_after_flash"] for r in rounds
+            ),
+        },
+        "backlog_over_idle_p50": _ratio(backlog_p50, idle_p50),
+        "backlog_over_idle_link_p50": _ratio(backlog_link_p50, idle_link_p50),
+        "rounds": rounds,
+        "send_errors_retried": errors,
+    }
+
+
+async def _backlog_round(
+    senders: list[OperatorClient],
+    flash_client: OperatorClient,
+    payloads: Payloads,
+    deliveries: _Deliveries,
+    size: int,
+    errors: dict[str, int],
+) -> dict[str, Any]:
+    """One round: journal `size` ROUTINE, send a FLASH once BACKLOG_TRIGGER of them are
+    delivered, wait until all are delivered. Send errors retried are added to `errors`."""
+    backlog = _Backlog(trigger_at=max(1, round(size * BACKLOG_TRIGGER)))
+    deliveries.backlog = backlog
+    job = _Journaling(size)
+    at_journaled: list[int] = []
+
+    def journaled() -> None:
+        at_journaled.extend((job.journaled, backlog.delivered))
+
+    began = time.monotonic()
+    journal_task = asyncio.create_task(
+        _journal_many(senders, payloads, job, BACKLOG_SENDERS, on_id=backlog.ids.add)
+    )
+    waiting = asyncio.create_task(backlog.triggered.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {waiting, journal_task}, timeout=120, return_when=asyncio.FIRST_COMPLETED
+        )
+        if journal_task in done:
+            journal_task.result()  # the senders' error, if any
+        await asyncio.wait_for(waiting, 120)  # (every ROUTINE may be journaled before it)
+        journaled_at_send, delivered_at_send = job.journaled, backlog.delivered
+        flash_id, seconds, send_seconds = await _flash(
+            flash_client, payloads, deliveries, journaled
+        )
+        await journal_task
+        deadline = time.monotonic() + max(60.0, size / 20)
+        while backlog.delivered < size and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+    finally:
+        waiting.cancel()
+        journal_task.cancel()
+        deliveries.backlog = None
+    for name, n in job.errors.items():
+        errors[name] = errors.get(name, 0) + n
+    return {
+        "flash_ms": _ms(seconds),
+        "flash_send_ms": _ms(send_seconds),
+        "flash_link_ms": _ms(seconds - send_seconds),
+        "flash_delivered": flash_id in backlog.records,
+        "routine_journaled": job.journaled,
+        "routine_delivered": backlog.delivered,
+        "routine_journaled_at_flash_send": journaled_at_send,
+        "routine_delivered_at_flash_send": delivered_at_send,
+        **drain_order(backlog.records, flash_id),
+        "round_s": round(time.monotonic() - began, 2),
+    }
+
+
+def drain_order(records: dict[str, tuple[int, int, int]], flash_id: str) -> dict[str, int]:
+    """Where the FLASH went among the ROUTINE, from JP's journal (exact, whatever the lag of
+    the event stream): by journal position of each message and of its settlement, and by the
+    link sequence it was settled under (the receiver settles in sequence order)."""
+    flash_position, flash_sequence, _ = records[flash_id]
+    routine = [v for k, v in records.items() if k != flash_id]
+    return {
+        # ROUTINE journaled and not yet settled when the FLASH was journaled
+        "routine_unsettled_when_flash_journaled": sum(
+            p < flash_position < c for p, _, c in routine
+        ),
+        # ... of which, and of any journaled later, settled ahead of it: it waited behind these
+        "routine_ahead_of_flash": sum(
+            c > flash_position and s < flash_sequence for _, s, c in routine
+        ),
+        # ROUTINE journaled before the FLASH that it overtook (precedence in the outbox)
+        "routine_overtaken_by_flash": sum(
+            p < flash_position and s > flash_sequence for p, s, _ in routine
+        ),
+        # ROUTINE journaled after the FLASH yet settled before it (0 if nothing queues a FLASH
+        # behind lower precedence)
+        "routine_journaled_after_flash_settled_before": sum(
+            p > flash_position and s < flash_sequence for p, s, _ in routine
+        ),
+        "routine_delivered_after_flash": sum(s > flash_sequence for _, s, _ in routine),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The peer link alone
+
+
+async def measure_link(
+    workdir: Path, payload_bytes: int, budget: Budget, echo: Callable[[str], None]
+) -> dict[str, Any]:
+    """Link-level throughput: N ROUTINE journaled at JP while TW is not running, then TW
+    started; the drain is timed from TW serving until JP's outbound queue depth is 0 (read
+    every LINK_POLL_S over the operator API: no Watch stream, no sends during the drain).
+
+    JP redials quickly here (reconnect_max_s 0.1), so the time to notice TW is small; it is
+    reported apart (`first_settlement_s`), with the rate from the first settlement on."""
+    count, senders_max = budget.link_messages, 8
+    settings = {**UNLIMITED, "reconnect_min_s": 0.05, "reconnect_max_s": 0.1}
+    names = operator_names(senders_max)
+    pair = await GatewayPair.start(
+        workdir / "link", operators=names, proxies=False, settings=settings, start=("JP",)
+    )
+    jp, tw = pair.side("JP"), pair.side("TW")
+    clients = [OperatorClient.from_pki(pair.pki, "JP", name, address=jp.address) for name in names]
+    try:
+        payloads = Payloads(payload_bytes, pair.parties)
+        echo(f"link: journal {count} ROUTINE at JP with TW stopped ...")
+        job = _Journaling(count)
+        began = time.monotonic()
+        await _journal_many(clients, payloads, job, BACKLOG_SENDERS)
+        journal_s = time.monotonic() - began
+        probe = clients[0]
+        depth = (await probe.link_status()).outbound.queue_depth
+        if depth != count:
+            raise RuntimeError(f"JP's outbound queue holds {depth} messages, expected {count}")
+
+        echo(f"link: start TW, drain {count} ...")
+        spawned = time.monotonic()
+        await tw.start()
+        ready = time.monotonic()
+        pids = {p: side.proc.pid for p, side in pair.sides.items() if side.proc is not None}
+        cpu = CpuMeter(pids).start()
+        first: tuple[float, int] | None = None
+        deadline = ready + max(60.0, count / 20)
+        while True:
+            depth = (await probe.link_status()).outbound.queue_depth
+            now = time.monotonic()
+            if first is None and depth < count:
+                first = (now, count - depth)
+            if depth == 0:
+                break
+            if now > deadline:
+                raise RuntimeError(f"the link did not drain within {deadline - ready:.0f} s")
+            await asyncio.sleep(LINK_POLL_S)
+        cpu.stop()
+        drain_s = now - ready
+        first_at, first_settled = first or (now, count)
+        steady_s = now - first_at
+        delivered = await probe.list(
+            direction=operator_pb2.DIRECTION_OUTBOUND, states=(DELIVERED,), page_size=1000
+        )
+        return {
+            "messages": count,
+            "journal_s": round(journal_s, 3),
+            "journal_msgs_per_s": round(count / journal_s, 1),
+            "tw_start_s": round(ready - spawned, 3),
+            "first_settlement_s": round(first_at - ready, 3),
+            "drain_s": round(drain_s, 3),
+            "msgs_per_s": round(count / drain_s, 1),
+            "steady_msgs_per_s": round((count - first_settled) / steady_s, 1) if steady_s else 0.0,
+            "delivered": len(delivered),
+            "cpu_percent": cpu.result,
+            "cpu_us_per_msg": cpu.per_message_us(count),
+            "poll_interval_s": LINK_POLL_S,
+            "send_errors_retried": job.errors,
+        }
+    finally:
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await client.close()
+        await pair.stop()
 
 
 async def run_bench(
@@ -453,12 +888,26 @@ async def run_bench(
     init_pki(pki, ("JP", "TW"), ("watch-1",))
     payload = os.urandom(payload_bytes)
     result.baseline = await measure_baseline(pki, workdir, payload, budget, echo)
-    result.hotline, result.steps = await measure_hotline(workdir, payload_bytes, budget, echo)
-    result.notes.append(
-        "baseline: one mTLS hop, no persistence; hotline: operator API + peer link, three "
-        "fsynced SQLite commits, signing and verification, and a Watch event per delivery"
+    result.hotline, result.steps, result.precedence = await measure_hotline(
+        workdir, payload_bytes, budget, echo
     )
+    result.link = await measure_link(workdir, payload_bytes, budget, echo)
+    result.notes += [
+        "baseline: one mTLS hop, no persistence; hotline: operator API + peer link, three "
+        "fsynced SQLite commits, signing and verification, and a Watch event per delivery",
+        "precedence: FLASH Send -> DELIVERED (sender's Watch event) on an idle link vs sent "
+        "once a quarter of a pipelined ROUTINE backlog is delivered; flash_send_ms is the "
+        "Send call alone (operator API and JP's journal), the rest is outbox and link",
+        "link: the peer link alone: ROUTINE journaled at JP before TW runs, drain timed from "
+        "TW serving to JP's outbound queue depth 0 (polled); the simulator only polls",
+        "cpu_us_per_msg: CPU seconds of each process over the measured interval divided by "
+        "the messages delivered in it (simulator = this load generator)",
+    ]
     return result
+
+
+def _per_process(us: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.0f}" for name, value in us.items()) or "-"
 
 
 def format_bench(result: BenchResult) -> str:
@@ -484,8 +933,43 @@ def format_bench(result: BenchResult) -> str:
         ),
         "   cpu at the best step: "
         + ", ".join(f"{k} {v:.0f}%" for k, v in h["cpu_percent"].items()),
-        "   like-for-like peers (STACK-NOTES; one hop, one durable write, 64 in flight):",
     ]
+    f, k = result.precedence, result.link
+    if f:
+        idle, back = f["idle"], f["backlog"]
+        idle_label = f"  idle link ({idle['samples']} one at a time)"
+        back_label = f"  behind {f['routine_backlog']} ROUTINE draining ({back['samples']} rounds)"
+        lines += [
+            f"   {'precedence  FLASH Send → DELIVERED':<{width}}{'p50 ms':>9}{'max ms':>9}",
+            f"   {idle_label:<{width}}{idle['p50_ms']:>9.3f}{idle['max_ms']:>9.3f}",
+            f"   {back_label:<{width}}{back['p50_ms']:>9.3f}{back['max_ms']:>9.3f}",
+            f"   {'  ratio backlog / idle':<{width}}{f['backlog_over_idle_p50']:>8.1f}x",
+            f"     of which Send call (operator API, JP journal) p50 {idle['send_p50_ms']:.1f} "
+            f"ms idle, {back['send_p50_ms']:.1f} ms backlog; journaled → DELIVERED p50 "
+            f"{idle['link_p50_ms']:.1f} ms idle, {back['link_p50_ms']:.1f} ms backlog "
+            f"({f['backlog_over_idle_link_p50']:.1f}x)",
+            f"     FLASH sent at {f['flash_sent_at_delivered_fraction']:.0%} of the ROUTINE "
+            f"delivered; when journaled it found (p50) "
+            f"{back['routine_unsettled_when_flash_journaled_p50']:.0f} ROUTINE unsettled, "
+            f"waited behind {back['routine_ahead_of_flash_p50']:.0f} "
+            f"(max {back['routine_ahead_of_flash_max']:.0f}), overtook "
+            f"{back['routine_overtaken_by_flash_p50']:.0f}; "
+            f"{back['routine_delivered_after_flash_p50']:.0f} delivered after it; journaled "
+            f"after it yet ahead (max) {back['routine_journaled_after_flash_settled_before_max']}",
+        ]
+    if k:
+        link_label = f"link      drain of {k['messages']} ROUTINE, TW started late"
+        lines += [
+            f"   {link_label:<{width}}{'':>18}{k['msgs_per_s']:>10.0f}",
+            f"     {k['drain_s']:.2f} s from TW serving (first receipt after "
+            f"{k['first_settlement_s']:.2f} s, then {k['steady_msgs_per_s']:.0f}/s); "
+            f"journaling at JP alone {k['journal_msgs_per_s']:.0f}/s",
+        ]
+    lines.append("   cpu µs per delivered message:")
+    lines.append(f"     max throughput step: {_per_process(h.get('cpu_us_per_msg', {}))}")
+    if k:
+        lines.append(f"     link drain:          {_per_process(k['cpu_us_per_msg'])}")
+    lines.append("   like-for-like peers (STACK-NOTES; one hop, one durable write, 64 in flight):")
     lines += [
         f"     {name}: p50 {v['p50_ms']} ms, {v['msgs_per_s']}/s" for name, v in REFERENCE.items()
     ]

@@ -8,6 +8,10 @@ and the fault tests.
     await pair.jp.restart()      # same ports, same journal
     await pair.stop()            # SIGTERM both, wait, close proxies
 
+    pair = await GatewayPair.start(workdir, start=("JP",))   # TW configured but not started
+    ...                          # JP journals while its peer is away
+    await pair.tw.start()        # first start of TW
+
 Ports are chosen once and kept across restarts. Each gateway's peer address points at a fault
 proxy when `proxies=True`, so a link can be delayed, stalled or cut without touching either
 process. Gateway logs go to `<workdir>/<party>.log`.
@@ -150,6 +154,14 @@ class GatewayProcess:
         self._close_log()
         return self.proc.returncode
 
+    async def start(self) -> None:
+        """Start a gateway that is not running (the first start of one left out by
+        `GatewayPair.start(start=...)`), and wait until it serves."""
+        if self.running:
+            raise RuntimeError(f"gateway {self.party} is already running")
+        self.spawn()
+        await self.wait_ready()
+
     async def restart(self) -> None:
         if self.running:
             await self.terminate()
@@ -201,8 +213,10 @@ class GatewayPair:
         settings: Mapping[str, Any] | None = None,
         deadlines: Mapping[str, float] | None = None,
         pki: Path | None = None,
+        start: Sequence[str] | None = None,
     ) -> GatewayPair:
-        """Create certificates (unless `pki` is given), write configs, start both gateways."""
+        """Create certificates (unless `pki` is given), write configs, start both gateways (or
+        only the parties named in `start`; the others are started later with `side(p).start()`)."""
         workdir.mkdir(parents=True, exist_ok=True)
         if pki is None:
             pki = workdir / "pki"
@@ -246,10 +260,11 @@ class GatewayPair:
                 pki,
             )
         pair = cls(workdir, pki, sides, proxy_map)
+        starting = [sides[p] for p in (parties if start is None else start)]
         try:
-            for side in sides.values():
+            for side in starting:
                 side.spawn()
-            for side in sides.values():
+            for side in starting:
                 await side.wait_ready()
         except BaseException:
             await pair.stop()

@@ -100,10 +100,37 @@ def test_sim_load_sweep_reports_the_curve(tmp_path: Path) -> None:
 
 def test_sim_bench_reports_baseline_hotline_and_ratios(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    assert run_cli("bench", "--duration", "4", "--json", str(out)) == 0
+    assert run_cli("bench", "--duration", "2", "--json", str(out)) == 0
     doc = json.loads(out.read_text())
     assert set(doc["baseline"]) >= {"p50_ms", "p99_ms", "msgs_per_s"}
     assert set(doc["hotline"]) >= {"delivered_p50_ms", "delivered_p99_ms", "delivered_msgs_per_s"}
-    assert set(doc["ratios"])
+    assert set(doc["ratios"]) >= {
+        "delivered_p50_over_baseline_p50",
+        "flash_backlog_p50_over_idle_p50",
+        "link_msgs_per_s_over_baseline",
+    }
     assert "machine" in doc
     assert doc["command"].startswith("hotline")
+    # CPU per delivered message, per process, at every throughput step and the best one
+    assert {"simulator", "JP", "TW"} <= set(doc["hotline"]["cpu_us_per_msg"])
+    assert all("cpu_us_per_msg" in step for step in doc["throughput_steps"])
+    # precedence under backlog: every ROUTINE and the FLASH delivered, the FLASH placed in order
+    flash = doc["precedence"]
+    backlog = flash["routine_backlog"]
+    assert flash["idle"]["samples"] == 20
+    assert flash["idle"]["p50_ms"] > 0
+    assert flash["backlog"]["samples"] == len(flash["rounds"]) >= 1
+    for round_ in flash["rounds"]:
+        assert round_["flash_delivered"]
+        assert round_["routine_journaled"] == round_["routine_delivered"] == backlog
+        assert round_["routine_delivered_at_flash_send"] >= backlog // 4
+        after = round_["routine_delivered_after_flash"]
+        assert 0 <= after <= backlog
+        assert 0 <= round_["routine_ahead_of_flash"] <= backlog - after
+        assert 0 <= round_["routine_overtaken_by_flash"] <= after
+    assert flash["backlog_over_idle_p50"] > 0
+    # the link alone: everything journaled while TW was down is delivered
+    link = doc["link"]
+    assert link["delivered"] == link["messages"] > 0
+    assert link["msgs_per_s"] > 0
+    assert {"simulator", "JP", "TW"} <= set(link["cpu_us_per_msg"])

@@ -48,7 +48,7 @@ from server.peerlink.peer_certificate import (
 )
 from server.peerlink.receiver import PeerLinkServicer
 from server.peerlink.sender import PeerSender
-from server.peerlink.status import LinkStatus
+from server.peerlink.status import LinkStatus, printable
 from server.store import Store
 
 log = logging.getLogger("hotline.gateway")
@@ -337,7 +337,9 @@ class Gateway:
             Kind.SECURITY,
             {
                 "code": "PROTOCOL_VIOLATION",
-                "detail": f"the {self.peer_party} gateway broke the peer link protocol: {detail}",
+                # the peer chose parts of this text (key ids, payload types): bounded, escaped
+                "detail": f"the {self.peer_party} gateway broke the peer link protocol: "
+                + printable(detail, 500),
                 "peer": self.config.peer_address,
             },
         )

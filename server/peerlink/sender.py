@@ -158,7 +158,8 @@ class PeerSender:
             except grpc.aio.AioRpcError as exc:
                 reason = f"{exc.code().name}: {exc.details()}"
             except RemoteProtocolError as exc:
-                reason = f"protocol violation by the peer: {exc}"
+                # the peer chose parts of this text: bounded and escaped before anyone sees it
+                reason = f"protocol violation by the peer: {printable(str(exc), 500)}"
                 if self._on_violation is not None:
                     await self._on_violation(str(exc))
             except ProtocolError as exc:

@@ -593,13 +593,6 @@ async def test_a_forged_batch_receipt_resent_in_a_welcome_is_refused(
 MAX_RECORDED_DETAIL = 2048  # generous: the spec bounds a peer's RejectionItem.detail to 1024
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway bug: Gateway._peer_violation journals str(RemoteProtocolError) whole, and "
-    "errors from hotline.signing / hotline.wire quote peer-chosen fields (key_id, payload_type) "
-    "unbounded, so an impostor with only TW's TLS key grows JP's journal by up to a frame's "
-    "size per reconnect",
-)
 async def test_what_jp_journals_of_a_bad_welcome_is_bounded(tmp_path: Path, pki: Path) -> None:
     """The SECURITY entry quotes the impostor's frame, but only so much of it: an impostor
     with no signing key must not be able to write 100 kB into JP's journal per connection.

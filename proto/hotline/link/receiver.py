@@ -239,8 +239,11 @@ class InboundLink(_Actions):
         if held is not None and held.sequence:
             original = self._archive.batch_receipt_for(self.peer_party, held.sequence)
         if original is None:
-            # Received on this stream, its batch not yet durable: the receipt does not exist
-            # yet. Refuse it as a duplicate all the same; the sender resolves it on reconnect.
+            # Its first delivery's batch is not yet durable, so the original receipt a
+            # duplicate rejection must carry does not exist yet. An honest sender never sends
+            # a message twice before it is settled: end the stream (the whole batch is
+            # dropped, nothing journaled); after the reconnect the Welcome settles the first
+            # delivery and the sender does not send it again.
             raise PeerViolation(
                 f"message {item.message_id} sent twice before its first batch was settled"
             )

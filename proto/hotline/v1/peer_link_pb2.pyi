@@ -270,8 +270,11 @@ The receiver ends a `Push` stream with one of these gRPC status codes:
                        a signing certificate in the Hello is not one of that party's.
   FAILED_PRECONDITION  the first frame is not a Hello, a second Hello arrives, a delivery or
                        checkpoint precedes the Hello, the protocol version is not supported,
-                       the sender is more than 65536 settlements behind, or a delivery is out
-                       of order (the status message then starts `OUT_OF_ORDER:`).
+                       the sender is more than 65536 settlements behind, a delivery is out
+                       of order (the status message then starts `OUT_OF_ORDER:`), or a
+                       message id arrives again before the batch that first carried it is
+                       settled (an honest sender never does this; nothing of the batch is
+                       journaled, and the Welcome after the reconnect settles the first).
   INVALID_ARGUMENT     a frame with no member of `frame` set, a malformed Hello, or a batch
                        that is empty, too large, or not consecutive.
   DATA_LOSS            `Hello.last_receipted_sequence` exceeds the receiver's last sequence.

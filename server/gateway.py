@@ -193,8 +193,9 @@ class Gateway:
             key=paths.gateway_key,
             peer_ca=paths.peer_ca_cert,
             revocations=lambda: self.authorizer.revocations,
-            # below dead_after_s, so a peer that never answers still backs off as a dead link
-            timeout=min(DEFAULT_TIMEOUT, self.config.dead_after_s / 2),
+            # generous: a saturated peer (or we) may take a while to handshake; a peer that
+            # never answers backs off like any failed attempt
+            timeout=max(DEFAULT_TIMEOUT, self.config.dead_after_s),
         )
 
     def _reload_revocations(self) -> None:

@@ -176,6 +176,7 @@ class PeerSender:
                 return
             self.link.disconnect(reason)
             self.link.drain()  # the LinkDown event is reported below, once
+            was_up = self.status.up
             if self.status.up:
                 self.status.went(False, time.time(), reason)
                 await self._on_link(False, reason)
@@ -187,7 +188,9 @@ class PeerSender:
                 self._failed_settlement = None
                 await self._settled()
                 self.link = self._new_link()
-            attempt = 0 if time.monotonic() - started > self._dead_after else attempt + 1
+            # a link that came up and lasted resets the backoff; a failed attempt grows it
+            lasted = was_up and time.monotonic() - started > self._dead_after
+            attempt = 0 if lasted else attempt + 1
             delay = min(self._reconnect_max, self._reconnect_min * 2 ** min(attempt, 16))
             await asyncio.sleep(random.uniform(0, delay) if attempt else self._reconnect_min / 2)
 

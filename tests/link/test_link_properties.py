@@ -557,12 +557,33 @@ def test_a_gap_ends_the_stream_as_out_of_order() -> None:
 
 def test_heartbeat_declares_a_silent_link_down() -> None:
     world = open_world()
-    world.sender.tick(world.now + 5.0)
+    start = world.now
+    for step in range(1, 11):  # ticking every half second: 5 s of silence is not yet down
+        world.sender.tick(start + step * 0.5)
     assert not any(isinstance(a, Event) for a in world.sender.drain())
-    world.sender.tick(world.now + 6.5)
+    for step in range(11, 14):  # 6.5 s
+        world.sender.tick(start + step * 0.5)
     events = [a.event for a in world.sender.drain() if isinstance(a, Event)]
     assert [type(e).__name__ for e in events] == ["LinkDown"]
     assert world.sender.state is SenderState.IDLE
+
+
+def test_silence_while_this_end_was_stalled_is_not_the_peers() -> None:
+    """A saturated event loop ticks late; the gap is forgiven, the link stays up, and a peer
+    that stays silent is still declared down once this end has listened for dead_after."""
+    world = open_world()
+    start = world.now
+    world.sender.tick(start + 0.5)
+    world.sender.tick(start + 9.0)  # this end could not look for 8.5 s
+    world.sender.tick(start + 9.5)
+    assert world.sender.state is SenderState.OPEN
+    assert not any(isinstance(a, Event) for a in world.sender.drain())
+    now = start + 9.5
+    while world.sender.up and now < start + 30:
+        now += 0.5
+        world.sender.tick(now)
+    assert not world.sender.up
+    assert 12.0 < now - start < 14.0  # dead_after of attention (one interval of the stall counts)
 
 
 def test_a_batch_receipt_that_swaps_messages_between_sequences_is_refused() -> None:

@@ -308,6 +308,7 @@ class InboundLink(_Actions):
         `Event(LinkDown)`, and the adapter ends the stream."""
         if not self._welcomed:
             return
+        self._heartbeat.looked(now)
         if self._heartbeat.dead(now):
             self._welcomed = False
             self._event(LinkDown(f"no frame from the peer for {self._heartbeat.dead_after:g} s"))

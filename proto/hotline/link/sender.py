@@ -338,6 +338,9 @@ class OutboundLink(_Actions):
         """
         if self.state is SenderState.IDLE:
             return
+        stall = self._heartbeat.looked(now)
+        for flight in self._in_flight.values():
+            flight.sent_at += stall  # neither counts time we could not read receipts
         limit = self._heartbeat.dead_after
         if self._heartbeat.dead(now):
             self.disconnect(f"no frame from the peer for {limit:g} s")

@@ -276,10 +276,28 @@ class Heartbeat:
     dead_after: float
     last_heard: float = 0.0
     last_ping: float = float("-inf")
+    last_looked: float | None = None  # the last tick: when this end last looked at the time
     _nonces: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def heard(self, now: float) -> None:
         self.last_heard = now
+        self.last_looked = now if self.last_looked is None else max(self.last_looked, now)
+
+    def looked(self, now: float) -> float:
+        """A tick at `now`: returns how long this end was not looking (a stalled event loop).
+
+        The adapter ticks at least every half interval; a longer gap means this end could not
+        read frames either, so the silence of that gap beyond one interval is not the peer's:
+        it is forgiven (`last_heard` moves on by it). A saturated gateway then keeps its link,
+        and a dead peer is still found, one `dead_after` of our attention later.
+        """
+        if self.last_looked is None:
+            self.last_looked = now
+            return 0.0
+        stall = max(0.0, now - self.last_looked - self.interval)
+        self.last_looked = max(self.last_looked, now)
+        self.last_heard += stall
+        return stall
 
     def due(self, now: float) -> Ping | None:
         if now - self.last_ping >= self.interval:

@@ -444,11 +444,11 @@ class OperatorClient:
             try:
                 async for response in call:
                     failures = 0
-                    event = response.event
-                    if event.cursor <= request.after_cursor:
-                        continue  # never repeat an event already yielded
-                    request.after_cursor = event.cursor
-                    yield event
+                    for event in response.events:  # one commit's events, in cursor order
+                        if event.cursor <= request.after_cursor:
+                            continue  # never repeat an event already yielded
+                        request.after_cursor = event.cursor
+                        yield event
                 error: ClientError = Unavailable("the gateway ended the watch stream")
             except grpc.aio.AioRpcError as exc:
                 error = from_rpc_error(exc)

@@ -19,6 +19,8 @@ Every setting, with its default (paths are relative to the configuration file's 
     max_concurrent_rpcs = 256         # calls served at once (RESOURCE_EXHAUSTED above)
     operator_rate_per_s = 200.0       # sends per second per operator (token bucket) ...
     operator_burst = 400              #   ... with this burst; RESOURCE_EXHAUSTED above
+    outbox_limit = 100000             # messages journaled but not yet settled by the peer;
+                                      #   a Send beyond it gets RESOURCE_EXHAUSTED "outbox full"
     log_level = "INFO"
 
     [deadlines]                       # acknowledgement deadlines, seconds, per precedence
@@ -65,6 +67,7 @@ class GatewayConfig:
     max_concurrent_rpcs: int = 256
     operator_rate_per_s: float = 200.0
     operator_burst: int = 400
+    outbox_limit: int = 100_000
     log_level: str = "INFO"
     deadlines: Deadlines = field(default_factory=Deadlines)
 
@@ -133,6 +136,10 @@ class GatewayConfig:
             raise ConfigError(f"{source}: dead_after_s must exceed heartbeat_interval_s")
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ConfigError(f"{source}: reconnect_max_s is below reconnect_min_s")
+        if not isinstance(self.outbox_limit, int) or self.outbox_limit < 1:
+            raise ConfigError(
+                f"{source}: outbox_limit must be a positive whole number, got {self.outbox_limit!r}"
+            )
         if not 1 <= self.window <= 65536:
             raise ConfigError(f"{source}: window must be 1..65536, got {self.window}")
         for address_name in ("listen", "peer_address"):

@@ -37,7 +37,7 @@ from hotline.wire import timestamp_ns
 from server.auth import AuthInterceptor, Authorizer, Refusal
 from server.config import GatewayConfig
 from server.journal import Journal, Kind
-from server.operator_service import OperatorServicer, TokenBucket
+from server.operator_service import OperatorServicer
 from server.peerlink.peer_certificate import (
     DEFAULT_TIMEOUT,
     PeerCertificateRefused,
@@ -49,6 +49,7 @@ from server.peerlink.peer_certificate import (
 from server.peerlink.receiver import PeerLinkServicer
 from server.peerlink.sender import PeerSender
 from server.peerlink.status import LinkStatus, printable
+from server.service import GatewayService, TokenBucket
 from server.store import Store
 
 log = logging.getLogger("hotline.gateway")
@@ -134,14 +135,20 @@ class Gateway:
             heartbeat_interval=config.heartbeat_interval_s,
             dead_after=config.dead_after_s,
         )
-        self.operator_service = OperatorServicer(
+        self.service = GatewayService(
             store=self.store,
             signer=self.signer,
             enqueue=self.sender.enqueue,
+            rate=TokenBucket(config.operator_rate_per_s, config.operator_burst),
+            outbox_depth=lambda: self.sender.queue_depth,
+            outbox_limit=config.outbox_limit,
+        )
+        self.operator_service = OperatorServicer(
+            store=self.store,
+            service=self.service,
             outbound_status=self._outbound_status,
             inbound_status=lambda: self.peer_service.status,
             queue_depth=lambda: self.sender.queue_depth,
-            rate=TokenBucket(config.operator_rate_per_s, config.operator_burst),
         )
         self.health = HealthServicer()
         self._server: grpc.aio.Server | None = None

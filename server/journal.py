@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
@@ -80,6 +80,9 @@ class Entry:
     body: bytes
     prev_hash: bytes
     hash: bytes
+    # Not part of the journal: what the operation that wrote a live entry made of it (the
+    # store's operator event), so readers of a commit need not read the journal back.
+    event: object = field(default=None, compare=False, repr=False)
 
     def json_body(self) -> dict[str, Any]:
         value = json.loads(self.body)
@@ -214,6 +217,20 @@ class Txn:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)
 
+    def row(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        """One row, by column name, as this transaction sees it (its own writes included)."""
+        cursor = self.conn.cursor()
+        cursor.row_factory = sqlite3.Row
+        row: sqlite3.Row | None = cursor.execute(sql, params).fetchone()
+        return row
+
+    def attach(self, entry: Entry, event: object) -> None:
+        """Give an entry of this transaction the event it stands for (published with it)."""
+        for index in range(len(self.appended) - 1, -1, -1):
+            if self.appended[index].position == entry.position:
+                self.appended[index] = replace(entry, event=event)
+                return
+
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> sqlite3.Cursor:
         return self.conn.executemany(sql, rows)
 
@@ -251,6 +268,7 @@ class Journal:
         self.stats = JournalStats()
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._subscribers: list[_Subscriber] = []
+        self._rollback_listeners: list[Callable[[], None]] = []
         self._sub_lock = threading.Lock()
         self._closed = False
         self._write = self._connect()
@@ -365,6 +383,7 @@ class Journal:
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                     self._head_position, self._head_hash = savepoint_head
+                    self._rolled_back()
                     results.append((job, None, exc, []))
                     continue
                 conn.execute("RELEASE op")
@@ -374,6 +393,7 @@ class Journal:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             self._head_position, self._head_hash = start_head
+            self._rolled_back()
             for job in batch:
                 if not job.future.done():
                     job.future.set_exception(JournalError(f"journal commit failed: {exc}"))
@@ -392,6 +412,18 @@ class Journal:
         self.stats.entries += len(appended)
         if appended:
             self._publish(appended)
+
+    def on_rollback(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` on the writer thread whenever writes are rolled back, so caches
+        built by operations (the store's records) can forget what never became durable."""
+        self._rollback_listeners.append(callback)
+
+    def _rolled_back(self) -> None:
+        for callback in self._rollback_listeners:
+            try:
+                callback()
+            except Exception:
+                log.exception("rollback listener failed")
 
     def close(self) -> None:
         if self._closed:

@@ -11,23 +11,21 @@ import asyncio
 import base64
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, NoReturn
 
 import grpc
 
-from certs.identity import Identity
-from hotline import link
-from hotline.ids import is_message_id, new_message_id
-from hotline.signing import PAYLOAD_TYPE_ENVELOPE, Signer, sha256
-from hotline.v1 import bodies_pb2, common_pb2, envelope_pb2, operator_pb2, operator_pb2_grpc
-from hotline.validation import validate, validate_envelope
-from hotline.wire import timestamp_ns
+from hotline.ids import is_message_id
+from hotline.signing import sha256
+from hotline.v1 import operator_pb2, operator_pb2_grpc
+from hotline.validation import validate
 from server.auth import caller
+from server.errors import GatewayError
 from server.journal import Entry, Kind
 from server.peerlink.status import LinkStatus
-from server.store import IN, OUT, DuplicateMessage, Journaled, Store, WrongState, outgoing
+from server.service import GatewayService
+from server.store import EVENT_KINDS, Store
 
 log = logging.getLogger("hotline.operator")
 
@@ -35,23 +33,8 @@ Context = grpc.aio.ServicerContext[Any, Any]
 WATCH_BUFFER = 10_000
 
 
-class TokenBucket:
-    """Per-operator rate limit on sends (RESOURCE_EXHAUSTED when empty)."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def take(self, who: str) -> bool:
-        now = time.monotonic()
-        tokens, last = self._buckets.get(who, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
-        if tokens < 1.0:
-            self._buckets[who] = (tokens, now)
-            return False
-        self._buckets[who] = (tokens - 1.0, now)
-        return True
+# The one table from the gateway's refusals to gRPC status codes (client.errors inverts it).
+STATUS: dict[str, grpc.StatusCode] = {code.name: code for code in grpc.StatusCode}
 
 
 async def _abort(context: Context, code: grpc.StatusCode, message: str) -> NoReturn:
@@ -59,25 +42,27 @@ async def _abort(context: Context, code: grpc.StatusCode, message: str) -> NoRet
     raise AssertionError("unreachable")  # context.abort always raises
 
 
+async def _refuse(context: Context, error: GatewayError) -> NoReturn:
+    await _abort(context, STATUS[error.status], str(error))
+
+
 class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
+    """The gRPC adapter: the domain steps are `server.service.GatewayService`'s."""
+
     def __init__(
         self,
         *,
         store: Store,
-        signer: Signer,
-        enqueue: Callable[[link.Outgoing], None],
+        service: GatewayService,
         outbound_status: Callable[[], LinkStatus],
         inbound_status: Callable[[], LinkStatus],
         queue_depth: Callable[[], int],
-        rate: TokenBucket,
     ) -> None:
         self._store = store
-        self._signer = signer
-        self._enqueue = enqueue
+        self._service = service
         self._outbound_status = outbound_status
         self._inbound_status = inbound_status
         self._queue_depth = queue_depth
-        self._rate = rate
 
     @property
     def party(self) -> str:
@@ -89,232 +74,43 @@ class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
 
     # ------------------------------------------------------------------ sending
 
-    def _fill(self, envelope: envelope_pb2.Envelope, who: Identity) -> None:
-        if not envelope.message_id:
-            envelope.message_id = new_message_id()
-        if not envelope.sender_party:
-            envelope.sender_party = self.party
-        if not envelope.originator:
-            envelope.originator = who.spiffe_id
-        if not envelope.HasField("create_time"):
-            envelope.create_time.FromNanoseconds(time.time_ns())
-
-    async def _journal_and_queue(
-        self,
-        context: Context,
-        envelope: envelope_pb2.Envelope,
-        *,
-        acknowledges: str = "",
-    ) -> tuple[Journaled | None, DuplicateMessage | None]:
-        payload = envelope.SerializeToString()
-        signed = self._signer.sign(PAYLOAD_TYPE_ENVELOPE, payload)
-        try:
-            journaled = await self._store.journal_outbound(
-                signed, envelope, acknowledges=acknowledges
-            )
-        except DuplicateMessage as dup:
-            return None, dup
-        except WrongState as exc:
-            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        self._enqueue(
-            outgoing(signed, envelope.message_id, envelope.precedence, journaled.position)
-        )
-        return journaled, None
-
     async def Send(
         self, request: operator_pb2.SendRequest, context: Context
     ) -> operator_pb2.SendResponse:
-        who = caller()
-        if not self._rate.take(who.spiffe_id):
-            await _abort(
-                context,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"{who} is sending faster than {self._rate.rate:g} messages/s "
-                f"(burst {self._rate.burst}); retry with backoff",
-            )
         if not request.HasField("envelope"):
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "envelope: required")
-        envelope = envelope_pb2.Envelope()
-        envelope.CopyFrom(request.envelope)
-        impersonation = ""
-        if envelope.sender_party and envelope.sender_party != who.party:
-            impersonation = f"sender_party is {envelope.sender_party}, but the caller {who} is of party {who.party}"
-        elif envelope.originator and envelope.originator != who.spiffe_id:
-            impersonation = f"originator is {envelope.originator}, but the caller is {who}"
-        if impersonation:
-            await self._store.record_event(
-                Kind.SECURITY,
-                {"code": "PERMISSION_DENIED", "detail": f"{who} calling Send: {impersonation}"},
-            )
-            await _abort(context, grpc.StatusCode.PERMISSION_DENIED, impersonation)
-        problems = []
-        if envelope.recipient_party and envelope.recipient_party != self.peer_party:
-            problems.append(
-                f"envelope.recipient_party: must be the peer {self.peer_party}, "
-                f"got {envelope.recipient_party}"
-            )
-        if envelope.WhichOneof("body") == "acknowledgement":
-            problems.append("envelope.acknowledgement: acknowledgements are made with Acknowledge")
-        # Validate the envelope as it will travel (after filling the gateway's fields), so a
-        # Send never journals what the peer would refuse (an expiry already past, say).
-        # Paths are from the request (envelope.…), as the spec's Send errors say.
-        self._fill(envelope, who)
-        problems += [str(v) for v in validate(envelope, filled=True, prefix="envelope")]
-        if problems:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
-        await self._check_references(envelope, context)
-        journaled, dup = await self._journal_and_queue(context, envelope)
-        if dup is not None:
-            return await self._idempotent(dup, envelope, context)
-        assert journaled is not None
-        log.debug(
-            "journaled %s %s from %s at position %d",
-            envelope.message_id,
-            envelope.WhichOneof("body"),
-            who,
-            journaled.position,
-        )
-        return operator_pb2.SendResponse(
-            message_id=journaled.message_id,
-            journal_position=journaled.position,
-            state=operator_pb2.DELIVERY_STATE_JOURNALED,
-            journal_time=timestamp_ns(journaled.journal_time_ns),
-            acknowledge_deadline_time=timestamp_ns(journaled.deadline_ns),
-        )
+        try:
+            [result] = await self._service.submit([request.envelope], caller())
+        except GatewayError as exc:
+            await _refuse(context, exc)
+        if isinstance(result, GatewayError):
+            await _refuse(context, result)
+        return result
 
-    async def _check_references(self, envelope: envelope_pb2.Envelope, context: Context) -> None:
-        if envelope.action not in (common_pb2.ACTION_UPDATE, common_pb2.ACTION_CANCEL):
-            return
-        if not envelope.references:
-            return  # the validator has reported it
-        target = self._store.message_row(envelope.references[0])
-        if target is None:
-            await _abort(
-                context,
-                grpc.StatusCode.NOT_FOUND,
-                f"references[0]: no message {envelope.references[0]} in the journal",
-            )
-        if target["direction"] != OUT:
-            await _abort(
-                context,
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"references[0]: {envelope.references[0]} was sent by the peer; only our own messages can be updated or cancelled",
-            )
-
-    async def _idempotent(
-        self, dup: DuplicateMessage, envelope: envelope_pb2.Envelope, context: Context
-    ) -> operator_pb2.SendResponse:
-        record = self._store.record(dup.message_id)
-        if record is None or record.direction != OUT:
-            await _abort(
-                context,
-                grpc.StatusCode.ALREADY_EXISTS,
-                f"message_id {dup.message_id} was used by the other party",
-            )
-        original = record.envelope
-        probe = envelope_pb2.Envelope()
-        probe.CopyFrom(envelope)
-        probe.create_time.CopyFrom(original.create_time)  # filled by us if empty on the retry
-        if probe != original:
-            await _abort(
-                context,
-                grpc.StatusCode.ALREADY_EXISTS,
-                f"message_id {dup.message_id} was already used for a different envelope",
-            )
-        return operator_pb2.SendResponse(
-            message_id=record.envelope.message_id,
-            journal_position=record.journal_position,
-            state=record.state,
-            journal_time=record.journal_time,
-            acknowledge_deadline_time=record.acknowledge_deadline_time,
-        )
+    async def SendBatch(
+        self, request: operator_pb2.SendBatchRequest, context: Context
+    ) -> operator_pb2.SendBatchResponse:
+        try:
+            results = await self._service.submit(request.envelopes, caller())
+        except GatewayError as exc:
+            await _refuse(context, exc)
+        response = operator_pb2.SendBatchResponse()
+        for result in results:
+            if isinstance(result, GatewayError):
+                response.results.add().error.CopyFrom(
+                    operator_pb2.SendError(code=STATUS[result.status].value[0], message=str(result))
+                )
+            else:
+                response.results.add().sent.CopyFrom(result)
+        return response
 
     async def Acknowledge(
         self, request: operator_pb2.AcknowledgeRequest, context: Context
     ) -> operator_pb2.AcknowledgeResponse:
-        who = caller()
-        violations = validate(request)
-        if violations:
-            await _abort(
-                context, grpc.StatusCode.INVALID_ARGUMENT, "; ".join(str(v) for v in violations)
-            )
-        target = self._store.record(request.message_id)
-        if target is None:
-            await _abort(
-                context,
-                grpc.StatusCode.NOT_FOUND,
-                f"message_id: no message {request.message_id} in the journal",
-            )
-        if target.direction != IN:
-            await _abort(
-                context,
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"{request.message_id} was sent by this party; only messages received from {self.peer_party} are acknowledged",
-            )
-        if target.envelope.WhichOneof("body") == "acknowledgement":
-            await _abort(
-                context,
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"{request.message_id} is itself an acknowledgement",
-            )
-        original = target.envelope
-        ack = bodies_pb2.Acknowledgement(
-            acknowledged_message_id=original.message_id,
-            level=request.level,
-            responder=who.spiffe_id,
-        )
-        if request.HasField("remarks"):
-            ack.remarks.CopyFrom(request.remarks)
-        if request.HasField("reason"):
-            ack.reason.CopyFrom(request.reason)
-        envelope = envelope_pb2.Envelope(
-            message_id=request.ack_message_id or new_message_id(),
-            sender_party=self.party,
-            recipient_party=self.peer_party,
-            originator=who.spiffe_id,
-            status=original.status,
-            precedence=original.precedence,
-            language=_language_of(request) or original.language,
-            action=common_pb2.ACTION_NEW,
-            references=[original.message_id],
-            acknowledgement=ack,
-        )
-        envelope.handling.CopyFrom(original.handling)
-        envelope.create_time.FromNanoseconds(time.time_ns())
-        violations = validate_envelope(envelope)
-        if violations:
-            await _abort(
-                context, grpc.StatusCode.INVALID_ARGUMENT, "; ".join(str(v) for v in violations)
-            )
-        journaled, dup = await self._journal_and_queue(
-            context, envelope, acknowledges=original.message_id
-        )
-        if dup is not None:
-            existing = self._store.record(dup.message_id)
-            if (
-                existing is not None
-                and existing.envelope.WhichOneof("body") == "acknowledgement"
-                and existing.envelope.acknowledgement.acknowledged_message_id == original.message_id
-                and existing.envelope.acknowledgement.level == request.level
-            ):
-                return operator_pb2.AcknowledgeResponse(
-                    ack_message_id=dup.message_id, journal_position=existing.journal_position
-                )
-            await _abort(
-                context,
-                grpc.StatusCode.ALREADY_EXISTS,
-                f"ack_message_id {dup.message_id} was already used",
-            )
-        assert journaled is not None
-        log.info(
-            "%s acknowledged %s (%s)",
-            who,
-            original.message_id,
-            bodies_pb2.AcknowledgementLevel.Name(request.level),
-        )
-        return operator_pb2.AcknowledgeResponse(
-            ack_message_id=envelope.message_id, journal_position=journaled.position
-        )
+        try:
+            return await self._service.acknowledge(request, caller())
+        except GatewayError as exc:
+            await _refuse(context, exc)
 
     # ------------------------------------------------------------------ reading
 
@@ -462,12 +258,10 @@ class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
                 batch = self._store.journal.entries(after=cursor, limit=500)
                 if not batch:
                     break
-                for entry in batch:
-                    cursor = entry.position
-                    event = self._store.event_for(entry)
-                    if event is not None and (not kinds or event.kind in kinds):
-                        yield operator_pb2.WatchResponse(event=event)
-            while True:  # then follow live commits
+                cursor = batch[-1].position
+                for response in _responses(self._store, batch, kinds):
+                    yield response
+            while True:  # then follow live commits: one response per commit (and kinds)
                 entries = await live.get()
                 if overflow:
                     await _abort(
@@ -475,15 +269,44 @@ class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
                         grpc.StatusCode.RESOURCE_EXHAUSTED,
                         f"the watcher fell more than {WATCH_BUFFER} commits behind; resume from cursor {cursor}",
                     )
-                for entry in entries:
-                    if entry.position <= cursor:
-                        continue
-                    cursor = entry.position
-                    event = self._store.event_for(entry)
-                    if event is not None and (not kinds or event.kind in kinds):
-                        yield operator_pb2.WatchResponse(event=event)
+                fresh = [e for e in entries if e.position > cursor]
+                if not fresh:
+                    continue
+                cursor = fresh[-1].position
+                for response in _responses(self._store, fresh, kinds):
+                    yield response
         finally:
             unsubscribe()
+
+
+WATCH_EVENTS_PER_RESPONSE = 1024
+
+
+def _responses(
+    store: Store, entries: list[Entry], kinds: set[operator_pb2.EventKind.ValueType]
+) -> list[operator_pb2.WatchResponse]:
+    """The events of these entries a watcher of `kinds` sees, at most 1,024 per response.
+
+    Kinds are checked on the entry first, so a filtered watcher builds nothing it drops (an
+    inbound acknowledgement is a MESSAGE_IN entry whose event is MESSAGE_ACKNOWLEDGED).
+    """
+    wanted = [
+        e
+        for e in entries
+        if (kind := EVENT_KINDS.get(e.kind)) is not None
+        and (
+            not kinds
+            or kind in kinds
+            or (e.kind is Kind.MESSAGE_IN and operator_pb2.EVENT_KIND_MESSAGE_ACKNOWLEDGED in kinds)
+        )
+    ]
+    events = [ev for e in wanted if (ev := store.event_for(e)) is not None]
+    if kinds:
+        events = [ev for ev in events if ev.kind in kinds]
+    return [
+        operator_pb2.WatchResponse(events=events[i : i + WATCH_EVENTS_PER_RESPONSE])
+        for i in range(0, len(events), WATCH_EVENTS_PER_RESPONSE)
+    ]
 
 
 def _status(state: LinkStatus, depth: int) -> operator_pb2.LinkStatus:
@@ -506,11 +329,3 @@ def _encode_token(before: int, filters: bytes) -> str:
     return base64.urlsafe_b64encode(
         json.dumps({"before": before, "filters": digest}).encode()
     ).decode()
-
-
-def _language_of(request: operator_pb2.AcknowledgeRequest) -> str:
-    for text in (request.remarks, request.reason):
-        for variant in text.variants:
-            if variant.kind == common_pb2.TRANSLATION_KIND_ORIGINAL:
-                return variant.language
-    return ""

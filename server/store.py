@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +64,14 @@ class WrongState(Exception):
 
 
 @dataclass(frozen=True)
+class Outbound:
+    """A message we send, signed: the exact bytes to journal and the envelope they hold."""
+
+    signed: common_pb2.SignedPayload
+    envelope: envelope_pb2.Envelope
+
+
+@dataclass(frozen=True)
 class Journaled:
     message_id: str
     position: int
@@ -102,6 +111,10 @@ class Store:
         # Every message id in the journal, kept current here: the peer link's receiving end
         # detects duplicates (and reuse of our own ids) in memory, with no SQL per delivery.
         self.seen: dict[str, link.Seen] = journal.seen_index()
+        # The records as the writer last wrote them (writer thread only): live Watch events are
+        # built from them as each operation writes, never by re-reading the journal.
+        self._records: OrderedDict[str, operator_pb2.MessageRecord] = OrderedDict()
+        journal.on_rollback(self._records.clear)
 
     # ------------------------------------------------------------------ outbound
 
@@ -111,15 +124,30 @@ class Store:
         *,
         entry: Entry,
         envelope: envelope_pb2.Envelope,
-        direction: int,
-        state: int,
+        direction: operator_pb2.Direction.ValueType,
+        state: operator_pb2.DeliveryState.ValueType,
         digest: bytes,
+        signed: common_pb2.SignedPayload,
         sequence: int = 0,
     ) -> int:
         if envelope.WhichOneof("body") == "acknowledgement":
             deadline = 0  # an acknowledgement is not itself acknowledged
         else:
             deadline = entry.time_ns + int(self._deadline_s(envelope.precedence) * 1e9)
+        record = operator_pb2.MessageRecord(
+            envelope=envelope,
+            signed_envelope=signed,
+            direction=direction,
+            state=state,
+            journal_position=entry.position,
+            sequence=sequence,
+            journal_time=timestamp_ns(entry.time_ns),
+        )
+        if deadline:
+            record.acknowledge_deadline_time.CopyFrom(timestamp_ns(deadline))
+        if direction == IN:
+            record.deliver_time.CopyFrom(timestamp_ns(entry.time_ns))
+        self._remember(record)
         txn.execute(
             "INSERT INTO messages (message_id, direction, sender_party, body_type, precedence,"
             " status, state, position, journal_time_ns, deadline_ns, sequence, deliver_time_ns,"
@@ -149,6 +177,94 @@ class Store:
         if row is not None:
             raise DuplicateMessage(message_id, bytes(row[0]) == digest, row[1])
 
+    # -- the record cache and the events of an operation (writer thread only)
+
+    def _remember(self, record: operator_pb2.MessageRecord) -> None:
+        self._records[record.envelope.message_id] = record
+        self._records.move_to_end(record.envelope.message_id)
+        while len(self._records) > RECORD_CACHE:
+            self._records.popitem(last=False)
+
+    def _cached(self, txn: Txn, message_id: str) -> operator_pb2.MessageRecord | None:
+        """The record as this transaction leaves it (read once from the journal on a miss)."""
+        record = self._records.get(message_id)
+        if record is None:
+            row = txn.row(
+                "SELECT m.*, e.body FROM messages m JOIN entries e ON e.position = m.position"
+                " WHERE m.message_id = ?",
+                (message_id,),
+            )
+            if row is None:
+                return None
+            record = self.record_from_row(row)
+            self._remember(record)
+        return record
+
+    def _events(self, txn: Txn) -> None:
+        """Attach to each entry this operation appended the event it stands for."""
+        for entry in list(txn.appended):
+            if entry.kind in EVENT_KINDS:
+                txn.attach(entry, self.event_for(entry, lambda m: self._records.get(m)))
+
+    def _set_delivered(self, txn: Txn, message_id: str, sequence: int, when_ns: int) -> None:
+        txn.execute(
+            "UPDATE messages SET state = CASE WHEN state = ? THEN ? ELSE state END,"
+            " sequence = ?, deliver_time_ns = ? WHERE message_id = ? AND direction = ?",
+            (JOURNALED, DELIVERED, sequence, when_ns, message_id, OUT),
+        )
+        record = self._cached(txn, message_id)
+        if record is not None and record.direction == OUT:
+            if record.state == JOURNALED:
+                record.state = DELIVERED
+            record.sequence = sequence
+            record.deliver_time.CopyFrom(timestamp_ns(when_ns))
+
+    def _set_rejected(self, txn: Txn, rejection: link.RejectionItem) -> None:
+        txn.execute(
+            "UPDATE messages SET state = ?, sequence = ?, rejection_reason = ?,"
+            " rejection_detail = ? WHERE message_id = ? AND direction = ?",
+            (
+                REJECTED,
+                rejection.sequence,
+                rejection.reason.name,
+                rejection.detail,
+                rejection.message_id,
+                OUT,
+            ),
+        )
+        record = self._cached(txn, rejection.message_id)
+        if record is not None and record.direction == OUT:
+            record.state = REJECTED
+            record.sequence = rejection.sequence
+            record.rejection_reason = reason_to_wire(rejection.reason)
+            record.rejection_detail = rejection.detail
+            record.overdue = False
+
+    def _set_acknowledged(
+        self,
+        txn: Txn,
+        acked: str,
+        ack: envelope_pb2.Envelope,
+        when_ns: int,
+        *,
+        direction: int,
+        only_open: bool,
+    ) -> None:
+        """`acked` (a message of `direction`) was answered by the acknowledgement `ack`."""
+        states = (JOURNALED, DELIVERED) if only_open else (JOURNALED, DELIVERED, ACKNOWLEDGED)
+        txn.execute(
+            "UPDATE messages SET state = ?, ack_time_ns = ?, ack_message_id = ?"
+            f" WHERE message_id = ? AND direction = ? AND state IN ({','.join('?' * len(states))})",
+            (ACKNOWLEDGED, when_ns, ack.message_id, acked, direction, *states),
+        )
+        record = self._cached(txn, acked)
+        if record is not None and record.direction == direction and record.state in states:
+            record.state = ACKNOWLEDGED
+            record.overdue = False
+            record.acknowledge_time.CopyFrom(timestamp_ns(when_ns))
+            record.acknowledgement_message_id = ack.message_id
+            record.acknowledgement.CopyFrom(ack.acknowledgement)
+
     async def journal_outbound(
         self,
         signed: common_pb2.SignedPayload,
@@ -174,25 +290,73 @@ class Store:
                 party=self.party,
             )
             deadline = self._insert_message(
-                txn, entry=entry, envelope=envelope, direction=OUT, state=JOURNALED, digest=digest
+                txn,
+                entry=entry,
+                envelope=envelope,
+                direction=OUT,
+                state=JOURNALED,
+                digest=digest,
+                signed=signed,
             )
             if acknowledges:
                 # The latest acknowledgement stands (ROGER, then WILCO, ...).
-                txn.execute(
-                    "UPDATE messages SET state = ?, ack_time_ns = ?, ack_message_id = ?"
-                    " WHERE message_id = ?",
-                    (ACKNOWLEDGED, entry.time_ns, envelope.message_id, acknowledges),
+                self._set_acknowledged(
+                    txn, acknowledges, envelope, entry.time_ns, direction=IN, only_open=False
                 )
                 txn.append(
                     Kind.ACKNOWLEDGED,
                     _json({"acknowledgement": envelope.message_id}),
                     message_id=acknowledges,
                 )
+            self._events(txn)
             return Journaled(envelope.message_id, entry.position, entry.time_ns, deadline)
 
         journaled = await self.journal.run(op)
         self.seen.setdefault(envelope.message_id, link.Seen(0))
         return journaled
+
+    async def journal_outbound_many(
+        self, batch: Sequence[Outbound]
+    ) -> list[Journaled | DuplicateMessage]:
+        """Journal messages we send, in order, in ONE operation (one savepoint, one commit).
+
+        An id already journaled (a race with another call) is answered with its
+        `DuplicateMessage` and the rest go on.
+        """
+
+        def op(txn: Txn) -> list[Journaled | DuplicateMessage]:
+            out: list[Journaled | DuplicateMessage] = []
+            for item in batch:
+                envelope, digest = item.envelope, sha256(item.signed.payload)
+                try:
+                    self._existing(txn, envelope.message_id, digest)
+                except DuplicateMessage as dup:
+                    out.append(dup)
+                    continue
+                entry = txn.append(
+                    Kind.MESSAGE_OUT,
+                    item.signed.SerializeToString(),
+                    message_id=envelope.message_id,
+                    party=self.party,
+                )
+                deadline = self._insert_message(
+                    txn,
+                    entry=entry,
+                    envelope=envelope,
+                    direction=OUT,
+                    state=JOURNALED,
+                    digest=digest,
+                    signed=item.signed,
+                )
+                out.append(Journaled(envelope.message_id, entry.position, entry.time_ns, deadline))
+            self._events(txn)
+            return out
+
+        results = await self.journal.run(op)
+        for result in results:
+            if isinstance(result, Journaled):
+                self.seen.setdefault(result.message_id, link.Seen(0))
+        return results
 
     def unsettled_outbound(self) -> list[link.Outgoing]:
         rows = self.journal.query(
@@ -258,17 +422,8 @@ class Store:
                         by.first_sequence,
                     ),
                 )
-                txn.execute(
-                    "UPDATE messages SET state = CASE WHEN state = ? THEN ? ELSE state END,"
-                    " sequence = ?, deliver_time_ns = ? WHERE message_id = ? AND direction = ?",
-                    (
-                        JOURNALED,
-                        DELIVERED,
-                        item.sequence,
-                        by.journal_time_ns or entry.time_ns,
-                        item.message_id,
-                        OUT,
-                    ),
+                self._set_delivered(
+                    txn, item.message_id, item.sequence, by.journal_time_ns or entry.time_ns
                 )
             for rejection in plan.refused:
                 proof(receipt)
@@ -292,18 +447,8 @@ class Store:
                         rejection.detail,
                     ),
                 )
-                txn.execute(
-                    "UPDATE messages SET state = ?, sequence = ?, rejection_reason = ?,"
-                    " rejection_detail = ? WHERE message_id = ? AND direction = ?",
-                    (
-                        REJECTED,
-                        rejection.sequence,
-                        rejection.reason.name,
-                        rejection.detail,
-                        rejection.message_id,
-                        OUT,
-                    ),
-                )
+                self._set_rejected(txn, rejection)
+            self._events(txn)
 
         return self.journal.submit_async(op)
 
@@ -345,21 +490,17 @@ class Store:
                     direction=IN,
                     state=DELIVERED,
                     digest=d.digest,
+                    signed=signed,
                     sequence=d.sequence,
                 )
                 if envelope.WhichOneof("body") == "acknowledgement":
-                    txn.execute(
-                        "UPDATE messages SET state = ?, ack_time_ns = ?, ack_message_id = ?"
-                        " WHERE message_id = ? AND direction = ? AND state IN (?, ?)",
-                        (
-                            ACKNOWLEDGED,
-                            entry.time_ns,
-                            envelope.message_id,
-                            envelope.acknowledgement.acknowledged_message_id,
-                            OUT,
-                            JOURNALED,
-                            DELIVERED,
-                        ),
+                    self._set_acknowledged(
+                        txn,
+                        envelope.acknowledgement.acknowledged_message_id,
+                        envelope,
+                        entry.time_ns,
+                        direction=OUT,
+                        only_open=True,
                     )
                 receipts.append(
                     link.ReceiptItem(d.sequence, accepted.message_id, d.digest, entry.position)
@@ -410,6 +551,7 @@ class Store:
                     signed_of(receipt).SerializeToString(),
                 ),
             )
+            self._events(txn)
             return receipt
 
         return self.journal.submit_async(op)
@@ -422,7 +564,9 @@ class Store:
         body = _json(data)
 
         def op(txn: Txn) -> Entry:
-            return txn.append(kind, body, message_id=message_id)
+            entry = txn.append(kind, body, message_id=message_id)
+            self._events(txn)
+            return entry
 
         return await self.journal.run(op)
 
@@ -509,6 +653,10 @@ class Store:
                     )
                 )
                 txn.execute("UPDATE messages SET escalated = 1 WHERE message_id = ?", (message_id,))
+                record = self._cached(txn, message_id)
+                if record is not None:
+                    record.overdue = True
+            self._events(txn)
             return entries
 
         return await self.journal.run(op)
@@ -592,23 +740,20 @@ class Store:
         )
         return int(rows[0][0])
 
-    def event_for(self, entry: Entry) -> operator_pb2.Event | None:
-        """The operator event an entry stands for (None for entries operators don't see)."""
-        kinds = {
-            Kind.MESSAGE_OUT: operator_pb2.EVENT_KIND_MESSAGE_SENT,
-            Kind.MESSAGE_IN: operator_pb2.EVENT_KIND_MESSAGE_RECEIVED,
-            Kind.DELIVERED: operator_pb2.EVENT_KIND_MESSAGE_DELIVERED,
-            Kind.ACKNOWLEDGED: operator_pb2.EVENT_KIND_MESSAGE_ACKNOWLEDGED,
-            Kind.REFUSED_BY_PEER: operator_pb2.EVENT_KIND_MESSAGE_REJECTED,
-            Kind.REFUSED_INBOUND: operator_pb2.EVENT_KIND_MESSAGE_REJECTED,
-            Kind.ESCALATION: operator_pb2.EVENT_KIND_ESCALATION,
-            Kind.REALERT: operator_pb2.EVENT_KIND_REALERT,
-            Kind.LINK_UP: operator_pb2.EVENT_KIND_LINK_UP,
-            Kind.LINK_DOWN: operator_pb2.EVENT_KIND_LINK_DOWN,
-            Kind.SECURITY: operator_pb2.EVENT_KIND_SECURITY_REFUSAL,
-            Kind.CHECKPOINT_PEER: operator_pb2.EVENT_KIND_CHECKPOINT,
-        }
-        kind = kinds.get(entry.kind)
+    def event_for(
+        self,
+        entry: Entry,
+        record_of: Callable[[str], operator_pb2.MessageRecord | None] | None = None,
+    ) -> operator_pb2.Event | None:
+        """The operator event an entry stands for (None for entries operators don't see).
+
+        Live entries carry the event their operation built (`entry.event`); for entries read
+        back from the journal (a Watch replaying history) it is built here, with the records
+        read from the journal unless `record_of` gives them.
+        """
+        if isinstance(entry.event, operator_pb2.Event):
+            return entry.event
+        kind = EVENT_KINDS.get(entry.kind)
         if kind is None:
             return None
         event = operator_pb2.Event(
@@ -656,10 +801,27 @@ class Store:
             event.detail = f"{self.peer_party} journal checkpoint witnessed"
             event.link = operator_pb2.LINK_DIRECTION_INBOUND
         if message_id:
-            record = self.record(message_id)
+            record = (record_of or self.record)(message_id)
             if record is not None:
                 event.message.CopyFrom(record)
         return event
+
+
+EVENT_KINDS: dict[Kind, operator_pb2.EventKind.ValueType] = {
+    Kind.MESSAGE_OUT: operator_pb2.EVENT_KIND_MESSAGE_SENT,
+    Kind.MESSAGE_IN: operator_pb2.EVENT_KIND_MESSAGE_RECEIVED,
+    Kind.DELIVERED: operator_pb2.EVENT_KIND_MESSAGE_DELIVERED,
+    Kind.ACKNOWLEDGED: operator_pb2.EVENT_KIND_MESSAGE_ACKNOWLEDGED,
+    Kind.REFUSED_BY_PEER: operator_pb2.EVENT_KIND_MESSAGE_REJECTED,
+    Kind.REFUSED_INBOUND: operator_pb2.EVENT_KIND_MESSAGE_REJECTED,
+    Kind.ESCALATION: operator_pb2.EVENT_KIND_ESCALATION,
+    Kind.REALERT: operator_pb2.EVENT_KIND_REALERT,
+    Kind.LINK_UP: operator_pb2.EVENT_KIND_LINK_UP,
+    Kind.LINK_DOWN: operator_pb2.EVENT_KIND_LINK_DOWN,
+    Kind.SECURITY: operator_pb2.EVENT_KIND_SECURITY_REFUSAL,
+    Kind.CHECKPOINT_PEER: operator_pb2.EVENT_KIND_CHECKPOINT,
+}
+RECORD_CACHE = 20_000  # message records the writer keeps for building live events
 
 
 def outgoing(

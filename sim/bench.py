@@ -850,13 +850,20 @@ async def measure_link(
             if now > deadline:
                 raise RuntimeError(f"the link did not drain within {deadline - ready:.0f} s")
             await asyncio.sleep(LINK_POLL_S)
+        # The queue empties when the batch receipts are verified; the drain ends when JP has
+        # journaled them all (DELIVERED is durable at both ends).
+        while True:
+            delivered = await probe.list(
+                direction=operator_pb2.DIRECTION_OUTBOUND, states=(DELIVERED,), page_size=1000
+            )
+            now = time.monotonic()
+            if len(delivered) >= min(count, 1000) or now > deadline:
+                break
+            await asyncio.sleep(LINK_POLL_S)
         cpu.stop()
         drain_s = now - ready
         first_at, first_settled = first or (now, count)
         steady_s = now - first_at
-        delivered = await probe.list(
-            direction=operator_pb2.DIRECTION_OUTBOUND, states=(DELIVERED,), page_size=1000
-        )
         return {
             "messages": count,
             "journal_s": round(journal_s, 3),

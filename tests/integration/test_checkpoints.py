@@ -23,7 +23,7 @@ from hotline.signing import PAYLOAD_TYPE_CHECKPOINT, KeyRing
 from hotline.v1 import common_pb2, operator_pb2, operator_pb2_grpc, peer_link_pb2
 from hotline.wire import timestamp_ns
 from server.gateway import Gateway
-from server.journal import Entry, Journal, Kind, Txn
+from server.journal import GENESIS, Entry, Journal, Kind, Txn
 from server.peerlink.checkpoints import PeerCheckpoints
 from server.store import Store
 from tests.harness import (
@@ -106,8 +106,11 @@ def fork(jp: Gateway, seen: peer_link_pb2.CheckpointBody) -> common_pb2.SignedPa
 
 def stale(jp: Gateway, seen: peer_link_pb2.CheckpointBody) -> common_pb2.SignedPayload:
     # JP's true history, but one entry shorter than what TW witnessed: a rolled-back journal
+    # (the first checkpoint may come when JP's journal holds a single entry: then the empty one)
+    assert seen.entry_count >= 1
     earlier = jp.journal.entry(seen.entry_count - 1)
-    assert earlier is not None
+    if earlier is None:
+        return signed_body(jp, party="JP", entry_count=0, head_hash=GENESIS)
     return signed_body(jp, party="JP", entry_count=earlier.position, head_hash=earlier.hash)
 
 
@@ -145,8 +148,8 @@ async def security_refusal_events(side: Side, within: float = WAIT) -> list[oper
             except TimeoutError:
                 break  # replayed everything up to the head
             assert isinstance(response, operator_pb2.WatchResponse)
-            events.append(response.event)
-            if response.event.cursor >= head:
+            events.extend(response.events)
+            if response.events[-1].cursor >= head:
                 break
     finally:
         call.cancel()

@@ -24,7 +24,7 @@ async def collect(
 
     async def run() -> None:
         async for response in stub.Watch(operator_pb2.WatchRequest(kinds=kinds)):
-            events.append(response.event)
+            events.extend(response.events)
             if len(events) >= count:
                 return
 
@@ -157,7 +157,7 @@ async def test_watch_replays_from_a_cursor_then_follows_live(tmp_path: Path) -> 
                 after_cursor=cursor, kinds=[operator_pb2.EVENT_KIND_MESSAGE_SENT]
             )
         ):
-            got.append(response.event)
+            got.extend(response.events)
             break
         await sender
         assert got[0].cursor > cursor

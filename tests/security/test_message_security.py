@@ -484,8 +484,8 @@ async def watched_received(jp: Lone) -> list[str]:
             except TimeoutError:
                 break
             assert isinstance(response, operator_pb2.WatchResponse)
-            ids.append(response.event.message_id)
-            if response.event.cursor >= head:
+            ids.extend(e.message_id for e in response.events)
+            if response.events[-1].cursor >= head:
                 break
         call.cancel()
     finally:

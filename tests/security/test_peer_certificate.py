@@ -80,7 +80,7 @@ async def test_a_peer_serving_a_revoked_certificate_receives_nothing_until_it_is
         try:
             async with asyncio.timeout(WAIT):
                 async for response in watch:
-                    if "is revoked (keyCompromise)" in response.event.detail:
+                    if any("is revoked (keyCompromise)" in e.detail for e in response.events):
                         break
         finally:
             watch.cancel()

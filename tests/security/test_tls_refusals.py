@@ -494,7 +494,7 @@ async def test_a_security_refusal_is_an_event_in_the_operators_watch_stream(jp: 
         await watcher.close()
         await intruder.close()
     assert isinstance(response, operator_pb2.WatchResponse)
-    event = response.event
+    [event] = response.events
     assert event.kind == operator_pb2.EVENT_KIND_SECURITY_REFUSAL
     assert "spiffe://tw.hotline/operator/watch-1 calling /hotline.v1.OperatorService/" in (
         event.detail

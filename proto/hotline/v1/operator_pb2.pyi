@@ -439,6 +439,128 @@ class SendResponse(_message.Message):
 Global___SendResponse: _TypeAlias = SendResponse  # noqa: Y015
 
 @_typing.final
+class SendBatchRequest(_message.Message):
+    """Submits several messages for sending in one call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENVELOPES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def envelopes(self) -> _containers.RepeatedCompositeFieldContainer[_envelope_pb2.Envelope]:
+        """The messages, each as `SendRequest.envelope`.
+        Constraints: required; 1..256 items.
+        """
+
+    def __init__(
+        self,
+        *,
+        envelopes: _abc.Iterable[_envelope_pb2.Envelope] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelopes", b"envelopes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendBatchRequest: _TypeAlias = SendBatchRequest  # noqa: Y015
+
+@_typing.final
+class SendBatchResponse(_message.Message):
+    """The result of a SendBatch: one result per envelope, in request order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___SendResult]:
+        """`results[i]` answers `envelopes[i]`.
+        Constraints: required; 1..256 items.
+        """
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___SendResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendBatchResponse: _TypeAlias = SendBatchResponse  # noqa: Y015
+
+@_typing.final
+class SendResult(_message.Message):
+    """What became of one envelope of a SendBatch.
+    Constraints: exactly one of outcome.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SENT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sent(self) -> Global___SendResponse:
+        """The envelope is durable in this gateway's journal: what `Send` would have returned.
+        Constraints: optional.
+        """
+
+    @_builtins.property
+    def error(self) -> Global___SendError:
+        """The envelope was refused: what `Send` would have failed with. Nothing of it is journaled.
+        Constraints: optional.
+        """
+
+    def __init__(
+        self,
+        *,
+        sent: Global___SendResponse | None = ...,
+        error: Global___SendError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "sent", b"sent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "sent", b"sent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["sent", "error"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___SendResult: _TypeAlias = SendResult  # noqa: Y015
+
+@_typing.final
+class SendError(_message.Message):
+    """Why one envelope of a SendBatch was refused: the gRPC status `Send` would have returned."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """The gRPC status code (for example 3 INVALID_ARGUMENT, 6 ALREADY_EXISTS, 5 NOT_FOUND), as
+    listed under `Send`.
+    Constraints: required; 1..16.
+    """
+    message: _builtins.str
+    """What was wrong, as `Send` would say it (for INVALID_ARGUMENT, `<field>: <description>`
+    joined with "; ", the paths starting at `envelope.`).
+    Constraints: required; 1..4096 chars.
+    """
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendError: _TypeAlias = SendError  # noqa: Y015
+
+@_typing.final
 class AcknowledgeRequest(_message.Message):
     """Acknowledges an inbound message."""
 
@@ -630,25 +752,26 @@ Global___WatchRequest: _TypeAlias = WatchRequest  # noqa: Y015
 
 @_typing.final
 class WatchResponse(_message.Message):
-    """One event of a Watch stream."""
+    """The events of one journal commit that match the Watch's kinds (a batch of one or more)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    EVENT_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def event(self) -> Global___Event:
-        """The event.
-        Constraints: required.
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___Event]:
+        """The events, in cursor order. A commit with more matching events than fit one response is
+        split across consecutive responses; a resumed Watch continues after the last cursor seen.
+        Constraints: required; 1..1024 items.
         """
 
     def __init__(
         self,
         *,
-        event: Global___Event | None = ...,
+        events: _abc.Iterable[Global___Event] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

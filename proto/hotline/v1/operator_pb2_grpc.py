@@ -41,6 +41,11 @@ class OperatorServiceStub:
                 request_serializer=hotline_dot_v1_dot_operator__pb2.SendRequest.SerializeToString,
                 response_deserializer=hotline_dot_v1_dot_operator__pb2.SendResponse.FromString,
                 _registered_method=True)
+        self.SendBatch = channel.unary_unary(
+                '/hotline.v1.OperatorService/SendBatch',
+                request_serializer=hotline_dot_v1_dot_operator__pb2.SendBatchRequest.SerializeToString,
+                response_deserializer=hotline_dot_v1_dot_operator__pb2.SendBatchResponse.FromString,
+                _registered_method=True)
         self.Acknowledge = channel.unary_unary(
                 '/hotline.v1.OperatorService/Acknowledge',
                 request_serializer=hotline_dot_v1_dot_operator__pb2.AcknowledgeRequest.SerializeToString,
@@ -99,6 +104,24 @@ class OperatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendBatch(self, request, context):
+        """Sends up to 256 messages in one call, for high-rate senders (a burst of reports in an
+        incident, a load generator). Each envelope is handled exactly as `Send` would handle it
+        alone — filled, validated, checked, signed, idempotent by `message_id` — and every one that
+        passes is journaled in one durable commit, in request order (so, within one precedence, in
+        the order of the request). The call returns once that commit is durable, with one result
+        per envelope, in request order: the `SendResponse` `Send` would have returned, or the status
+        code and message it would have failed with. One envelope failing does not fail the others.
+
+        Errors of the call itself (no envelope is journaled):
+        INVALID_ARGUMENT     no envelope, or more than 256.
+        RESOURCE_EXHAUSTED   the caller's send rate, or the outbox bound, would be exceeded by
+        the whole batch (nothing is journaled; retry later or smaller).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Acknowledge(self, request, context):
         """Acknowledges an inbound message: the gateway creates an `Acknowledgement` message to the
         other party, signs and journals it, and returns once the journal commit is durable. The
@@ -125,10 +148,11 @@ class OperatorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Watch(self, request, context):
-        """Streams events, in journal order, from a resumable cursor: first every event after
-        `after_cursor` already in the journal, then live events as they happen, until the caller
-        cancels. A client that loses the stream resumes with the cursor of the last event it
-        processed and misses nothing.
+        """Streams events, in journal order and batched per commit, from a resumable cursor: first
+        every event after `after_cursor` already in the journal, then live events as they are
+        committed, until the caller cancels. Events are built from what each commit wrote, never
+        by re-reading the journal. A client that loses the stream resumes with the cursor of the
+        last event it processed and misses nothing.
 
         Errors:
         INVALID_ARGUMENT     `kinds` contains EVENT_KIND_UNSPECIFIED or an unknown value.
@@ -179,6 +203,11 @@ def add_OperatorServiceServicer_to_server(servicer, server):
                     servicer.Send,
                     request_deserializer=hotline_dot_v1_dot_operator__pb2.SendRequest.FromString,
                     response_serializer=hotline_dot_v1_dot_operator__pb2.SendResponse.SerializeToString,
+            ),
+            'SendBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendBatch,
+                    request_deserializer=hotline_dot_v1_dot_operator__pb2.SendBatchRequest.FromString,
+                    response_serializer=hotline_dot_v1_dot_operator__pb2.SendBatchResponse.SerializeToString,
             ),
             'Acknowledge': grpc.unary_unary_rpc_method_handler(
                     servicer.Acknowledge,
@@ -235,6 +264,33 @@ class OperatorService:
             '/hotline.v1.OperatorService/Send',
             hotline_dot_v1_dot_operator__pb2.SendRequest.SerializeToString,
             hotline_dot_v1_dot_operator__pb2.SendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hotline.v1.OperatorService/SendBatch',
+            hotline_dot_v1_dot_operator__pb2.SendBatchRequest.SerializeToString,
+            hotline_dot_v1_dot_operator__pb2.SendBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

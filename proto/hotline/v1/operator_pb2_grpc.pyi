@@ -84,6 +84,20 @@ class OperatorServiceStub:
                            other party.
       RESOURCE_EXHAUSTED   the outbox is full (configured limit) or the envelope is too large.
     """
+    SendBatch: _grpc.UnaryUnaryMultiCallable[_operator_pb2.SendBatchRequest, _operator_pb2.SendBatchResponse]
+    """Sends up to 256 messages in one call, for high-rate senders (a burst of reports in an
+    incident, a load generator). Each envelope is handled exactly as `Send` would handle it
+    alone — filled, validated, checked, signed, idempotent by `message_id` — and every one that
+    passes is journaled in one durable commit, in request order (so, within one precedence, in
+    the order of the request). The call returns once that commit is durable, with one result
+    per envelope, in request order: the `SendResponse` `Send` would have returned, or the status
+    code and message it would have failed with. One envelope failing does not fail the others.
+
+    Errors of the call itself (no envelope is journaled):
+      INVALID_ARGUMENT     no envelope, or more than 256.
+      RESOURCE_EXHAUSTED   the caller's send rate, or the outbox bound, would be exceeded by
+                           the whole batch (nothing is journaled; retry later or smaller).
+    """
     Acknowledge: _grpc.UnaryUnaryMultiCallable[_operator_pb2.AcknowledgeRequest, _operator_pb2.AcknowledgeResponse]
     """Acknowledges an inbound message: the gateway creates an `Acknowledgement` message to the
     other party, signs and journals it, and returns once the journal commit is durable. The
@@ -106,10 +120,11 @@ class OperatorServiceStub:
       RESOURCE_EXHAUSTED   the outbox is full.
     """
     Watch: _grpc.UnaryStreamMultiCallable[_operator_pb2.WatchRequest, _operator_pb2.WatchResponse]
-    """Streams events, in journal order, from a resumable cursor: first every event after
-    `after_cursor` already in the journal, then live events as they happen, until the caller
-    cancels. A client that loses the stream resumes with the cursor of the last event it
-    processed and misses nothing.
+    """Streams events, in journal order and batched per commit, from a resumable cursor: first
+    every event after `after_cursor` already in the journal, then live events as they are
+    committed, until the caller cancels. Events are built from what each commit wrote, never
+    by re-reading the journal. A client that loses the stream resumes with the cursor of the
+    last event it processed and misses nothing.
 
     Errors:
       INVALID_ARGUMENT     `kinds` contains EVENT_KIND_UNSPECIFIED or an unknown value.
@@ -167,6 +182,20 @@ class OperatorServiceAsyncStub(OperatorServiceStub):
                            other party.
       RESOURCE_EXHAUSTED   the outbox is full (configured limit) or the envelope is too large.
     """
+    SendBatch: _aio.UnaryUnaryMultiCallable[_operator_pb2.SendBatchRequest, _operator_pb2.SendBatchResponse]  # type: ignore[assignment]
+    """Sends up to 256 messages in one call, for high-rate senders (a burst of reports in an
+    incident, a load generator). Each envelope is handled exactly as `Send` would handle it
+    alone — filled, validated, checked, signed, idempotent by `message_id` — and every one that
+    passes is journaled in one durable commit, in request order (so, within one precedence, in
+    the order of the request). The call returns once that commit is durable, with one result
+    per envelope, in request order: the `SendResponse` `Send` would have returned, or the status
+    code and message it would have failed with. One envelope failing does not fail the others.
+
+    Errors of the call itself (no envelope is journaled):
+      INVALID_ARGUMENT     no envelope, or more than 256.
+      RESOURCE_EXHAUSTED   the caller's send rate, or the outbox bound, would be exceeded by
+                           the whole batch (nothing is journaled; retry later or smaller).
+    """
     Acknowledge: _aio.UnaryUnaryMultiCallable[_operator_pb2.AcknowledgeRequest, _operator_pb2.AcknowledgeResponse]  # type: ignore[assignment]
     """Acknowledges an inbound message: the gateway creates an `Acknowledgement` message to the
     other party, signs and journals it, and returns once the journal commit is durable. The
@@ -189,10 +218,11 @@ class OperatorServiceAsyncStub(OperatorServiceStub):
       RESOURCE_EXHAUSTED   the outbox is full.
     """
     Watch: _aio.UnaryStreamMultiCallable[_operator_pb2.WatchRequest, _operator_pb2.WatchResponse]  # type: ignore[assignment]
-    """Streams events, in journal order, from a resumable cursor: first every event after
-    `after_cursor` already in the journal, then live events as they happen, until the caller
-    cancels. A client that loses the stream resumes with the cursor of the last event it
-    processed and misses nothing.
+    """Streams events, in journal order and batched per commit, from a resumable cursor: first
+    every event after `after_cursor` already in the journal, then live events as they are
+    committed, until the caller cancels. Events are built from what each commit wrote, never
+    by re-reading the journal. A client that loses the stream resumes with the cursor of the
+    last event it processed and misses nothing.
 
     Errors:
       INVALID_ARGUMENT     `kinds` contains EVENT_KIND_UNSPECIFIED or an unknown value.
@@ -255,6 +285,26 @@ class OperatorServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def SendBatch(
+        self,
+        request: _operator_pb2.SendBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.SendBatchResponse, _abc.Awaitable[_operator_pb2.SendBatchResponse]]:
+        """Sends up to 256 messages in one call, for high-rate senders (a burst of reports in an
+        incident, a load generator). Each envelope is handled exactly as `Send` would handle it
+        alone — filled, validated, checked, signed, idempotent by `message_id` — and every one that
+        passes is journaled in one durable commit, in request order (so, within one precedence, in
+        the order of the request). The call returns once that commit is durable, with one result
+        per envelope, in request order: the `SendResponse` `Send` would have returned, or the status
+        code and message it would have failed with. One envelope failing does not fail the others.
+
+        Errors of the call itself (no envelope is journaled):
+          INVALID_ARGUMENT     no envelope, or more than 256.
+          RESOURCE_EXHAUSTED   the caller's send rate, or the outbox bound, would be exceeded by
+                               the whole batch (nothing is journaled; retry later or smaller).
+        """
+
+    @_abc_1.abstractmethod
     def Acknowledge(
         self,
         request: _operator_pb2.AcknowledgeRequest,
@@ -287,10 +337,11 @@ class OperatorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _operator_pb2.WatchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_operator_pb2.WatchResponse], _abc.AsyncIterator[_operator_pb2.WatchResponse]]:
-        """Streams events, in journal order, from a resumable cursor: first every event after
-        `after_cursor` already in the journal, then live events as they happen, until the caller
-        cancels. A client that loses the stream resumes with the cursor of the last event it
-        processed and misses nothing.
+        """Streams events, in journal order and batched per commit, from a resumable cursor: first
+        every event after `after_cursor` already in the journal, then live events as they are
+        committed, until the caller cancels. Events are built from what each commit wrote, never
+        by re-reading the journal. A client that loses the stream resumes with the cursor of the
+        last event it processed and misses nothing.
 
         Errors:
           INVALID_ARGUMENT     `kinds` contains EVENT_KIND_UNSPECIFIED or an unknown value.

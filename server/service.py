@@ -1,0 +1,380 @@
+"""The gateway's domain steps for its own operators: submit (send) and acknowledge.
+
+Plain methods, no gRPC: the servicer (`server.operator_service`) is a thin adapter that calls
+them and turns a `server.errors.GatewayError` into its status code. Submission is batch-native:
+`submit` takes one envelope or up to `MAX_BATCH`, checks each exactly as a lone `Send` would be
+checked, signs each, journals every one that passes in ONE durable commit, then queues them on
+the peer link. A batch of one is the `Send` RPC.
+
+The steps for each envelope, in order (the spec's `OperatorService.Send` errors):
+  1. sender_party / originator, if set, are the caller's      PERMISSION_DENIED (journaled)
+  2. recipient is the peer; not an acknowledgement body        INVALID_ARGUMENT
+  3. fill (id, sender, originator, create_time), validate      INVALID_ARGUMENT
+  4. UPDATE / CANCEL reference one of our own messages         NOT_FOUND / FAILED_PRECONDITION
+  5. a message id already used: the same envelope again is an idempotent retry (its original
+     response); anything else                                  ALREADY_EXISTS
+Before any of them, the whole call is admitted or refused: the caller's send rate and the
+outbox bound (RESOURCE_EXHAUSTED), so a burst cannot drown the gateway or its link.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from certs.identity import Identity
+from hotline import link
+from hotline.ids import new_message_id
+from hotline.signing import PAYLOAD_TYPE_ENVELOPE, Signer
+from hotline.v1 import bodies_pb2, common_pb2, envelope_pb2, operator_pb2
+from hotline.validation import validate, validate_envelope
+from hotline.wire import timestamp_ns
+from server.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    GatewayError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+)
+from server.journal import Kind
+from server.store import IN, OUT, DuplicateMessage, Journaled, Outbound, Store, WrongState, outgoing
+
+log = logging.getLogger("hotline.service")
+
+MAX_BATCH = 256  # envelopes per SendBatch (the spec's bound)
+MAX_VIOLATIONS = 64  # violations quoted in one error, as on the peer link
+MAX_REFERENCES = 16  # Envelope.references, checked before validation builds anything
+
+
+class TokenBucket:
+    """Per-operator rate limit on sends (RESOURCE_EXHAUSTED when empty)."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, who: str, n: int = 1) -> bool:
+        """Take `n` tokens at once, or none."""
+        now = time.monotonic()
+        tokens, last = self._buckets.get(who, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        if tokens < n:
+            self._buckets[who] = (tokens, now)
+            return False
+        self._buckets[who] = (tokens - n, now)
+        return True
+
+
+def violations_text(problems: Sequence[object]) -> str:
+    """At most MAX_VIOLATIONS problems, joined as the spec says; the rest counted."""
+    shown = "; ".join(str(p) for p in problems[:MAX_VIOLATIONS])
+    more = len(problems) - MAX_VIOLATIONS
+    return shown + (f"; ... and {more} more" if more > 0 else "")
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    index: int
+    envelope: envelope_pb2.Envelope
+
+
+class GatewayService:
+    """What a party's operators may ask of their gateway (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        signer: Signer,
+        enqueue: Callable[[link.Outgoing], None],
+        rate: TokenBucket,
+        outbox_depth: Callable[[], int],
+        outbox_limit: int,
+    ) -> None:
+        self._store = store
+        self._signer = signer
+        self._enqueue = enqueue
+        self._rate = rate
+        self._outbox_depth = outbox_depth
+        self.outbox_limit = outbox_limit
+
+    @property
+    def party(self) -> str:
+        return self._store.party
+
+    @property
+    def peer_party(self) -> str:
+        return self._store.peer_party
+
+    # ------------------------------------------------------------------ submit
+
+    async def submit(
+        self, envelopes: Sequence[envelope_pb2.Envelope], who: Identity
+    ) -> list[operator_pb2.SendResponse | GatewayError]:
+        """Send `envelopes` for the caller: one result per envelope, in order.
+
+        Raises `GatewayError` only for the call as a whole (nothing journaled): an empty or
+        oversized batch, the caller's rate, the outbox bound.
+        """
+        if not 1 <= len(envelopes) <= MAX_BATCH:
+            raise InvalidArgument(f"envelopes: 1..{MAX_BATCH} items, got {len(envelopes)}")
+        self._admit(len(envelopes), who)
+        results: list[operator_pb2.SendResponse | GatewayError | None] = [None] * len(envelopes)
+        prepared: list[_Prepared] = []
+        first_of: dict[str, int] = {}  # message id -> index of its first use in this batch
+        twins: list[tuple[int, int]] = []  # (index, index of the first use of its id)
+        for index, given in enumerate(envelopes):
+            envelope = envelope_pb2.Envelope()
+            envelope.CopyFrom(given)
+            try:
+                await self._check(envelope, who)
+            except GatewayError as exc:
+                results[index] = exc
+                continue
+            held = self._store.seen.get(envelope.message_id)
+            if held is not None:
+                results[index] = self._idempotent(envelope, ours=held.sequence == 0)
+            elif envelope.message_id in first_of:
+                twins.append((index, first_of[envelope.message_id]))
+            else:
+                first_of[envelope.message_id] = index
+                prepared.append(_Prepared(index, envelope))
+        if prepared:
+            await self._journal(prepared, results)
+        for index, first in twins:
+            # the same id twice in one batch: the later one is a retry of the first
+            answer = results[first]
+            if envelopes[index] == envelopes[first] and isinstance(
+                answer, operator_pb2.SendResponse
+            ):
+                results[index] = answer
+            else:
+                results[index] = AlreadyExists(
+                    f"message_id {envelopes[index].message_id} is used twice in this batch "
+                    "for different envelopes"
+                )
+        final = [r for r in results if r is not None]
+        assert len(final) == len(envelopes)
+        return final
+
+    def _admit(self, n: int, who: Identity) -> None:
+        if not self._rate.take(who.spiffe_id, n):
+            raise ResourceExhausted(
+                f"{who} is sending faster than {self._rate.rate:g} messages/s "
+                f"(burst {self._rate.burst}); retry with backoff"
+            )
+        depth = self._outbox_depth()
+        if depth + n > self.outbox_limit:
+            raise ResourceExhausted(
+                f"outbox full: {depth} messages await delivery to {self.peer_party} "
+                f"(limit {self.outbox_limit}); retry when the link has drained"
+            )
+
+    async def _check(self, envelope: envelope_pb2.Envelope, who: Identity) -> None:
+        impersonation = ""
+        if envelope.sender_party and envelope.sender_party != who.party:
+            impersonation = (
+                f"sender_party is {envelope.sender_party}, "
+                f"but the caller {who} is of party {who.party}"
+            )
+        elif envelope.originator and envelope.originator != who.spiffe_id:
+            impersonation = f"originator is {envelope.originator}, but the caller is {who}"
+        if impersonation:
+            await self._store.record_event(
+                Kind.SECURITY,
+                {"code": "PERMISSION_DENIED", "detail": f"{who} calling Send: {impersonation}"},
+            )
+            raise PermissionDenied(impersonation)
+        if len(envelope.references) > MAX_REFERENCES:
+            raise InvalidArgument(
+                f"envelope.references: at most {MAX_REFERENCES} items, "
+                f"got {len(envelope.references)}"
+            )
+        problems: list[object] = []
+        if envelope.recipient_party and envelope.recipient_party != self.peer_party:
+            problems.append(
+                f"envelope.recipient_party: must be the peer {self.peer_party}, "
+                f"got {envelope.recipient_party}"
+            )
+        if envelope.WhichOneof("body") == "acknowledgement":
+            problems.append("envelope.acknowledgement: acknowledgements are made with Acknowledge")
+        # Validate the envelope as it will travel (after filling the gateway's fields), so a
+        # Send never journals what the peer would refuse (an expiry already past, say).
+        self._fill(envelope, who)
+        problems += validate(envelope, filled=True, prefix="envelope")
+        if problems:
+            raise InvalidArgument(violations_text(problems))
+        self._check_references(envelope)
+
+    def _fill(self, envelope: envelope_pb2.Envelope, who: Identity) -> None:
+        """The envelope defaults: the one place the gateway fills an operator's envelope."""
+        if not envelope.message_id:
+            envelope.message_id = new_message_id()
+        if not envelope.sender_party:
+            envelope.sender_party = self.party
+        if not envelope.originator:
+            envelope.originator = who.spiffe_id
+        if not envelope.HasField("create_time"):
+            envelope.create_time.FromNanoseconds(time.time_ns())
+
+    def _check_references(self, envelope: envelope_pb2.Envelope) -> None:
+        if envelope.action not in (common_pb2.ACTION_UPDATE, common_pb2.ACTION_CANCEL):
+            return
+        if not envelope.references:
+            return  # the validator has reported it
+        reference = envelope.references[0]
+        held = self._store.seen.get(reference)
+        if held is None:
+            raise NotFound(f"references[0]: no message {reference} in the journal")
+        if held.sequence != 0:
+            raise FailedPrecondition(
+                f"references[0]: {reference} was sent by the peer; "
+                "only our own messages can be updated or cancelled"
+            )
+
+    def _idempotent(
+        self, envelope: envelope_pb2.Envelope, *, ours: bool
+    ) -> operator_pb2.SendResponse | GatewayError:
+        record = self._store.record(envelope.message_id) if ours else None
+        if record is None or record.direction != OUT:
+            return AlreadyExists(f"message_id {envelope.message_id} was used by the other party")
+        original = record.envelope
+        probe = envelope_pb2.Envelope()
+        probe.CopyFrom(envelope)
+        probe.create_time.CopyFrom(original.create_time)  # filled by us if empty on the retry
+        if probe != original:
+            return AlreadyExists(
+                f"message_id {envelope.message_id} was already used for a different envelope"
+            )
+        return operator_pb2.SendResponse(
+            message_id=original.message_id,
+            journal_position=record.journal_position,
+            state=record.state,
+            journal_time=record.journal_time,
+            acknowledge_deadline_time=record.acknowledge_deadline_time,
+        )
+
+    async def _journal(
+        self,
+        prepared: list[_Prepared],
+        results: list[operator_pb2.SendResponse | GatewayError | None],
+    ) -> None:
+        batch = [
+            Outbound(
+                self._signer.sign(PAYLOAD_TYPE_ENVELOPE, p.envelope.SerializeToString()),
+                p.envelope,
+            )
+            for p in prepared
+        ]
+        outcomes = await self._store.journal_outbound_many(batch)
+        for p, item, outcome in zip(prepared, batch, outcomes, strict=True):
+            if isinstance(outcome, DuplicateMessage):  # raced with another call
+                results[p.index] = self._idempotent(p.envelope, ours=True)
+                continue
+            self._enqueue(
+                outgoing(
+                    item.signed, p.envelope.message_id, p.envelope.precedence, outcome.position
+                )
+            )
+            results[p.index] = _response(outcome)
+
+    # ------------------------------------------------------------------ acknowledge
+
+    async def acknowledge(
+        self, request: operator_pb2.AcknowledgeRequest, who: Identity
+    ) -> operator_pb2.AcknowledgeResponse:
+        violations = validate(request)
+        if violations:
+            raise InvalidArgument(violations_text(violations))
+        self._admit(1, who)
+        target = self._store.record(request.message_id)
+        if target is None:
+            raise NotFound(f"message_id: no message {request.message_id} in the journal")
+        if target.direction != IN:
+            raise FailedPrecondition(
+                f"{request.message_id} was sent by this party; only messages received from "
+                f"{self.peer_party} are acknowledged"
+            )
+        if target.envelope.WhichOneof("body") == "acknowledgement":
+            raise FailedPrecondition(f"{request.message_id} is itself an acknowledgement")
+        original = target.envelope
+        ack = bodies_pb2.Acknowledgement(
+            acknowledged_message_id=original.message_id,
+            level=request.level,
+            responder=who.spiffe_id,
+        )
+        if request.HasField("remarks"):
+            ack.remarks.CopyFrom(request.remarks)
+        if request.HasField("reason"):
+            ack.reason.CopyFrom(request.reason)
+        envelope = envelope_pb2.Envelope(
+            message_id=request.ack_message_id or new_message_id(),
+            sender_party=self.party,
+            recipient_party=self.peer_party,
+            originator=who.spiffe_id,
+            status=original.status,
+            precedence=original.precedence,
+            language=_language_of(request) or original.language,
+            action=common_pb2.ACTION_NEW,
+            references=[original.message_id],
+            acknowledgement=ack,
+        )
+        envelope.handling.CopyFrom(original.handling)
+        envelope.create_time.FromNanoseconds(time.time_ns())
+        violations = validate_envelope(envelope)
+        if violations:
+            raise InvalidArgument(violations_text(violations))
+        signed = self._signer.sign(PAYLOAD_TYPE_ENVELOPE, envelope.SerializeToString())
+        try:
+            journaled = await self._store.journal_outbound(
+                signed, envelope, acknowledges=original.message_id
+            )
+        except WrongState as exc:
+            raise FailedPrecondition(str(exc)) from None
+        except DuplicateMessage as dup:
+            existing = self._store.record(dup.message_id)
+            if (
+                existing is not None
+                and existing.envelope.WhichOneof("body") == "acknowledgement"
+                and existing.envelope.acknowledgement.acknowledged_message_id == original.message_id
+                and existing.envelope.acknowledgement.level == request.level
+            ):
+                return operator_pb2.AcknowledgeResponse(
+                    ack_message_id=dup.message_id, journal_position=existing.journal_position
+                )
+            raise AlreadyExists(f"ack_message_id {dup.message_id} was already used") from None
+        self._enqueue(
+            outgoing(signed, envelope.message_id, envelope.precedence, journaled.position)
+        )
+        log.info(
+            "%s acknowledged %s (%s)",
+            who,
+            original.message_id,
+            bodies_pb2.AcknowledgementLevel.Name(request.level),
+        )
+        return operator_pb2.AcknowledgeResponse(
+            ack_message_id=envelope.message_id, journal_position=journaled.position
+        )
+
+
+def _response(journaled: Journaled) -> operator_pb2.SendResponse:
+    return operator_pb2.SendResponse(
+        message_id=journaled.message_id,
+        journal_position=journaled.position,
+        state=operator_pb2.DELIVERY_STATE_JOURNALED,
+        journal_time=timestamp_ns(journaled.journal_time_ns),
+        acknowledge_deadline_time=timestamp_ns(journaled.deadline_ns),
+    )
+
+
+def _language_of(request: operator_pb2.AcknowledgeRequest) -> str:
+    for text in (request.remarks, request.reason):
+        for variant in text.variants:
+            if variant.kind == common_pb2.TRANSLATION_KIND_ORIGINAL:
+                return variant.language
+    return ""

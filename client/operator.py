@@ -48,6 +48,7 @@ from client.errors import (
     Timeout,
     Unavailable,
     from_rpc_error,
+    from_status,
 )
 from hotline.errors import ConfigError
 from hotline.ids import new_message_id
@@ -59,6 +60,9 @@ from hotline.v1 import (
     operator_pb2_grpc,
     peer_link_pb2,
 )
+
+SEND_BATCH_MAX = 256  # envelopes per SendBatch call (the spec's bound)
+_STATUS_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
 
 __all__ = [
     "ACKNOWLEDGED",
@@ -265,13 +269,37 @@ class OperatorClient:
         if not request.envelope.message_id:
             request.envelope.message_id = new_message_id()
         response = await self._call(self._service().Send, request)
-        return SendResult(
-            message_id=response.message_id,
-            journal_position=response.journal_position,
-            state=int(response.state),
-            journal_time=_datetime(response.journal_time),
-            deadline=_datetime(response.acknowledge_deadline_time),
-        )
+        return _send_result(response)
+
+    async def send_many(
+        self, envelopes: Sequence[Envelope], *, batch_size: int = SEND_BATCH_MAX
+    ) -> list[SendResult | ClientError]:
+        """Send many envelopes, up to `batch_size` (at most 256) per `SendBatch` call.
+
+        One result per envelope, in order: its `SendResult`, or the `ClientError` that `send`
+        would have raised for it alone (one refused envelope does not stop the others). Each
+        batch is journaled in one commit; within a precedence, messages travel in this order.
+        An error of a whole call (rate limit, outbox full, gateway unreachable) is raised, and
+        the envelopes of earlier calls stay sent: retrying is safe (ids are set here).
+        """
+        if not 1 <= batch_size <= SEND_BATCH_MAX:
+            raise ValueError(f"batch_size must be 1..{SEND_BATCH_MAX}")
+        results: list[SendResult | ClientError] = []
+        for start in range(0, len(envelopes), batch_size):
+            request = operator_pb2.SendBatchRequest()
+            for envelope in envelopes[start : start + batch_size]:
+                added = request.envelopes.add()
+                added.CopyFrom(envelope)
+                if not added.message_id:
+                    added.message_id = new_message_id()
+            response = await self._call(self._service().SendBatch, request)
+            for result in response.results:
+                if result.WhichOneof("outcome") == "error":
+                    code = _STATUS_BY_VALUE.get(result.error.code, grpc.StatusCode.UNKNOWN)
+                    results.append(from_status(code, result.error.message))
+                else:
+                    results.append(_send_result(result.sent))
+        return results
 
     async def send_body(
         self,
@@ -531,3 +559,13 @@ def _reached(record: MessageRecord, state: int) -> bool:
             reason=reason,
         )
     return int(record.state) >= state
+
+
+def _send_result(response: operator_pb2.SendResponse) -> SendResult:
+    return SendResult(
+        message_id=response.message_id,
+        journal_position=response.journal_position,
+        state=int(response.state),
+        journal_time=_datetime(response.journal_time),
+        deadline=_datetime(response.acknowledge_deadline_time),
+    )

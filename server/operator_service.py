@@ -24,7 +24,7 @@ from server.auth import caller
 from server.errors import GatewayError
 from server.journal import Entry, Kind
 from server.peerlink.status import LinkStatus
-from server.service import GatewayService
+from server.service import GatewayService, violations_text
 from server.store import EVENT_KINDS, Store
 
 log = logging.getLogger("hotline.operator")
@@ -137,9 +137,7 @@ class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
     ) -> operator_pb2.ListMessagesResponse:
         violations = validate(request)
         if violations:
-            await _abort(
-                context, grpc.StatusCode.INVALID_ARGUMENT, "; ".join(str(v) for v in violations)
-            )
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, violations_text(violations))
         where: list[str] = []
         params: list[Any] = []
         if request.direction:
@@ -230,9 +228,7 @@ class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
     ) -> AsyncIterator[operator_pb2.WatchResponse]:
         violations = validate(request)
         if violations:
-            await _abort(
-                context, grpc.StatusCode.INVALID_ARGUMENT, "; ".join(str(v) for v in violations)
-            )
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, violations_text(violations))
         head = self._store.journal.head[0]
         if request.after_cursor > head:
             await _abort(

@@ -262,6 +262,59 @@ class Engine:
         self._changed.set()
         return True
 
+    async def send_many(
+        self,
+        items: list[tuple[Tracked, envelope_pb2.Envelope]],
+        client: OperatorClient | None = None,
+    ) -> None:
+        """Submit envelopes of one sender in one `SendBatch` (ids set and tracked); a batch
+        refused as a whole for a retryable reason is retried, each envelope's own refusal is
+        final for it, as with `send`."""
+        if not items:
+            return
+        side = self.sides[items[0][0].sender]
+        client = client or side.sender()
+        deadline = time.monotonic() + self.send_timeout_s
+        delay = 0.05
+        submit = time.monotonic()
+        for tracked, _ in items:
+            tracked.submit = submit
+            self.progress.sent += 1
+        while True:
+            for tracked, _ in items:
+                tracked.attempts += 1
+            try:
+                results = await client.send_many([envelope for _, envelope in items])
+                break
+            except RETRYABLE as exc:
+                if time.monotonic() + delay > deadline:
+                    for tracked, _ in items:
+                        self._failed(tracked, exc)
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            except ClientError as exc:
+                for tracked, _ in items:
+                    self._failed(tracked, exc)
+                return
+        now = time.monotonic()
+        for (tracked, _), result in zip(items, results, strict=True):
+            if isinstance(result, ClientError):
+                self._failed(tracked, result)
+                continue
+            tracked.journaled = now
+            tracked.done.set()
+            self.progress.journaled += 1
+            self.metrics.count("journaled")
+            self.metrics.record(
+                "journaled",
+                tracked.body,
+                tracked.precedence,
+                now - tracked.planned,
+                self.elapsed(tracked.planned),
+            )
+        self._changed.set()
+
     def _failed(self, tracked: Tracked, exc: ClientError) -> bool:
         code = exc.code.name if exc.code is not None else type(exc).__name__
         tracked.error = f"{code}: {exc.detail}"

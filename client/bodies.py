@@ -516,6 +516,33 @@ def envelope_from_file(path: Path | str) -> envelope_pb2.Envelope:
     return _parse_file(Path(path), envelope_pb2.Envelope())
 
 
+def envelopes_from_file(path: Path | str) -> list[envelope_pb2.Envelope]:
+    """Envelopes from a file: one (.txtpb, .json), or one protobuf-JSON envelope per line
+    (.jsonl; blank lines skipped) for sending many in batches."""
+    path = Path(path)
+    if path.suffix.lower() != ".jsonl":
+        return [envelope_from_file(path)]
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    envelopes = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        envelope = envelope_pb2.Envelope()
+        try:
+            json_format.Parse(line, envelope)
+        except (json_format.ParseError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path}:{number}: not a valid Envelope: {exc}") from None
+        envelopes.append(envelope)
+    if not envelopes:
+        raise ConfigError(f"{path} holds no envelope")
+    return envelopes
+
+
 def body_from_file(path: Path | str, member: str) -> Message:
     """Read a body of the `Envelope.body` member `member` (e.g. "sar_sitrep") from a file."""
     field = envelope_pb2.Envelope.DESCRIPTOR.fields_by_name.get(member)

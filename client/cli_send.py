@@ -15,6 +15,7 @@ from client.cli_common import (
     ACTIONS,
     CLASSIFICATIONS,
     EXIT_OK,
+    EXIT_REFUSED,
     EXIT_USAGE,
     PRECEDENCES,
     STATUSES,
@@ -28,6 +29,7 @@ from client.cli_common import (
     json_line,
     run_command,
 )
+from client.errors import ClientError
 from client.operator import OperatorClient, SendResult, state_name
 from hotline.errors import ConfigError
 from hotline.ids import new_message_id
@@ -47,7 +49,8 @@ examples:
   hotline send air-incident --precedence flash --kind intercept --lat 24.1 --lon 123.4 \\
       --altitude-ft 24000 --interceptor "F-15J 2-8923" --adiz JADIZ
   hotline send --file my-envelope.txtpb --wait acknowledged
-  hotline send --file proto/examples/valid/sar_request.txtpb --fresh --status exercise"""
+  hotline send --file proto/examples/valid/sar_request.txtpb --fresh --status exercise
+  hotline send --file reports.jsonl            # many envelopes, one JSON per line, batched"""
 
 PLATFORM_KINDS = enum_choices(common_pb2.PlatformKind, "PLATFORM_KIND_")
 ENCOUNTERS = enum_choices(bodies_pb2.EncounterType, "ENCOUNTER_TYPE_")
@@ -180,7 +183,10 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--file",
         "-f",
         metavar="FILE",
-        help="send the envelope in FILE (.txtpb or .json) instead of a body subcommand",
+        action="append",
+        help="send the envelope in FILE (.txtpb or .json) instead of a body subcommand; "
+        "repeat it, or give a .jsonl file (one JSON envelope per line), to send many: they go "
+        "in batches (SendBatch), one result line each, in order",
     )
     parser.add_argument(
         "--fresh",
@@ -405,11 +411,16 @@ def run(args: argparse.Namespace) -> int:
         )
     try:
         body = args.build(args) if args.build is not None else None
-        envelope = bodies.envelope_from_file(args.file) if args.file else None
+        envelopes = [e for f in args.file or () for e in bodies.envelopes_from_file(f)]
     except ConfigError as exc:
         return fail("send", str(exc), EXIT_USAGE)
+    if len(envelopes) > 1 and args.message_id:
+        return fail("send", "--message-id names one message; not with many envelopes", EXIT_USAGE)
+    envelope = envelopes[0] if len(envelopes) == 1 else None
 
     async def work(client: OperatorClient) -> int:
+        if len(envelopes) > 1:
+            return await _send_many(client, envelopes, args)
         if envelope is not None:
             result = await client.send(await _complete(client, envelope, args))
         else:
@@ -440,6 +451,33 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return run_command("send", args, work)
+
+
+async def _send_many(
+    client: OperatorClient, envelopes: list[envelope_pb2.Envelope], args: argparse.Namespace
+) -> int:
+    """Send every envelope (SendBatch), one line per result in order; exit 1 if any refused."""
+    completed = [await _complete(client, e, args) for e in envelopes]
+    for e in completed:
+        if not e.message_id:
+            e.message_id = new_message_id()  # known before sending: a retry is idempotent
+    refused = 0
+    for e, result in zip(completed, await client.send_many(completed), strict=True):
+        if isinstance(result, ClientError):
+            refused += 1
+            print(f"{e.message_id} REFUSED {result}", file=sys.stderr)
+            continue
+        state = result.state
+        if args.wait is not None:
+            state = int(
+                (
+                    await client.wait_for(
+                        result.message_id, args.wait, timeout=args.timeout or 30.0
+                    )
+                ).state
+            )
+        _report(result, state, args.json)
+    return EXIT_REFUSED if refused else EXIT_OK
 
 
 async def _complete(

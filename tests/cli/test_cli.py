@@ -531,3 +531,31 @@ async def test_operator_file_written_for_a_party_reaches_its_gateway(tmp_path: P
             sent = await client.send_body(bodies.free_text("a", "b"), precedence=4)
             record = await client.wait_for(sent.message_id, DELIVERED, timeout=10)
             assert record.state == DELIVERED
+
+
+async def test_send_many_envelopes_from_a_jsonl_file_in_batches(tmp_path: Path) -> None:
+    """`hotline send --file X.jsonl`: one result line per envelope, in order; a refused one is
+    reported on stderr with its reason and makes the exit code 1; the others are journaled."""
+    from google.protobuf import json_format
+
+    from tests.harness import free_text
+
+    env = clean_env(tmp_path)
+    async with running_pair(tmp_path) as pair:
+        jp, _ = floors(pair, tmp_path)
+        good = [free_text(f"line {i}") for i in range(3)]
+        bad = free_text("bad language")
+        bad.language = "not a language"
+        lines = [json_format.MessageToJson(e, indent=None) for e in (good[0], bad, *good[1:])]
+        path = tmp_path / "reports.jsonl"
+        path.write_text("\n".join(lines) + "\n\n")
+        result = await hotline("send", "--file", str(path), "--config", str(jp.config), env=env)
+        assert result.rc == 1, result.err
+        out = result.out.splitlines()
+        assert [line.split()[0] for line in out] == [e.message_id for e in good]
+        assert all("JOURNALED" in line for line in out)
+        assert f"{bad.message_id} REFUSED" in result.err
+        assert "envelope.language" in result.err
+        for envelope in good:
+            assert pair.jp.gateway.store.record(envelope.message_id) is not None
+        assert pair.jp.gateway.store.record(bad.message_id) is None

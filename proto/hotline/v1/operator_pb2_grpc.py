@@ -150,8 +150,8 @@ class OperatorServiceServicer:
     def Watch(self, request, context):
         """Streams events, in journal order and batched per commit, from a resumable cursor: first
         every event after `after_cursor` already in the journal, then live events as they are
-        committed, until the caller cancels. Events are built from what each commit wrote, never
-        by re-reading the journal. A client that loses the stream resumes with the cursor of the
+        committed, until the caller cancels. Live events are built from what each commit wrote,
+        not by re-reading the journal. A client that loses the stream resumes with the cursor of the
         last event it processed and misses nothing.
 
         Errors:

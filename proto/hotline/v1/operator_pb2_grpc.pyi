@@ -122,8 +122,8 @@ class OperatorServiceStub:
     Watch: _grpc.UnaryStreamMultiCallable[_operator_pb2.WatchRequest, _operator_pb2.WatchResponse]
     """Streams events, in journal order and batched per commit, from a resumable cursor: first
     every event after `after_cursor` already in the journal, then live events as they are
-    committed, until the caller cancels. Events are built from what each commit wrote, never
-    by re-reading the journal. A client that loses the stream resumes with the cursor of the
+    committed, until the caller cancels. Live events are built from what each commit wrote,
+    not by re-reading the journal. A client that loses the stream resumes with the cursor of the
     last event it processed and misses nothing.
 
     Errors:
@@ -220,8 +220,8 @@ class OperatorServiceAsyncStub(OperatorServiceStub):
     Watch: _aio.UnaryStreamMultiCallable[_operator_pb2.WatchRequest, _operator_pb2.WatchResponse]  # type: ignore[assignment]
     """Streams events, in journal order and batched per commit, from a resumable cursor: first
     every event after `after_cursor` already in the journal, then live events as they are
-    committed, until the caller cancels. Events are built from what each commit wrote, never
-    by re-reading the journal. A client that loses the stream resumes with the cursor of the
+    committed, until the caller cancels. Live events are built from what each commit wrote,
+    not by re-reading the journal. A client that loses the stream resumes with the cursor of the
     last event it processed and misses nothing.
 
     Errors:
@@ -339,8 +339,8 @@ class OperatorServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_operator_pb2.WatchResponse], _abc.AsyncIterator[_operator_pb2.WatchResponse]]:
         """Streams events, in journal order and batched per commit, from a resumable cursor: first
         every event after `after_cursor` already in the journal, then live events as they are
-        committed, until the caller cancels. Events are built from what each commit wrote, never
-        by re-reading the journal. A client that loses the stream resumes with the cursor of the
+        committed, until the caller cancels. Live events are built from what each commit wrote,
+        not by re-reading the journal. A client that loses the stream resumes with the cursor of the
         last event it processed and misses nothing.
 
         Errors:

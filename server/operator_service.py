@@ -25,7 +25,7 @@ from server.errors import GatewayError
 from server.journal import Entry, Kind
 from server.peerlink.status import LinkStatus
 from server.service import GatewayService, violations_text
-from server.store import EVENT_KINDS, Store
+from server.store import EVENT_KINDS, MessageFilter, Store
 
 log = logging.getLogger("hotline.operator")
 
@@ -138,48 +138,30 @@ class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
         violations = validate(request)
         if violations:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, violations_text(violations))
-        where: list[str] = []
-        params: list[Any] = []
-        if request.direction:
-            where.append("m.direction = ?")
-            params.append(request.direction)
-        for column, values in (
-            ("m.body_type", request.body_types),
-            ("m.precedence", request.precedences),
-            ("m.state", request.states),
+        if (
+            request.HasField("start_time")
+            and request.HasField("end_time")
+            and request.end_time.ToNanoseconds() <= request.start_time.ToNanoseconds()
         ):
-            if values:
-                where.append(f"{column} IN ({','.join('?' * len(values))})")
-                params.extend(values)
-        if request.status:
-            where.append("m.status = ?")
-            params.append(request.status)
-        if request.HasField("start_time"):
-            where.append("m.journal_time_ns >= ?")
-            params.append(request.start_time.ToNanoseconds())
-        if request.HasField("end_time"):
-            if (
-                request.HasField("start_time")
-                and request.end_time.ToNanoseconds() <= request.start_time.ToNanoseconds()
-            ):
-                await _abort(
-                    context, grpc.StatusCode.INVALID_ARGUMENT, "end_time: must be after start_time"
-                )
-            where.append("m.journal_time_ns < ?")
-            params.append(request.end_time.ToNanoseconds())
-        if request.overdue_only:
-            where.append("m.escalated = 1 AND m.state IN (?, ?)")
-            params.extend(
-                [operator_pb2.DELIVERY_STATE_JOURNALED, operator_pb2.DELIVERY_STATE_DELIVERED]
+            await _abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, "end_time: must be after start_time"
             )
+        where = MessageFilter(
+            direction=request.direction,
+            body_types=tuple(request.body_types),
+            precedences=tuple(request.precedences),
+            states=tuple(request.states),
+            status=request.status,
+            start_ns=request.start_time.ToNanoseconds() if request.HasField("start_time") else None,
+            end_ns=request.end_time.ToNanoseconds() if request.HasField("end_time") else None,
+            overdue_only=request.overdue_only,
+        )
         filters = request.SerializeToString(deterministic=True)
         before = 2**62
         if request.page_token:
             before = await self._decode_token(request, filters, context)
         size = request.page_size or 100
-        records = self._store.list_records(
-            before_position=before, limit=size + 1, where=where, params=params
-        )
+        records = self._store.list_records(where, before_position=before, limit=size + 1)
         token = ""
         if len(records) > size:
             records = records[:size]

@@ -64,6 +64,49 @@ class WrongState(Exception):
 
 
 @dataclass(frozen=True)
+class MessageFilter:
+    """Which messages to list (`ListMessages`): every field given must match (AND); the values
+    of one tuple are alternatives (OR). Empty / None / 0 means no condition."""
+
+    direction: int = 0
+    body_types: tuple[int, ...] = ()
+    precedences: tuple[int, ...] = ()
+    states: tuple[int, ...] = ()
+    status: int = 0
+    start_ns: int | None = None  # journaled at or after
+    end_ns: int | None = None  # journaled before
+    overdue_only: bool = False
+
+    def sql(self) -> tuple[list[str], list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if self.direction:
+            clauses.append("m.direction = ?")
+            params.append(self.direction)
+        for column, values in (
+            ("m.body_type", self.body_types),
+            ("m.precedence", self.precedences),
+            ("m.state", self.states),
+        ):
+            if values:
+                clauses.append(f"{column} IN ({','.join('?' * len(values))})")
+                params.extend(values)
+        if self.status:
+            clauses.append("m.status = ?")
+            params.append(self.status)
+        if self.start_ns is not None:
+            clauses.append("m.journal_time_ns >= ?")
+            params.append(self.start_ns)
+        if self.end_ns is not None:
+            clauses.append("m.journal_time_ns < ?")
+            params.append(self.end_ns)
+        if self.overdue_only:
+            clauses.append("m.escalated = 1 AND m.state IN (?, ?)")
+            params.extend([JOURNALED, DELIVERED])
+        return clauses, params
+
+
+@dataclass(frozen=True)
 class Outbound:
     """A message we send, signed: the exact bytes to journal and the envelope they hold."""
 
@@ -712,17 +755,14 @@ class Store:
         return record
 
     def list_records(
-        self,
-        *,
-        before_position: int,
-        limit: int,
-        where: Sequence[str] = (),
-        params: Sequence[Any] = (),
+        self, where: MessageFilter, *, before_position: int, limit: int
     ) -> list[operator_pb2.MessageRecord]:
-        clauses = ["m.position < ?", *where]
+        """Messages matching `where`, newest first, below a journal position (a page)."""
+        clauses, params = where.sql()
         rows = self.journal.query(
             "SELECT m.*, e.body FROM messages m JOIN entries e ON e.position = m.position"
-            f" WHERE {' AND '.join(clauses)} ORDER BY m.position DESC LIMIT ?",
+            f" WHERE {' AND '.join(['m.position < ?', *clauses])}"
+            " ORDER BY m.position DESC LIMIT ?",
             (before_position, *params, limit),
         )
         return [self.record_from_row(r) for r in rows]

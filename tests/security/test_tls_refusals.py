@@ -44,6 +44,7 @@ from certs.pki import (
 )
 from hotline.v1 import operator_pb2, operator_pb2_grpc
 from server.journal import Kind
+from server.store import MessageFilter
 from tests.harness import free_text
 from tests.security.conftest import (
     PKI_BACKDATE,
@@ -311,7 +312,7 @@ async def test_the_peer_gateway_may_not_call_operator_service(jp: Lone) -> None:
     [entry] = security_details(jp.gateway)
     assert entry["code"] == "PERMISSION_DENIED"
     assert "/hotline.v1.OperatorService/Send" in entry["detail"]
-    assert jp.gateway.store.list_records(before_position=2**62, limit=10) == []
+    assert jp.gateway.store.list_records(MessageFilter(), before_position=2**62, limit=10) == []
 
 
 async def test_an_operator_may_not_call_peer_link_service(jp: Lone) -> None:

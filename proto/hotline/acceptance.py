@@ -9,6 +9,7 @@ id seen before" is a lookup the link core passes in (its in-memory index).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -141,10 +142,20 @@ def wrong_party(envelope: envelope_pb2.Envelope, *, sender_party: str, receiver_
     if envelope.WhichOneof("body") == "acknowledgement":
         named.append(("acknowledgement.responder", envelope.acknowledgement.responder))
     for field, uri in named:
-        try:
-            identity = parse_spiffe_id(uri)
-        except IdentityError as exc:
-            return f"{field}: {exc}"
-        if identity.party != sender_party or identity.role is not Role.OPERATOR:
+        party, operator, problem = _identity_of(uri)
+        if problem:
+            return f"{field}: {problem}"
+        if party != sender_party or not operator:
             return f"{field} is {uri}, not an operator of party {sender_party}"
     return ""
+
+
+@functools.lru_cache(maxsize=4096)
+def _identity_of(uri: str) -> tuple[str, bool, str]:
+    """(party, is an operator, why it is not an identity at all); cached: a link carries the
+    same few operators' ids over and over."""
+    try:
+        identity = parse_spiffe_id(uri)
+    except IdentityError as exc:
+        return "", False, str(exc)
+    return identity.party, identity.role is Role.OPERATOR, ""

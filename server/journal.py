@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hotline import link
+from hotline.v1 import operator_pb2
 from hotline.v1.operator_pb2 import DIRECTION_INBOUND
 from hotline.wire import batch_receipt_from_bytes
 
@@ -47,6 +48,21 @@ log = logging.getLogger("hotline.journal")
 
 GENESIS = b"\x00" * 32
 SCHEMA_VERSION = 2  # 2: batch receipts (link protocol version 2)
+
+JOURNALED = operator_pb2.DELIVERY_STATE_JOURNALED
+DELIVERED = operator_pb2.DELIVERY_STATE_DELIVERED
+
+# The messages that may still come due: not yet escalated (outbound) or re-alerted (inbound),
+# with a deadline (an acknowledgement has none), neither acknowledged nor rejected. The partial
+# index `messages_due` holds exactly these, so the overdue check reads only what may be due,
+# whatever the journal's size: a message leaves the index when it is acknowledged, rejected or
+# escalated, since each of those updates makes the condition false. A query uses the index only
+# if its WHERE contains these terms as written (SQLite proves a partial index usable by matching
+# terms: `state IN (?, ?)` with bound values, or the list in another order, does not match), so
+# queries use these constants, never a copy.
+MAY_COME_DUE = f"escalated = 0 AND deadline_ns > 0 AND state IN ({JOURNALED}, {DELIVERED})"
+# The messages past their deadline and still unanswered (`overdue` on the operator API).
+OVERDUE = f"escalated = 1 AND state IN ({JOURNALED}, {DELIVERED})"
 
 
 class Kind(StrEnum):
@@ -112,7 +128,7 @@ def entry_hash(
     return h.digest()
 
 
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (
     position   INTEGER PRIMARY KEY,
@@ -149,6 +165,8 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_state ON messages(direction, state);
 CREATE INDEX IF NOT EXISTS messages_time ON messages(journal_time_ns);
+CREATE INDEX IF NOT EXISTS messages_due ON messages(deadline_ns) WHERE {MAY_COME_DUE};
+CREATE INDEX IF NOT EXISTS messages_overdue ON messages(deadline_ns) WHERE {OVERDUE};
 -- The link's settlements, per sending party: (party, sequence) is unique forever.
 CREATE TABLE IF NOT EXISTS settlements (
     sender_party TEXT NOT NULL,
@@ -441,6 +459,10 @@ class Journal:
     def entry(self, position: int) -> Entry | None:
         rows = self.query("SELECT * FROM entries WHERE position = ?", (position,))
         return _entry(rows[0]) if rows else None
+
+    def explain(self, sql: str, params: Sequence[Any] = ()) -> list[str]:
+        """SQLite's query plan for `sql` (EXPLAIN QUERY PLAN), one line per step."""
+        return [str(row["detail"]) for row in self.query(f"EXPLAIN QUERY PLAN {sql}", params)]
 
     # -- the link's reads: where each direction stands, and the receiving end's archive
 

@@ -17,105 +17,60 @@ then resolves all their futures. Under load hundreds of entries share one fsync.
 Beside the chain, mutable *index* tables (messages, settlements) answer queries quickly; they
 are updated in the same transaction as the entries they derive from, and
 `hotline journal verify` checks the chain, not the index.
+
+What an entry is and how the chain is hashed is the journal file's format, in
+`hotline.journal_file`, beside the read-only `JournalReader` that everyone who is not this
+gateway reads a journal file with. This module writes the file and owns its schema (the tables
+below and `SCHEMA_VERSION`); with `server.store` and `hotline.journal_file`, it is all the SQL
+there is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
 import queue
 import sqlite3
-import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from hotline import link
-from hotline.v1.operator_pb2 import DIRECTION_INBOUND
+from hotline.journal_file import ENTRY_COLUMNS, GENESIS, entry_hash, entry_of
+
+# What an entry is belongs to the journal file's format; the gateway imports it from here.
+from hotline.journal_file import Entry as Entry
+from hotline.journal_file import Kind as Kind
+from hotline.v1 import operator_pb2
 from hotline.wire import batch_receipt_from_bytes
 
 T = TypeVar("T")
 log = logging.getLogger("hotline.journal")
 
-GENESIS = b"\x00" * 32
 SCHEMA_VERSION = 2  # 2: batch receipts (link protocol version 2)
 
+JOURNALED = operator_pb2.DELIVERY_STATE_JOURNALED
+DELIVERED = operator_pb2.DELIVERY_STATE_DELIVERED
 
-class Kind(StrEnum):
-    """What an entry records. The names are part of the journal format."""
-
-    KEY = "key"  # a signing certificate (DER) this journal's signatures can be checked with
-    MESSAGE_OUT = "message-out"  # body: SignedPayload(Envelope) we sent
-    MESSAGE_IN = "message-in"  # body: SignedPayload(Envelope) received from the peer
-    RECEIPT = "receipt"  # body: SignedPayload(BatchReceiptBody) the peer gave us (one per batch)
-    DELIVERED = "delivered"  # body: JSON {receipt: position of the RECEIPT entry}; per message
-    REFUSED_BY_PEER = "refused-by-peer"  # body: JSON rejection of our message by the peer
-    REFUSED_INBOUND = "refused-inbound"  # body: JSON; we refused a peer delivery (seq consumed)
-    ACKNOWLEDGED = "acknowledged"  # body: JSON; our operator acknowledged an inbound message
-    ESCALATION = "escalation"  # body: JSON; our outbound message passed its deadline unanswered
-    REALERT = "realert"  # body: JSON; an inbound message passed its deadline unacknowledged
-    LINK_UP = "link-up"  # body: JSON {direction, detail}
-    LINK_DOWN = "link-down"  # body: JSON {direction, detail}
-    SECURITY = "security"  # body: JSON; a refused connection or call
-    CHECKPOINT_OWN = "checkpoint-own"  # body: SignedPayload(CheckpointBody) we sent the peer
-    CHECKPOINT_PEER = "checkpoint-peer"  # body: SignedPayload(CheckpointBody) from the peer
+# The messages that may still come due: not yet escalated (outbound) or re-alerted (inbound),
+# with a deadline (an acknowledgement has none), neither acknowledged nor rejected. The partial
+# index `messages_due` holds exactly these, so the overdue check reads only what may be due,
+# whatever the journal's size: a message leaves the index when it is acknowledged, rejected or
+# escalated, since each of those updates makes the condition false. A query uses the index only
+# if its WHERE contains these terms as written (SQLite proves a partial index usable by matching
+# terms: `state IN (?, ?)` with bound values, or the list in another order, does not match), so
+# queries use these constants, never a copy.
+MAY_COME_DUE = f"escalated = 0 AND deadline_ns > 0 AND state IN ({JOURNALED}, {DELIVERED})"
+# The messages past their deadline and still unanswered (`overdue` on the operator API).
+OVERDUE = f"escalated = 1 AND state IN ({JOURNALED}, {DELIVERED})"
 
 
-@dataclass(frozen=True)
-class Entry:
-    position: int
-    kind: Kind
-    time_ns: int
-    message_id: str
-    party: str
-    sequence: int
-    body: bytes
-    prev_hash: bytes
-    hash: bytes
-    # Not part of the journal: what the operation that wrote a live entry made of it (the
-    # store's operator event), so readers of a commit need not read the journal back.
-    event: object = field(default=None, compare=False, repr=False)
-
-    def json_body(self) -> dict[str, Any]:
-        value = json.loads(self.body)
-        if not isinstance(value, dict):
-            raise ValueError(f"entry {self.position}: body is not a JSON object")
-        return value
-
-
-def entry_hash(
-    prev_hash: bytes,
-    position: int,
-    kind: str,
-    time_ns: int,
-    message_id: str,
-    party: str,
-    sequence: int,
-    body: bytes,
-) -> bytes:
-    """The chain hash of one entry. Every field is length-prefixed: no two entries collide."""
-    h = hashlib.sha256()
-    h.update(b"hotline-journal-v1\x00")
-    h.update(prev_hash)
-    h.update(struct.pack(">QqQ", position, time_ns, sequence))
-    for text in (kind, message_id, party):
-        raw = text.encode("utf-8")
-        h.update(struct.pack(">I", len(raw)))
-        h.update(raw)
-    h.update(struct.pack(">Q", len(body)))
-    h.update(body)
-    return h.digest()
-
-
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (
     position   INTEGER PRIMARY KEY,
@@ -152,6 +107,8 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_state ON messages(direction, state);
 CREATE INDEX IF NOT EXISTS messages_time ON messages(journal_time_ns);
+CREATE INDEX IF NOT EXISTS messages_due ON messages(deadline_ns) WHERE {MAY_COME_DUE};
+CREATE INDEX IF NOT EXISTS messages_overdue ON messages(deadline_ns) WHERE {OVERDUE};
 -- The link's settlements, per sending party: (party, sequence) is unique forever.
 CREATE TABLE IF NOT EXISTS settlements (
     sender_party TEXT NOT NULL,
@@ -466,13 +423,18 @@ class Journal:
 
     def entries(self, after: int = 0, limit: int = 1000) -> list[Entry]:
         rows = self.query(
-            "SELECT * FROM entries WHERE position > ? ORDER BY position LIMIT ?", (after, limit)
+            f"SELECT {ENTRY_COLUMNS} FROM entries WHERE position > ? ORDER BY position LIMIT ?",
+            (after, limit),
         )
-        return [_entry(r) for r in rows]
+        return [entry_of(r) for r in rows]
 
     def entry(self, position: int) -> Entry | None:
-        rows = self.query("SELECT * FROM entries WHERE position = ?", (position,))
-        return _entry(rows[0]) if rows else None
+        rows = self.query(f"SELECT {ENTRY_COLUMNS} FROM entries WHERE position = ?", (position,))
+        return entry_of(rows[0]) if rows else None
+
+    def explain(self, sql: str, params: Sequence[Any] = ()) -> list[str]:
+        """SQLite's query plan for `sql` (EXPLAIN QUERY PLAN), one line per step."""
+        return [str(row["detail"]) for row in self.query(f"EXPLAIN QUERY PLAN {sql}", params)]
 
     # -- the link's reads: where each direction stands, and the receiving end's archive
 
@@ -496,7 +458,7 @@ class Journal:
         rows = self.query("SELECT message_id, direction, sequence, digest FROM messages")
         return {
             r["message_id"]: link.Seen(r["sequence"], bytes(r["digest"]))
-            if r["direction"] == DIRECTION_INBOUND
+            if r["direction"] == operator_pb2.DIRECTION_INBOUND
             else link.Seen(0)
             for r in rows
         }
@@ -525,69 +487,3 @@ class Journal:
         )
         found = self._archived(rows, sender_party)
         return found[0] if found else None
-
-
-def _entry(row: sqlite3.Row) -> Entry:
-    return Entry(
-        position=row["position"],
-        kind=Kind(row["kind"]),
-        time_ns=row["time_ns"],
-        message_id=row["message_id"],
-        party=row["party"],
-        sequence=row["sequence"],
-        body=bytes(row["body"]),
-        prev_hash=bytes(row["prev_hash"]),
-        hash=bytes(row["hash"]),
-    )
-
-
-# ---------------------------------------------------------------------- verification
-
-
-@dataclass
-class ChainReport:
-    entries: int = 0
-    head_hash: bytes = GENESIS
-    first_bad: int | None = None
-    problem: str = ""
-    kinds: dict[str, int] = field(default_factory=dict)
-
-
-def iter_entries(path: Path) -> Iterator[Entry]:
-    """Read entries straight from a journal file, in position order (read-only)."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
-    try:
-        for row in conn.execute("SELECT * FROM entries ORDER BY position"):
-            yield _entry(row)
-    finally:
-        conn.close()
-
-
-def verify_chain(entries: Iterator[Entry]) -> ChainReport:
-    """Recompute the hash chain; report the first entry that does not fit."""
-    report = ChainReport()
-    prev = GENESIS
-    expected_position = 1
-    for e in entries:
-        report.kinds[e.kind.value] = report.kinds.get(e.kind.value, 0) + 1
-        if e.position != expected_position:
-            report.first_bad = expected_position
-            report.problem = f"entry {expected_position} is missing (next is {e.position})"
-            return report
-        if e.prev_hash != prev:
-            report.first_bad = e.position
-            report.problem = f"entry {e.position} does not link to entry {e.position - 1}"
-            return report
-        computed = entry_hash(
-            prev, e.position, e.kind.value, e.time_ns, e.message_id, e.party, e.sequence, e.body
-        )
-        if computed != e.hash:
-            report.first_bad = e.position
-            report.problem = f"entry {e.position} was altered (its hash does not match)"
-            return report
-        prev = e.hash
-        report.entries = e.position
-        expected_position += 1
-    report.head_hash = prev
-    return report

@@ -12,9 +12,9 @@ from google.protobuf import json_format
 
 from certs.errors import CertsError
 from certs.pki import PartyPaths, load_certificate
+from hotline.journal_file import JournalFileError, JournalReader, Kind
+from hotline.journal_verify import VerifyReport, check_witnessed, journal_party, verify_journal
 from hotline.v1 import common_pb2, envelope_pb2, peer_link_pb2
-from server.journal import Kind, iter_entries
-from server.verify import check_witnessed, journal_party, verify_journal
 
 VERIFY_EPILOG = """\
 Checks, in order: the hash chain (every entry links to the one before and is unaltered), every
@@ -100,10 +100,7 @@ def run_verify(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in reports) else 1
 
 
-def _as_json(report: object) -> dict[str, object]:
-    from server.verify import VerifyReport
-
-    assert isinstance(report, VerifyReport)
+def _as_json(report: VerifyReport) -> dict[str, object]:
     return {
         "path": str(report.path),
         "party": report.party,
@@ -149,12 +146,15 @@ def _decode(kind: Kind, body: bytes) -> object:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    if not args.path.exists():
-        print(f"hotline journal export: error: {args.path} does not exist", file=sys.stderr)
+    try:
+        journal = JournalReader(args.path)
+        journal.party()  # a journal at all, before any output
+    except JournalFileError as exc:
+        print(f"hotline journal export: error: {exc}", file=sys.stderr)
         return 2
     out = args.output.open("w", encoding="utf-8") if args.output else sys.stdout
     try:
-        for e in iter_entries(args.path):
+        for e in journal.entries():
             line = {
                 "position": e.position,
                 "kind": e.kind.value,
@@ -168,6 +168,7 @@ def run_export(args: argparse.Namespace) -> int:
             }
             out.write(json.dumps(line, ensure_ascii=False) + "\n")
     finally:
+        journal.close()
         if out is not sys.stdout:
             out.close()
     return 0

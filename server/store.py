@@ -23,7 +23,7 @@ from hotline import link
 from hotline.signing import Signer, sha256
 from hotline.v1 import bodies_pb2, common_pb2, envelope_pb2, operator_pb2, peer_link_pb2
 from hotline.wire import reason_to_wire, sign_batch_receipt, signed_of, timestamp_ns
-from server.journal import Entry, Journal, Kind, Txn
+from server.journal import MAY_COME_DUE, OVERDUE, Entry, Journal, Kind, Txn
 
 log = logging.getLogger("hotline.store")
 
@@ -101,8 +101,8 @@ class MessageFilter:
             clauses.append("m.journal_time_ns < ?")
             params.append(self.end_ns)
         if self.overdue_only:
-            clauses.append("m.escalated = 1 AND m.state IN (?, ?)")
-            params.extend([JOURNALED, DELIVERED])
+            # the index condition as written, so the partial index `messages_overdue` applies
+            clauses.append(OVERDUE.replace("escalated", "m.escalated").replace("state", "m.state"))
         return clauses, params
 
 
@@ -663,16 +663,29 @@ class Store:
             found.append(body)
         return found
 
+    # The overdue check runs every 0.25-1 s inside the write transaction, so it reads only the
+    # partial index `messages_due` (server.journal): the messages that may still come due, not
+    # the journal. (An acknowledgement has no deadline, so it is never among them.)
+    _DUE = (
+        "SELECT message_id, direction, precedence, deadline_ns FROM messages"
+        f" WHERE {MAY_COME_DUE} AND deadline_ns <= ? ORDER BY deadline_ns LIMIT 500"
+    )
+    _OVERDUE_COUNT = f"SELECT COUNT(*) FROM messages WHERE {OVERDUE}"  # index messages_overdue
+    _QUEUE_DEPTH = "SELECT COUNT(*) FROM messages WHERE direction = ? AND state = ?"
+
+    def query_plans(self) -> dict[str, list[str]]:
+        """SQLite's plans for the checks that run all the time: each must read an index."""
+        return {
+            "mark_overdue": self.journal.explain(self._DUE, (now_ns(),)),
+            "overdue_count": self.journal.explain(self._OVERDUE_COUNT),
+            "queue_depth": self.journal.explain(self._QUEUE_DEPTH, (OUT, JOURNALED)),
+        }
+
     async def mark_overdue(self, now_ns: int) -> list[Entry]:
         """Escalate outbound and re-alert inbound messages past their deadline, once each."""
 
         def op(txn: Txn) -> list[Entry]:
-            rows = txn.execute(
-                "SELECT message_id, direction, precedence, deadline_ns FROM messages"
-                " WHERE escalated = 0 AND deadline_ns > 0 AND deadline_ns <= ? AND state IN (?, ?)"
-                " AND body_type != ? ORDER BY deadline_ns LIMIT 500",
-                (now_ns, JOURNALED, DELIVERED, BODY_TYPES["acknowledgement"]),
-            ).fetchall()
+            rows = txn.execute(self._DUE, (now_ns,)).fetchall()
             entries = []
             for message_id, direction, precedence, deadline in rows:
                 kind = Kind.ESCALATION if direction == OUT else Kind.REALERT
@@ -768,17 +781,10 @@ class Store:
         return [self.record_from_row(r) for r in rows]
 
     def overdue_count(self) -> int:
-        rows = self.journal.query(
-            "SELECT COUNT(*) FROM messages WHERE escalated = 1 AND state IN (?, ?)",
-            (JOURNALED, DELIVERED),
-        )
-        return int(rows[0][0])
+        return int(self.journal.query(self._OVERDUE_COUNT)[0][0])
 
     def queue_depth(self) -> int:
-        rows = self.journal.query(
-            "SELECT COUNT(*) FROM messages WHERE direction = ? AND state = ?", (OUT, JOURNALED)
-        )
-        return int(rows[0][0])
+        return int(self.journal.query(self._QUEUE_DEPTH, (OUT, JOURNALED))[0][0])
 
     def event_for(
         self,

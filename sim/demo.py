@@ -59,6 +59,7 @@ from client.config import write_operator_config
 from client.errors import ClientError
 from client.operator import ACKNOWLEDGED, DELIVERED, OperatorClient
 from hotline.errors import HotlineError
+from hotline.journal_verify import check_witnessed, verify_journal
 from hotline.v1 import bodies_pb2, common_pb2, operator_pb2
 from sim.pair import GatewayPair
 
@@ -399,8 +400,6 @@ class Verdict:
 
 def verify_journals(pair: GatewayPair) -> list[Verdict]:
     """Offline: each journal's chain and signatures, and its checkpoints as the peer holds them."""
-    from server.verify import check_witnessed, verify_journal
-
     cas = [load_certificate(pair.side(p).paths.ca_cert) for p in pair.parties]
     verdicts = []
     for party in pair.parties:

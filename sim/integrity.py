@@ -1,7 +1,7 @@
 """End-to-end integrity of a run: both journals compared, message by message.
 
-After every run the simulator reads both gateways' SQLite journals (read-only) and checks, for
-each direction S -> R:
+After every run the simulator reads both gateways' journals (read-only, through the journal
+file's reader `hotline.journal_file.JournalReader`) and checks, for each direction S -> R:
 
     lost        S journaled it as sent (MESSAGE_OUT) but R never journaled it as received
                 (MESSAGE_IN), nor refused it, by the end of the drain period
@@ -13,9 +13,9 @@ each direction S -> R:
                 or whose signature does not verify; or the two sides' settlements disagree
                 about which message a sequence carried
 
-and then verifies both journals' hash chains and every signature (`server.verify`), and the
-checkpoints each side witnessed of the other. Any non-zero count, or a journal that fails
-verification, fails the run.
+and then verifies both journals' hash chains and every signature (`hotline.journal_verify`, what
+`hotline journal verify` runs), and the checkpoints each side witnessed of the other. Any
+non-zero count, or a journal that fails verification, fails the run.
 
 When the simulator drives endpoints it did not start and cannot read their journals, the same
 comparison is made over the operator API (`compare_records`): each message's record from both
@@ -25,7 +25,6 @@ gateways. That view cannot see duplicates or verify the chains, and says so.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,8 @@ from typing import Any
 
 from cryptography import x509
 
+from hotline.journal_file import JournalFileError, JournalReader, Kind
+from hotline.journal_verify import check_witnessed, verify_journal
 from hotline.v1 import common_pb2, envelope_pb2
 
 PROBLEM_KINDS = ("lost", "duplicated", "reordered", "forged")
@@ -131,31 +132,10 @@ class IntegrityReport:
 # Reading journals
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    if not path.exists():
-        raise FileNotFoundError(f"journal {path} does not exist")
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
-
-
-def journal_party(path: Path) -> str:
-    conn = _connect(path)
-    try:
-        row = conn.execute("SELECT value FROM meta WHERE key = 'party'").fetchone()
-    finally:
-        conn.close()
-    if row is None:
-        raise ValueError(f"{path} is not a Hotline journal")
-    return str(row[0])
-
-
 def head_position(path: Path) -> int:
     """The journal's last entry position (0 if empty): where a Watch of new events starts."""
-    conn = _connect(path)
-    try:
-        row = conn.execute("SELECT MAX(position) FROM entries").fetchone()
-    finally:
-        conn.close()
-    return int(row[0] or 0)
+    with JournalReader(path) as journal:
+        return journal.head_position()
 
 
 def _payload(body: bytes) -> tuple[bytes, int]:
@@ -183,35 +163,35 @@ class _Journal:
     settlements: dict[tuple[str, int], str] = field(default_factory=dict)
 
 
+_COMPARED = (
+    Kind.MESSAGE_OUT,
+    Kind.MESSAGE_IN,
+    Kind.REFUSED_INBOUND,
+    Kind.REFUSED_BY_PEER,
+    Kind.DELIVERED,
+)
+
+
 def _read(path: Path) -> _Journal:
-    conn = _connect(path)
-    try:
-        party_row = conn.execute("SELECT value FROM meta WHERE key = 'party'").fetchone()
-        journal = _Journal(str(party_row[0]) if party_row else "?")
-        rows = conn.execute(
-            "SELECT position, kind, message_id, party, sequence, body FROM entries"
-            " WHERE kind IN ('message-out', 'message-in', 'refused-inbound',"
-            " 'refused-by-peer', 'delivered') ORDER BY position"
-        )
-        for position, kind, message_id, _party, sequence, body in rows:
-            if kind == "message-out":
-                digest, precedence = _payload(bytes(body))
-                journal.out.append(_Out(message_id, position, digest, precedence))
-            elif kind == "message-in":
-                digest, precedence = _payload(bytes(body))
-                journal.inbound.append(_In(message_id, position, sequence, digest, precedence))
-            elif kind == "refused-inbound":
-                journal.refused_inbound[message_id] = (sequence, position)
-            elif kind == "refused-by-peer":
-                journal.refused_by_peer.add(message_id)
-            elif kind == "delivered":  # one per message a batch receipt receipted
-                journal.receipted.add(message_id)
-        for sender, sequence, message_id in conn.execute(
-            "SELECT sender_party, sequence, message_id FROM settlements"
-        ):
-            journal.settlements[(sender, sequence)] = message_id
-    finally:
-        conn.close()
+    with JournalReader(path) as reader:
+        journal = _Journal(reader.party())
+        for e in reader.entries(_COMPARED):
+            if e.kind is Kind.MESSAGE_OUT:
+                digest, precedence = _payload(e.body)
+                journal.out.append(_Out(e.message_id, e.position, digest, precedence))
+            elif e.kind is Kind.MESSAGE_IN:
+                digest, precedence = _payload(e.body)
+                journal.inbound.append(
+                    _In(e.message_id, e.position, e.sequence, digest, precedence)
+                )
+            elif e.kind is Kind.REFUSED_INBOUND:
+                journal.refused_inbound[e.message_id] = (e.sequence, e.position)
+            elif e.kind is Kind.REFUSED_BY_PEER:
+                journal.refused_by_peer.add(e.message_id)
+            else:  # DELIVERED: one per message a batch receipt receipted
+                journal.receipted.add(e.message_id)
+        for s in reader.settlements():
+            journal.settlements[(s.sender_party, s.sequence)] = s.message_id
     return journal
 
 
@@ -322,7 +302,7 @@ def check_journals(
     (a, path_a), (b, path_b) = list(paths.items())
     try:
         ja, jb = _read(path_a), _read(path_b)
-    except (OSError, sqlite3.Error, ValueError) as exc:
+    except (OSError, JournalFileError) as exc:
         report.problems.append(f"cannot read the journals: {exc}")
         return report
     for party, journal in ((a, ja), (b, jb)):
@@ -339,8 +319,6 @@ def check_journals(
 def _verify(
     report: IntegrityReport, paths: Mapping[str, Path], cas: Sequence[x509.Certificate]
 ) -> None:
-    from server.verify import check_witnessed, verify_journal  # the offline verifier
-
     parties = list(paths)
     for party in parties:
         path = paths[party]
@@ -366,18 +344,15 @@ def _verify(
 
 def _count_bad_signature(report: IntegrityReport, party: str, path: Path, position: int) -> None:
     """A received message whose signature or chain fails verification counts as forged."""
-    conn = _connect(path)
-    try:
-        row = conn.execute(
-            "SELECT kind, message_id FROM entries WHERE position = ?", (position,)
-        ).fetchone()
-    finally:
-        conn.close()
-    if row is not None and row[0] == "message-in":
+    with JournalReader(path) as journal:
+        entry = journal.entry(position)
+    if entry is not None and entry.kind is Kind.MESSAGE_IN:
         for direction in report.directions:
             if direction.receiver == party:
                 direction.forged += 1
-                direction.note("forged", f"{row[1]}: fails verification at position {position}")
+                direction.note(
+                    "forged", f"{entry.message_id}: fails verification at position {position}"
+                )
 
 
 def load_cas(pki: Path, parties: Iterable[str]) -> list[x509.Certificate]:

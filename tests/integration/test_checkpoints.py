@@ -19,11 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from hotline.journal_file import GENESIS
 from hotline.signing import PAYLOAD_TYPE_CHECKPOINT, KeyRing
 from hotline.v1 import common_pb2, operator_pb2, operator_pb2_grpc, peer_link_pb2
 from hotline.wire import timestamp_ns
 from server.gateway import Gateway
-from server.journal import GENESIS, Entry, Journal, Kind, Txn
+from server.journal import Entry, Journal, Kind, Txn
 from server.peerlink.checkpoints import PeerCheckpoints
 from server.store import Store
 from tests.harness import (

@@ -20,7 +20,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from hotline.v1 import common_pb2, operator_pb2, operator_pb2_grpc
+from hotline.journal_file import JournalReader, Kind
+from hotline.v1 import common_pb2, envelope_pb2, operator_pb2, operator_pb2_grpc
 from sim.pair import GatewayPair
 from tests.harness import free_text, operator_channel
 
@@ -47,31 +48,18 @@ async def pair_of_processes(tmp: Path) -> AsyncIterator[GatewayPair]:
 
 def inbound(journal: Path) -> list[tuple[str, int, int]]:
     """(message id, sequence, precedence) of every message journaled as received, in order."""
-    conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
-    try:
-        return [
-            (r[0], r[1], r[2])
-            for r in conn.execute(
-                "SELECT e.message_id, e.sequence, m.precedence FROM entries e"
-                " JOIN messages m ON m.message_id = e.message_id"
-                " WHERE e.kind = 'message-in' ORDER BY e.position"
-            )
-        ]
-    finally:
-        conn.close()
+    found = []
+    with JournalReader(journal) as reader:
+        for e in reader.entries([Kind.MESSAGE_IN]):
+            signed = common_pb2.SignedPayload.FromString(e.body)
+            precedence = envelope_pb2.Envelope.FromString(signed.payload).precedence
+            found.append((e.message_id, e.sequence, int(precedence)))
+    return found
 
 
 def outbound_order(journal: Path) -> dict[str, int]:
-    conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
-    try:
-        return {
-            r[0]: r[1]
-            for r in conn.execute(
-                "SELECT message_id, position FROM entries WHERE kind = 'message-out'"
-            )
-        }
-    finally:
-        conn.close()
+    with JournalReader(journal) as reader:
+        return {e.message_id: e.position for e in reader.entries([Kind.MESSAGE_OUT])}
 
 
 def check_exactly_once(sent: list[str], sender_journal: Path, receiver_journal: Path) -> None:
@@ -228,10 +216,9 @@ async def test_journal_verify_finds_a_row_edited_by_hand(tmp_path: Path) -> None
     assert "witnessed checkpoints" in clean.stdout
     edited = tmp_path / "edited.db"
     shutil.copy(pair.tw.journal, edited)
-    conn = sqlite3.connect(edited)
-    position = conn.execute(
-        "SELECT position FROM entries WHERE kind = 'message-in' LIMIT 1 OFFSET 5"
-    ).fetchone()[0]
+    with JournalReader(edited) as reader:
+        position = [e.position for e in reader.entries([Kind.MESSAGE_IN])][5]
+    conn = sqlite3.connect(edited)  # edit one entry by hand, as a forger would
     conn.execute("UPDATE entries SET time_ns = time_ns + 1 WHERE position = ?", (position,))
     conn.commit()
     conn.close()

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from server.journal import Journal, JournalError, Kind, Txn, iter_entries, verify_chain
+from hotline.journal_file import ChainReport, JournalFileError, JournalReader, verify_chain
+from server.journal import Journal, JournalError, Kind, Txn
+
+
+def chain_of(path: Path) -> ChainReport:
+    with JournalReader(path) as journal:
+        return verify_chain(journal.entries())
 
 
 def _append(kind: Kind, body: bytes, message_id: str = "") -> Callable[[Txn], int]:
@@ -30,7 +36,7 @@ async def test_concurrent_appends_share_commits_and_form_an_unbroken_chain(tmp_p
         assert journal.head[0] == 500
     finally:
         journal.close()
-    report = verify_chain(iter_entries(tmp_path / "j.db"))
+    report = chain_of(tmp_path / "j.db")
     assert report.first_bad is None
     assert report.entries == 500
 
@@ -55,7 +61,7 @@ async def test_a_failing_operation_is_undone_alone_and_the_rest_of_its_batch_com
         assert [e.kind for e in journal.entries()] == [Kind.LINK_UP, Kind.LINK_DOWN]
     finally:
         journal.close()
-    assert verify_chain(iter_entries(tmp_path / "j.db")).first_bad is None
+    assert chain_of(tmp_path / "j.db").first_bad is None
 
 
 def test_an_entry_edited_by_hand_is_found_by_verification(tmp_path: Path) -> None:
@@ -65,7 +71,7 @@ def test_an_entry_edited_by_hand_is_found_by_verification(tmp_path: Path) -> Non
     journal.close()
     with sqlite3.connect(tmp_path / "j.db") as conn:
         conn.execute("UPDATE entries SET body = ? WHERE position = 7", (b'{"n": 99}',))
-    report = verify_chain(iter_entries(tmp_path / "j.db"))
+    report = chain_of(tmp_path / "j.db")
     assert report.first_bad == 7
     assert "altered" in report.problem
 
@@ -77,7 +83,7 @@ def test_a_deleted_entry_is_found_by_verification(tmp_path: Path) -> None:
     journal.close()
     with sqlite3.connect(tmp_path / "j.db") as conn:
         conn.execute("DELETE FROM entries WHERE position = 3")
-    report = verify_chain(iter_entries(tmp_path / "j.db"))
+    report = chain_of(tmp_path / "j.db")
     assert report.first_bad == 3
     assert "missing" in report.problem
 
@@ -89,7 +95,7 @@ def test_reopening_continues_the_chain_and_refuses_another_partys_journal(tmp_pa
     again = Journal(tmp_path / "j.db", party="JP")
     assert again.run_sync(_append(Kind.LINK_DOWN, b"{}")) == 2
     again.close()
-    assert verify_chain(iter_entries(tmp_path / "j.db")).entries == 2
+    assert chain_of(tmp_path / "j.db").entries == 2
     with pytest.raises(JournalError, match="party JP's journal"):
         Journal(tmp_path / "j.db", party="TW")
 
@@ -97,8 +103,8 @@ def test_reopening_continues_the_chain_and_refuses_another_partys_journal(tmp_pa
 def test_witnessed_checkpoints_compare_correctly_on_a_live_journal(tmp_path: Path) -> None:
     """A checkpoint witnessed after our report was taken is compared with our chain as it is
     now (the witness is read first, then our chain), not flagged as a truncation."""
+    from hotline.journal_verify import check_witnessed, verify_journal
     from hotline.v1 import common_pb2, peer_link_pb2
-    from server.verify import check_witnessed, verify_journal
 
     jp = Journal(tmp_path / "jp.db", party="JP")
     for _ in range(3):
@@ -127,3 +133,38 @@ def test_witnessed_checkpoints_compare_correctly_on_a_live_journal(tmp_path: Pat
     truncated = check_witnessed(verify_journal(tmp_path / "jp.db", []), tmp_path / "tw.db")
     assert not truncated.ok
     assert "truncated" in truncated.problem
+
+
+def test_the_reader_sees_what_the_gateway_journaled_and_refuses_what_is_not_a_journal(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path / "j.db", party="JP")
+
+    def op(txn: Txn) -> None:
+        txn.append(Kind.MESSAGE_OUT, b"out", message_id="m1", party="JP")
+        txn.append(Kind.LINK_UP, b"{}")
+        txn.append(Kind.MESSAGE_IN, b"in", message_id="m2", party="TW", sequence=1)
+
+    journal.run_sync(op)
+    count, head = journal.head
+    journal.close()
+    with JournalReader(tmp_path / "j.db") as reader:
+        assert reader.party() == "JP"
+        assert reader.head_position() == count == 3
+        assert [e.message_id for e in reader.entries()] == ["m1", "", "m2"]
+        assert [e.position for e in reader.entries([Kind.MESSAGE_IN, Kind.MESSAGE_OUT])] == [1, 3]
+        assert [e.kind for e in reader.entries(after=2)] == [Kind.MESSAGE_IN]
+        entry = reader.entry(3)
+        assert entry is not None
+        assert (entry.party, entry.sequence, entry.body) == ("TW", 1, b"in")
+        assert reader.entry(4) is None
+        assert reader.hashes()[3] == head
+        assert reader.settlements() == []  # none: the store writes them (tests/security reads)
+    with pytest.raises(JournalFileError, match="does not exist"):
+        JournalReader(tmp_path / "nothing.db")
+    (tmp_path / "notes.txt").write_text("not a database at all " * 100)
+    with (
+        pytest.raises(JournalFileError, match="not a Hotline journal"),
+        JournalReader(tmp_path / "notes.txt") as reader,
+    ):
+        reader.party()

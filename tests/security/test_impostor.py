@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from certs.pki import PartyPaths, init_pki
 from certs.verify import public_key_id
 from hotline import link, wire
+from hotline.journal_file import JournalReader
 from hotline.signing import PAYLOAD_TYPE_ENVELOPE, PAYLOAD_TYPE_WELCOME, Signer, sha256
 from hotline.transport import SERVER_OPTIONS
 from hotline.v1 import (
@@ -313,11 +314,10 @@ async def send_from_jp(jp: Lone, text: str) -> str:
 
 def outbound_settlements(jp: Lone) -> dict[str, Any]:
     """Everything JP holds about the peer settling its messages."""
-    rows = jp.gateway.journal.query(
-        "SELECT sequence, message_id, outcome FROM settlements WHERE sender_party = ?", ("JP",)
-    )
+    with JournalReader(jp.gateway.journal.path) as journal:
+        settlements = journal.settlements("JP")
     return {
-        "settlements": [tuple(r) for r in rows],
+        "settlements": settlements,
         "last_settled": jp.gateway.store.last_settled_outbound(),
         "core_last_settled": jp.gateway.sender.link.last_settled,
         "entries": {

@@ -7,6 +7,10 @@ accepted only if it chains to the CA of the party it signs for.
 With the peer's journal as well, the checkpoints each side signed of its own journal and sent
 to the other are compared with the other journal's chain: a journal rewritten or truncated after
 a checkpoint was witnessed no longer matches the head hash the peer holds.
+
+`hotline journal verify` (`server.journal_cli`) and the simulator's integrity check
+(`sim.integrity`) both run it, so it sits in the protocol package beside the journal file's
+format, and reads journals only through its read-only `JournalReader`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 from cryptography import x509
 
 from hotline.errors import SignatureError
+from hotline.journal_file import Entry, JournalFileError, JournalReader, Kind, verify_chain
 from hotline.signing import (
     PAYLOAD_TYPE_CHECKPOINT,
     PAYLOAD_TYPE_ENVELOPE,
@@ -25,7 +30,6 @@ from hotline.signing import (
     KeyRing,
 )
 from hotline.v1 import common_pb2, envelope_pb2, peer_link_pb2
-from server.journal import Entry, Kind, iter_entries, verify_chain
 
 
 @dataclass
@@ -60,16 +64,9 @@ _SIGNED = {
 
 
 def journal_party(path: Path) -> str:
-    import sqlite3
-
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        row = conn.execute("SELECT value FROM meta WHERE key = 'party'").fetchone()
-    finally:
-        conn.close()
-    if row is None:
-        raise ValueError(f"{path} is not a Hotline journal")
-    return str(row[0])
+    """Whose journal `path` is (raises JournalFileError, a ValueError, if it is not one)."""
+    with JournalReader(path) as journal:
+        return journal.party()
 
 
 def verify_journal(path: Path, cas: Iterable[x509.Certificate]) -> VerifyReport:
@@ -78,12 +75,12 @@ def verify_journal(path: Path, cas: Iterable[x509.Certificate]) -> VerifyReport:
     if not path.exists():
         return report.fail(None, f"{path} does not exist")
     try:
-        party = journal_party(path)
-    except Exception as exc:
+        with JournalReader(path) as journal:
+            report.party = party = journal.party()
+            entries = list(journal.entries())
+    except JournalFileError as exc:
         return report.fail(None, f"cannot read {path}: {exc}")
-    report.party = party
-    entries = list(iter_entries(path))
-    chain = verify_chain(iter(entries))
+    chain = verify_chain(entries)
     report.entries, report.kinds = chain.entries, chain.kinds
     report.head_hash = chain.head_hash.hex()
     if chain.first_bad is not None:
@@ -164,8 +161,8 @@ def _check_signature(entry: Entry, payload_type: str, party: str, keyring: KeyRi
 
 def checkpoints_of(path: Path, kind: Kind) -> list[tuple[int, peer_link_pb2.CheckpointBody]]:
     found = []
-    for entry in iter_entries(path):
-        if entry.kind is kind:
+    with JournalReader(path) as journal:
+        for entry in journal.entries([kind]):
             signed = common_pb2.SignedPayload()
             signed.ParseFromString(entry.body)
             body = peer_link_pb2.CheckpointBody()
@@ -183,8 +180,12 @@ def check_witnessed(report: VerifyReport, witness_path: Path) -> VerifyReport:
     """
     if not report.ok:
         return report
-    witnessed = checkpoints_of(witness_path, Kind.CHECKPOINT_PEER)
-    heads = {e.position: e.hash for e in iter_entries(report.path)}
+    try:
+        witnessed = checkpoints_of(witness_path, Kind.CHECKPOINT_PEER)
+        with JournalReader(report.path) as journal:
+            heads = journal.hashes()
+    except JournalFileError as exc:
+        return report.fail(None, f"cannot compare with the peer's witness: {exc}")
     held = max(heads, default=0)
     for position, body in witnessed:
         if body.party != report.party:

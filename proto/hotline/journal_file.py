@@ -1,0 +1,271 @@
+"""The journal file: what an entry is, how entries are chained, and a read-only reader.
+
+A gateway's journal is one SQLite file that its gateway alone writes (`server.journal`, which
+creates the tables and owns `SCHEMA_VERSION`, and `server.store`). This module is the part of
+its format that everyone else relies on:
+
+* `Entry` and `Kind`: one record of the append-only journal, and what it records;
+* `entry_hash` and `verify_chain`: the hash chain (`hash = SHA-256(prev_hash || entry)`) that
+  makes editing, inserting, deleting or truncating entries detectable;
+* `JournalReader`: a journal file opened read-only (`mode=ro`), for everyone who reads a journal
+  without being its gateway: `hotline journal verify|export` (`hotline.journal_verify`), the
+  simulator's integrity check (`sim.integrity`), tests.
+
+It sits in the protocol package, below `server` and `sim`, because both need it and `sim` may
+not import `server` (`sim -> client -> hotline`, `server -> hotline`), as `hotline.transport`
+sits below the gateway and the operator client. Besides the gateway's own journal and store
+modules, this is the only module that speaks SQL: no reader of a journal file writes any.
+
+The reader reads the chain (`meta`, `entries`) and the link's settlements (`settlements`), the
+tables every journal schema has held; the gateway's other tables are its own index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+GENESIS = b"\x00" * 32  # the prev_hash of entry 1
+
+
+class Kind(StrEnum):
+    """What an entry records. The names are part of the journal format."""
+
+    KEY = "key"  # a signing certificate (DER) this journal's signatures can be checked with
+    MESSAGE_OUT = "message-out"  # body: SignedPayload(Envelope) we sent
+    MESSAGE_IN = "message-in"  # body: SignedPayload(Envelope) received from the peer
+    RECEIPT = "receipt"  # body: SignedPayload(BatchReceiptBody) the peer gave us (one per batch)
+    DELIVERED = "delivered"  # body: JSON {receipt: position of the RECEIPT entry}; per message
+    REFUSED_BY_PEER = "refused-by-peer"  # body: JSON rejection of our message by the peer
+    REFUSED_INBOUND = "refused-inbound"  # body: JSON; we refused a peer delivery (seq consumed)
+    ACKNOWLEDGED = "acknowledged"  # body: JSON; our operator acknowledged an inbound message
+    ESCALATION = "escalation"  # body: JSON; our outbound message passed its deadline unanswered
+    REALERT = "realert"  # body: JSON; an inbound message passed its deadline unacknowledged
+    LINK_UP = "link-up"  # body: JSON {direction, detail}
+    LINK_DOWN = "link-down"  # body: JSON {direction, detail}
+    SECURITY = "security"  # body: JSON; a refused connection or call
+    CHECKPOINT_OWN = "checkpoint-own"  # body: SignedPayload(CheckpointBody) we sent the peer
+    CHECKPOINT_PEER = "checkpoint-peer"  # body: SignedPayload(CheckpointBody) from the peer
+
+
+@dataclass(frozen=True)
+class Entry:
+    position: int
+    kind: Kind
+    time_ns: int
+    message_id: str
+    party: str
+    sequence: int
+    body: bytes
+    prev_hash: bytes
+    hash: bytes
+    # Not part of the journal: what the operation that wrote a live entry made of it (the
+    # gateway's operator event), so readers of a commit need not read the journal back.
+    event: object = field(default=None, compare=False, repr=False)
+
+    def json_body(self) -> dict[str, Any]:
+        value = json.loads(self.body)
+        if not isinstance(value, dict):
+            raise ValueError(f"entry {self.position}: body is not a JSON object")
+        return value
+
+
+def entry_hash(
+    prev_hash: bytes,
+    position: int,
+    kind: str,
+    time_ns: int,
+    message_id: str,
+    party: str,
+    sequence: int,
+    body: bytes,
+) -> bytes:
+    """The chain hash of one entry. Every field is length-prefixed: no two entries collide."""
+    h = hashlib.sha256()
+    h.update(b"hotline-journal-v1\x00")
+    h.update(prev_hash)
+    h.update(struct.pack(">QqQ", position, time_ns, sequence))
+    for text in (kind, message_id, party):
+        raw = text.encode("utf-8")
+        h.update(struct.pack(">I", len(raw)))
+        h.update(raw)
+    h.update(struct.pack(">Q", len(body)))
+    h.update(body)
+    return h.digest()
+
+
+class JournalFileError(ValueError):
+    """A journal file cannot be read: missing, not a journal, or damaged."""
+
+
+ENTRY_COLUMNS = "position, kind, time_ns, message_id, party, sequence, body, prev_hash, hash"
+
+
+def entry_of(row: Any) -> Entry:
+    """An `Entry` from a row of ENTRY_COLUMNS (a tuple or an `sqlite3.Row`)."""
+    position, kind, time_ns, message_id, party, sequence, body, prev_hash, digest = row
+    try:
+        known = Kind(kind)
+    except ValueError:
+        raise JournalFileError(f"entry {position}: unknown kind {kind!r}") from None
+    return Entry(
+        position=position,
+        kind=known,
+        time_ns=time_ns,
+        message_id=message_id,
+        party=party,
+        sequence=sequence,
+        body=bytes(body),
+        prev_hash=bytes(prev_hash),
+        hash=bytes(digest),
+    )
+
+
+# ---------------------------------------------------------------------- reading a journal file
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """The link's settlement of one sequence from `sender_party`, as a journal holds it."""
+
+    sender_party: str
+    sequence: int
+    message_id: str
+    outcome: str  # "receipt", or the RejectReason name of a rejection
+
+
+class JournalReader:
+    """One journal file, opened read-only. Safe beside the gateway that writes it (WAL mode:
+    each call reads one committed state of the journal; calls made one after the other may see
+    later commits). Use as a context manager, or `close()` it."""
+
+    def __init__(self, path: Path | str, *, timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise JournalFileError(f"journal {self.path} does not exist")
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        try:
+            self._conn = sqlite3.connect(uri, uri=True, timeout=timeout)
+        except sqlite3.Error as exc:
+            raise JournalFileError(f"cannot open journal {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> JournalReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _rows(self, sql: str, params: Iterable[Any] = ()) -> Iterator[Any]:
+        try:
+            yield from self._conn.execute(sql, tuple(params))
+        except sqlite3.Error as exc:
+            raise JournalFileError(f"cannot read journal {self.path}: {exc}") from exc
+
+    def _one(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        return next(self._rows(sql, params), None)
+
+    def party(self) -> str:
+        """Whose journal this is (raises JournalFileError for a file that is not a journal)."""
+        try:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = 'party'").fetchone()
+        except sqlite3.Error as exc:
+            raise JournalFileError(f"{self.path} is not a Hotline journal ({exc})") from exc
+        if row is None:
+            raise JournalFileError(f"{self.path} is not a Hotline journal")
+        return str(row[0])
+
+    def head_position(self) -> int:
+        """The last entry's position (0 for an empty journal)."""
+        row = self._one("SELECT MAX(position) FROM entries")
+        return int(row[0] or 0)
+
+    def entries(self, kinds: Iterable[Kind] | None = None, *, after: int = 0) -> Iterator[Entry]:
+        """Entries after position `after`, in position order; only `kinds` if given."""
+        sql = f"SELECT {ENTRY_COLUMNS} FROM entries WHERE position > ?"
+        params: list[Any] = [after]
+        if kinds is not None:
+            wanted = sorted({Kind(k).value for k in kinds})
+            sql += f" AND kind IN ({', '.join('?' * len(wanted))})"
+            params += wanted
+        for row in self._rows(sql + " ORDER BY position", params):
+            yield entry_of(row)
+
+    def entry(self, position: int) -> Entry | None:
+        row = self._one(f"SELECT {ENTRY_COLUMNS} FROM entries WHERE position = ?", (position,))
+        return None if row is None else entry_of(row)
+
+    def hashes(self) -> dict[int, bytes]:
+        """Every entry's chain hash by position: the heads a checkpoint can be compared with."""
+        return {
+            position: bytes(digest)
+            for position, digest in self._rows("SELECT position, hash FROM entries")
+        }
+
+    def settlements(self, sender_party: str | None = None) -> list[Settlement]:
+        """The link's settlements (of `sender_party`'s sequences only, if given), by sequence."""
+        sql = "SELECT sender_party, sequence, message_id, outcome FROM settlements"
+        params: tuple[Any, ...] = ()
+        if sender_party is not None:
+            sql += " WHERE sender_party = ?"
+            params = (sender_party,)
+        return [
+            Settlement(str(p), int(s), str(m), str(o))
+            for p, s, m, o in self._rows(sql + " ORDER BY sender_party, sequence", params)
+        ]
+
+
+# ---------------------------------------------------------------------- the chain
+
+
+@dataclass
+class ChainReport:
+    entries: int = 0
+    head_hash: bytes = GENESIS
+    first_bad: int | None = None
+    problem: str = ""
+    kinds: dict[str, int] = field(default_factory=dict)
+
+
+def verify_chain(entries: Iterable[Entry]) -> ChainReport:
+    """Recompute the hash chain; report the first entry that does not fit."""
+    report = ChainReport()
+    prev = GENESIS
+    expected_position = 1
+    for e in entries:
+        report.kinds[e.kind.value] = report.kinds.get(e.kind.value, 0) + 1
+        if e.position != expected_position:
+            report.first_bad = expected_position
+            report.problem = f"entry {expected_position} is missing (next is {e.position})"
+            return report
+        if e.prev_hash != prev:
+            report.first_bad = e.position
+            report.problem = f"entry {e.position} does not link to entry {e.position - 1}"
+            return report
+        computed = entry_hash(
+            prev, e.position, e.kind.value, e.time_ns, e.message_id, e.party, e.sequence, e.body
+        )
+        if computed != e.hash:
+            report.first_bad = e.position
+            report.problem = f"entry {e.position} was altered (its hash does not match)"
+            return report
+        prev = e.hash
+        report.entries = e.position
+        expected_position += 1
+    report.head_hash = prev
+    return report

@@ -4,15 +4,21 @@
 #   make lint   - ruff, ruff format --check, mypy --strict, buf lint
 #   make gen    - regenerate Python code and proto/SPEC.md from proto/hotline/v1/*.proto
 #   make ci     - what CI runs: lint + test
+#   make bench  - install the `bench` extra (NATS server and clients) and run `hotline sim bench`:
+#                 the hot line against a gRPC echo and like-for-like brokers measured in the same
+#                 run (NATS JetStream with fsync per ack; a RabbitMQ quorum queue if the Debian
+#                 package rabbitmq-server is installed). BENCH_ARGS="--duration 30 --json f.json"
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
+BENCH_ARGS ?=
 BUF_VERSION := 1.75.0
 BUF    := $(VENV)/node/node_modules/.bin/buf
 
-.PHONY: setup demo test lint gen ci buf clean
+.PHONY: setup demo test lint gen ci buf bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +26,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
 
 $(BUF):
 	npm install --silent --no-audit --no-fund --prefix $(VENV)/node @bufbuild/buf@$(BUF_VERSION)
@@ -43,6 +53,9 @@ gen: setup
 	$(PY) proto/specdoc.py
 
 ci: lint test
+
+bench: $(BENCH_STAMP)
+	$(VENV)/bin/hotline sim bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

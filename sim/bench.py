@@ -8,6 +8,14 @@ with the same payload size. Measured:
     (a) p50 / p99 round trip with one message in flight;
     (b) messages per second pipelined on one stream (up to 256 in flight, the link's window).
 
+Peers (`sim/peers.py`): brokers whose ack means "durable", one hop, over the same kind of mTLS
+(the same PKI's JP gateway certificate on the broker, which requires TW's), the same payload:
+NATS JetStream with `sync_interval: always` (needs the optional `bench` extra) and, if the
+Debian package `rabbitmq-server` is installed, a RabbitMQ quorum queue with publisher confirms.
+Each: (a) p50 / p99 publish → ack with one in flight, (b) acks per second with 64 in flight,
+(c) CPU per ack of the broker and of this load generator. A peer that cannot run is skipped
+with a note, and one that fails is reported as failed; neither stops the bench.
+
 Hotline: two gateway processes without fault proxies. Measured at the sending side's operator
 API, as a watch officer sees it:
 
@@ -37,8 +45,8 @@ rate after it, and the CPU per delivered message of each process over the drain.
 
 So a hot-line delivery costs one request/response on the operator API, one hop on the peer
 link, three durable SQLite commits (group-committed under load), three signatures or
-verifications and an event stream; the baseline is one hop and nothing else. The ratios say
-what that buys and costs. Both runs warm up first (channels ready, first messages dropped).
+verifications and an event stream; the baseline is one hop and nothing else, and a peer is one
+hop and one durable write. The ratios say what that buys and costs. Both runs warm up first (channels ready, first messages dropped).
 The time-driven parts share `--duration`; the precedence rounds and the link drain are
 counted in messages, so a run takes somewhat longer than `--duration` (they scale down below
 `--duration 20`).
@@ -75,6 +83,7 @@ from sim.load import Payloads
 from sim.machine import CpuMeter, machine_info
 from sim.metrics import new_histogram, record_seconds, summarize
 from sim.pair import GatewayPair
+from sim.peers import IN_FLIGHT, NATS_KEY, RABBITMQ_KEY, PeerBudget, measure_peers
 from sim.target import UNLIMITED, Target, operator_names
 
 ECHO_SERVICE = "hotline.bench.v1.Echo"
@@ -85,11 +94,12 @@ BACKLOG_TRIGGER = 0.25  # the FLASH goes once this share of the backlog is deliv
 BACKLOG_SENDERS = 64  # concurrent pipelined ROUTINE sends (backlog and link journaling)
 LINK_MAX = 5000
 LINK_POLL_S = 0.01  # how often the link drain reads JP's outbound queue depth
-# Like-for-like peers from STACK-NOTES (durable acks, one hop, 64 in flight, this kind of host).
-REFERENCE = {
-    "NATS JetStream, sync_interval always": {"p50_ms": 0.48, "msgs_per_s": 4600},
-    "RabbitMQ quorum queue, publisher confirms": {"p50_ms": 0.63, "msgs_per_s": 4700},
-}
+# The like-for-like peers, in the order they are measured and printed (sim/peers.py).
+# (key in the result, short name, what is measured at one | IN_FLIGHT in flight)
+PEERS = (
+    (NATS_KEY, "NATS", "JetStream, fsync before each ack"),
+    (RABBITMQ_KEY, "RabbitMQ", "quorum queue, publisher confirms"),
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,6 +172,18 @@ class Budget:
         return max(1.0, self.total * 0.05)
 
     @property
+    def peer_latency(self) -> float:
+        return max(1.0, self.total * 0.04)
+
+    @property
+    def peer_throughput(self) -> float:
+        return max(1.0, self.total * 0.04)
+
+    @property
+    def peer(self) -> PeerBudget:
+        return PeerBudget(self.warmup, self.peer_latency, self.peer_throughput)
+
+    @property
     def hotline_latency(self) -> float:
         return max(1.5, self.total * 0.08)
 
@@ -192,10 +214,16 @@ class Budget:
 class BenchResult:
     baseline: dict[str, Any] = field(default_factory=dict)
     hotline: dict[str, Any] = field(default_factory=dict)
+    # like-for-like peers by key (NATS_KEY, RABBITMQ_KEY): figures, {"skipped": why} or
+    # {"failed": error}
+    peers: dict[str, dict[str, Any]] = field(default_factory=dict)
     steps: list[dict[str, Any]] = field(default_factory=list)
     precedence: dict[str, Any] = field(default_factory=dict)
     link: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # 1-minute load average at the start and the end of the run: the machine is shared, and
+    # absolute figures mean little without it (ratios from one run hold up better)
+    load_average: list[float] = field(default_factory=list)
 
     def ratios(self) -> dict[str, float]:
         b, h, f, k = self.baseline, self.hotline, self.precedence, self.link
@@ -206,23 +234,34 @@ class BenchResult:
                 h["delivered_msgs_per_s"], b["msgs_per_s"]
             ),
         }
+        for key, peer in self.measured_peers().items():
+            ratios[f"delivered_p50_over_{key}_p50"] = _ratio(h["delivered_p50_ms"], peer["p50_ms"])
+            ratios[f"delivered_p99_over_{key}_p99"] = _ratio(h["delivered_p99_ms"], peer["p99_ms"])
+            ratios[f"delivered_msgs_per_s_over_{key}"] = _ratio(
+                h["delivered_msgs_per_s"], peer["msgs_per_s"]
+            )
         if f:
             ratios["flash_backlog_p50_over_idle_p50"] = f["backlog_over_idle_p50"]
         if k:
             ratios["link_msgs_per_s_over_baseline"] = _ratio(k["msgs_per_s"], b["msgs_per_s"])
         return ratios
 
+    def measured_peers(self) -> dict[str, dict[str, Any]]:
+        """The peers that were measured (not skipped, not failed)."""
+        return {key: peer for key, peer in self.peers.items() if "msgs_per_s" in peer}
+
     def to_json(self, command: str) -> dict[str, Any]:
         return {
             "baseline": self.baseline,
+            **self.peers,
             "hotline": self.hotline,
             "ratios": self.ratios(),
             "throughput_steps": self.steps,
             "precedence": self.precedence,
             "link": self.link,
-            "reference": REFERENCE,
             "notes": self.notes,
             "machine": machine_info(),
+            "load_average_start_end": self.load_average,
             "command": command,
         }
 
@@ -908,15 +947,20 @@ async def run_bench(
     workdir: Path, *, duration: float, payload_bytes: int, echo: Callable[[str], None]
 ) -> BenchResult:
     budget = Budget(duration)
+    load_start = os.getloadavg()[0]
     result = BenchResult()
     pki = workdir / "bench-pki"
     init_pki(pki, ("JP", "TW"), ("watch-1",))
     payload = os.urandom(payload_bytes)
     result.baseline = await measure_baseline(pki, workdir, payload, budget, echo)
+    result.peers, peer_notes = await measure_peers(
+        workdir / "peers", pki, payload, budget.peer, echo
+    )
     result.hotline, result.steps, result.precedence = await measure_hotline(
         workdir, payload_bytes, budget, echo
     )
     result.link = await measure_link(workdir, payload_bytes, budget, echo)
+    result.load_average = [round(load_start, 2), round(os.getloadavg()[0], 2)]
     result.notes += [
         "baseline: one mTLS hop, no persistence; hotline: operator API + peer link, three "
         "fsynced SQLite commits, signing and verification, and a Watch event per delivery",
@@ -925,8 +969,15 @@ async def run_bench(
         "Send call alone (operator API and JP's journal), the rest is outbox and link",
         "link: the peer link alone: ROUTINE journaled at JP before TW runs, drain timed from "
         "TW serving to JP's outbound queue depth 0 (polled); the simulator only polls",
+        "peers (nats_sync_always, rabbitmq_quorum): one hop, one durable write per message: a "
+        "publisher over the same mTLS (the bench PKI's JP gateway certificate on the broker, "
+        f"which requires TW's), the same payload, broker ack after fsync; {IN_FLIGHT} in flight "
+        "for msgs/s; nothing consumes. A hotline delivery is two hops plus a receipt, three "
+        "fsynced commits, four Ed25519 operations and a Watch event",
         "cpu_us_per_msg: CPU seconds of each process over the measured interval divided by "
-        "the messages delivered in it (simulator = this load generator)",
+        "the messages delivered (or, for a peer, acknowledged) in it (simulator = this load "
+        "generator)",
+        *peer_notes,
     ]
     return result
 
@@ -941,10 +992,32 @@ def format_bench(result: BenchResult) -> str:
     lines = [
         "== hotline sim bench",
         f"   payload {b['payload_bytes']} bytes, loopback, mutual TLS, "
-        f"{machine_info().get('cpus')} CPUs",
+        f"{machine_info().get('cpus')} CPUs"
+        + (
+            f", load average {result.load_average[0]:.1f} at the start, "
+            f"{result.load_average[1]:.1f} at the end"
+            if result.load_average
+            else ""
+        ),
         f"   {'':<{width}}{'p50 ms':>9}{'p99 ms':>9}{'msgs/s':>10}",
         f"   {'baseline  gRPC bidi echo (1 in flight | pipelined)':<{width}}"
         f"{b['p50_ms']:>9.3f}{b['p99_ms']:>9.3f}{b['msgs_per_s']:>10.0f}",
+    ]
+    for key, name, what in PEERS:
+        peer = result.peers.get(key)
+        if peer is None:
+            continue
+        if "msgs_per_s" in peer:
+            label = f"{name:<10}{what} (1 | {peer['in_flight']})"
+            lines.append(
+                f"   {label:<{width}}{peer['p50_ms']:>9.3f}{peer['p99_ms']:>9.3f}"
+                f"{peer['msgs_per_s']:>10.0f}"
+            )
+        else:
+            why = peer.get("skipped") or peer.get("failed")
+            state = "skipped" if "skipped" in peer else "FAILED"
+            lines.append(f"   {name:<10}{what}: {state}, {why}")
+    lines += [
         f"   {'hotline   Send → DELIVERED (1 in flight | max)':<{width}}"
         f"{h['delivered_p50_ms']:>9.3f}{h['delivered_p99_ms']:>9.3f}"
         f"{h['delivered_msgs_per_s']:>10.0f}",
@@ -952,6 +1025,16 @@ def format_bench(result: BenchResult) -> str:
         f"{r['delivered_p50_over_baseline_p50']:>8.1f}x"
         f"{r['delivered_p99_over_baseline_p99']:>8.1f}x"
         f"{r['delivered_msgs_per_s_over_baseline']:>9.2f}x",
+    ]
+    for key, name, _ in PEERS:
+        if key in result.measured_peers():
+            lines.append(
+                f"   {'ratio     hotline / ' + name:<{width}}"
+                f"{r[f'delivered_p50_over_{key}_p50']:>8.1f}x"
+                f"{r[f'delivered_p99_over_{key}_p99']:>8.1f}x"
+                f"{r[f'delivered_msgs_per_s_over_{key}']:>9.2f}x"
+            )
+    lines += [
         "   throughput steps: "
         + ", ".join(
             f"{s['senders']} senders"
@@ -997,10 +1080,18 @@ def format_bench(result: BenchResult) -> str:
     lines.append(f"     max throughput step: {_per_process(h.get('cpu_us_per_msg', {}))}")
     if k:
         lines.append(f"     link drain:          {_per_process(k['cpu_us_per_msg'])}")
-    lines.append("   like-for-like peers (STACK-NOTES; one hop, one durable write, 64 in flight):")
-    lines += [
-        f"     {name}: p50 {v['p50_ms']} ms, {v['msgs_per_s']}/s" for name, v in REFERENCE.items()
-    ]
+    measured = result.measured_peers()
+    for key, name, _ in PEERS:
+        if key in measured:
+            peer = measured[key]
+            label = f"{name} per ack ({peer['in_flight']} in flight):"
+            lines.append(f"     {label} {_per_process(peer['cpu_us_per_msg'])}")
+    if measured:
+        lines += [
+            "   peers: one hop and one durable write per message (acked after fsync); hotline:",
+            "   two hops and a receipt, three fsynced commits, four Ed25519 operations and a "
+            "Watch event",
+        ]
     return "\n".join(lines)
 
 

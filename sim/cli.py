@@ -4,7 +4,7 @@
     hotline sim check FILE...                         validate scenario files (file:line errors)
     hotline sim run SCENARIO... [--speed N|max]       replay scenarios against a fresh pair
     hotline sim load --rate 200 --duration 30         open-loop synthetic load (or --sweep)
-    hotline sim bench [--duration 60]                 hot line vs plain gRPC; precedence; link
+    hotline sim bench [--duration 60]                 hot line vs gRPC echo and brokers; link
 
 By default `run` and `load` start their own pair of gateways (fresh certificates, free ports,
 fault proxies on both links) in a temporary folder. With `--target-jp`, `--target-tw` and
@@ -107,8 +107,10 @@ def register(parser: argparse.ArgumentParser) -> None:
 
     bench = sub.add_parser(
         "bench",
-        help="the delivery path against a plain gRPC echo over the same mTLS",
-        description="Baseline gRPC bidi-stream echo vs the hot line's Send → DELIVERED path, "
+        help="the delivery path against a plain gRPC echo and durable brokers over the same mTLS",
+        description="Baseline gRPC bidi-stream echo and like-for-like brokers (NATS JetStream "
+        "with fsync per ack, with the `bench` extra; a RabbitMQ quorum queue with publisher "
+        "confirms, if rabbitmq-server is installed) vs the hot line's Send → DELIVERED path, "
         "latency at one in flight and maximum throughput; FLASH latency on an idle link and "
         "behind a draining ROUTINE backlog; the peer link's drain rate alone; CPU per "
         "delivered message per process; on this machine.",

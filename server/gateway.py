@@ -34,6 +34,12 @@ from hotline.signing import PAYLOAD_TYPE_CHECKPOINT, KeyRing, Signer
 from hotline.transport import SERVER_OPTIONS, credentials, secure_channel
 from hotline.v1 import operator_pb2, operator_pb2_grpc, peer_link_pb2, peer_link_pb2_grpc
 from hotline.wire import timestamp_ns
+from server.admission import (
+    Admission,
+    connection_cap,
+    connection_options,
+    raise_open_file_limit,
+)
 from server.auth import AuthInterceptor, Authorizer, Refusal
 from server.config import GatewayConfig
 from server.journal import Journal, Kind
@@ -99,6 +105,7 @@ class Gateway:
         self.authorizer = Authorizer(
             self.party, self.peer_party, [self._own_ca, self._peer_ca], revocations
         )
+        self.admission = Admission(config.limits)
         self.journal = Journal(config.journal, party=self.party)
         self.store = Store(
             self.journal,
@@ -229,13 +236,21 @@ class Gateway:
     async def start(self) -> int:
         cfg = self.config
         await self.store.record_key(self._signing_der[0], self.party)
+        open_files = raise_open_file_limit()
+        max_connections = connection_cap(cfg.max_connections, open_files)
         server = grpc.aio.server(
-            interceptors=[AuthInterceptor(self.authorizer, self._refused)],
+            interceptors=[AuthInterceptor(self.authorizer, self._refused, self.admission)],
             options=[
                 *SERVER_OPTIONS,
                 ("grpc.max_receive_message_length", cfg.max_message_bytes),
+                *connection_options(
+                    max_connections=max_connections,
+                    handshake_timeout_s=cfg.handshake_timeout_s,
+                    idle_s=cfg.connection_idle_s,
+                ),
             ],
-            maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
+            # A backstop only, above the sum of the admission allowances (server/admission.py)
+            maximum_concurrent_rpcs=cfg.concurrent_rpcs_cap,
         )
         operator_pb2_grpc.add_OperatorServiceServicer_to_server(self.operator_service, server)
         peer_link_pb2_grpc.add_PeerLinkServiceServicer_to_server(self.peer_service, server)
@@ -277,6 +292,21 @@ class Gateway:
             cfg.journal,
             self.peer_party,
             cfg.peer_address,
+        )
+        log.info(
+            "admission: per operator %d streams and %d calls (%d for all operators), "
+            "peer link %d, health %d per caller (%d in all), grpc backstop %d calls; "
+            "at most %d connections, handshake timeout %g s, idle connections closed after %s",
+            cfg.operator_streams,
+            cfg.operator_calls,
+            cfg.operators_total,
+            cfg.peer_link_calls,
+            cfg.health_calls,
+            cfg.health_total,
+            cfg.concurrent_rpcs_cap,
+            max_connections,
+            cfg.handshake_timeout_s,
+            f"{cfg.connection_idle_s:g} s" if cfg.connection_idle_s > 0 else "never",
         )
         return self.port
 

@@ -8,6 +8,7 @@
 * 1,100 silent TCP connections (plain sockets that never speak TLS): operators are served
   meanwhile, and grpc's handshake timeout closes every one of them.
 * Connections beyond `max_connections` are closed at accept.
+* An authenticated connection without a call for `connection_idle_s` is closed (GOAWAY).
 
 Admission refusals are not security events: nothing is journaled for them.
 """
@@ -367,3 +368,23 @@ async def test_connections_beyond_max_connections_are_closed_at_accept(
         finally:
             for s in socks:
                 s.close()
+
+
+async def test_an_idle_authenticated_connection_is_closed_and_the_client_reconnects(
+    tmp_path: Path, pki: Path
+) -> None:
+    async with jp_gateway(tmp_path, pki, connection_idle_s=0.5) as jp:
+        ch = operator_of(pki, "JP", "watch-1", jp.port, "JP")
+        try:
+            stub = operator_pb2_grpc.OperatorServiceStub(ch)
+            await stub.GetLinkStatus(operator_pb2.GetLinkStatusRequest(), timeout=WAIT)
+            assert ch.get_state() is grpc.ChannelConnectivity.READY
+            # No call for 0.5 s: the gateway sends GOAWAY and the connection is gone ...
+            await eventually(
+                lambda: ch.get_state() is not grpc.ChannelConnectivity.READY,
+                "the idle connection closed",
+            )
+            # ... and the next call connects again, transparently.
+            await stub.GetLinkStatus(operator_pb2.GetLinkStatusRequest(), timeout=WAIT)
+        finally:
+            await ch.close()

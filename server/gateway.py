@@ -8,6 +8,10 @@ each time the peer link reconnects. Before each reconnection the peer's TLS cert
 and checked against the current revocation lists (`server.peerlink.peer_certificate`), since
 grpcio's client handshake does not check revocation; and when a reloaded revocation list lists
 the certificate checked before the current outbound connection, that connection is ended.
+
+At start the gateway raises its open-file limit to the hard limit and sets up admission control
+(`server.admission`): per-lane allowances enforced by the auth interceptor, and grpc's bounds on
+connections (a cap, a handshake timeout, an idle timeout).
 """
 
 from __future__ import annotations

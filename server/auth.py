@@ -10,13 +10,24 @@ more, so here, for every call and before the handler sees it:
    its validity, and not be on a revocation list: otherwise UNAUTHENTICATED;
 3. the authorization matrix decides by service: the peer gateway may call only
    `PeerLinkService`; our own operators only `OperatorService` (and server reflection); any
-   authenticated party may call the health service; everything else: PERMISSION_DENIED.
+   authenticated party may call the health service; everything else: PERMISSION_DENIED;
+4. admission control (`server.admission`) gives the call a slot in its lane (an operator's
+   streams, an operator's unary calls, the peer link, health) or refuses it with
+   RESOURCE_EXHAUSTED, naming the limit.
+
+Steps 1-3 are cached per presented certificate (`Presented`; the auth context is per
+connection, so in effect per connection): a busy operator or a Watch stream parses and verifies
+its PEM once, not per call. The cache never outlives what it depends on: a new trust bundle
+empties it, new revocation lists make each entry's revocation status be decided again at its
+next use, and a certificate's chain is verified again at least every REVERIFY_S seconds.
 
 A stream is checked again before its next response whenever the revocation lists or the trust
 bundle change, so revoking a certificate also ends the streams open with it (the peer link, an
 operator's Watch) within one heartbeat, rather than at its next reconnection.
 
-Every refusal is logged and journaled as a security event, with the reason given to the caller.
+Every authentication or authorization refusal is logged and journaled as a security event, with
+the reason given to the caller; admission refusals are only counted and logged (see
+`server.admission`).
 """
 
 from __future__ import annotations
@@ -26,10 +37,10 @@ import inspect
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from cryptography import x509
@@ -38,6 +49,7 @@ from certs.errors import CertsError
 from certs.identity import Identity, Role
 from certs.revocation import RevocationSet
 from certs.verify import verify_identity
+from server.admission import Admission, Lane, Limits
 
 log = logging.getLogger("hotline.auth")
 
@@ -45,6 +57,8 @@ PEER_LINK_SERVICE = "/hotline.v1.PeerLinkService/"
 OPERATOR_SERVICE = "/hotline.v1.OperatorService/"
 HEALTH_SERVICE = "/grpc.health.v1.Health/"
 REVERIFY_S = 60.0  # re-verify a cached certificate chain at least this often
+CACHED_CERTIFICATES = 1024  # presented certificates remembered (oldest forgotten first)
+CACHED_METHODS = 64  # authorization outcomes remembered per certificate
 REFLECTION_SERVICES = (
     "/grpc.reflection.v1alpha.ServerReflection/",
     "/grpc.reflection.v1.ServerReflection/",
@@ -63,10 +77,30 @@ class Refusal:
 
 
 class AuthError(Exception):
-    def __init__(self, code: grpc.StatusCode, reason: str) -> None:
+    def __init__(self, code: grpc.StatusCode, reason: str, who: str | None = None) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        self.who = who  # the identity the certificate names, when it could be read
+
+
+@dataclass(eq=False)
+class Presented:
+    """What one presented leaf certificate was found to be, cached per certificate (so per
+    connection: the auth context, and its leaf, are the connection's).
+
+    The chain is verified again after `verified_until` (or at once when the trust bundle
+    changes); revocation is decided again whenever the revocation lists are replaced (`revoked`
+    holds for the lists in `revocations` only); authorization by method is remembered (it
+    depends only on the identity and the method)."""
+
+    identity: Identity
+    who: str  # identity.spiffe_id, computed once
+    leaf: x509.Certificate
+    verified_until: float  # time.monotonic()
+    revocations: RevocationSet | None = None
+    revoked: bool = False
+    allowed: dict[str, AuthError | None] = field(default_factory=dict)
 
 
 class Authorizer:
@@ -78,13 +112,15 @@ class Authorizer:
         peer_party: str,
         cas: Iterable[x509.Certificate],
         revocations: RevocationSet,
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.party = party
         self.peer_party = peer_party
+        self._clock = clock
         self._cas = list(cas)
         self._revocations = revocations
-        self._cache: OrderedDict[bytes, tuple[Identity, x509.Certificate, float]] = OrderedDict()
-        self._tls_seen: set[str] = set()
+        self._cache: OrderedDict[bytes, Presented] = OrderedDict()
         # Bumped by every update: open streams re-authenticate their caller when it changes.
         self.generation = 0
 
@@ -100,7 +136,9 @@ class Authorizer:
     ) -> None:
         """Swap in a new trust bundle or revocation lists.
 
-        Takes effect on the next call, and on every open stream before its next response.
+        Takes effect on the next call, and on every open stream before its next response:
+        a new bundle empties the certificate cache; new lists make every cached certificate's
+        revocation status be decided again, against them, at its next use.
         """
         if cas is not None:
             self._cas = list(cas)
@@ -109,51 +147,69 @@ class Authorizer:
             self._revocations = revocations
         self.generation += 1
 
-    def _verified(self, pem: bytes) -> tuple[Identity, x509.Certificate]:
-        """Parse and verify a leaf, remembering the result for up to REVERIFY_S seconds.
+    def presented(self, pem: bytes) -> Presented:
+        """The leaf `pem`, parsed, verified and checked against the current revocation lists
+        (cached, see `Presented`); AuthError (UNAUTHENTICATED) if it may not authenticate.
 
-        Chain verification (an ECDSA signature check) is the costly part of authenticating a
-        call; its result depends only on the certificate, the trust bundle and the time, so it
-        is cached until the bundle changes, the certificate expires, or REVERIFY_S pass.
-        Revocation is checked on every call: a list can change at any moment.
+        Chain verification (an ECDSA signature check) and parsing are the costly part; their
+        result depends only on the certificate, the trust bundle and the time, so it is kept
+        until the bundle changes, the certificate expires, or REVERIFY_S pass. A revocation
+        check costs ~15 µs (comparing issuer names): it is kept until the lists change.
         """
-        now = time.monotonic()
-        cached = self._cache.get(pem)
-        if cached is not None and cached[2] > now:
-            return cached[0], cached[1]
-        leaf = x509.load_pem_x509_certificate(pem)
-        identity = verify_identity(leaf, self._cas)
-        remaining = (leaf.not_valid_after_utc - datetime.now(UTC)).total_seconds()
-        self._cache[pem] = (identity, leaf, now + max(0.0, min(REVERIFY_S, remaining)))
-        if len(self._cache) > 1024:
-            self._cache.popitem(last=False)
-        return identity, leaf
+        now = self._clock()
+        entry = self._cache.get(pem)
+        if entry is None or entry.verified_until <= now:
+            try:
+                leaf = x509.load_pem_x509_certificate(pem)
+                identity = verify_identity(leaf, self._cas)
+            except CertsError as exc:
+                raise AuthError(grpc.StatusCode.UNAUTHENTICATED, str(exc)) from None
+            except ValueError as exc:
+                raise AuthError(
+                    grpc.StatusCode.UNAUTHENTICATED, f"unreadable client certificate: {exc}"
+                ) from None
+            remaining = (leaf.not_valid_after_utc - datetime.now(UTC)).total_seconds()
+            entry = Presented(
+                identity, identity.spiffe_id, leaf, now + max(0.0, min(REVERIFY_S, remaining))
+            )
+            self._cache[pem] = entry
+            if len(self._cache) > CACHED_CERTIFICATES:
+                self._cache.popitem(last=False)
+        if entry.revocations is not self._revocations:
+            entry.revoked = self._revocations.is_revoked(entry.leaf)
+            entry.revocations = self._revocations
+        if entry.revoked:
+            raise AuthError(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"certificate {entry.who} (serial {entry.leaf.serial_number:#x}) has been revoked",
+                entry.who,
+            )
+        return entry
 
-    def authenticate(self, auth_context: dict[str, list[bytes]], peer: str) -> Identity:
+    def check(self, pem: bytes, method: str) -> Presented:
+        """Authenticate the leaf `pem` and authorize it to call `method`, or raise AuthError."""
+        entry = self.presented(pem)
+        try:
+            refused = entry.allowed[method]
+        except KeyError:
+            try:
+                self.authorize(entry.identity, method)
+                refused = None
+            except AuthError as exc:
+                exc.who = entry.who
+                refused = exc
+            if len(entry.allowed) < CACHED_METHODS:
+                entry.allowed[method] = refused
+        if refused is not None:
+            raise AuthError(refused.code, refused.reason, entry.who)
+        return entry
+
+    def authenticate(self, auth_context: Mapping[str, Sequence[bytes]], peer: str) -> Identity:
+        """The identity of the caller whose grpc auth context this is (AuthError if none)."""
         pems = auth_context.get("x509_pem_cert") or []
         if not pems:
             raise AuthError(grpc.StatusCode.UNAUTHENTICATED, "no client certificate was presented")
-        tls = b"".join(auth_context.get("ssl_tls_version") or []).decode() or "unknown"
-        try:
-            identity, leaf = self._verified(pems[0])
-        except CertsError as exc:
-            raise AuthError(grpc.StatusCode.UNAUTHENTICATED, str(exc)) from None
-        except ValueError as exc:
-            raise AuthError(
-                grpc.StatusCode.UNAUTHENTICATED, f"unreadable client certificate: {exc}"
-            ) from None
-        if self._revocations.is_revoked(leaf):
-            raise AuthError(
-                grpc.StatusCode.UNAUTHENTICATED,
-                f"certificate {identity} (serial {leaf.serial_number:#x}) has been revoked",
-            )
-        key = f"{peer}|{identity}"
-        if key not in self._tls_seen:
-            self._tls_seen.add(key)
-            if len(self._tls_seen) > 4096:
-                self._tls_seen.clear()
-            log.info("connection from %s as %s over %s", peer, identity, tls)
-        return identity
+        return self.presented(pems[0]).identity
 
     def authorize(self, identity: Identity, method: str) -> None:
         if method.startswith(PEER_LINK_SERVICE):
@@ -177,6 +233,15 @@ class Authorizer:
         raise AuthError(grpc.StatusCode.PERMISSION_DENIED, f"unknown method {method}")
 
 
+def lane_of(method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> Lane:
+    """The admission lane of an (authorized) call of `method`."""
+    if method.startswith(PEER_LINK_SERVICE):
+        return Lane.PEER_LINK
+    if method.startswith(HEALTH_SERVICE):
+        return Lane.HEALTH
+    return Lane.OPERATOR_STREAM if handler.response_streaming else Lane.OPERATOR_CALL
+
+
 RefusalSink = Callable[[Refusal], Awaitable[None]]
 
 
@@ -194,11 +259,27 @@ def caller() -> Identity:
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every handler so authentication and authorization run before it."""
+    """Wraps every handler so authentication, authorization and admission run before it.
 
-    def __init__(self, authorizer: Authorizer, on_refusal: RefusalSink) -> None:
+    The wrapped handler of each method is made once and reused for every call (grpc hands
+    the interceptor the same handler object for a method each time). Per call, the fast path
+    is: read the leaf from the auth context, one dict lookup for its cached `Presented` (and
+    its cached authorization of this method), one admission slot.
+    """
+
+    def __init__(
+        self,
+        authorizer: Authorizer,
+        on_refusal: RefusalSink,
+        admission: Admission | None = None,
+    ) -> None:
         self._authorizer = authorizer
         self._on_refusal = on_refusal
+        self.admission = admission if admission is not None else Admission(Limits())
+        self._wrapped: dict[
+            str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]
+        ] = {}
+        self._connections: set[tuple[str, str]] = set()
 
     async def intercept_service(
         self,
@@ -211,66 +292,123 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method: str = handler_call_details.method
-        return _wrap(handler, method, self._check, lambda: self._authorizer.generation)
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = _wrap(handler, _Gate(self, method, lane_of(method, handler)))
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _authenticate(
+        self, context: grpc.aio.ServicerContext[Any, Any], method: str
+    ) -> Presented | AuthError:
+        """The caller, authenticated and authorized for `method`, or why not (no I/O)."""
+        try:
+            # grpc's stubs say Iterable; it is a dict of lists
+            auth = cast("Mapping[str, Sequence[bytes]]", context.auth_context())
+            pems = auth.get("x509_pem_cert")
+            if not pems:
+                raise AuthError(
+                    grpc.StatusCode.UNAUTHENTICATED, "no client certificate was presented"
+                )
+            presented = self._authorizer.check(pems[0], method)
+        except AuthError as exc:
+            return exc
+        peer = context.peer()
+        if (peer, presented.who) not in self._connections:  # once per connection
+            if len(self._connections) >= 4096:
+                self._connections.clear()
+            self._connections.add((peer, presented.who))
+            tls = b"".join(auth.get("ssl_tls_version") or []).decode() or "unknown"
+            log.info("connection from %s as %s over %s", peer, presented.who, tls)
+        return presented
+
+    async def _refused(
+        self, context: grpc.aio.ServicerContext[Any, Any], method: str, exc: AuthError
+    ) -> Refusal:
+        """Log and journal an authentication or authorization refusal."""
+        peer = context.peer()
+        presented = exc.who or "anonymous"
+        refusal = Refusal(exc.code, exc.reason, method, presented, peer)
+        log.warning(
+            "refused %s from %s (%s): %s %s", method, peer, presented, exc.code.name, exc.reason
+        )
+        try:
+            await self._on_refusal(refusal)
+        except Exception:  # the refusal stands even if recording it failed
+            log.exception("could not journal a security refusal")
+        return refusal
 
     async def _check(
         self, context: grpc.aio.ServicerContext[Any, Any], method: str
     ) -> tuple[Identity | None, Refusal | None]:
-        peer = context.peer()
-        presented = "anonymous"
-        try:
-            auth = {k: list(v) for k, v in context.auth_context().items()}
-            identity = self._authorizer.authenticate(auth, peer)
-            presented = str(identity)
-            self._authorizer.authorize(identity, method)
-        except AuthError as exc:
-            refusal = Refusal(exc.code, exc.reason, method, presented, peer)
-            log.warning(
-                "refused %s from %s (%s): %s %s", method, peer, presented, exc.code.name, exc.reason
-            )
-            try:
-                await self._on_refusal(refusal)
-            except Exception:  # the refusal stands even if recording it failed
-                log.exception("could not journal a security refusal")
-            return None, refusal
-        return identity, None
+        """Authenticate and authorize one call (no admission): the caller, or the refusal
+        (logged and journaled)."""
+        outcome = self._authenticate(context, method)
+        if isinstance(outcome, AuthError):
+            return None, await self._refused(context, method, outcome)
+        return outcome.identity, None
 
 
-Check = Callable[
-    [grpc.aio.ServicerContext[Any, Any], str], Awaitable[tuple[Identity | None, Refusal | None]]
-]
+class _Gate:
+    """What the wrapped handler of one method asks before (and while) it runs."""
+
+    __slots__ = ("_icp", "lane", "method")
+
+    def __init__(self, interceptor: AuthInterceptor, method: str, lane: Lane) -> None:
+        self._icp = interceptor
+        self.method = method
+        self.lane = lane
+
+    def generation(self) -> int:
+        return self._icp._authorizer.generation
+
+    async def admit(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+        """Authenticate, authorize and admit the call, or end it with the refusal; returns the
+        caller's SPIFFE ID, whose admission slot `release` must give back."""
+        icp = self._icp
+        outcome = icp._authenticate(context, self.method)
+        if isinstance(outcome, AuthError):
+            refusal = await icp._refused(context, self.method, outcome)
+            await context.abort(refusal.code, refusal.reason)
+        assert isinstance(outcome, Presented)
+        over = icp.admission.acquire(outcome.who, self.lane)
+        if over is not None:  # counted and logged by admission; not a security event
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, over)
+        _caller.set(outcome.identity)
+        return outcome.who
+
+    def release(self, who: str) -> None:
+        self._icp.admission.release(who, self.lane)
+
+    async def recheck(self, context: grpc.aio.ServicerContext[Any, Any], seen: int) -> int:
+        """Before each response of a stream: if the trust bundle or revocation lists changed
+        since `seen`, check the caller again (not its admission: it holds its slot), so that
+        revoking a certificate ends the streams open with it (the peer link, Watch), not only
+        its later calls."""
+        current = self._icp._authorizer.generation
+        if current != seen:
+            outcome = self._icp._authenticate(context, self.method)
+            if isinstance(outcome, AuthError):
+                refusal = await self._icp._refused(context, self.method, outcome)
+                await context.abort(refusal.code, refusal.reason)
+        return current
 
 
 def _wrap(
-    original: grpc.RpcMethodHandler[Any, Any],
-    method: str,
-    check: Check,
-    generation: Callable[[], int],
+    original: grpc.RpcMethodHandler[Any, Any], gate: _Gate
 ) -> grpc.RpcMethodHandler[Any, Any]:
     handler: Any = original  # grpc's stubs type behaviours for the sync API
-
-    async def admit(context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        identity, refusal = await check(context, method)
-        if refusal is not None:
-            await context.abort(refusal.code, refusal.reason)
-        assert identity is not None
-        _caller.set(identity)
-
-    async def readmit(context: grpc.aio.ServicerContext[Any, Any], seen: int) -> int:
-        """Before each response of a stream: if the trust bundle or revocation lists changed
-        since `seen`, check the caller again, so that revoking a certificate ends the streams
-        open with it (the peer link, Watch), not only its later calls."""
-        current = generation()
-        if current != seen:
-            await admit(context)
-        return current
 
     if handler.unary_unary is not None:
         inner_uu = handler.unary_unary
 
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            await admit(context)
-            return await inner_uu(request, context)
+            who = await gate.admit(context)
+            try:
+                return await inner_uu(request, context)
+            finally:
+                gate.release(who)
 
         return grpc.unary_unary_rpc_method_handler(
             unary_unary,
@@ -281,19 +419,22 @@ def _wrap(
         inner_us = handler.unary_stream
 
         async def unary_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            seen = generation()
-            await admit(context)
-            result = inner_us(request, context)
-            if inspect.isawaitable(result):  # a handler that writes with context.write()
-                await result
-                return
+            seen = gate.generation()
+            who = await gate.admit(context)
             try:
-                async for item in result:
-                    seen = await readmit(context, seen)
-                    yield item
-            finally:  # end the handler now, not when its generator is collected
-                if hasattr(result, "aclose"):
-                    await result.aclose()
+                result = inner_us(request, context)
+                if inspect.isawaitable(result):  # a handler that writes with context.write()
+                    await result
+                    return
+                try:
+                    async for item in result:
+                        seen = await gate.recheck(context, seen)
+                        yield item
+                finally:  # end the handler now, not when its generator is collected
+                    if hasattr(result, "aclose"):
+                        await result.aclose()
+            finally:
+                gate.release(who)
 
         return grpc.unary_stream_rpc_method_handler(
             unary_stream,
@@ -304,19 +445,22 @@ def _wrap(
         inner_ss = handler.stream_stream
 
         async def stream_stream(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            seen = generation()
-            await admit(context)
-            result = inner_ss(requests, context)
-            if inspect.isawaitable(result):
-                await result
-                return
+            seen = gate.generation()
+            who = await gate.admit(context)
             try:
-                async for item in result:
-                    seen = await readmit(context, seen)
-                    yield item
-            finally:  # end the handler now, not when its generator is collected
-                if hasattr(result, "aclose"):
-                    await result.aclose()
+                result = inner_ss(requests, context)
+                if inspect.isawaitable(result):
+                    await result
+                    return
+                try:
+                    async for item in result:
+                        seen = await gate.recheck(context, seen)
+                        yield item
+                finally:  # end the handler now, not when its generator is collected
+                    if hasattr(result, "aclose"):
+                        await result.aclose()
+            finally:
+                gate.release(who)
 
         return grpc.stream_stream_rpc_method_handler(
             stream_stream,
@@ -327,8 +471,11 @@ def _wrap(
         inner_su = handler.stream_unary
 
         async def stream_unary(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            await admit(context)
-            return await inner_su(requests, context)
+            who = await gate.admit(context)
+            try:
+                return await inner_su(requests, context)
+            finally:
+                gate.release(who)
 
         return grpc.stream_unary_rpc_method_handler(
             stream_unary,

@@ -16,11 +16,35 @@ Every setting, with its default (paths are relative to the configuration file's 
     checkpoint_interval_s = 60.0      # sign and send a journal checkpoint this often
     deadline_check_s = 1.0            # how often to look for messages past their deadline
     max_message_bytes = 1048576       # largest request accepted (RESOURCE_EXHAUSTED above)
-    max_concurrent_rpcs = 256         # calls served at once (RESOURCE_EXHAUSTED above)
     operator_rate_per_s = 200.0       # sends per second per operator (token bucket) ...
     operator_burst = 400              #   ... with this burst; RESOURCE_EXHAUSTED above
     outbox_limit = 100000             # messages journaled but not yet settled by the peer;
                                       #   a Send beyond it gets RESOURCE_EXHAUSTED "outbox full"
+
+    # Admission control (server/admission.py): calls held at once, per lane. A call over its
+    # allowance is refused with RESOURCE_EXHAUSTED naming the limit; nothing is journaled.
+    operator_streams = 32             # streams (Watch, reflection) open at once per operator
+    operator_calls = 128              # unary calls (Send, GetMessage, ...) at once per operator
+    operators_total = 1024            # both of the above, all operators together
+    peer_link_calls = 8               # PeerLinkService calls of the peer gateway: an allowance
+                                      #   of its own, never drawn on by operators
+    health_calls = 8                  # health checks at once per caller (any authenticated
+    health_total = 64                 #   caller), and for all callers together: also separate
+    max_concurrent_rpcs = 0           # grpc's global cap on calls at once, counted before the
+                                      #   caller is known (so it refuses the peer link too):
+                                      #   0 = operators_total + peer_link_calls + health_total
+                                      #   + 64, so it never binds before the allowances above;
+                                      #   a smaller value is refused
+
+    # Connections (grpc core, before any call): a bound on descriptors, not on who holds them.
+    max_connections = 4096            # TCP connections at once, handshake or not; beyond this
+                                      #   a connection is closed at accept (fewer if the
+                                      #   open-file limit, raised to its hard limit at start,
+                                      #   leaves no room: 256 descriptors are kept free)
+    handshake_timeout_s = 5.0         # close a connection whose TLS handshake and HTTP/2 set-up
+                                      #   are not done by then (grpc's own default: 120 s)
+    connection_idle_s = 600.0         # close (GOAWAY) an authenticated connection that has had
+                                      #   no call for this long; clients reconnect; 0 = never
     log_level = "INFO"
 
     [deadlines]                       # acknowledgement deadlines, seconds, per precedence
@@ -46,6 +70,7 @@ from certs.identity import validate_party
 from certs.pki import PartyPaths
 from hotline.deadlines import Deadlines
 from hotline.errors import ConfigError
+from server.admission import REFUSAL_HEADROOM, Limits
 
 
 @dataclass(frozen=True)
@@ -64,16 +89,42 @@ class GatewayConfig:
     checkpoint_interval_s: float = 60.0
     deadline_check_s: float = 1.0
     max_message_bytes: int = 1_048_576
-    max_concurrent_rpcs: int = 256
     operator_rate_per_s: float = 200.0
     operator_burst: int = 400
     outbox_limit: int = 100_000
+    operator_streams: int = 32
+    operator_calls: int = 128
+    operators_total: int = 1024
+    peer_link_calls: int = 8
+    health_calls: int = 8
+    health_total: int = 64
+    max_concurrent_rpcs: int = 0
+    max_connections: int = 4096
+    handshake_timeout_s: float = 5.0
+    connection_idle_s: float = 600.0
     log_level: str = "INFO"
     deadlines: Deadlines = field(default_factory=Deadlines)
 
     @property
     def paths(self) -> PartyPaths:
         return PartyPaths.of(self.pki_dir, self.party)
+
+    @property
+    def limits(self) -> Limits:
+        """The admission allowances (checked by `check`)."""
+        return Limits(
+            operator_streams=self.operator_streams,
+            operator_calls=self.operator_calls,
+            operators_total=self.operators_total,
+            peer_link_calls=self.peer_link_calls,
+            health_calls=self.health_calls,
+            health_total=self.health_total,
+        )
+
+    @property
+    def concurrent_rpcs_cap(self) -> int:
+        """grpc's global cap on concurrent calls (`max_concurrent_rpcs`, or its default)."""
+        return self.max_concurrent_rpcs or self.limits.backstop
 
     @classmethod
     def load(cls, path: Path) -> GatewayConfig:
@@ -142,7 +193,43 @@ class GatewayConfig:
             )
         if not 1 <= self.window <= 65536:
             raise ConfigError(f"{source}: window must be 1..65536, got {self.window}")
+        try:
+            limits = self.limits
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+        if not _is_int(self.max_concurrent_rpcs) or not (
+            self.max_concurrent_rpcs == 0 or self.max_concurrent_rpcs >= limits.backstop
+        ):
+            raise ConfigError(
+                f"{source}: max_concurrent_rpcs must be 0 (derived) or at least "
+                f"{limits.backstop} (operators_total + peer_link_calls + health_total + "
+                f"{REFUSAL_HEADROOM}), so that it never refuses the peer link before the "
+                f"per-lane allowances bind; got {self.max_concurrent_rpcs!r}"
+            )
+        if not _is_int(self.max_connections) or self.max_connections < 1:
+            raise ConfigError(
+                f"{source}: max_connections must be a positive integer, "
+                f"got {self.max_connections!r}"
+            )
+        if not _is_number(self.handshake_timeout_s) or self.handshake_timeout_s <= 0:
+            raise ConfigError(
+                f"{source}: handshake_timeout_s must be a positive number, "
+                f"got {self.handshake_timeout_s!r}"
+            )
+        if not _is_number(self.connection_idle_s) or self.connection_idle_s < 0:
+            raise ConfigError(
+                f"{source}: connection_idle_s must be a number of seconds (0 = never), "
+                f"got {self.connection_idle_s!r}"
+            )
         for address_name in ("listen", "peer_address"):
             address = getattr(self, address_name)
             if not isinstance(address, str) or ":" not in address:
                 raise ConfigError(f"{source}: {address_name} must be host:port, got {address!r}")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

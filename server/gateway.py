@@ -8,6 +8,10 @@ each time the peer link reconnects. Before each reconnection the peer's TLS cert
 and checked against the current revocation lists (`server.peerlink.peer_certificate`), since
 grpcio's client handshake does not check revocation; and when a reloaded revocation list lists
 the certificate checked before the current outbound connection, that connection is ended.
+
+At start the gateway raises its open-file limit to the hard limit and sets up admission control
+(`server.admission`): per-lane allowances enforced by the auth interceptor, and grpc's bounds on
+connections (a cap, a handshake timeout, an idle timeout).
 """
 
 from __future__ import annotations
@@ -34,6 +38,12 @@ from hotline.signing import PAYLOAD_TYPE_CHECKPOINT, KeyRing, Signer
 from hotline.transport import SERVER_OPTIONS, credentials, secure_channel
 from hotline.v1 import operator_pb2, operator_pb2_grpc, peer_link_pb2, peer_link_pb2_grpc
 from hotline.wire import timestamp_ns
+from server.admission import (
+    Admission,
+    connection_cap,
+    connection_options,
+    raise_open_file_limit,
+)
 from server.auth import AuthInterceptor, Authorizer, Refusal
 from server.config import GatewayConfig
 from server.journal import Journal, Kind
@@ -100,6 +110,7 @@ class Gateway:
         self.authorizer = Authorizer(
             self.party, self.peer_party, [self._own_ca, self._peer_ca], revocations
         )
+        self.admission = Admission(config.limits)
         self.journal = Journal(config.journal, party=self.party)
         self.store = Store(
             self.journal,
@@ -236,13 +247,21 @@ class Gateway:
     async def start(self) -> int:
         cfg = self.config
         await self.store.record_key(self._signing_der[0], self.party)
+        open_files = raise_open_file_limit()
+        max_connections = connection_cap(cfg.max_connections, open_files)
         server = grpc.aio.server(
-            interceptors=[AuthInterceptor(self.authorizer, self._refused)],
+            interceptors=[AuthInterceptor(self.authorizer, self._refused, self.admission)],
             options=[
                 *SERVER_OPTIONS,
                 ("grpc.max_receive_message_length", cfg.max_message_bytes),
+                *connection_options(
+                    max_connections=max_connections,
+                    handshake_timeout_s=cfg.handshake_timeout_s,
+                    idle_s=cfg.connection_idle_s,
+                ),
             ],
-            maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
+            # A backstop only, above the sum of the admission allowances (server/admission.py)
+            maximum_concurrent_rpcs=cfg.concurrent_rpcs_cap,
         )
         operator_pb2_grpc.add_OperatorServiceServicer_to_server(self.operator_service, server)
         peer_link_pb2_grpc.add_PeerLinkServiceServicer_to_server(self.peer_service, server)
@@ -284,6 +303,21 @@ class Gateway:
             cfg.journal,
             self.peer_party,
             cfg.peer_address,
+        )
+        log.info(
+            "admission: per operator %d streams and %d calls (%d for all operators), "
+            "peer link %d, health %d per caller (%d in all), grpc backstop %d calls; "
+            "at most %d connections, handshake timeout %g s, idle connections closed after %s",
+            cfg.operator_streams,
+            cfg.operator_calls,
+            cfg.operators_total,
+            cfg.peer_link_calls,
+            cfg.health_calls,
+            cfg.health_total,
+            cfg.concurrent_rpcs_cap,
+            max_connections,
+            cfg.handshake_timeout_s,
+            f"{cfg.connection_idle_s:g} s" if cfg.connection_idle_s > 0 else "never",
         )
         return self.port
 

@@ -24,7 +24,13 @@ from sim.pair import GatewayPair
 
 # The gateways' per-operator send limit (token bucket) is a guard for people at consoles; load
 # and bench lift it so that they measure the delivery path, not the limiter.
-UNLIMITED = {"operator_rate_per_s": 1e9, "operator_burst": 1_000_000}
+UNLIMITED = {
+    "operator_rate_per_s": 1e9,
+    "operator_burst": 1_000_000,
+    # an open-loop load may hold many calls at once: the load tester decides, not the limits
+    "operator_calls": 100_000,
+    "operators_total": 100_000,
+}
 BASE_OPERATORS = ("watch-1", "watch-2")
 
 

@@ -117,13 +117,28 @@ class KeyRing:
         self._cas = list(ca_certificates)
         self._keys: dict[str, TrustedKey] = {}
         self._revocations = revocations
+        # key id -> (the key, the lists asked, revoked?): a revocation check costs ~15 µs,
+        # against a signature verify's ~110, and its answer changes only with the lists.
+        self._status: dict[str, tuple[TrustedKey, Revocations | None, bool]] = {}
 
     def set_revocations(self, revocations: Revocations) -> None:
-        """Use new revocation lists: keys whose certificate is now revoked stop verifying."""
+        """Use new revocation lists: keys whose certificate is now revoked stop verifying
+        (from the next `verify`: every key's status is decided again against the new lists)."""
         self._revocations = revocations
+        self._status.clear()
 
     def _revoked(self, certificate: x509.Certificate) -> bool:
         return self._revocations is not None and self._revocations.is_revoked(certificate)
+
+    def _key_revoked(self, key: TrustedKey) -> bool:
+        """Whether `key`'s certificate is revoked by the current lists, cached per key until
+        the lists (or the key's certificate) change."""
+        known = self._status.get(key.key_id)
+        if known is not None and known[0] is key and known[1] is self._revocations:
+            return known[2]
+        revoked = self._revoked(key.certificate)
+        self._status[key.key_id] = (key, self._revocations, revoked)
+        return revoked
 
     def add_certificate(self, certificate: x509.Certificate) -> TrustedKey:
         """Trust a signing certificate if one of our CAs issued it for its own party."""
@@ -180,7 +195,7 @@ class KeyRing:
             raise SignatureError(f"unknown signing key id {signed.key_id!r}")
         if key.party != party:
             raise SignatureError(f"signed by party {key.party}'s key, expected party {party}'s")
-        if self._revoked(key.certificate):
+        if self._key_revoked(key):
             raise SignatureError(
                 f"signed with key {signed.key_id[:16]}…, whose certificate has been revoked"
             )

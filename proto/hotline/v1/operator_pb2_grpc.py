@@ -28,6 +28,12 @@ if _version_not_supported:
 class OperatorServiceStub:
     """A gateway's API for its own party's watch officers. Served by every gateway; called only by
     that party's operators.
+
+    Admission: besides the errors each RPC lists, any call may be refused with RESOURCE_EXHAUSTED
+    when the caller already holds its allowance of calls at once (by default 32 streams and 128
+    unary calls per operator, 1,024 for all operators together); the status message names the
+    limit and its configuration setting. These allowances are separate from the peer link's and
+    health checks', so no operator can lock the peer gateway out.
     """
 
     def __init__(self, channel):
@@ -76,6 +82,12 @@ class OperatorServiceStub:
 class OperatorServiceServicer:
     """A gateway's API for its own party's watch officers. Served by every gateway; called only by
     that party's operators.
+
+    Admission: besides the errors each RPC lists, any call may be refused with RESOURCE_EXHAUSTED
+    when the caller already holds its allowance of calls at once (by default 32 streams and 128
+    unary calls per operator, 1,024 for all operators together); the status message names the
+    limit and its configuration setting. These allowances are separate from the peer link's and
+    health checks', so no operator can lock the peer gateway out.
     """
 
     def Send(self, request, context):
@@ -245,6 +257,12 @@ def add_OperatorServiceServicer_to_server(servicer, server):
 class OperatorService:
     """A gateway's API for its own party's watch officers. Served by every gateway; called only by
     that party's operators.
+
+    Admission: besides the errors each RPC lists, any call may be refused with RESOURCE_EXHAUSTED
+    when the caller already holds its allowance of calls at once (by default 32 streams and 128
+    unary calls per operator, 1,024 for all operators together); the status message names the
+    limit and its configuration setting. These allowances are separate from the peer link's and
+    health checks', so no operator can lock the peer gateway out.
     """
 
     @staticmethod

@@ -56,6 +56,12 @@ GRPC_VERSION: str
 class OperatorServiceStub:
     """A gateway's API for its own party's watch officers. Served by every gateway; called only by
     that party's operators.
+
+    Admission: besides the errors each RPC lists, any call may be refused with RESOURCE_EXHAUSTED
+    when the caller already holds its allowance of calls at once (by default 32 streams and 128
+    unary calls per operator, 1,024 for all operators together); the status message names the
+    limit and its configuration setting. These allowances are separate from the peer link's and
+    health checks', so no operator can lock the peer gateway out.
     """
 
     @_typing.overload
@@ -157,6 +163,12 @@ class OperatorServiceStub:
 class OperatorServiceAsyncStub(OperatorServiceStub):
     """A gateway's API for its own party's watch officers. Served by every gateway; called only by
     that party's operators.
+
+    Admission: besides the errors each RPC lists, any call may be refused with RESOURCE_EXHAUSTED
+    when the caller already holds its allowance of calls at once (by default 32 streams and 128
+    unary calls per operator, 1,024 for all operators together); the status message names the
+    limit and its configuration setting. These allowances are separate from the peer link's and
+    health checks', so no operator can lock the peer gateway out.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -254,6 +266,12 @@ class OperatorServiceAsyncStub(OperatorServiceStub):
 class OperatorServiceServicer(metaclass=_abc_1.ABCMeta):
     """A gateway's API for its own party's watch officers. Served by every gateway; called only by
     that party's operators.
+
+    Admission: besides the errors each RPC lists, any call may be refused with RESOURCE_EXHAUSTED
+    when the caller already holds its allowance of calls at once (by default 32 streams and 128
+    unary calls per operator, 1,024 for all operators together); the status message names the
+    limit and its configuration setting. These allowances are separate from the peer link's and
+    health checks', so no operator can lock the peer gateway out.
     """
 
     @_abc_1.abstractmethod

@@ -278,7 +278,9 @@ The receiver ends a `Push` stream with one of these gRPC status codes:
   INVALID_ARGUMENT     a frame with no member of `frame` set, a malformed Hello, or a batch
                        that is empty, too large, or not consecutive.
   DATA_LOSS            `Hello.last_receipted_sequence` exceeds the receiver's last sequence.
-  RESOURCE_EXHAUSTED   the window is exceeded, or a frame exceeds the maximum message size.
+  RESOURCE_EXHAUSTED   the window is exceeded, a frame exceeds the maximum message size, or
+                       the peer gateway already holds its own allowance of calls at once
+                       (by default 8; operators' calls never draw on it).
   ABORTED              a newer stream from the same sender replaced this one.
   UNAVAILABLE          the receiver is shutting down.
 

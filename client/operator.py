@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import collections
 import contextlib
 import random
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
@@ -301,6 +302,13 @@ class OperatorClient:
                     results.append(_send_result(result.sent))
         return results
 
+    def stream(self) -> SendStream:
+        """A long-lived `SendStream` to the gateway: `await stream.send(envelope)` sends one
+        message with no call set up for it (the lowest latency one at a time); sends from
+        several tasks are pipelined in order. Close it with `await stream.close()` (or use it as
+        an async context manager)."""
+        return SendStream(self)
+
     async def send_body(
         self,
         body: Message,
@@ -569,3 +577,108 @@ def _send_result(response: operator_pb2.SendResponse) -> SendResult:
         journal_time=_datetime(response.journal_time),
         deadline=_datetime(response.acknowledge_deadline_time),
     )
+
+
+class SendStream:
+    """One long-lived `SendStream` call: requests go out in order, answers come back in order.
+
+    `send(envelope)` / `send_many(envelopes)` resolve with the same results as the client's
+    `send` / `send_many` (a refused envelope raises, resp. is returned as, its `ClientError`).
+    If the stream fails, every request awaiting an answer fails with the translated error and
+    the next send opens a new stream; ids are set before sending, so a retry is idempotent.
+    """
+
+    def __init__(self, client: OperatorClient) -> None:
+        self._client = client
+        self._call: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._waiting: collections.deque[asyncio.Future[list[SendResult | ClientError]]] = (
+            collections.deque()
+        )
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> SendStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def send(self, envelope: Envelope) -> SendResult:
+        [result] = await self.send_many([envelope])
+        if isinstance(result, ClientError):
+            raise result
+        return result
+
+    async def send_many(self, envelopes: Sequence[Envelope]) -> list[SendResult | ClientError]:
+        if not 1 <= len(envelopes) <= SEND_BATCH_MAX:
+            raise ValueError(f"1..{SEND_BATCH_MAX} envelopes per request")
+        request = operator_pb2.SendStreamRequest()
+        for envelope in envelopes:
+            added = request.envelopes.add()
+            added.CopyFrom(envelope)
+            if not added.message_id:
+                added.message_id = new_message_id()
+        answer: asyncio.Future[list[SendResult | ClientError]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        async with self._lock:  # one write at a time, answers queued in the same order
+            if self._call is None:
+                self._open()
+            self._waiting.append(answer)
+            try:
+                await self._call.write(request)
+            except grpc.aio.AioRpcError as exc:
+                self._fail(from_rpc_error(exc))
+        return await answer
+
+    def _open(self) -> None:
+        self._call = self._client._service().SendStream()
+        self._reader = asyncio.ensure_future(self._read(self._call))
+
+    async def _read(self, call: Any) -> None:
+        try:
+            while True:
+                response = await call.read()
+                if response is grpc.aio.EOF:
+                    raise Unavailable("the gateway ended the send stream")
+                results: list[SendResult | ClientError] = []
+                for result in response.results:
+                    if result.WhichOneof("outcome") == "error":
+                        code = _STATUS_BY_VALUE.get(result.error.code, grpc.StatusCode.UNKNOWN)
+                        results.append(from_status(code, result.error.message))
+                    else:
+                        results.append(_send_result(result.sent))
+                if self._waiting:
+                    answer = self._waiting.popleft()
+                    if not answer.done():
+                        answer.set_result(results)
+        except grpc.aio.AioRpcError as exc:
+            self._fail(from_rpc_error(exc), call)
+        except ClientError as exc:
+            self._fail(exc, call)
+        except asyncio.CancelledError:
+            self._fail(Unavailable("the send stream was closed"), call)
+            raise
+
+    def _fail(self, error: ClientError, call: Any = None) -> None:
+        if call is None or call is self._call:
+            self._call = None
+        while self._waiting:
+            answer = self._waiting.popleft()
+            if not answer.done():
+                answer.set_exception(error)
+
+    async def close(self) -> None:
+        """Wait (up to the client's timeout) for the answers still due, then end the stream."""
+        if self._waiting:
+            await asyncio.wait(list(self._waiting), timeout=self._client.timeout)
+        call, reader = self._call, self._reader
+        self._call = self._reader = None
+        if call is not None:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await call.done_writing()
+        if reader is not None:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        if call is not None:
+            call.cancel()

@@ -5,7 +5,7 @@ matrix in `server.auth` has already checked that the caller may call it):
 
 | lane | calls | allowance |
 |---|---|---|
-| operator streams | `OperatorService` streaming calls (Watch) and server reflection | `operator_streams` per operator |
+| operator streams | `OperatorService` streaming calls (Watch, SendStream) and server reflection | `operator_streams` per operator |
 | operator calls | `OperatorService` unary calls (Send, Acknowledge, GetMessage, ...) | `operator_calls` per operator |
 | (both operator lanes) | | `operators_total` for all operators together |
 | peer link | `PeerLinkService` (only the peer gateway may call it) | `peer_link_calls` |
@@ -195,7 +195,7 @@ class Admission:
 def _too_many(who: str, lane: Lane, held: int, limit: int) -> str:
     if lane is Lane.OPERATOR_STREAM:
         return (
-            f"operator {who} has {held} streams open (Watch, reflection; limit {limit}, "
+            f"operator {who} has {held} streams open (Watch, SendStream, reflection; limit {limit}, "
             f"operator_streams); close one before opening another"
         )
     if lane is Lane.OPERATOR_CALL:

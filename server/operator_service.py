@@ -11,7 +11,7 @@ import asyncio
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, NoReturn
 
 import grpc
@@ -44,6 +44,20 @@ async def _abort(context: Context, code: grpc.StatusCode, message: str) -> NoRet
 
 async def _refuse(context: Context, error: GatewayError) -> NoReturn:
     await _abort(context, STATUS[error.status], str(error))
+
+
+def _results(
+    outcome: Sequence[operator_pb2.SendResponse | GatewayError],
+) -> list[operator_pb2.SendResult]:
+    results = []
+    for result in outcome:
+        if isinstance(result, GatewayError):
+            code = STATUS[result.status].value[0]
+            error = operator_pb2.SendError(code=code, message=str(result))
+            results.append(operator_pb2.SendResult(error=error))
+        else:
+            results.append(operator_pb2.SendResult(sent=result))
+    return results
 
 
 class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
@@ -94,15 +108,21 @@ class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
             results = await self._service.submit(request.envelopes, caller())
         except GatewayError as exc:
             await _refuse(context, exc)
-        response = operator_pb2.SendBatchResponse()
-        for result in results:
-            if isinstance(result, GatewayError):
-                response.results.add().error.CopyFrom(
-                    operator_pb2.SendError(code=STATUS[result.status].value[0], message=str(result))
-                )
-            else:
-                response.results.add().sent.CopyFrom(result)
-        return response
+        return operator_pb2.SendBatchResponse(results=_results(results))
+
+    async def SendStream(
+        self, request_iterator: AsyncIterator[operator_pb2.SendStreamRequest], context: Context
+    ) -> AsyncIterator[operator_pb2.SendStreamResponse]:
+        who = caller()
+        async for request in request_iterator:
+            envelopes = request.envelopes
+            try:
+                outcome: Sequence[
+                    operator_pb2.SendResponse | GatewayError
+                ] = await self._service.submit(envelopes, who)
+            except GatewayError as exc:  # the whole request refused: the stream goes on
+                outcome = [exc] * max(1, len(envelopes))
+            yield operator_pb2.SendStreamResponse(results=_results(outcome))
 
     async def Acknowledge(
         self, request: operator_pb2.AcknowledgeRequest, context: Context

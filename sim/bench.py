@@ -557,6 +557,25 @@ async def measure_hotline(
                 record_seconds(histogram, seconds)
         latency = summarize(histogram)
 
+        echo("hotline: one message in flight over a SendStream ...")
+        histogram = new_histogram()
+        async with watcher.stream() as stream:
+
+            async def streamed() -> float:
+                message_id = new_message_id()
+                delivered = deliveries.expect(message_id)
+                start = time.perf_counter()
+                await stream.send(payloads.make("TW", precedence, message_id))
+                return await asyncio.wait_for(delivered, 30) - start
+
+            end_warm = time.monotonic() + budget.warmup / 2
+            end = end_warm + budget.hotline_latency / 2
+            while time.monotonic() < end:
+                seconds = await streamed()
+                if time.monotonic() > end_warm:
+                    record_seconds(histogram, seconds)
+        stream_latency = summarize(histogram)
+
         steps: list[dict[str, Any]] = []
         best = 0.0
         pids = target.gateway_pids()
@@ -584,6 +603,8 @@ async def measure_hotline(
             {
                 "delivered_p50_ms": latency["p50"],
                 "delivered_p99_ms": latency["p99"],
+                "stream_delivered_p50_ms": stream_latency["p50"],
+                "stream_delivered_p99_ms": stream_latency["p99"],
                 "delivered_msgs_per_s": best_step["delivered_msgs_per_s"],
                 "latency": latency,
                 "best_senders": best_step["senders"],
@@ -1021,6 +1042,8 @@ def format_bench(result: BenchResult) -> str:
         f"   {'hotline   Send → DELIVERED (1 in flight | max)':<{width}}"
         f"{h['delivered_p50_ms']:>9.3f}{h['delivered_p99_ms']:>9.3f}"
         f"{h['delivered_msgs_per_s']:>10.0f}",
+        f"   {'hotline   over a SendStream (1 in flight)':<{width}}"
+        f"{h.get('stream_delivered_p50_ms', 0.0):>9.3f}{h.get('stream_delivered_p99_ms', 0.0):>9.3f}",
         f"   {'ratio     hotline / baseline':<{width}}"
         f"{r['delivered_p50_over_baseline_p50']:>8.1f}x"
         f"{r['delivered_p99_over_baseline_p99']:>8.1f}x"

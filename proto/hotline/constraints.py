@@ -334,6 +334,8 @@ FIELDS: Final[dict[str, str]] = {
     "hotline.v1.SendBatchResponse.results": "required; 1..256 items",
     "hotline.v1.SendResult.sent": "optional",
     "hotline.v1.SendResult.error": "optional",
+    "hotline.v1.SendStreamRequest.envelopes": "required; 1..256 items",
+    "hotline.v1.SendStreamResponse.results": "required; 1..256 items",
     "hotline.v1.SendError.code": "required; 1..16",
     "hotline.v1.SendError.message": "required; 1..4096 chars",
     "hotline.v1.AcknowledgeRequest.message_id": "required; pattern ^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",

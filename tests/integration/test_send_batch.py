@@ -10,7 +10,13 @@ import grpc
 import pytest
 
 from client import OperatorClient
-from client.errors import AlreadyExists, ClientError, InvalidMessage, PermissionDenied
+from client.errors import (
+    AlreadyExists,
+    ClientError,
+    InvalidMessage,
+    PermissionDenied,
+    RateLimited,
+)
 from hotline.v1 import common_pb2, envelope_pb2, operator_pb2
 from server.gateway import Gateway
 from server.journal import Kind
@@ -236,3 +242,32 @@ async def test_a_flash_in_a_batch_of_routine_goes_first(tmp_path: Path) -> None:
 
 
 _ = config
+
+
+async def test_a_send_stream_answers_each_request_in_order_and_survives_refusals(
+    tmp_path: Path,
+) -> None:
+    async with running_pair(tmp_path, overrides={"outbox_limit": 50}) as pair:
+        client = OperatorClient.from_pki(pair.pki, "JP", address=f"127.0.0.1:{pair.jp.port}")
+        try:
+            async with client.stream() as stream:
+                one = await stream.send(free_text("one at a time"))
+                concurrent = [free_text(f"c{i}") for i in range(20)]
+                results = await asyncio.gather(*(stream.send(e) for e in concurrent))
+                assert [r.message_id for r in results] == [e.message_id for e in concurrent]
+                bad = free_text("bad")
+                bad.language = "not a language"
+                with pytest.raises(InvalidMessage):
+                    await stream.send(bad)
+                # a refusal of a whole request (outbox full) answers each envelope; the
+                # stream goes on
+                await pair.tw.gateway.stop(0.2)
+                await wait_for(lambda: not pair.jp.gateway.sender.status.up, 10, "link down")
+                filled = await stream.send_many([free_text(f"f{i}") for i in range(60)])
+                assert all(isinstance(r, RateLimited) for r in filled)
+                assert "outbox full" in str(filled[0])
+                after = await stream.send_many([free_text("still open")])
+                assert not isinstance(after[0], ClientError)
+            await wait_state(pair.jp.stub, one.message_id, operator_pb2.DELIVERY_STATE_JOURNALED)
+        finally:
+            await client.close()

@@ -127,7 +127,7 @@ async def test_500_watch_streams_from_one_operator_leave_others_and_the_peer_lin
                 assert error is not None
                 assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
                 assert error.details() == (
-                    f"operator {W1} has 32 streams open (Watch, reflection; limit 32, "
+                    f"operator {W1} has 32 streams open (Watch, SendStream, reflection; limit 32, "
                     "operator_streams); close one before opening another"
                 )
             assert jp.admission.open(W1, Lane.OPERATOR_STREAM) == 32

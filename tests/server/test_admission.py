@@ -46,7 +46,7 @@ def test_an_operator_gets_its_streams_then_a_refusal_that_names_the_limit() -> N
     fill(admission, W1, Lane.OPERATOR_STREAM, 32)
     reason = admission.acquire(W1, Lane.OPERATOR_STREAM)
     assert reason == (
-        f"operator {W1} has 32 streams open (Watch, reflection; limit 32, operator_streams); "
+        f"operator {W1} has 32 streams open (Watch, SendStream, reflection; limit 32, operator_streams); "
         "close one before opening another"
     )
     assert admission.open(W1, Lane.OPERATOR_STREAM) == 32  # the refused call took nothing

@@ -52,6 +52,11 @@ class OperatorServiceStub:
                 request_serializer=hotline_dot_v1_dot_operator__pb2.SendBatchRequest.SerializeToString,
                 response_deserializer=hotline_dot_v1_dot_operator__pb2.SendBatchResponse.FromString,
                 _registered_method=True)
+        self.SendStream = channel.stream_stream(
+                '/hotline.v1.OperatorService/SendStream',
+                request_serializer=hotline_dot_v1_dot_operator__pb2.SendStreamRequest.SerializeToString,
+                response_deserializer=hotline_dot_v1_dot_operator__pb2.SendStreamResponse.FromString,
+                _registered_method=True)
         self.Acknowledge = channel.unary_unary(
                 '/hotline.v1.OperatorService/Acknowledge',
                 request_serializer=hotline_dot_v1_dot_operator__pb2.AcknowledgeRequest.SerializeToString,
@@ -129,6 +134,19 @@ class OperatorServiceServicer:
         INVALID_ARGUMENT     no envelope, or more than 256.
         RESOURCE_EXHAUSTED   the caller's send rate, or the outbox bound, would be exceeded by
         the whole batch (nothing is journaled; retry later or smaller).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendStream(self, request_iterator, context):
+        """Sends over one long-lived stream, for a console or system that sends often: no call is set
+        up per message, so one message at a time goes out with the least latency. Each request is
+        handled exactly as a `SendBatch` of its envelopes, in the order the requests arrive, and
+        answered by one response with a result per envelope, in request order. A refusal of a whole
+        request (the caller's rate, the outbox bound, no envelope or more than 256) does not end
+        the stream: every envelope of that request gets that error as its result. The stream
+        counts against the caller's allowance of streams (see Admission above).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -221,6 +239,11 @@ def add_OperatorServiceServicer_to_server(servicer, server):
                     request_deserializer=hotline_dot_v1_dot_operator__pb2.SendBatchRequest.FromString,
                     response_serializer=hotline_dot_v1_dot_operator__pb2.SendBatchResponse.SerializeToString,
             ),
+            'SendStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.SendStream,
+                    request_deserializer=hotline_dot_v1_dot_operator__pb2.SendStreamRequest.FromString,
+                    response_serializer=hotline_dot_v1_dot_operator__pb2.SendStreamResponse.SerializeToString,
+            ),
             'Acknowledge': grpc.unary_unary_rpc_method_handler(
                     servicer.Acknowledge,
                     request_deserializer=hotline_dot_v1_dot_operator__pb2.AcknowledgeRequest.FromString,
@@ -309,6 +332,33 @@ class OperatorService:
             '/hotline.v1.OperatorService/SendBatch',
             hotline_dot_v1_dot_operator__pb2.SendBatchRequest.SerializeToString,
             hotline_dot_v1_dot_operator__pb2.SendBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/hotline.v1.OperatorService/SendStream',
+            hotline_dot_v1_dot_operator__pb2.SendStreamRequest.SerializeToString,
+            hotline_dot_v1_dot_operator__pb2.SendStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

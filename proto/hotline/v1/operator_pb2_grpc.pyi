@@ -104,6 +104,15 @@ class OperatorServiceStub:
       RESOURCE_EXHAUSTED   the caller's send rate, or the outbox bound, would be exceeded by
                            the whole batch (nothing is journaled; retry later or smaller).
     """
+    SendStream: _grpc.StreamStreamMultiCallable[_operator_pb2.SendStreamRequest, _operator_pb2.SendStreamResponse]
+    """Sends over one long-lived stream, for a console or system that sends often: no call is set
+    up per message, so one message at a time goes out with the least latency. Each request is
+    handled exactly as a `SendBatch` of its envelopes, in the order the requests arrive, and
+    answered by one response with a result per envelope, in request order. A refusal of a whole
+    request (the caller's rate, the outbox bound, no envelope or more than 256) does not end
+    the stream: every envelope of that request gets that error as its result. The stream
+    counts against the caller's allowance of streams (see Admission above).
+    """
     Acknowledge: _grpc.UnaryUnaryMultiCallable[_operator_pb2.AcknowledgeRequest, _operator_pb2.AcknowledgeResponse]
     """Acknowledges an inbound message: the gateway creates an `Acknowledgement` message to the
     other party, signs and journals it, and returns once the journal commit is durable. The
@@ -207,6 +216,15 @@ class OperatorServiceAsyncStub(OperatorServiceStub):
       INVALID_ARGUMENT     no envelope, or more than 256.
       RESOURCE_EXHAUSTED   the caller's send rate, or the outbox bound, would be exceeded by
                            the whole batch (nothing is journaled; retry later or smaller).
+    """
+    SendStream: _aio.StreamStreamMultiCallable[_operator_pb2.SendStreamRequest, _operator_pb2.SendStreamResponse]  # type: ignore[assignment]
+    """Sends over one long-lived stream, for a console or system that sends often: no call is set
+    up per message, so one message at a time goes out with the least latency. Each request is
+    handled exactly as a `SendBatch` of its envelopes, in the order the requests arrive, and
+    answered by one response with a result per envelope, in request order. A refusal of a whole
+    request (the caller's rate, the outbox bound, no envelope or more than 256) does not end
+    the stream: every envelope of that request gets that error as its result. The stream
+    counts against the caller's allowance of streams (see Admission above).
     """
     Acknowledge: _aio.UnaryUnaryMultiCallable[_operator_pb2.AcknowledgeRequest, _operator_pb2.AcknowledgeResponse]  # type: ignore[assignment]
     """Acknowledges an inbound message: the gateway creates an `Acknowledgement` message to the
@@ -320,6 +338,21 @@ class OperatorServiceServicer(metaclass=_abc_1.ABCMeta):
           INVALID_ARGUMENT     no envelope, or more than 256.
           RESOURCE_EXHAUSTED   the caller's send rate, or the outbox bound, would be exceeded by
                                the whole batch (nothing is journaled; retry later or smaller).
+        """
+
+    @_abc_1.abstractmethod
+    def SendStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_operator_pb2.SendStreamRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_operator_pb2.SendStreamResponse], _abc.AsyncIterator[_operator_pb2.SendStreamResponse]]:
+        """Sends over one long-lived stream, for a console or system that sends often: no call is set
+        up per message, so one message at a time goes out with the least latency. Each request is
+        handled exactly as a `SendBatch` of its envelopes, in the order the requests arrive, and
+        answered by one response with a result per envelope, in request order. A refusal of a whole
+        request (the caller's rate, the outbox bound, no envelope or more than 256) does not end
+        the stream: every envelope of that request gets that error as its result. The stream
+        counts against the caller's allowance of streams (see Admission above).
         """
 
     @_abc_1.abstractmethod

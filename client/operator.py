@@ -27,7 +27,7 @@ import builtins
 import collections
 import contextlib
 import random
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -294,12 +294,7 @@ class OperatorClient:
                 if not added.message_id:
                     added.message_id = new_message_id()
             response = await self._call(self._service().SendBatch, request)
-            for result in response.results:
-                if result.WhichOneof("outcome") == "error":
-                    code = _STATUS_BY_VALUE.get(result.error.code, grpc.StatusCode.UNKNOWN)
-                    results.append(from_status(code, result.error.message))
-                else:
-                    results.append(_send_result(result.sent))
+            results += _results_of(response.results)
         return results
 
     def stream(self) -> SendStream:
@@ -569,6 +564,19 @@ def _reached(record: MessageRecord, state: int) -> bool:
     return int(record.state) >= state
 
 
+def _results_of(results: Iterable[operator_pb2.SendResult]) -> list[SendResult | ClientError]:
+    """A SendBatch's or SendStream's results: each a `SendResult` or the `ClientError` that a
+    lone `send` would have raised."""
+    out: list[SendResult | ClientError] = []
+    for result in results:
+        if result.WhichOneof("outcome") == "error":
+            code = _STATUS_BY_VALUE.get(result.error.code, grpc.StatusCode.UNKNOWN)
+            out.append(from_status(code, result.error.message))
+        else:
+            out.append(_send_result(result.sent))
+    return out
+
+
 def _send_result(response: operator_pb2.SendResponse) -> SendResult:
     return SendResult(
         message_id=response.message_id,
@@ -641,13 +649,7 @@ class SendStream:
                 response = await call.read()
                 if response is grpc.aio.EOF:
                     raise Unavailable("the gateway ended the send stream")
-                results: list[SendResult | ClientError] = []
-                for result in response.results:
-                    if result.WhichOneof("outcome") == "error":
-                        code = _STATUS_BY_VALUE.get(result.error.code, grpc.StatusCode.UNKNOWN)
-                        results.append(from_status(code, result.error.message))
-                    else:
-                        results.append(_send_result(result.sent))
+                results = _results_of(response.results)
                 if self._waiting:
                     answer = self._waiting.popleft()
                     if not answer.done():

@@ -247,7 +247,11 @@ class Engine:
                 delay = min(delay * 2, 1.0)
             except ClientError as exc:
                 return self._failed(tracked, exc)
-        now = time.monotonic()
+        self._journaled(tracked, time.monotonic())
+        self._changed.set()
+        return True
+
+    def _journaled(self, tracked: Tracked, now: float) -> None:
         tracked.journaled = now
         tracked.done.set()
         self.progress.journaled += 1
@@ -259,8 +263,6 @@ class Engine:
             now - tracked.planned,
             self.elapsed(tracked.planned),
         )
-        self._changed.set()
-        return True
 
     async def send_many(
         self,
@@ -301,18 +303,8 @@ class Engine:
         for (tracked, _), result in zip(items, results, strict=True):
             if isinstance(result, ClientError):
                 self._failed(tracked, result)
-                continue
-            tracked.journaled = now
-            tracked.done.set()
-            self.progress.journaled += 1
-            self.metrics.count("journaled")
-            self.metrics.record(
-                "journaled",
-                tracked.body,
-                tracked.precedence,
-                now - tracked.planned,
-                self.elapsed(tracked.planned),
-            )
+            else:
+                self._journaled(tracked, now)
         self._changed.set()
 
     def _failed(self, tracked: Tracked, exc: ClientError) -> bool:

@@ -36,7 +36,14 @@ from certs.pki import load_certificate, load_party_revocations, load_signing_key
 from hotline.errors import ConfigError
 from hotline.signing import PAYLOAD_TYPE_CHECKPOINT, KeyRing, Signer
 from hotline.transport import SERVER_OPTIONS, credentials, secure_channel
-from hotline.v1 import operator_pb2, operator_pb2_grpc, peer_link_pb2, peer_link_pb2_grpc
+from hotline.v1 import (
+    envelope_pb2,
+    operator_pb2,
+    operator_pb2_grpc,
+    peer_link_pb2,
+    peer_link_pb2_grpc,
+)
+from hotline.validation import validate_envelope
 from hotline.wire import timestamp_ns
 from server.admission import (
     Admission,
@@ -246,6 +253,9 @@ class Gateway:
 
     async def start(self) -> int:
         cfg = self.config
+        # Validation compiles each message type's check on first use (~35 ms for an envelope):
+        # pay it now, not on the first message of the hot line.
+        validate_envelope(envelope_pb2.Envelope())
         await self.store.record_key(self._signing_der[0], self.party)
         open_files = raise_open_file_limit()
         max_connections = connection_cap(cfg.max_connections, open_files)

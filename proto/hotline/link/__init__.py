@@ -36,7 +36,6 @@ from hotline.link.receiver import (
     ReceiverState,
     Seen,
     Verdict,
-    settled_sequences,
 )
 from hotline.link.sender import (
     OutboundLink,
@@ -126,5 +125,4 @@ __all__ = [
     "StreamEnd",
     "Verdict",
     "Welcome",
-    "settled_sequences",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -316,8 +316,3 @@ class InboundLink(_Actions):
         ping = self._heartbeat.due(now)
         if ping is not None:
             self._send(ping, self._stream)
-
-
-def settled_sequences(receipts: Sequence[BatchReceipt]) -> int:
-    """How many sequences these batch receipts settle (for logs and tests)."""
-    return sum(r.last_sequence - r.first_sequence + 1 for r in receipts)

@@ -52,6 +52,10 @@ CLIENT_OPTIONS: tuple[tuple[str, int | str], ...] = (
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    # After the gateway restarts, reconnect within a fraction of a second (grpc's default
+    # backoff starts at 1 s and grows to 2 min): a console's retries then find it up.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
 )
 
 

@@ -66,7 +66,7 @@ from server.peerlink.peer_certificate import (
 from server.peerlink.receiver import PeerLinkServicer
 from server.peerlink.sender import PeerSender
 from server.peerlink.status import LinkStatus, printable
-from server.service import GatewayService, TokenBucket
+from server.service import GatewayService, PrecedenceGate, TokenBucket
 from server.store import Store
 
 log = logging.getLogger("hotline.gateway")
@@ -160,6 +160,7 @@ class Gateway:
             rate=TokenBucket(config.operator_rate_per_s, config.operator_burst),
             outbox_depth=lambda: self.sender.queue_depth,
             outbox_limit=config.outbox_limit,
+            gate=PrecedenceGate(config.submit_slots),
         )
         self.operator_service = OperatorServicer(
             store=self.store,

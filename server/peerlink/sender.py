@@ -47,6 +47,7 @@ log = logging.getLogger("hotline.link.out")
 LinkNotice = Callable[[bool, str], Awaitable[None]]
 SecurityNotice = Callable[[str], Awaitable[None]]
 PeerRefusedNotice = Callable[[PeerCertificateRefused], Awaitable[None]]
+URGENT_RANK = common_pb2.PRECEDENCE_IMMEDIATE  # this precedence and higher are sent at once
 Call = grpc.aio.StreamStreamCall[peer_link_pb2.PushRequest, peer_link_pb2.PushResponse]
 
 
@@ -130,9 +131,17 @@ class PeerSender:
         return core
 
     def enqueue(self, message: link.Outgoing) -> None:
-        """A message was journaled: push it as soon as its lane allows."""
+        """A message was journaled: push it as soon as its lane allows.
+
+        FLASH and IMMEDIATE go out from here, at once (the driver task would run only after
+        everything already queued on a busy event loop); the lower precedences are left to the
+        driver, so that messages journaled together leave in one batch."""
         self.link.enqueue(message)
-        self._wake.set()
+        if message.rank <= URGENT_RANK and self._queue is not None:
+            self.link.tick(time.time())
+            self._pump()
+        else:
+            self._wake.set()
 
     @property
     def queue_depth(self) -> int:

@@ -379,6 +379,8 @@ class Gateway:
     async def _every(self, seconds: float, work: Callable[[], Any]) -> None:
         while True:
             await asyncio.sleep(seconds)
+            if self.fatal:
+                return  # the journal is gone: nothing periodic may write any more
             try:
                 await work()
             except asyncio.CancelledError:
@@ -484,14 +486,21 @@ class Gateway:
         )
 
     async def _outbound_link_event(self, up: bool, detail: str) -> None:
-        await self.store.record_event(
-            Kind.LINK_UP if up else Kind.LINK_DOWN, {"direction": "outbound", "detail": detail}
-        )
+        await self._link_event(up, "outbound", detail)
 
     async def _inbound_link_event(self, up: bool, detail: str) -> None:
-        await self.store.record_event(
-            Kind.LINK_UP if up else Kind.LINK_DOWN, {"direction": "inbound", "detail": detail}
-        )
+        await self._link_event(up, "inbound", detail)
+
+    async def _link_event(self, up: bool, direction: str, detail: str) -> None:
+        try:
+            await self.store.record_event(
+                Kind.LINK_UP if up else Kind.LINK_DOWN, {"direction": direction, "detail": detail}
+            )
+        except JournalError:
+            if not self.fatal:
+                raise
+            # the journal is gone and the gateway is stopping: the links going down with it
+            # is no news worth a traceback
 
     def _checkpoint(self) -> Any:
         count, head = self.journal.head

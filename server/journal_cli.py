@@ -95,12 +95,15 @@ def run_verify(args: argparse.Namespace) -> int:
     peer_report = None
     if args.peer_journal is not None:
         peer_report = verify_journal(args.peer_journal, cas)  # type: ignore[arg-type]
+        # What each holds of the other first (it names the messages lost, and needs no
+        # checkpoint), each only against a journal whose signatures verified.
+        if peer_report.ok:
+            check_peer_holds(report, args.peer_journal)
+        if report.ok:
+            check_peer_holds(peer_report, args.path)
         check_witnessed(report, args.peer_journal)
         if peer_report.ok:
             check_witnessed(peer_report, args.path)
-            check_peer_holds(report, args.peer_journal)  # the peer's signatures are checked
-        if report.ok:
-            check_peer_holds(peer_report, args.path)
     reports = [r for r in (report, peer_report) if r is not None]
     for r in reports:
         check_index(r, cas)  # type: ignore[arg-type]

@@ -34,6 +34,7 @@ from hotline.acceptance import Acceptance
 from hotline.errors import ProtocolError, SignatureError
 from hotline.signing import KeyRing, Signer
 from hotline.v1 import peer_link_pb2, peer_link_pb2_grpc
+from server.journal import JournalError
 from server.peerlink.checkpoints import PeerCheckpoints
 from server.peerlink.status import LinkStatus, printable
 from server.store import Store
@@ -330,4 +331,7 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
 
     async def _checkpoint(self, checkpoint: peer_link_pb2.Checkpoint) -> None:
         # verified, witnessed and journaled; a bad one is journaled as a SECURITY entry
-        await self._checkpoints.receive(checkpoint)
+        try:
+            await self._checkpoints.receive(checkpoint)
+        except JournalError as exc:  # e.g. the journal file is gone: the gateway is stopping
+            log.error("could not journal a checkpoint from %s: %s", self.peer_party, exc)

@@ -403,8 +403,8 @@ class Gateway:
         self.sender.stop()
         detail = (
             f"JOURNAL LOST: {problem}. The gateway stopped taking work and exits; nothing "
-            "after this was journaled. Restore the journal before restarting (see "
-            "`hotline journal recover --help`)."
+            "after this was journaled. Restore the journal before restarting (see README: "
+            '"Recovering a lost journal").'
         )
         log.critical("%s (this alarm could not be journaled: the journal is gone)", detail)
         self.journal.announce(
@@ -456,7 +456,7 @@ class Gateway:
                 "code": "DATA_LOSS",
                 "direction": "outbound",
                 "detail": f"DATA LOSS: {lost.detail}. Sending to {self.peer_party} is held "
-                "until this journal is recovered: see `hotline journal recover --help`",
+                'until this journal is recovered (see README: "Recovering a lost journal")',
                 "peer_last_sequence": lost.peer_last_sequence,
                 "last_settled": lost.last_settled,
                 "missing": [
@@ -475,7 +475,7 @@ class Gateway:
                 "direction": "inbound",
                 "detail": f"DATA LOSS: {detail}. The {self.peer_party} gateway holds our "
                 "receipts for messages this journal lost; its link to us stays refused until "
-                "this journal is recovered: see `hotline journal recover --help`",
+                'this journal is recovered (see README: "Recovering a lost journal")',
             },
         )
 

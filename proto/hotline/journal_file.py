@@ -231,7 +231,6 @@ class JournalReader:
             for p, s, m, o in self._rows(sql + " ORDER BY sender_party, sequence", params)
         ]
 
-
     def index_rows(self, table: str) -> list[dict[str, Any]]:
         """Every row of one of the gateway's index tables (`messages`, `settlements`,
         `batch_receipts`), as column -> value: what `journal verify` compares with the chain."""

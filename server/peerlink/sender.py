@@ -216,8 +216,8 @@ class PeerSender:
         self.status.detail = f"sending held: {lost.detail}"
         log.critical(
             "DATA LOSS: %s. Sending to %s is held: no message is pushed and Send is refused "
-            "until this journal is recovered (see `hotline journal recover --help`) and the "
-            "gateway restarted",
+            'until this journal is recovered (see README: "Recovering a lost journal") and '
+            "the gateway restarted",
             printable(lost.detail),
             self.peer_party,
         )

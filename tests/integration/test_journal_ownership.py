@@ -157,7 +157,7 @@ async def test_a_journal_replaced_by_an_empty_one_is_found_on_reconnect_and_noth
             }
             outbound = next(a for a in alarms if a.link == operator_pb2.LINK_DIRECTION_OUTBOUND)
             assert "holds 5 of our messages" in outbound.detail
-            assert "hotline journal recover" in outbound.detail
+            assert "Recovering a lost journal" in outbound.detail
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await send(jp, "after the loss", "TW")
             assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION

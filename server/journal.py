@@ -19,7 +19,14 @@ rest of the group goes into the next commit (their order among themselves is kep
 
 Beside the chain, mutable *index* tables (messages, settlements) answer queries quickly; they
 are updated in the same transaction as the entries they derive from, and
-`hotline journal verify` checks the chain, not the index.
+`hotline journal verify` recomputes them from the chain and reports every row that disagrees.
+
+One gateway owns one journal: opening it takes an exclusive `flock` on a lock file beside it
+(`<journal>.lock`, holding the owner's pid), so a second gateway on the same file is refused
+(`JournalInUse`) instead of interleaving its writes. While open, `check_file()` tells whether
+the file at the journal's path is still the one opened (a deleted or replaced journal keeps
+taking writes into an inode nobody will read again); the gateway calls it on a timer and, when
+it is not, calls `fail()`, after which every write is refused.
 
 What an entry is and how the chain is hashed is the journal file's format, in
 `hotline.journal_file`, beside the read-only `JournalReader` that everyone who is not this
@@ -32,7 +39,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import json
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -142,6 +152,37 @@ class JournalError(Exception):
     """The journal cannot do what was asked (closed, corrupt, or a constraint broken)."""
 
 
+class JournalInUse(JournalError):
+    """Another process holds the journal's lock: one gateway owns one journal."""
+
+
+def lock_path(path: Path) -> Path:
+    """The lock file beside a journal (`jp.db` -> `jp.db.lock`)."""
+    return path.with_name(path.name + ".lock")
+
+
+def take_lock(path: Path) -> int:
+    """Take the exclusive lock of the journal at `path`: returns the lock file's descriptor
+    (closing it releases the lock). Raises `JournalInUse` naming the holder's pid."""
+    lock = lock_path(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        finally:
+            os.close(fd)
+        raise JournalInUse(f"journal {path} is in use by pid {holder}") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    return fd
+
+
 class Txn:
     """The writer's view inside one operation: append entries and update the index."""
 
@@ -237,15 +278,26 @@ class Journal:
         self.party = party
         self.max_batch = max_batch
         self.stats = JournalStats()
+        self._lock_fd = take_lock(self.path)
+        try:
+            self._open()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+
+    def _open(self) -> None:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._urgent: deque[_Job] = deque()  # also woken through _jobs, with _WAKE
         self._subscribers: list[_Subscriber] = []
         self._rollback_listeners: list[Callable[[], None]] = []
         self._sub_lock = threading.Lock()
         self._closed = False
+        self._failed = ""  # why writes are refused (the file was deleted or replaced)
         self._write = self._connect()
         self._write.executescript(_SCHEMA)
         self._check_meta()
+        st = os.stat(self.path)
+        self._identity = (st.st_dev, st.st_ino)  # the file opened, for check_file()
         row = self._write.execute(
             "SELECT position, hash FROM entries ORDER BY position DESC LIMIT 1"
         ).fetchone()
@@ -254,7 +306,7 @@ class Journal:
         self._committed_head = (self._head_position, self._head_hash)
         self._read = self._connect()
         self._read_lock = threading.Lock()
-        self._writer = threading.Thread(target=self._run, name=f"journal-{party}", daemon=True)
+        self._writer = threading.Thread(target=self._run, name=f"journal-{self.party}", daemon=True)
         self._writer.start()
 
     def _connect(self) -> sqlite3.Connection:
@@ -292,6 +344,8 @@ class Journal:
     def submit(self, operation: Operation[T], *, urgent: bool = False) -> Future[T]:
         """Queue an operation for the next group commit; the future resolves after fsync.
         An `urgent` one cuts the group in progress short (see the module docstring)."""
+        if self._failed:
+            raise JournalError(self._failed)
         if self._closed:
             raise JournalError("the journal is closed")
         future: Future[T] = Future()
@@ -332,6 +386,11 @@ class Journal:
                     stop = True
                 elif more is not _WAKE:
                     carry += _running([more])
+            if self._failed:
+                for job in carry + self._take_urgent():
+                    job.future.set_exception(JournalError(self._failed))
+                carry = []
+                continue
             if carry or self._urgent:
                 try:
                     carry = self._commit(carry)
@@ -432,6 +491,45 @@ class Journal:
         self._write.close()
         with self._read_lock:
             self._read.close()
+        os.close(self._lock_fd)  # releases the lock
+
+    # ------------------------------------------------------------------ the file itself
+
+    def check_file(self) -> str:
+        """Whether the journal's path still names the file opened: "" if so, else what
+        happened to it (deleted, or replaced by another file). A few microseconds: call it on
+        a timer, never per write."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return f"journal {self.path} was deleted while the gateway was running"
+        except OSError as exc:
+            return f"journal {self.path} cannot be checked: {exc}"
+        if (st.st_dev, st.st_ino) != self._identity:
+            return f"journal {self.path} was replaced by another file while the gateway was running"
+        return ""
+
+    @property
+    def failed(self) -> str:
+        return self._failed
+
+    def fail(self, reason: str) -> None:
+        """Refuse every write from now on (those already queued fail too): the file this
+        journal writes is no longer the journal, so nothing more may be reported durable."""
+        self._failed = self._failed or reason
+
+    def announce(
+        self, kind: Kind, data: dict[str, Any], event_for: Callable[[Entry], object]
+    ) -> Entry:
+        """Publish to subscribers an entry that is NOT journaled, with its event: for an alarm
+        that cannot be journaled because the journal itself is gone. It takes the position
+        after the head, so a watcher's cursor moves past it; the gateway stops right after."""
+        position, head = self._committed_head
+        body = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+        entry = Entry(position + 1, kind, time.time_ns(), "", "", 0, body, head, b"")
+        entry = replace(entry, event=event_for(entry))
+        self._publish([entry])
+        return entry
 
     # ------------------------------------------------------------------ subscribers
 

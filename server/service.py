@@ -13,8 +13,9 @@ The steps for each envelope, in order (the spec's `OperatorService.Send` errors)
   4. UPDATE / CANCEL reference one of our own messages         NOT_FOUND / FAILED_PRECONDITION
   5. a message id already used: the same envelope again is an idempotent retry (its original
      response); anything else                                  ALREADY_EXISTS
-Before any of them, the whole call is admitted or refused: the caller's send rate and the
-outbox bound (RESOURCE_EXHAUSTED), so a burst cannot drown the gateway or its link.
+Before any of them, the whole call is admitted or refused: sending held because this gateway's
+journal lost history (FAILED_PRECONDITION), the caller's send rate and the outbox bound
+(RESOURCE_EXHAUSTED), so a burst cannot drown the gateway or its link.
 
 Precedence has a lane here too (`PrecedenceGate`): the checking and signing of PRIORITY and
 ROUTINE submissions take turns through a few slots, while a submission holding a FLASH or
@@ -144,9 +145,11 @@ class GatewayService:
         outbox_depth: Callable[[], int],
         outbox_limit: int,
         gate: PrecedenceGate | None = None,
+        held: Callable[[], str] | None = None,
     ) -> None:
         self._store = store
         self._gate = gate or PrecedenceGate()
+        self._held = held  # why sending is held ("" if it is not): a journal that lost history
         self._signer = signer
         self._enqueue = enqueue
         self._rate = rate
@@ -222,6 +225,9 @@ class GatewayService:
         return final
 
     def _admit(self, n: int, who: Identity) -> None:
+        why = self._held() if self._held is not None else ""
+        if why:
+            raise FailedPrecondition(f"sending is held: {why}")
         if not self._rate.take(who.spiffe_id, n):
             raise ResourceExhausted(
                 f"{who} is sending faster than {self._rate.rate:g} messages/s "

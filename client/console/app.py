@@ -212,7 +212,7 @@ class Console:
                 secure=self.ssl_context is not None,
                 path="/",
             )
-            return moved
+            raise moved
         if request.path.startswith("/api/") and not self._has_token(request):
             return _problem(401, "open the console with its ?token= link first")
         if request.method == "POST":

@@ -59,7 +59,7 @@ function renderLinks(links) {
         if (d.up && d.rtt_ms !== null) text += " rtt " + d.rtt_ms.toFixed(1) + " ms";
         if (d.up && d.clock_offset_ms !== null) text += " offset " + (d.clock_offset_ms >= 0 ? "+" : "") + d.clock_offset_ms.toFixed(1) + " ms";
         if (d.queue_depth) text += " queue " + d.queue_depth;
-        gw.append(el("span", { class: "dir", "data-direction": name, "data-up": d.up, title: d.detail || "", text }));
+        gw.append(el("span", { class: "dir", "data-direction": name, "data-up": String(d.up), title: d.detail || "", text }));
       }
       gw.append(el("span", { class: "overdue", "data-count": link.overdue_count, text: "overdue " + link.overdue_count }));
     }
@@ -102,26 +102,27 @@ function card(entry) {
   }
   Object.assign(attrs, { "data-precedence": m.precedence, "data-status": m.status, "data-type": m.type, "data-state": m.state });
   const node = el("div", attrs);
-  node.append(el("div", { class: "head" },
+  const head = el("div", { class: "head" },
     el("span", { class: "badge kind", text: kind }),
     el("span", { class: "badge prec-" + m.precedence, text: m.precedence }),
     el("span", { class: "badge status-" + m.status, text: m.status }),
     el("span", { class: "type", text: m.type }),
     el("span", { class: "mid", text: m.short_id }),
     m.action !== "NEW" ? el("span", { class: "badge kind", text: m.action }) : null,
-  ));
-  node.append(el("div", { class: "summary", text: m.summary }));
+  );
+  const right = el("span", { class: "right" });
+  if ((kind === "SENT" || kind === "RECEIVED") && m.deadline && m.answers === null) {
+    right.append(el("span", { class: "countdown", "data-deadline": m.deadline }));
+  }
+  right.append(ladder(m.state));
+  head.append(right);
+  node.append(head);
+  node.append(el("div", { class: "summary", text: m.summary, title: m.summary }));
   if (entry.note) node.append(el("div", { class: "note-text", text: entry.note }));
-  const foot = el("div", { class: "foot" }, ladder(m.state));
-  if (kind === "SENT" || kind === "RECEIVED") {
-    if (m.deadline && m.answers === null) foot.append(el("span", { class: "countdown", "data-deadline": m.deadline }));
-    state.cards[entry.party + "|" + m.message_id] = node;
-  }
   if (m.can_acknowledge && (kind === "RECEIVED" || kind === "REALERT")) {
-    foot.append(el("button", { class: "ackbtn", type: "button", text: "Acknowledge…",
-      onclick: (ev) => { ev.stopPropagation(); showDetail(m.message_id, true); } }));
+    node.append(el("div", { class: "foot" }, el("button", { class: "ackbtn", type: "button", text: "Acknowledge…",
+      onclick: (ev) => { ev.stopPropagation(); showDetail(m.message_id, true); } })));
   }
-  node.append(foot);
   node.addEventListener("click", () => showDetail(m.message_id, false));
   return node;
 }
@@ -158,6 +159,7 @@ function addEntry(entry) {
     if (entry.message) state.latest[entry.party + "|" + entry.message.message_id] = entry.message;
   }
   if (entry.map) applyMap(entry.map);
+  if (entry.message_id && entry.message_id === state.selected) refreshJournals(entry.message_id);
   state.marks.push(entry);
   if (state.marks.length > MAX_MARKS) state.marks.splice(0, state.marks.length - MAX_MARKS);
 }
@@ -218,11 +220,11 @@ function setupMap() {
         .setLatLng([lat, lon]).setContent(text).addTo(map);
     }
   });
-  const legend = L.control({ position: "bottomleft" });
+  const legend = L.control({ position: "topright" });
   legend.onAdd = () => el("div", { class: "map-legend" },
     el("div", {}, el("b", { style: "color:#c8102e", text: "▲ JP " }), el("b", { style: "color:#1d4ed8", text: "▲ TW " }), el("b", { style: "color:#374151", text: "▲ other/unknown" })),
-    el("div", { text: "vectors: 10 min at sea, 2 min in the air; dashed: intended" }),
-    el("div", { class: "warn", text: "ADIZ lines are ILLUSTRATIVE (see data/SOURCES.md)" }));
+    el("div", { text: "vectors: 10 min at sea, 2 min in the air" }),
+    el("div", { class: "warn", text: "ADIZ lines: ILLUSTRATIVE" }));
   legend.addTo(map);
 }
 
@@ -315,17 +317,37 @@ const FIELDS = [
   ["references", "references"], ["signed_by_key", "signed by key"],
 ];
 
+async function fetchRecord(messageId) {
+  const response = await fetch("/api/messages/" + encodeURIComponent(messageId));
+  return response.json();
+}
+
 async function showDetail(messageId, focusAck) {
   const box = document.getElementById("detail");
   document.querySelectorAll(".card.selected").forEach((c) => c.classList.remove("selected"));
   document.querySelectorAll('.card[data-message-id="' + CSS.escape(messageId) + '"]').forEach((c) => c.classList.add("selected"));
   state.selected = messageId;
-  const response = await fetch("/api/messages/" + encodeURIComponent(messageId));
-  const data = await response.json();
+  const data = await fetchRecord(messageId);
   if (state.selected !== messageId) return;
   const any = Object.values(data.journals).find((j) => j.record);
   const head = el("h3", {}, el("span", { text: "Message " + messageId }),
     el("button", { class: "close", type: "button", text: "×", onclick: () => { box.hidden = true; state.selected = null; } }));
+  const [cols, ackParty] = journalColumns(data);
+  box.replaceChildren(head);
+  if (any) box.append(el("div", { class: "summary", text: any.record.type + ": " + any.record.summary }));
+  if (ackParty) box.append(ackForm(ackParty, messageId, focusAck));
+  box.append(cols);
+  box.hidden = false;
+}
+
+async function refreshJournals(messageId) {
+  const data = await fetchRecord(messageId);
+  const old = document.querySelector("#detail .journals");
+  if (state.selected !== messageId || !old) return;
+  old.replaceWith(journalColumns(data)[0]);
+}
+
+function journalColumns(data) {
   const cols = el("div", { class: "journals" });
   let ackParty = null;
   for (const party of state.parties) {
@@ -344,14 +366,10 @@ async function showDetail(messageId, focusAck) {
     if (r.ack) table.append(el("tr", {}, el("td", { text: "answer" }), el("td", { text: r.ack.level + " by " + r.ack.responder + (r.ack.reason ? ": " + r.ack.reason : r.ack.remarks ? ": " + r.ack.remarks : "") })));
     if (r.rejection) table.append(el("tr", {}, el("td", { text: "rejected" }), el("td", { text: r.rejection.reason + ": " + r.rejection.detail })));
     col.append(table);
-    col.append(el("pre", { text: JSON.stringify(r.body, null, 1) }));
+    col.append(el("details", {}, el("summary", { text: "body" }), el("pre", { text: JSON.stringify(r.body, null, 1) })));
     cols.append(col);
   }
-  box.replaceChildren(head);
-  if (any) box.append(el("div", { class: "summary", text: any.record.type + ": " + any.record.summary }));
-  if (ackParty) box.append(ackForm(ackParty, messageId, focusAck));
-  box.append(cols);
-  box.hidden = false;
+  return [cols, ackParty];
 }
 
 function ackForm(party, messageId, focus) {
@@ -374,7 +392,11 @@ function ackForm(party, messageId, focus) {
       body: JSON.stringify({ party, message_id: messageId, level, text: text.value }),
     });
     const data = await response.json();
-    if (response.ok) { result.textContent = level + " journaled by " + party + " (position " + data.journal_position + ")"; result.dataset.ok = "true"; }
+    if (response.ok) {
+      result.textContent = level + " journaled by " + party + " (position " + data.journal_position + ")";
+      result.dataset.ok = "true";
+      refreshJournals(messageId);
+    }
     else { result.className = "ack-result error"; result.textContent = data.error || response.statusText; result.dataset.ok = "false"; }
   });
   if (focus) setTimeout(() => text.focus(), 0);

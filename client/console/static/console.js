@@ -215,16 +215,17 @@ function setupMap() {
         layer.on("add", () => { const e = layer.getElement(); if (e) e.setAttribute("data-adiz", f.properties.party); });
       },
     }).addTo(map);
-    for (const [lat, lon, text] of [[25.5, 123.05, "JADIZ →"], [25.5, 122.95, "← TWADIZ"]]) {
+    for (const [lat, lon, text] of [[24.74, 123.01, "JADIZ →"], [24.74, 122.99, "← TWADIZ"]]) {
       L.tooltip({ permanent: true, direction: text.startsWith("←") ? "left" : "right", className: "adiz-label" })
         .setLatLng([lat, lon]).setContent(text).addTo(map);
     }
   });
-  const legend = L.control({ position: "topright" });
+  const legend = L.control({ position: "bottomleft" });
   legend.onAdd = () => el("div", { class: "map-legend" },
     el("div", {}, el("b", { style: "color:#c8102e", text: "▲ JP " }), el("b", { style: "color:#1d4ed8", text: "▲ TW " }), el("b", { style: "color:#374151", text: "▲ other/unknown" })),
     el("div", { text: "vectors: 10 min at sea, 2 min in the air" }),
-    el("div", { class: "warn", text: "ADIZ lines: ILLUSTRATIVE" }));
+    el("div", { class: "warn" }, "ADIZ lines: ILLUSTRATIVE (",
+      el("a", { href: "/static/data/SOURCES.md", target: "_blank", text: "sources" }), ")"));
   legend.addTo(map);
 }
 

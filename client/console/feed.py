@@ -18,7 +18,7 @@ import contextlib
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -184,7 +184,7 @@ class Feed:
 
     async def follow(
         self, token: str | None, *, stop: asyncio.Event | None = None, idle_s: float = 15.0
-    ) -> AsyncIterator[Update]:
+    ) -> AsyncGenerator[Update, None]:
         """Updates for one follower, from `token` on, until `stop` is set. An update with no
         entries and no links is yielded after `idle_s` of quiet (to keep a connection alive)."""
         after, reset = self.position(token)

@@ -159,10 +159,8 @@ class Console:
             raise ConfigError(
                 f"the console cannot listen on {self.host}:{self.port}: {exc}"
             ) from None
-        server = site._server
-        if self.port == 0 and server is not None:
-            sockets = getattr(server, "sockets", None) or []
-            self.port = int(sockets[0].getsockname()[1])
+        if self.port == 0:
+            self.port = int(self._runner.addresses[0][1])
         return self.url
 
     async def stop(self) -> None:

@@ -99,16 +99,25 @@ class Feed:
 
     async def _watch(self, party: str) -> None:
         client = self.clients[party]
+        cursor = 0
+        troubled = False  # said once per outage, not at every retry
 
         def lost(error: ClientError, delay: float) -> None:
-            self.note(f"{party}: watch stream lost ({error}); resuming in {delay:.1f} s", party)
+            nonlocal troubled
+            if not troubled:
+                troubled = True
+                self.note(f"{party}: watch stream lost ({error}); resuming", party)
 
         while True:
             try:
-                async for event in client.watch(0, WATCH_KINDS, on_reconnect=lost):
+                async for event in client.watch(cursor, WATCH_KINDS, on_reconnect=lost):
+                    troubled = False
+                    cursor = event.cursor
                     self.publish(party, event)
             except ClientError as exc:  # not retryable (refused, bad certificate): say so, retry
-                self.note(f"{party}: cannot watch the gateway: {exc}", party)
+                if not troubled:
+                    troubled = True
+                    self.note(f"{party}: cannot watch the gateway: {exc}", party)
                 await asyncio.sleep(5)
 
     async def _poll_link(self, party: str) -> None:

@@ -228,10 +228,7 @@ class Gateway:
         self._peer_certificate = None
         for stale in self.authorizer.stale():
             if stale.issuer == self._peer_ca.subject:
-                raise PeerRevocationStale(
-                    f"not dialling {self.peer_party}: "
-                    f"{stale_text(stale, self.authorizer.crl_grace)}"
-                )
+                raise PeerRevocationStale(stale_text(stale, self.authorizer.crl_grace))
         self._peer_certificate = await read_peer_certificate(
             self.config.peer_address,
             peer_party=self.peer_party,

@@ -90,7 +90,7 @@ async def watch_details(pki: Path, port: int, code: str) -> list[str]:
                 response = await asyncio.wait_for(stream.read(), 1.0)
             except TimeoutError:
                 break
-            assert response is not grpc.aio.EOF
+            assert isinstance(response, operator_pb2.WatchResponse)
             found += [e.detail for e in response.events if code in e.detail]
         stream.cancel()
     finally:

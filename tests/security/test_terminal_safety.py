@@ -27,7 +27,7 @@ from client.config import write_operator_config
 from hotline import constraints
 from hotline.display import shows_as_is
 from hotline.ids import new_message_id
-from hotline.v1 import common_pb2, envelope_pb2, operator_pb2
+from hotline.v1 import bodies_pb2, common_pb2, envelope_pb2, operator_pb2
 from tests.cli.test_cli import clean_env, hotline
 from tests.harness import free_text, running_pair, wait_state
 from tests.security.conftest import (
@@ -49,7 +49,8 @@ def human_text(fd: FieldDescriptor) -> bool:
     """A string field whose constraints leave its content free: no pattern, format or list of
     values, neither on the field nor in a rule of its message (`if type is X: value pattern`)."""
     line = constraints.FIELDS.get(fd.full_name, "")
-    rules = constraints.MESSAGES.get(fd.containing_type.full_name, "")
+    holder = fd.containing_type
+    rules = constraints.MESSAGES.get(holder.full_name, "") if holder is not None else ""
     return not any(word in line for word in ("pattern ", "format ", "one of ")) and not any(
         f"{fd.name} {word}" in rules for word in ("pattern ", "format ", "one of ")
     )
@@ -146,7 +147,7 @@ async def test_peer_text_is_shown_escaped_by_watch_show_and_history(tmp_path: Pa
         await pair.tw.stub.Acknowledge(
             operator_pb2.AcknowledgeRequest(
                 message_id=free.message_id,
-                level=1,  # ROGER
+                level=bodies_pb2.ACKNOWLEDGEMENT_LEVEL_ROGER,
                 remarks=remarks,
             ),
             timeout=10,

@@ -16,7 +16,12 @@ more, so here, for every call and before the handler sees it:
    authenticated party may call the health service; everything else: PERMISSION_DENIED;
 4. admission control (`server.admission`) gives the call a slot in its lane (an operator's
    streams, an operator's unary calls, the peer link, health) or refuses it with
-   RESOURCE_EXHAUSTED, naming the limit.
+   RESOURCE_EXHAUSTED, naming the limit;
+5. a request whose bytes do not parse as the method's request message ends the call with
+   INVALID_ARGUMENT saying so (logged as one line, no traceback): grpc would answer UNKNOWN
+   and log a traceback per call. The bytes are parsed before step 1 but judged after step 4,
+   so a caller who may not call learns nothing about its bytes; in a stream, a malformed
+   message ends the requests the handler sees and the call then ends the same way.
 
 Steps 1-3 are cached per presented certificate (`Presented`; the auth context is per
 connection, so in effect per connection): a busy operator or a Watch stream parses and verifies
@@ -41,7 +46,7 @@ import inspect
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -459,10 +464,61 @@ class _Gate:
         return current
 
 
+@dataclass(frozen=True)
+class Malformed:
+    """What the tolerant deserializer returns for bytes that do not parse: why not."""
+
+    problem: str
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+    """`deserializer`, returning a `Malformed` instead of raising (grpc would log a traceback
+    and answer UNKNOWN)."""
+    if deserializer is None:
+        return lambda data: data
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # DecodeError, or anything a parser may raise on bad bytes
+            return Malformed(str(exc) or type(exc).__name__)
+
+    return parse
+
+
+async def _refuse_malformed(
+    context: grpc.aio.ServicerContext[Any, Any], method: str, malformed: Malformed
+) -> None:
+    problem = f"the request does not parse: {malformed.problem}"
+    log.warning("refused %s from %s: INVALID_ARGUMENT %s", method, context.peer(), problem)
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+
+
+class _Requests:
+    """A request stream that ends at the first malformed message, and remembers it."""
+
+    def __init__(self, requests: AsyncIterator[Any]) -> None:
+        self._requests = requests
+        self.malformed: Malformed | None = None
+
+    def __aiter__(self) -> _Requests:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self.malformed is not None:
+            raise StopAsyncIteration
+        request = await anext(self._requests)
+        if isinstance(request, Malformed):
+            self.malformed = request
+            raise StopAsyncIteration
+        return request
+
+
 def _wrap(
     original: grpc.RpcMethodHandler[Any, Any], gate: _Gate
 ) -> grpc.RpcMethodHandler[Any, Any]:
     handler: Any = original  # grpc's stubs type behaviours for the sync API
+    deserializer = _tolerant(handler.request_deserializer)
 
     if handler.unary_unary is not None:
         inner_uu = handler.unary_unary
@@ -470,13 +526,15 @@ def _wrap(
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             who = await gate.admit(context)
             try:
+                if isinstance(request, Malformed):
+                    await _refuse_malformed(context, gate.method, request)
                 return await inner_uu(request, context)
             finally:
                 gate.release(who)
 
         return grpc.unary_unary_rpc_method_handler(
             unary_unary,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
     if handler.unary_stream is not None:
@@ -486,6 +544,8 @@ def _wrap(
             seen = gate.generation()
             who = await gate.admit(context)
             try:
+                if isinstance(request, Malformed):
+                    await _refuse_malformed(context, gate.method, request)
                 result = inner_us(request, context)
                 if inspect.isawaitable(result):  # a handler that writes with context.write()
                     await result
@@ -502,7 +562,7 @@ def _wrap(
 
         return grpc.unary_stream_rpc_method_handler(
             unary_stream,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
     if handler.stream_stream is not None:
@@ -511,24 +571,27 @@ def _wrap(
         async def stream_stream(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             seen = gate.generation()
             who = await gate.admit(context)
+            checked = _Requests(requests)
             try:
-                result = inner_ss(requests, context)
+                result = inner_ss(checked, context)
                 if inspect.isawaitable(result):
                     await result
-                    return
-                try:
-                    async for item in result:
-                        seen = await gate.recheck(context, seen)
-                        yield item
-                finally:  # end the handler now, not when its generator is collected
-                    if hasattr(result, "aclose"):
-                        await result.aclose()
+                else:
+                    try:
+                        async for item in result:
+                            seen = await gate.recheck(context, seen)
+                            yield item
+                    finally:  # end the handler now, not when its generator is collected
+                        if hasattr(result, "aclose"):
+                            await result.aclose()
+                if checked.malformed is not None:
+                    await _refuse_malformed(context, gate.method, checked.malformed)
             finally:
                 gate.release(who)
 
         return grpc.stream_stream_rpc_method_handler(
             stream_stream,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
     if handler.stream_unary is not None:
@@ -536,14 +599,18 @@ def _wrap(
 
         async def stream_unary(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             who = await gate.admit(context)
+            checked = _Requests(requests)
             try:
-                return await inner_su(requests, context)
+                response = await inner_su(checked, context)
+                if checked.malformed is not None:
+                    await _refuse_malformed(context, gate.method, checked.malformed)
+                return response
             finally:
                 gate.release(who)
 
         return grpc.stream_unary_rpc_method_handler(
             stream_unary,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
     return original

@@ -8,7 +8,8 @@ the peer link. A batch of one is the `Send` RPC.
 
 The steps for each envelope, in order (the spec's `OperatorService.Send` errors):
   1. sender_party / originator, if set, are the caller's      PERMISSION_DENIED (journaled)
-  2. recipient is the peer; not an acknowledgement body        INVALID_ARGUMENT
+  2. only fields the spec defines (hotline.strict), at any
+     depth; recipient is the peer; not an acknowledgement body INVALID_ARGUMENT
   3. fill (id, sender, originator, create_time), validate      INVALID_ARGUMENT
   4. UPDATE / CANCEL reference one of our own messages         NOT_FOUND / FAILED_PRECONDITION
   5. a message id already used: the same envelope again is an idempotent retry (its original
@@ -28,6 +29,7 @@ from certs.identity import Identity
 from hotline import link
 from hotline.ids import new_message_id
 from hotline.signing import PAYLOAD_TYPE_ENVELOPE, Signer
+from hotline.strict import describe, strip_unknown_fields
 from hotline.v1 import bodies_pb2, common_pb2, envelope_pb2, operator_pb2
 from hotline.validation import validate, validate_envelope
 from hotline.wire import timestamp_ns
@@ -190,6 +192,13 @@ class GatewayService:
                 {"code": "PERMISSION_DENIED", "detail": f"{who} calling Send: {impersonation}"},
             )
             raise PermissionDenied(impersonation)
+        unknown = strip_unknown_fields(envelope)
+        if unknown:
+            raise InvalidArgument(
+                "envelope: holds fields this specification does not define (a signed envelope "
+                "may not; the peer would refuse it as INVALID_MESSAGE): "
+                + describe(unknown).replace("(top level)", "envelope")
+            )
         if len(envelope.references) > MAX_REFERENCES:
             raise InvalidArgument(
                 f"envelope.references: at most {MAX_REFERENCES} items, "
@@ -326,6 +335,11 @@ class GatewayService:
         )
         envelope.handling.CopyFrom(original.handling)
         envelope.create_time.FromNanoseconds(time.time_ns())
+        unknown = strip_unknown_fields(envelope)  # remarks and reason come from the request
+        if unknown:
+            raise InvalidArgument(
+                "holds fields this specification does not define: " + describe(unknown)
+            )
         violations = validate_envelope(envelope)
         if violations:
             raise InvalidArgument(violations_text(violations))

@@ -116,7 +116,9 @@ the first that fails decides the rejection reason:
      message-signing certificate of the sending party (issued by the sending party's CA, not
      revoked), and the signature verifies over the payload bytes. This is checked BEFORE the
      payload is parsed. Otherwise REJECTION_REASON_BAD_SIGNATURE.
-  2. The payload parses as an `Envelope`. Otherwise REJECTION_REASON_INVALID_MESSAGE.
+  2. The payload parses as an `Envelope` holding only fields this specification defines, at
+     any depth (envelope.proto, "Strict envelopes"). Otherwise
+     REJECTION_REASON_INVALID_MESSAGE, naming each unknown field's path and number.
   3. The `message_id` has not been journaled before from this sender. Otherwise
      REJECTION_REASON_DUPLICATE_MESSAGE_ID, with the batch receipt of the original delivery.
      An id that names a message of the receiving party itself is refused as

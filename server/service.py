@@ -197,7 +197,7 @@ class GatewayService:
             raise InvalidArgument(
                 "envelope: holds fields this specification does not define (a signed envelope "
                 "may not; the peer would refuse it as INVALID_MESSAGE): "
-                + describe(unknown).replace("(top level)", "envelope")
+                + describe(unknown, prefix="envelope")
             )
         if len(envelope.references) > MAX_REFERENCES:
             raise InvalidArgument(
@@ -338,7 +338,8 @@ class GatewayService:
         unknown = strip_unknown_fields(envelope)  # remarks and reason come from the request
         if unknown:
             raise InvalidArgument(
-                "holds fields this specification does not define: " + describe(unknown)
+                "remarks or reason: the acknowledgement would hold fields this specification "
+                "does not define: " + describe(unknown, prefix="envelope")
             )
         violations = validate_envelope(envelope)
         if violations:

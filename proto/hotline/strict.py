@@ -66,7 +66,12 @@ def _walk(message: Message, path: str) -> list[UnknownField]:
     return found
 
 
-def describe(found: tuple[UnknownField, ...], limit: int = 8) -> str:
-    """`maritime_encounter.contacts[0]: unknown field number 999; ...` (at most `limit`)."""
-    text = "; ".join(str(f) for f in found[:limit])
-    return text + (f"; and {len(found) - limit} more" if len(found) > limit else "")
+def describe(found: tuple[UnknownField, ...], *, prefix: str = "", limit: int = 8) -> str:
+    """`maritime_encounter.contacts[0]: unknown field number 999; ...` (at most `limit`), each
+    path under `prefix` (`envelope` gives `envelope.maritime_encounter...`)."""
+    shown = []
+    for f in found[:limit]:
+        path = ".".join(p for p in (prefix, f.path) if p)
+        shown.append(str(UnknownField(path, f.number)))
+    more = len(found) - limit
+    return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")

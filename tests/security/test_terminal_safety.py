@@ -221,5 +221,9 @@ async def test_a_malicious_peers_refused_text_is_shown_escaped(jp: Lone, tmp_pat
         assert not raw_hidden(output), output
         assert "\x1b" not in output
         assert not any(line.startswith("12:00:00.000Z") for line in output.splitlines())
-    assert "\\x1b[31m" in shown["plain"]  # the message id, escaped
-    assert "\\u001b[31m" in shown["json"]
+    # the malformed message id is not carried as an id, only quoted (escaped) in the detail
+    assert "\\x1b[31m" in shown["plain"]
+    [event] = [json.loads(line) for line in shown["json"].splitlines()]
+    assert "message_id" not in event
+    assert "\x1b[31m" not in event["detail"]
+    assert "'\\x1b[31m" in event["detail"]

@@ -132,7 +132,7 @@ class Envelope(_message.Message):
 
     The header is the same for every body type. A receiver processes envelopes in link sequence
     order, never by `create_time`.
-    Constraints: exactly one of body; recipient_party != sender_party; handling.releasable_to contains sender_party; handling.releasable_to contains recipient_party; expire_time > create_time; if body is acknowledgement: action = ACTION_NEW; if body is link_test: action = ACTION_NEW.
+    Constraints: exactly one of body; recipient_party != sender_party; handling.releasable_to contains sender_party; expire_time > create_time; if body is acknowledgement: action = ACTION_NEW; if body is link_test: action = ACTION_NEW.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

@@ -43,6 +43,7 @@ def test_the_payload_is_the_body_in_the_text_file() -> None:
     assert settled == [44, 45, 46]
 
 
+@pytest.mark.must("SIG-1")
 def test_the_signature_is_reproduced_exactly_from_the_seed() -> None:
     key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(VECTOR["signing_key_seed_hex"]))
     assert key.public_key().public_bytes_raw().hex() == VECTOR["public_key_hex"]

@@ -31,10 +31,9 @@ def _must_calls(tree: ast.AST) -> Iterator[tuple[str, int]]:
             and node.func.value.attr == "mark"
         ):
             for arg in node.args:
-                assert isinstance(arg, ast.Constant) and isinstance(arg.value, str), (
-                    f"line {node.lineno}: name MUST ids as string literals"
-                )
-                yield arg.value, node.lineno
+                value = arg.value if isinstance(arg, ast.Constant) else None
+                assert isinstance(value, str), f"line {node.lineno}: name ids as string literals"
+                yield value, node.lineno
 
 
 def named_ids() -> dict[str, list[str]]:

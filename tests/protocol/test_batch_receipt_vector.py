@@ -1,4 +1,4 @@
-"""The batch receipt golden vector (`proto/examples/batch_receipt/`): exact bytes, key, signature.
+"""The batch receipt golden vector (`proto/examples/vectors/batch_receipt/`): exact bytes, key, signature.
 
 A second implementation checks itself against the same file: its signer must reproduce the
 signature (Ed25519 is deterministic), its verifier must accept it and refuse every variant here.
@@ -17,7 +17,7 @@ from google.protobuf import text_format
 from hotline.signing import PAYLOAD_TYPE_RECEIPT, pae, sha256
 from hotline.v1 import peer_link_pb2
 
-FOLDER = Path(__file__).resolve().parents[2] / "proto" / "examples" / "batch_receipt"
+FOLDER = Path(__file__).resolve().parents[2] / "proto" / "examples" / "vectors" / "batch_receipt"
 VECTOR = json.loads((FOLDER / "vector.json").read_text())
 PAYLOAD = bytes.fromhex(VECTOR["payload_hex"])
 SIGNATURE = bytes.fromhex(VECTOR["signature_hex"])

@@ -4,7 +4,7 @@
 #   make lint   - ruff, ruff format --check, mypy --strict, buf lint, buf breaking
 #   make breaking - buf breaking against the committed wire baseline proto/baseline/hotline-v1.binpb
 #   make baseline - rewrite that baseline (only when a wire change is deliberate: see SPEC.md, Versioning)
-#   make gen    - regenerate Python code and proto/SPEC.md from proto/hotline/v1/*.proto
+#   make gen    - regenerate Python code, proto/SPEC.md (+ MUST index) and proto/examples/vectors
 #   make ci     - what CI runs: lint + test
 #   make bench  - install the `bench` extra (NATS server and clients) and run `hotline sim bench`:
 #                 the hot line against a gRPC echo and like-for-like brokers measured in the same
@@ -60,6 +60,7 @@ baseline: $(BUF)
 gen: setup
 	$(PY) proto/generate.py
 	$(PY) proto/specdoc.py
+	$(PY) proto/make_vectors.py
 
 ci: lint test
 

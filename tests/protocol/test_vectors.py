@@ -53,7 +53,7 @@ def spec_entry_bytes(entry: dict[str, Any]) -> bytes:
     for text in (entry["kind"], entry["message_id"], entry["party"]):
         out += len(text.encode()).to_bytes(4, "big") + text.encode()
     body = bytes.fromhex(entry["body_hex"])
-    return out + len(body).to_bytes(8, "big") + body
+    return bytes(out + len(body).to_bytes(8, "big") + body)
 
 
 def test_every_vector_file_is_exactly_what_the_generator_makes(tmp_path: Path) -> None:
@@ -175,7 +175,7 @@ def test_the_transcript_is_one_consistent_stream() -> None:
     assert (
         settled.receipts[0].envelope_sha256 == hashlib.sha256(delivered.envelope.payload).digest()
     )
-    assert pong.pong.origin_time == ping.ping.transmit_time  # type: ignore[union-attr]
+    assert pong.pong.origin_time == ping.ping.transmit_time
 
 
 @pytest.mark.must("VAL-1", "VAL-2")

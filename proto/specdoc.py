@@ -616,7 +616,7 @@ def must_sources(files: list[ProtoFile]) -> list[must_index.Source]:
     return sources
 
 
-_TAG_OUTSIDE_CODE = re.compile(r"(?<![`\w])\[(" + must_index.ID_PATTERN + r")\]")
+_TAG_OUTSIDE_CODE = re.compile(r"(?<![`\w])\[(" + must_index.ID_PATTERN + r")\](?!\()")
 
 
 def _link_tags(markdown: str) -> str:

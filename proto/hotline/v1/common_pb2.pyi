@@ -25,7 +25,8 @@ Conventions used throughout the specification
   0..999999999; a Duration when `seconds` is in -315576000000..315576000000 (10,000 years),
   `nanos` in -999999999..999999999, and `nanos` is 0 or has the sign of `seconds` (as
   google/protobuf/timestamp.proto and duration.proto define them). A receiver MUST refuse a
-  message holding an invalid Timestamp or Duration in any field, set or not required [VAL-1].
+  message holding an invalid Timestamp or Duration in any field that is set, required or
+  not [VAL-1].
 * Every string field MUST hold valid UTF-8 (no overlong forms, no surrogate code points), and
   a receiver MUST refuse a payload that does not: it does not parse, whatever a protobuf
   runtime would accept [VAL-2]. Lengths in `chars` count Unicode code points (not UTF-16

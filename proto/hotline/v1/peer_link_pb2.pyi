@@ -382,12 +382,14 @@ class _RejectionReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Rejec
     """
     REJECTION_REASON_WRONG_PARTY: _RejectionReason.ValueType  # 3
     """`sender_party` is not the authenticated sender, `recipient_party` is not the receiver, or the
-    originator or responder lies outside the sender's trust domain. Final.
+    originator or responder is not an identity of the sending party that may originate the
+    message (an operator; the gateway only for a scheduled link test). Final.
     """
     REJECTION_REASON_DUPLICATE_MESSAGE_ID: _RejectionReason.ValueType  # 4
     """The message id was journaled before from this sender, under another sequence;
-    `RejectionItem.original_receipt` holds the batch receipt of the original delivery. Final,
-    unless the original receipt covers the same bytes (then the message counts as DELIVERED).
+    `RejectionItem.original_receipt` holds the batch receipt of the original delivery, which the
+    receiver signed. Final, unless the original receipt covers the same bytes (then the message
+    counts as DELIVERED). An id the receiving party itself used is INVALID_MESSAGE instead.
     """
     REJECTION_REASON_OUT_OF_ORDER: _RejectionReason.ValueType  # 5
     """Not a settlement and never carried in a batch receipt (link protocol version 1 sent it as
@@ -414,12 +416,14 @@ sending party's signing key, or the payload type is not Envelope. Final.
 """
 REJECTION_REASON_WRONG_PARTY: RejectionReason.ValueType  # 3
 """`sender_party` is not the authenticated sender, `recipient_party` is not the receiver, or the
-originator or responder lies outside the sender's trust domain. Final.
+originator or responder is not an identity of the sending party that may originate the
+message (an operator; the gateway only for a scheduled link test). Final.
 """
 REJECTION_REASON_DUPLICATE_MESSAGE_ID: RejectionReason.ValueType  # 4
 """The message id was journaled before from this sender, under another sequence;
-`RejectionItem.original_receipt` holds the batch receipt of the original delivery. Final,
-unless the original receipt covers the same bytes (then the message counts as DELIVERED).
+`RejectionItem.original_receipt` holds the batch receipt of the original delivery, which the
+receiver signed. Final, unless the original receipt covers the same bytes (then the message
+counts as DELIVERED). An id the receiving party itself used is INVALID_MESSAGE instead.
 """
 REJECTION_REASON_OUT_OF_ORDER: RejectionReason.ValueType  # 5
 """Not a settlement and never carried in a batch receipt (link protocol version 1 sent it as
@@ -566,8 +570,9 @@ class Hello(_message.Message):
     Constraints: required; 1..65535.
     """
     party: _builtins.str
-    """The sender's party code. Must equal the party of the sender's certificate, or the receiver
-    ends the stream with PERMISSION_DENIED.
+    """The sender's party code. Must equal the party of the sender's certificate (whose trust
+    domain is the party code in lower case followed by `.hotline`), or the receiver ends the
+    stream with PERMISSION_DENIED.
     Constraints: required; pattern ^[A-Z]{2,8}$.
     """
     last_receipted_sequence: _builtins.int

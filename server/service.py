@@ -9,7 +9,10 @@ the peer link. A batch of one is the `Send` RPC.
 The steps for each envelope, in order (the spec's `OperatorService.Send` errors):
   1. sender_party / originator, if set, are the caller's      PERMISSION_DENIED (journaled)
   2. recipient is the peer; not an acknowledgement body        INVALID_ARGUMENT
-  3. fill (id, sender, originator, create_time), validate      INVALID_ARGUMENT
+  3. fill (id, sender, originator, create_time), validate,
+     releasable to the peer                                     INVALID_ARGUMENT
+     the caller's role may originate the body                   PERMISSION_DENIED
+     at most MAX_ENVELOPE_BYTES serialized                      RESOURCE_EXHAUSTED
   4. UPDATE / CANCEL reference one of our own messages         NOT_FOUND / FAILED_PRECONDITION
   5. a message id already used: the same envelope again is an idempotent retry (its original
      response); anything else                                  ALREADY_EXISTS
@@ -33,7 +36,9 @@ from dataclasses import dataclass
 
 from certs.identity import Identity
 from hotline import link
+from hotline.acceptance import originator_problem, releasability_problem
 from hotline.ids import new_message_id
+from hotline.link import MAX_ENVELOPE_BYTES
 from hotline.signing import PAYLOAD_TYPE_ENVELOPE, Signer
 from hotline.v1 import bodies_pb2, common_pb2, envelope_pb2, operator_pb2
 from hotline.validation import validate, validate_envelope
@@ -272,8 +277,19 @@ class GatewayService:
         # Send never journals what the peer would refuse (an expiry already past, say).
         self._fill(envelope, who)
         problems += validate(envelope, filled=True, prefix="envelope")
+        unreleasable = releasability_problem(envelope, self.peer_party)
+        if unreleasable:
+            problems.append(f"envelope.{unreleasable} (not releasable to the recipient)")
         if problems:
             raise InvalidArgument(violations_text(problems))
+        not_author = originator_problem(envelope, self.party)
+        if not_author:  # e.g. the gateway itself originating anything but a scheduled link test
+            raise PermissionDenied(not_author)
+        size = envelope.ByteSize()
+        if size > MAX_ENVELOPE_BYTES:
+            raise ResourceExhausted(
+                f"envelope: {size} bytes serialized; at most {MAX_ENVELOPE_BYTES} fit the peer link"
+            )
         self._check_references(envelope)
 
     def _fill(self, envelope: envelope_pb2.Envelope, who: Identity) -> None:

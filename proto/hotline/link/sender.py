@@ -16,6 +16,7 @@ from hotline.link.values import (
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_LANES,
     DEFAULT_WINDOW,
+    DELIVERY_OVERHEAD,
     MAX_BATCH,
     NONCE_BYTES,
     BatchReceipt,
@@ -441,11 +442,12 @@ class OutboundLink(_Actions):
                 if message is None or message_id in self._transmitted:
                     heapq.heappop(heap)  # settled meanwhile, or a stale heap entry
                     continue
-                if batch and size + message.size > self.batch_bytes:
+                cost = message.size + DELIVERY_OVERHEAD  # the frame must fit MAX_FRAME_BYTES
+                if batch and size + cost > self.batch_bytes:
                     break
                 heapq.heappop(heap)
                 batch.append(message)
-                size += message.size
+                size += cost
             if batch:
                 self._lane_use[rank] = self._lane_use.get(rank, 0) + len(batch)
                 return batch

@@ -16,7 +16,10 @@ from hotline.errors import RemoteProtocolError
 DEFAULT_WINDOW = 256  # unsettled deliveries in flight, all lanes together
 MAX_BATCH = 256  # the spec's bound on deliveries per DeliveryBatch
 DEFAULT_BATCH_COUNT = 32  # this implementation's batches: at most this many deliveries ...
-DEFAULT_BATCH_BYTES = 1 << 20  # ... and this many payload bytes
+MAX_FRAME_BYTES = 1 << 20  # the spec's bound on a frame to the receiver, serialized
+MAX_ENVELOPE_BYTES = 1_000_000  # the spec's bound on a signed envelope's payload: fits a frame
+DELIVERY_OVERHEAD = 256  # bytes a delivery adds to its payload in a frame, at most
+DEFAULT_BATCH_BYTES = MAX_FRAME_BYTES - 1024  # ... and this many bytes (payload + overhead)
 # In-flight allowance per precedence rank (1 FLASH, 2 IMMEDIATE, 3 PRIORITY, 4 ROUTINE). The
 # receiver works in sequence order, so lower-precedence deliveries in flight are work a new
 # FLASH waits behind: their allowance bounds it.

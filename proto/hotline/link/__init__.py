@@ -34,7 +34,6 @@ from hotline.link.receiver import (
     InboundLink,
     ReceiptArchive,
     ReceiverState,
-    Seen,
     Verdict,
 )
 from hotline.link.sender import (
@@ -73,6 +72,7 @@ from hotline.link.values import (
     ReceiverFrame,
     RejectionItem,
     RejectReason,
+    Seen,
     Send,
     SenderFrame,
     SettleOutbound,

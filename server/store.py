@@ -1000,6 +1000,7 @@ class Store:
             message_id=entry.message_id,
         )
         message_id = entry.message_id
+        answer = ""  # the acknowledgement message an ACKNOWLEDGED event is about
         if entry.kind is Kind.MESSAGE_IN:
             signed = common_pb2.SignedPayload()
             signed.ParseFromString(entry.body)
@@ -1008,6 +1009,7 @@ class Store:
             if envelope.WhichOneof("body") == "acknowledgement":
                 ack = envelope.acknowledgement
                 event.kind = operator_pb2.EVENT_KIND_MESSAGE_ACKNOWLEDGED
+                answer = envelope.message_id
                 message_id = ack.acknowledged_message_id
                 event.message_id = message_id
                 level = bodies_pb2.AcknowledgementLevel.Name(ack.level).removeprefix(
@@ -1035,6 +1037,7 @@ class Store:
                 event.detail = f"{data.get('reason')}: {data.get('detail')}"
         elif entry.kind is Kind.ACKNOWLEDGED:
             event.detail = "acknowledged by this party"
+            answer = str(entry.json_body().get("acknowledgement", ""))
         elif entry.kind is Kind.CHECKPOINT_PEER:
             event.detail = f"{self.peer_party} journal checkpoint witnessed"
             event.link = operator_pb2.LINK_DIRECTION_INBOUND
@@ -1042,6 +1045,8 @@ class Store:
             record = (record_of or self.record)(message_id)
             if record is not None:
                 event.message.CopyFrom(record)
+                if answer:
+                    _as_answered_by(event.message, answer)
         return event
 
 
@@ -1061,6 +1066,19 @@ EVENT_KINDS: dict[Kind, operator_pb2.EventKind.ValueType] = {
     Kind.CHECKPOINT_PEER: operator_pb2.EVENT_KIND_CHECKPOINT,
 }
 RECORD_CACHE = 20_000  # message records the writer keeps for building live events
+
+
+def _as_answered_by(record: operator_pb2.MessageRecord, answer: str) -> None:
+    """`record` as it stood right after the acknowledgement message `answer` (an event read
+    back from the journal): that one stands, and the history ends with it."""
+    ids = [a.acknowledgement_message_id for a in record.acknowledgements]
+    if answer not in ids:
+        return
+    del record.acknowledgements[ids.index(answer) + 1 :]
+    latest = record.acknowledgements[-1]
+    record.acknowledgement.CopyFrom(latest.acknowledgement)
+    record.acknowledgement_message_id = latest.acknowledgement_message_id
+    record.acknowledge_time.CopyFrom(latest.acknowledge_time)
 
 
 CHAIN_ACTIONS = (lifecycle.UPDATE, lifecycle.CANCEL)

@@ -20,6 +20,8 @@ Every setting, with its default (paths are relative to the configuration file's 
     operator_burst = 400              #   ... with this burst; RESOURCE_EXHAUSTED above
     outbox_limit = 100000             # messages journaled but not yet settled by the peer;
                                       #   a Send beyond it gets RESOURCE_EXHAUSTED "outbox full"
+    submit_slots = 8                  # PRIORITY/ROUTINE submissions checked and signed at once;
+                                      #   FLASH/IMMEDIATE never wait for one (server/service.py)
 
     # Admission control (server/admission.py): calls held at once, per lane. A call over its
     # allowance is refused with RESOURCE_EXHAUSTED naming the limit; nothing is journaled.
@@ -92,6 +94,7 @@ class GatewayConfig:
     operator_rate_per_s: float = 200.0
     operator_burst: int = 400
     outbox_limit: int = 100_000
+    submit_slots: int = 8
     operator_streams: int = 32
     operator_calls: int = 128
     operators_total: int = 1024
@@ -191,6 +194,8 @@ class GatewayConfig:
             raise ConfigError(
                 f"{source}: outbox_limit must be a positive whole number, got {self.outbox_limit!r}"
             )
+        if not isinstance(self.submit_slots, int) or not 1 <= self.submit_slots <= 4096:
+            raise ConfigError(f"{source}: submit_slots must be 1..4096, got {self.submit_slots!r}")
         if not 1 <= self.window <= 65536:
             raise ConfigError(f"{source}: window must be 1..65536, got {self.window}")
         try:

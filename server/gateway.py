@@ -9,6 +9,13 @@ and checked against the current revocation lists (`server.peerlink.peer_certific
 grpcio's client handshake does not check revocation; and when a reloaded revocation list lists
 the certificate checked before the current outbound connection, that connection is ended.
 
+The journal is the gateway's alone: opening it takes an exclusive lock (a second gateway on
+the same file fails to start with "journal FILE is in use by pid N"). Every second a timer
+checks that the journal's path still names the file opened; if it was deleted or replaced, the
+gateway stops taking work at once (the journal refuses every write), raises an alarm to its
+operators' Watch streams (an EVENT_KIND_SECURITY_REFUSAL that cannot be journaled, since the
+journal is gone), logs it, and `fatal` is set: `hotline serve` then stops and exits 3.
+
 At start the gateway raises its open-file limit to the hard limit and sets up admission control
 (`server.admission`): per-lane allowances enforced by the auth interceptor, and grpc's bounds on
 connections (a cap, a handshake timeout, an idle timeout).
@@ -33,6 +40,7 @@ from grpc_reflection.v1alpha import reflection
 
 from certs.errors import CertsError
 from certs.pki import load_certificate, load_party_revocations, load_signing_key
+from hotline import link
 from hotline.errors import ConfigError
 from hotline.signing import PAYLOAD_TYPE_CHECKPOINT, KeyRing, Signer
 from hotline.transport import SERVER_OPTIONS, credentials, secure_channel
@@ -53,7 +61,7 @@ from server.admission import (
 )
 from server.auth import AuthInterceptor, Authorizer, Refusal
 from server.config import GatewayConfig
-from server.journal import Journal, Kind
+from server.journal import Journal, JournalError, Kind
 from server.operator_service import OperatorServicer
 from server.peerlink.peer_certificate import (
     DEFAULT_TIMEOUT,
@@ -66,10 +74,12 @@ from server.peerlink.peer_certificate import (
 from server.peerlink.receiver import PeerLinkServicer
 from server.peerlink.sender import PeerSender
 from server.peerlink.status import LinkStatus, printable
-from server.service import GatewayService, TokenBucket
+from server.service import GatewayService, PrecedenceGate, TokenBucket
 from server.store import Store
 
 log = logging.getLogger("hotline.gateway")
+
+JOURNAL_CHECK_S = 1.0  # how often the journal file is checked (deleted or replaced?)
 
 
 @dataclass
@@ -118,7 +128,10 @@ class Gateway:
             self.party, self.peer_party, [self._own_ca, self._peer_ca], revocations
         )
         self.admission = Admission(config.limits)
-        self.journal = Journal(config.journal, party=self.party)
+        try:
+            self.journal = Journal(config.journal, party=self.party)
+        except JournalError as exc:
+            raise ConfigError(str(exc)) from None
         self.store = Store(
             self.journal,
             party=self.party,
@@ -143,6 +156,7 @@ class Gateway:
             checkpoint_interval=config.checkpoint_interval_s,
             vet_peer=self._vet_peer,
             on_peer_refused=self._peer_refused,
+            on_journal_lost=self._journal_lost,
         )
         self.peer_service = PeerLinkServicer(
             store=self.store,
@@ -150,6 +164,7 @@ class Gateway:
             signer=self.signer,
             signing_certificates=self._signing_der,
             on_link=self._inbound_link_event,
+            on_data_loss=self._inbound_data_loss,
             heartbeat_interval=config.heartbeat_interval_s,
             dead_after=config.dead_after_s,
         )
@@ -160,6 +175,8 @@ class Gateway:
             rate=TokenBucket(config.operator_rate_per_s, config.operator_burst),
             outbox_depth=lambda: self.sender.queue_depth,
             outbox_limit=config.outbox_limit,
+            gate=PrecedenceGate(config.submit_slots),
+            held=self._held,
         )
         self.operator_service = OperatorServicer(
             store=self.store,
@@ -181,6 +198,10 @@ class Gateway:
         self._stale_warned = float("-inf")
         # The peer certificate checked before the current outbound connection, if it passed.
         self._peer_certificate: x509.Certificate | None = None
+        # Set when the journal file was deleted or replaced under the running gateway: why.
+        self.fatal = ""
+        self.fatal_event = asyncio.Event()
+        self.journal_check_s = JOURNAL_CHECK_S
 
     # ------------------------------------------------------------------ credentials
 
@@ -305,6 +326,9 @@ class Gateway:
             asyncio.create_task(
                 self._every(2.0, self._reload_revocations_async), name="crl-reload"
             ),
+            asyncio.create_task(
+                self._every(self.journal_check_s, self._check_journal_file), name="journal-file"
+            ),
         ]
         log.info(
             "gateway %s serving on port %d; journal %s; dialling peer %s at %s",
@@ -356,6 +380,8 @@ class Gateway:
     async def _every(self, seconds: float, work: Callable[[], Any]) -> None:
         while True:
             await asyncio.sleep(seconds)
+            if self.fatal:
+                return  # the journal is gone: nothing periodic may write any more
             try:
                 await work()
             except asyncio.CancelledError:
@@ -365,6 +391,33 @@ class Gateway:
 
     async def _reload_revocations_async(self) -> None:
         self._reload_revocations()
+
+    async def _check_journal_file(self) -> None:
+        problem = self.journal.check_file()
+        if problem and not self.fatal:
+            self._journal_gone(problem)
+
+    def _journal_gone(self, problem: str) -> None:
+        """The journal file is gone: take no more work, tell the operators, ask to exit."""
+        self.fatal = problem
+        self.journal.fail(f"{problem}; this gateway takes no more work")
+        self.sender.stop()
+        detail = (
+            f"JOURNAL LOST: {problem}. The gateway stopped taking work and exits; nothing "
+            "after this was journaled. Restore the journal before restarting (see README: "
+            '"Recovering a lost journal").'
+        )
+        log.critical("%s (this alarm could not be journaled: the journal is gone)", detail)
+        self.journal.announce(
+            Kind.SECURITY, {"code": "JOURNAL_LOST", "detail": detail}, self.store.event_for
+        )
+        self.fatal_event.set()
+
+    def _held(self) -> str:
+        """Why operators may not send now ("" when they may)."""
+        if self.fatal:
+            return self.fatal
+        return self.sender.held
 
     async def _check_deadlines(self) -> None:
         for entry in await self.store.mark_overdue(time.time_ns()):
@@ -396,6 +449,37 @@ class Gateway:
             },
         )
 
+    async def _journal_lost(self, lost: link.JournalLost) -> None:
+        """A Welcome showed the peer holds our messages that our journal lacks."""
+        await self.store.record_event(
+            Kind.SECURITY,
+            {
+                "code": "DATA_LOSS",
+                "direction": "outbound",
+                "detail": f"DATA LOSS: {lost.detail}. Sending to {self.peer_party} is held "
+                'until this journal is recovered (see README: "Recovering a lost journal")',
+                "peer_last_sequence": lost.peer_last_sequence,
+                "last_settled": lost.last_settled,
+                "missing": [
+                    {"sequence": sequence, "message_id": message_id}
+                    for sequence, message_id in lost.missing[:100]
+                ],
+            },
+        )
+
+    async def _inbound_data_loss(self, detail: str) -> None:
+        """A Hello showed the peer holds our batch receipts for batches our journal lacks."""
+        await self.store.record_event(
+            Kind.SECURITY,
+            {
+                "code": "DATA_LOSS",
+                "direction": "inbound",
+                "detail": f"DATA LOSS: {detail}. The {self.peer_party} gateway holds our "
+                "receipts for messages this journal lost; its link to us stays refused until "
+                'this journal is recovered (see README: "Recovering a lost journal")',
+            },
+        )
+
     async def _peer_refused(self, refused: PeerCertificateRefused) -> None:
         await self.store.record_event(
             Kind.SECURITY,
@@ -403,14 +487,21 @@ class Gateway:
         )
 
     async def _outbound_link_event(self, up: bool, detail: str) -> None:
-        await self.store.record_event(
-            Kind.LINK_UP if up else Kind.LINK_DOWN, {"direction": "outbound", "detail": detail}
-        )
+        await self._link_event(up, "outbound", detail)
 
     async def _inbound_link_event(self, up: bool, detail: str) -> None:
-        await self.store.record_event(
-            Kind.LINK_UP if up else Kind.LINK_DOWN, {"direction": "inbound", "detail": detail}
-        )
+        await self._link_event(up, "inbound", detail)
+
+    async def _link_event(self, up: bool, direction: str, detail: str) -> None:
+        try:
+            await self.store.record_event(
+                Kind.LINK_UP if up else Kind.LINK_DOWN, {"direction": direction, "detail": detail}
+            )
+        except JournalError:
+            if not self.fatal:
+                raise
+            # the journal is gone and the gateway is stopping: the links going down with it
+            # is no news worth a traceback
 
     def _checkpoint(self) -> Any:
         count, head = self.journal.head

@@ -439,12 +439,13 @@ class Store:
         return journaled
 
     async def journal_outbound_many(
-        self, batch: Sequence[Outbound]
+        self, batch: Sequence[Outbound], *, urgent: bool = False
     ) -> list[Journaled | DuplicateMessage]:
         """Journal messages we send, in order, in ONE operation (one savepoint, one commit).
 
         An id already journaled (a race with another call) is answered with its
-        `DuplicateMessage` and the rest go on.
+        `DuplicateMessage` and the rest go on. `urgent` (a batch holding FLASH or IMMEDIATE)
+        commits without waiting for the group commit in progress.
         """
 
         def op(txn: Txn) -> list[Journaled | DuplicateMessage]:
@@ -475,7 +476,7 @@ class Store:
             self._events(txn)
             return out
 
-        results = await self.journal.run(op)
+        results = await self.journal.run(op, urgent=urgent)
         for item, result in zip(batch, results, strict=True):
             if isinstance(result, Journaled):
                 self.seen.setdefault(

@@ -23,6 +23,7 @@ from hotline.link.values import (
     DeliveryBatch,
     Heartbeat,
     Hello,
+    JournalLost,
     LinkDown,
     LinkUp,
     Pong,
@@ -63,6 +64,7 @@ class SenderState(Enum):
     IDLE = "idle"  # no connection
     HELLO_SENT = "hello-sent"  # waiting for the Welcome
     OPEN = "open"
+    HELD = "held"  # our journal lost history the peer holds: nothing is sent, ever (final)
 
 
 @dataclass
@@ -109,6 +111,7 @@ class OutboundLink(_Actions):
         self._lane_use: dict[int, int] = {}  # rank -> deliveries in flight
         self._transmitted: set[str] = set()  # message ids in flight on this connection
         self._unconfirmed: set[int] = set()  # persist tokens not yet durable
+        self.lost: JournalLost | None = None  # set when a Welcome showed our journal lost history
         self._hello: Hello | None = None  # the Hello to send once persists are confirmed
         self._nonce = b""
         self._heartbeat = Heartbeat(heartbeat_interval, dead_after)
@@ -147,6 +150,8 @@ class OutboundLink(_Actions):
         """
         if len(nonce) < NONCE_BYTES:
             raise LocalProtocolError(f"a Hello nonce needs at least {NONCE_BYTES} bytes")
+        if self.state is SenderState.HELD:
+            raise LocalProtocolError("sending is held: this journal lost history the peer holds")
         self._requeue_in_flight()
         self.state = SenderState.HELLO_SENT
         self._nonce = nonce
@@ -158,6 +163,8 @@ class OutboundLink(_Actions):
     def disconnect(self, reason: str) -> None:
         was_up = self.state is SenderState.OPEN
         self._requeue_in_flight()
+        if self.state is SenderState.HELD:
+            return
         self.state = SenderState.IDLE
         self._hello = None
         if was_up:
@@ -186,6 +193,8 @@ class OutboundLink(_Actions):
         """Process one (signature-checked) frame from the receiver."""
         if self.state is SenderState.IDLE:
             raise LocalProtocolError("frame received with no connection open")
+        if self.state is SenderState.HELD:
+            return  # the adapter is ending the stream; nothing the peer says changes that
         self._heartbeat.heard(now)
         if isinstance(frame, Welcome):
             self._on_welcome(frame)
@@ -216,6 +225,18 @@ class OutboundLink(_Actions):
                 f"{self.last_settled}: the peer's journal lost entries"
             )
         # Check everything before changing anything: a bad Welcome changes no state.
+        missing = self._unknown_to_us(welcome)
+        if missing:
+            # The peer holds messages of ours that our journal does not: our journal lost
+            # history (deleted, replaced, restored from an old copy). Adopting the peer's
+            # sequence would paper over it; sending more would build on a record we no
+            # longer have. Hold the sending end for good (only a recovered journal and a
+            # restart release it) and tell the gateway.
+            self.state = SenderState.HELD
+            self._requeue_in_flight()
+            self.lost = JournalLost(self.last_settled, welcome.last_sequence, missing)
+            self._event(self.lost)
+            return
         plans: list[SettleOutbound | None] = []
         claimed: set[str] = set()  # a message settled by an earlier receipt of this Welcome
         for receipt in welcome.batch_receipts:
@@ -231,6 +252,32 @@ class OutboundLink(_Actions):
         self._next_sequence = welcome.last_sequence + 1
         self.state = SenderState.OPEN
         self._event(LinkUp(welcome.last_sequence))
+
+    def _unknown_to_us(self, welcome: Welcome) -> tuple[tuple[int, str], ...]:
+        """The (sequence, message id) pairs the Welcome settles above our last settled sequence
+        whose messages our outbox does not hold: messages we sent but no longer have a record
+        of. Raises RemoteProtocolError if the Welcome leaves a sequence it claims unsettled."""
+        above = self.last_settled
+        if welcome.last_sequence <= above:
+            return ()
+        settled: set[int] = set()
+        unknown: list[tuple[int, str]] = []
+        for receipt in welcome.batch_receipts:
+            items: list[ReceiptItem | RejectionItem] = [*receipt.receipts, *receipt.rejections]
+            for item in items:
+                settled.add(item.sequence)
+                if item.sequence <= above or item.sequence in self._settled_above:
+                    continue  # settled here already
+                if item.message_id and item.message_id not in self._messages:
+                    unknown.append((item.sequence, item.message_id))
+        have = {s for s in settled | self._settled_above if above < s <= welcome.last_sequence}
+        if len(have) != welcome.last_sequence - above:
+            gap = next(s for s in range(above + 1, above + len(have) + 2) if s not in have)
+            raise RemoteProtocolError(
+                f"Welcome says the peer holds up to sequence {welcome.last_sequence}, but its "
+                f"batch receipts do not settle sequence {gap}"
+            )
+        return tuple(sorted(unknown))
 
     def _on_batch_receipt(self, receipt: BatchReceipt) -> None:
         flight = self._in_flight.get(receipt.first_sequence)
@@ -341,7 +388,7 @@ class OutboundLink(_Actions):
         a receiver whose disk hangs, is as dead as a silent one). When one passes, the link
         is declared down (an `Event(LinkDown)`): the adapter ends the stream.
         """
-        if self.state is SenderState.IDLE:
+        if self.state in (SenderState.IDLE, SenderState.HELD):
             return
         stall = self._heartbeat.looked(now)
         for flight in self._in_flight.values():

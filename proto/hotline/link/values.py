@@ -196,7 +196,32 @@ class Measured:
     clock_offset: float
 
 
-LinkEvent = LinkUp | LinkDown | Measured
+@dataclass(frozen=True)
+class JournalLost:
+    """Sender: the peer holds more of our messages than our journal does.
+
+    The Welcome's batch receipts settle sequences above our last settled one with messages
+    our journal has no record of (e.g. our journal was replaced by an empty one). `missing`
+    are (sequence, message id) pairs, in sequence order. The sending end is held from then on:
+    nothing more is sent on this direction until the journal is recovered.
+    """
+
+    last_settled: int  # ours
+    peer_last_sequence: int  # the Welcome's
+    missing: tuple[tuple[int, str], ...]
+
+    @property
+    def detail(self) -> str:
+        first, last = self.missing[0][0], self.missing[-1][0]
+        return (
+            f"the peer holds {len(self.missing)} of our messages (sequences {first}..{last}, "
+            f"e.g. {self.missing[0][1]}) that this journal has no record of: it holds "
+            f"settlements up to sequence {self.last_settled}, the peer up to "
+            f"{self.peer_last_sequence}; this journal lost history"
+        )
+
+
+LinkEvent = LinkUp | LinkDown | Measured | JournalLost
 
 # --------------------------------------------------------------------------- persist records
 

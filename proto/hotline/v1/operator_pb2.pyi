@@ -157,7 +157,11 @@ class _EventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventKind.V
     EVENT_KIND_SECURITY_REFUSAL: _EventKind.ValueType  # 10
     """Something was refused for security reasons: a peer or operator certificate refused, a bad
     signature, a receipt or checkpoint that fails verification or contradicts an earlier one.
-    `Event.detail` says what.
+    `Event.detail` says what. Also the gateway's alarms about its own journal, which refuse
+    all further sending: a journal that lost history the peer holds (`detail` starts
+    "DATA LOSS", `link` names the direction), and a journal file deleted or replaced under the
+    running gateway (`detail` starts "JOURNAL LOST"; this event cannot be journaled, so its
+    `cursor` is one past the journal's last entry and no replay shows it; the gateway exits).
     """
     EVENT_KIND_CHECKPOINT: _EventKind.ValueType  # 11
     """A checkpoint of the peer's journal was received and witnessed."""
@@ -203,7 +207,11 @@ connection lost).
 EVENT_KIND_SECURITY_REFUSAL: EventKind.ValueType  # 10
 """Something was refused for security reasons: a peer or operator certificate refused, a bad
 signature, a receipt or checkpoint that fails verification or contradicts an earlier one.
-`Event.detail` says what.
+`Event.detail` says what. Also the gateway's alarms about its own journal, which refuse
+all further sending: a journal that lost history the peer holds (`detail` starts
+"DATA LOSS", `link` names the direction), and a journal file deleted or replaced under the
+running gateway (`detail` starts "JOURNAL LOST"; this event cannot be journaled, so its
+`cursor` is one past the journal's last entry and no replay shows it; the gateway exits).
 """
 EVENT_KIND_CHECKPOINT: EventKind.ValueType  # 11
 """A checkpoint of the peer's journal was received and witnessed."""

@@ -123,6 +123,10 @@ class OperatorServiceServicer:
         ALREADY_EXISTS       `message_id` was used before for a different envelope, or by the
         other party.
         RESOURCE_EXHAUSTED   the outbox is full (configured limit) or the envelope is too large.
+        FAILED_PRECONDITION  (before anything else, nothing journaled) sending is held: this
+        gateway's journal lost history the peer holds (see `peer_link.proto`,
+        "Journal loss"), or its journal file was deleted or replaced while
+        it ran. The message says which; operators must recover the journal.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -141,6 +145,7 @@ class OperatorServiceServicer:
         INVALID_ARGUMENT     no envelope, or more than 256.
         RESOURCE_EXHAUSTED   the caller's send rate, or the outbox bound, would be exceeded by
         the whole batch (nothing is journaled; retry later or smaller).
+        FAILED_PRECONDITION  sending is held (as for `Send`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

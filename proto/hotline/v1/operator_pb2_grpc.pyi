@@ -96,6 +96,10 @@ class OperatorServiceStub:
       ALREADY_EXISTS       `message_id` was used before for a different envelope, or by the
                            other party.
       RESOURCE_EXHAUSTED   the outbox is full (configured limit) or the envelope is too large.
+      FAILED_PRECONDITION  (before anything else, nothing journaled) sending is held: this
+                           gateway's journal lost history the peer holds (see `peer_link.proto`,
+                           "Journal loss"), or its journal file was deleted or replaced while
+                           it ran. The message says which; operators must recover the journal.
     """
     SendBatch: _grpc.UnaryUnaryMultiCallable[_operator_pb2.SendBatchRequest, _operator_pb2.SendBatchResponse]
     """Sends up to 256 messages in one call, for high-rate senders (a burst of reports in an
@@ -110,6 +114,7 @@ class OperatorServiceStub:
       INVALID_ARGUMENT     no envelope, or more than 256.
       RESOURCE_EXHAUSTED   the caller's send rate, or the outbox bound, would be exceeded by
                            the whole batch (nothing is journaled; retry later or smaller).
+      FAILED_PRECONDITION  sending is held (as for `Send`).
     """
     SendStream: _grpc.StreamStreamMultiCallable[_operator_pb2.SendStreamRequest, _operator_pb2.SendStreamResponse]
     """Sends over one long-lived stream, for a console or system that sends often: no call is set
@@ -216,6 +221,10 @@ class OperatorServiceAsyncStub(OperatorServiceStub):
       ALREADY_EXISTS       `message_id` was used before for a different envelope, or by the
                            other party.
       RESOURCE_EXHAUSTED   the outbox is full (configured limit) or the envelope is too large.
+      FAILED_PRECONDITION  (before anything else, nothing journaled) sending is held: this
+                           gateway's journal lost history the peer holds (see `peer_link.proto`,
+                           "Journal loss"), or its journal file was deleted or replaced while
+                           it ran. The message says which; operators must recover the journal.
     """
     SendBatch: _aio.UnaryUnaryMultiCallable[_operator_pb2.SendBatchRequest, _operator_pb2.SendBatchResponse]  # type: ignore[assignment]
     """Sends up to 256 messages in one call, for high-rate senders (a burst of reports in an
@@ -230,6 +239,7 @@ class OperatorServiceAsyncStub(OperatorServiceStub):
       INVALID_ARGUMENT     no envelope, or more than 256.
       RESOURCE_EXHAUSTED   the caller's send rate, or the outbox bound, would be exceeded by
                            the whole batch (nothing is journaled; retry later or smaller).
+      FAILED_PRECONDITION  sending is held (as for `Send`).
     """
     SendStream: _aio.StreamStreamMultiCallable[_operator_pb2.SendStreamRequest, _operator_pb2.SendStreamResponse]  # type: ignore[assignment]
     """Sends over one long-lived stream, for a console or system that sends often: no call is set
@@ -339,6 +349,10 @@ class OperatorServiceServicer(metaclass=_abc_1.ABCMeta):
           ALREADY_EXISTS       `message_id` was used before for a different envelope, or by the
                                other party.
           RESOURCE_EXHAUSTED   the outbox is full (configured limit) or the envelope is too large.
+          FAILED_PRECONDITION  (before anything else, nothing journaled) sending is held: this
+                               gateway's journal lost history the peer holds (see `peer_link.proto`,
+                               "Journal loss"), or its journal file was deleted or replaced while
+                               it ran. The message says which; operators must recover the journal.
         """
 
     @_abc_1.abstractmethod
@@ -359,6 +373,7 @@ class OperatorServiceServicer(metaclass=_abc_1.ABCMeta):
           INVALID_ARGUMENT     no envelope, or more than 256.
           RESOURCE_EXHAUSTED   the caller's send rate, or the outbox bound, would be exceeded by
                                the whole batch (nothing is journaled; retry later or smaller).
+          FAILED_PRECONDITION  sending is held (as for `Send`).
         """
 
     @_abc_1.abstractmethod

@@ -188,6 +188,37 @@ treats every other unsettled message as not yet transmitted. If S > L, the recei
 has lost settled entries: the receiver ends the stream with DATA_LOSS, both gateways raise an
 event, and operators must intervene; the link is not resumed automatically.
 
+Journal loss
+============
+
+Each side checks, on every Welcome, that the other holds no more of its history than it
+does itself; a journal that lost history (deleted, replaced by an empty one, restored from
+an old copy) is detected, never papered over by adopting the other side's numbers.
+
+* The receiver's side is the rule above: a Hello whose `last_receipted_sequence` S exceeds
+  the receiver's L means the sender holds batch receipts, signed by the receiver, for
+  batches the receiver's journal no longer has. The receiver ends the stream with DATA_LOSS
+  on every attempt, and journals a security entry (once per distinct claim, not per
+  attempt) that raises EVENT_KIND_SECURITY_REFUSAL for its operators.
+* The sender's side: when L > S, the Welcome's batch receipts MUST settle every sequence
+  S+1..L (a Welcome that leaves one unsettled is a protocol violation). If any of them
+  settles a message id the sender does not hold as an unsettled message of its own, the
+  receiver holds messages signed by the sender that the sender's journal has no record of:
+  the sender's journal lost history. The sender then MUST NOT adopt L (sending its next
+  message as L + 1 would build on a record it no longer has): it sends nothing more on this
+  direction — no delivery, no checkpoint — ends the stream, and stops dialling; it journals
+  a DATA_LOSS security entry naming the missing sequences and message ids, raises
+  EVENT_KIND_SECURITY_REFUSAL, and refuses its operators' `Send` with FAILED_PRECONDITION.
+  Messages journaled before the check stay in its outbox, unsent. Only operators release
+  the hold, by restoring a journal that holds what the peer holds (`hotline journal verify
+  --peer-journal` says when it does) and restarting the gateway.
+
+A gateway checks this on every Welcome it sends or receives, so after a restart on a
+damaged journal the first connection in each direction finds it. Offline, `hotline journal
+verify --peer-journal` finds the same loss from the two journals, with or without a
+checkpoint ever exchanged: the peer's journal holds envelopes and batch receipts signed by
+us that ours lacks.
+
 Window
 ======
 
@@ -289,7 +320,8 @@ The receiver ends a `Push` stream with one of these gRPC status codes:
                        journaled, and the Welcome after the reconnect settles the first).
   INVALID_ARGUMENT     a frame with no member of `frame` set, a malformed Hello, or a batch
                        that is empty, too large, or not consecutive.
-  DATA_LOSS            `Hello.last_receipted_sequence` exceeds the receiver's last sequence.
+  DATA_LOSS            `Hello.last_receipted_sequence` exceeds the receiver's last sequence
+                       (the receiver's journal lost history: see "Journal loss").
   RESOURCE_EXHAUSTED   the window is exceeded, a frame exceeds the maximum message size, or
                        the peer gateway already holds its own allowance of calls at once
                        (by default 8; operators' calls never draw on it).
@@ -603,7 +635,10 @@ class Welcome(_message.Message):
     @_builtins.property
     def batch_receipts(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchReceipt]:
         """The stored batch receipts that settle the sequences from `Hello.last_receipted_sequence + 1`
-        to `WelcomeBody.last_sequence`, in sequence order, each covering at least one of them.
+        to `WelcomeBody.last_sequence`, in sequence order, each covering at least one of them;
+        every one of those sequences MUST be settled by one of them. The sender checks each names
+        a message it holds unsettled; one it has no record of means its own journal lost history
+        (see "Journal loss"): it holds, and never adopts `last_sequence`.
         Normally no more than a window's worth; a sender more than 65536 settlements behind has
         lost its journal, and the receiver ends the stream with FAILED_PRECONDITION instead.
         Constraints: optional; 0..65536 items.

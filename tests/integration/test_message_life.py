@@ -14,7 +14,9 @@ import grpc
 import pytest
 from google.protobuf import text_format
 
+from certs.pki import PartyPaths, load_certificate
 from client.cli_common import event_line, record_line, record_text
+from hotline.journal_verify import check_index, verify_journal
 from hotline.v1 import bodies_pb2, common_pb2, envelope_pb2, operator_pb2, operator_pb2_grpc
 from tests.harness import Pair, free_text, running_pair, wait_for, wait_state
 
@@ -54,6 +56,17 @@ async def watch_until(
 
     await asyncio.wait_for(run(), 15)
     return events[:count]
+
+
+def assert_index_agrees_with_the_chain(tmp_path: Path) -> None:
+    """`hotline journal verify` recomputes both journals' index tables (the chain, the
+    acknowledgements, expiry) from their entries and finds every row as the store wrote it."""
+    pki = tmp_path / "pki"
+    cas = [load_certificate(PartyPaths.of(pki, party).ca_cert) for party in ("JP", "TW")]
+    for name in ("jp.db", "tw.db"):
+        report = check_index(verify_journal(tmp_path / name, cas))
+        assert report.ok, report
+        assert report.index_problems == [], report.index_problems
 
 
 def flat(text: str) -> str:
@@ -143,6 +156,7 @@ async def test_roger_then_wilco_then_unable_stands_as_unable_with_its_history_at
         # TW's own record of its answers, replayed
         tw_events = await watch_until(pair.tw.stub, [ACKNOWLEDGED_EVENT], message_id, 3)
         assert [e.message.acknowledgement.level for e in tw_events] == [ROGER, WILCO, UNABLE]
+    assert_index_agrees_with_the_chain(tmp_path)
 
 
 async def test_a_restarted_sender_still_shows_the_latest_acknowledgement(tmp_path: Path) -> None:
@@ -262,6 +276,7 @@ async def test_send_applies_every_rule_of_update_and_cancel(tmp_path: Path) -> N
             assert f"action: CANCEL of {first}" in flat(
                 record_text(await record_of(side.stub, cancel))
             )
+    assert_index_agrees_with_the_chain(tmp_path)
 
 
 async def test_send_batch_and_send_stream_apply_the_rules_within_one_request(
@@ -363,3 +378,4 @@ async def test_a_message_that_expires_unanswered_stops_escalating_at_both_ends(
             operator_pb2.AcknowledgeRequest(message_id=sent.message_id, level=ROGER)
         )
         await wait_state(pair.jp.stub, sent.message_id, operator_pb2.DELIVERY_STATE_ACKNOWLEDGED)
+    assert_index_agrees_with_the_chain(tmp_path)

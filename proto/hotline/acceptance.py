@@ -1,21 +1,23 @@
 """The receiver's acceptance checks for one delivery, in the spec's order, as one pure function.
 
-`proto/hotline/v1/peer_link.proto`, "Processing a delivery", numbers six checks; the first that
-fails decides the rejection. `check_delivery` applies them in that order and returns either
-`link.Accepted` (with the parsed envelope) or the `link.RejectionItem` to settle the sequence
-with. It reads no clock, socket or file: the keys and parties are its parameters, and "was this
-id seen before" is a lookup the link core passes in (its in-memory index).
+`proto/hotline/v1/peer_link.proto`, "Processing a delivery", numbers seven checks; the first
+that fails decides the rejection. `check_delivery` applies them in that order and returns either
+`link.Accepted` (with the parsed envelope, and what accepting it changes in the index) or the
+`link.RejectionItem` to settle the sequence with. It reads no clock, socket or file: the keys and
+parties are its parameters, and "was this id seen before, and where does that message stand in
+its chain" is a lookup the link core passes in (its in-memory index, loaded from the journal at
+start and kept current by the core).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from certs.errors import IdentityError
 from certs.identity import Role, parse_spiffe_id
-from hotline import link
+from hotline import lifecycle, link
 from hotline.errors import SignatureError
 from hotline.signing import PAYLOAD_TYPE_ENVELOPE, KeyRing
 from hotline.v1 import common_pb2, envelope_pb2
@@ -53,7 +55,7 @@ def check_delivery(
     sender_party: str,
     receiver_party: str,
 ) -> link.Verdict:
-    """Apply checks 1-6 to one delivery whose `payload` is its `SignedPayload` envelope."""
+    """Apply checks 1-7 to one delivery whose `payload` is its `SignedPayload` envelope."""
 
     def refuse(
         reason: link.RejectReason,
@@ -119,7 +121,23 @@ def check_delivery(
     unreleasable = releasability_problem(envelope, receiver_party)
     if unreleasable:
         return refuse(link.RejectReason.NOT_RELEASABLE, unreleasable, message_id)
-    return link.Accepted(delivery, message_id, envelope)
+    # 7. The rules of a message's life: what an UPDATE or CANCEL refers to, as we hold it.
+    reference = lifecycle.reference_of(envelope)
+    referenced = seen(reference) if reference else None
+    standing = referenced.standing if referenced is not None else None
+    broken = lifecycle.breach(envelope, standing)
+    if broken is not None:
+        return refuse(
+            link.RejectReason.INVALID_MESSAGE,
+            broken.detail,
+            message_id,
+            (("references[0]", broken.detail),),
+        )
+    own = link.Seen(delivery.sequence, delivery.digest, lifecycle.standing_of(envelope))
+    index: tuple[tuple[str, link.Seen], ...] = ((message_id, own),)
+    if referenced is not None and standing is not None:
+        index += ((reference, replace(referenced, standing=lifecycle.after(envelope, standing))),)
+    return link.Accepted(delivery, message_id, envelope, index)
 
 
 def wrong_party(envelope: envelope_pb2.Envelope, *, sender_party: str, receiver_party: str) -> str:

@@ -15,10 +15,10 @@ import pytest
 from google.protobuf import text_format
 
 from certs.pki import PartyPaths, init_pki, load_certificate, load_signing_key
-from hotline import link
+from hotline import lifecycle, link
 from hotline.acceptance import check_delivery
 from hotline.signing import PAYLOAD_TYPE_ENVELOPE, KeyRing, Signer, sha256
-from hotline.v1 import envelope_pb2
+from hotline.v1 import common_pb2, envelope_pb2
 from hotline.validation import validate_envelope
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "proto" / "examples"
@@ -60,9 +60,19 @@ def verdict(pki: Path, keyring: KeyRing, envelope: envelope_pb2.Envelope, link_t
         load_signing_key(paths.signing_key), load_certificate(paths.signing_cert)
     )
     signed = signer.sign(PAYLOAD_TYPE_ENVELOPE, envelope.SerializeToString())
-    delivery = link.Delivery(1, "", sha256(signed.payload), signed, len(signed.payload))
+    delivery = link.Delivery(2, "", sha256(signed.payload), signed, len(signed.payload))
+    # An UPDATE or CANCEL refers to an earlier message of the sender's, of its body type,
+    # which the receiver holds (check 7): as if delivered just before.
+    earlier = lifecycle.Standing(
+        sender, envelope.WhichOneof("body") or "", common_pb2.ACTION_NEW, ""
+    )
+    reference = lifecycle.reference_of(envelope)
+
+    def seen(message_id: str) -> link.Seen | None:
+        return link.Seen(1, b"\0" * 32, earlier) if message_id == reference else None
+
     return check_delivery(
-        delivery, lambda _: None, keyring=keyring, sender_party=sender, receiver_party=receiver
+        delivery, seen, keyring=keyring, sender_party=sender, receiver_party=receiver
     )
 
 

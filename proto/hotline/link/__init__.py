@@ -34,7 +34,6 @@ from hotline.link.receiver import (
     InboundLink,
     ReceiptArchive,
     ReceiverState,
-    Seen,
     Verdict,
 )
 from hotline.link.sender import (
@@ -77,6 +76,7 @@ from hotline.link.values import (
     ReceiverFrame,
     RejectionItem,
     RejectReason,
+    Seen,
     Send,
     SenderFrame,
     SettleOutbound,

@@ -12,6 +12,7 @@ from enum import Enum
 
 from hotline import PROTOCOL_VERSION
 from hotline.errors import RemoteProtocolError
+from hotline.lifecycle import Standing
 
 DEFAULT_WINDOW = 256  # unsettled deliveries in flight, all lanes together
 MAX_BATCH = 256  # the spec's bound on deliveries per DeliveryBatch
@@ -244,12 +245,28 @@ class SettleOutbound:
 
 
 @dataclass(frozen=True)
+class Seen:
+    """What the receiver knows of a message id: received under `sequence`, or ours (0), and
+    where the message stands in its chain (`hotline.lifecycle`), when the checker tracks it."""
+
+    sequence: int
+    digest: bytes = b""
+    standing: Standing | None = None
+
+
+@dataclass(frozen=True)
 class Accepted:
-    """Receiver: a delivery that passed every check; `envelope` is its parsed envelope."""
+    """Receiver: a delivery that passed every check; `envelope` is its parsed envelope.
+
+    `index` holds what accepting it changes in the receiver's index of message ids, applied in
+    order after the core's own `Seen(sequence, digest)` for it: the message's own entry with
+    its standing, and the standing of a message it updates or cancels.
+    """
 
     delivery: Delivery
     message_id: str
     envelope: object = field(default=None, compare=False, repr=False)
+    index: tuple[tuple[str, Seen], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -277,17 +277,35 @@ class _ActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Action.ValueTy
     """A new message. `Envelope.references` may list related messages (a thread)."""
     ACTION_UPDATE: _Action.ValueType  # 2
     """Replaces the message whose id is `Envelope.references[0]`, which must be an earlier
-    message of the same sender party with the same body type. The body is complete: it
-    supersedes the earlier content, it does not patch it.
+    message of the same sender party with the same body type [update-body-type]. The body is
+    complete: it supersedes the earlier content, it does not patch it.
     """
     ACTION_CANCEL: _Action.ValueType  # 3
     """Withdraws the message whose id is `Envelope.references[0]`, which must be an earlier
-    message of the same sender party. The body is either of the same type, restating the
-    content withdrawn, or a `free_text` giving the reason.
+    message of the same sender party, not cancelled before. The body is either of the same
+    type, restating the content withdrawn, or a `free_text` giving the reason; any other body
+    type breaks [cancel-body-type]. A cancellation is final.
     """
 
 class Action(_Action, metaclass=_ActionEnumTypeWrapper):
-    """What a message does to the record of earlier messages, as in OASIS CAP `msgType`."""
+    """What a message does to the record of earlier messages, as in OASIS CAP `msgType`.
+
+    The rules of a message's life, applied by the sending gateway at `OperatorService.Send` and
+    by the receiving gateway to each delivery (the rule's short name in brackets, as errors
+    quote it). For ACTION_UPDATE and ACTION_CANCEL, `references[0]` must name a message that:
+      * is held: journaled by the sender and received by the receiver [reference-unknown; at
+        `Send` NOT_FOUND];
+      * was sent by the same party as this one [reference-other-party];
+      * was not refused by the recipient [reference-rejected];
+      * is not an acknowledgement (acknowledge again instead: the latest stands)
+        [reference-acknowledgement], nor itself a cancellation [reference-cancellation];
+      * was not cancelled: an UPDATE never follows a CANCEL [update-after-cancel], and a message
+        is cancelled once [cancel-once].
+    Otherwise `Send` fails with FAILED_PRECONDITION and the receiver rejects the delivery with
+    REJECTION_REASON_INVALID_MESSAGE, each naming the rule. A message may be updated more than
+    once; `MessageRecord.updated_by_message_id` names the latest update and
+    `cancelled_by_message_id` the cancellation.
+    """
 
 ACTION_UNSPECIFIED: Action.ValueType  # 0
 """Not set. Invalid in any message."""
@@ -295,13 +313,14 @@ ACTION_NEW: Action.ValueType  # 1
 """A new message. `Envelope.references` may list related messages (a thread)."""
 ACTION_UPDATE: Action.ValueType  # 2
 """Replaces the message whose id is `Envelope.references[0]`, which must be an earlier
-message of the same sender party with the same body type. The body is complete: it
-supersedes the earlier content, it does not patch it.
+message of the same sender party with the same body type [update-body-type]. The body is
+complete: it supersedes the earlier content, it does not patch it.
 """
 ACTION_CANCEL: Action.ValueType  # 3
 """Withdraws the message whose id is `Envelope.references[0]`, which must be an earlier
-message of the same sender party. The body is either of the same type, restating the
-content withdrawn, or a `free_text` giving the reason.
+message of the same sender party, not cancelled before. The body is either of the same
+type, restating the content withdrawn, or a `free_text` giving the reason; any other body
+type breaks [cancel-body-type]. A cancellation is final.
 """
 Global___Action: _TypeAlias = Action  # noqa: Y015
 

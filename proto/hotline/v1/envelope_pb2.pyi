@@ -229,18 +229,28 @@ class Envelope(_message.Message):
     def references(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Ids of earlier messages this one refers to, most significant first. For ACTION_UPDATE and
         ACTION_CANCEL, `references[0]` is the message replaced or withdrawn, which must be an
-        earlier message of the same sender party (the sending gateway checks this against its
-        journal). For an acknowledgement, it contains the acknowledged message's id (the gateway
-        puts it first). Otherwise it threads related messages, of either party (for example a
-        HadrOffer lists the HadrRequest it answers). Never contains the message's own id.
+        earlier message of the same sender party that the recipient holds, and the rules of a
+        message's life apply (see `Action`): an UPDATE keeps that message's body type; a CANCEL's
+        body is of that type or `free_text`; nothing follows a CANCEL of it (no UPDATE, no second
+        CANCEL); an acknowledgement or a cancellation is never itself updated or cancelled. The
+        sending gateway checks them against its journal at `Send` (NOT_FOUND for an unknown
+        reference, FAILED_PRECONDITION for the rest) and never transmits an UPDATE or CANCEL
+        before the message it refers to; the receiving gateway checks them against its own
+        (REJECTION_REASON_INVALID_MESSAGE, check 7 of "Processing a delivery" in peer_link.proto).
+        For an acknowledgement, it contains the acknowledged message's id (the gateway puts it
+        first). Otherwise it threads related messages, of either party (for example a HadrOffer
+        lists the HadrRequest it answers). Never contains the message's own id.
         Constraints: required if action is ACTION_UPDATE or ACTION_CANCEL; required if body is acknowledgement; 1..16 items; unique; each pattern ^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$.
         """
 
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """When the content goes stale (for example the end of a hazardous activity's relevance).
-        After this time receivers still deliver, journal and display the message, marked expired;
-        escalations and re-alerts for it stop. Unset means the content does not expire.
+        `OperatorService.Send` refuses an envelope whose expiry is already past by the sending
+        gateway's clock (INVALID_ARGUMENT). After this time receivers still deliver, journal and
+        display the message, flagged expired (`MessageRecord.expired`), and both gateways stop its
+        escalations and re-alerts: it is not counted overdue. Unset means the content does not
+        expire.
         Constraints: optional.
         """
 

@@ -157,6 +157,18 @@ the first that fails deciding the rejection reason [LINK-14]:
      the sending party (see "Identities and roles"). Otherwise REJECTION_REASON_WRONG_PARTY.
   6. `handling.releasable_to` includes the receiver's party. Otherwise
      REJECTION_REASON_NOT_RELEASABLE.
+  7. For ACTION_UPDATE and ACTION_CANCEL, the rules of a message's life (see `Action` in
+     common.proto) hold against the receiver's journal, including the deliveries before it
+     in the same batch: `references[0]` names a message the receiver received from the
+     sender, not an acknowledgement or a cancellation, not cancelled; an UPDATE keeps its
+     body type; a CANCEL is of that type or `free_text`. Otherwise
+     REJECTION_REASON_INVALID_MESSAGE, with one violation on `references[0]` whose
+     description names the rule. (A sender never transmits an UPDATE or CANCEL before the
+     message it refers to, so an honest sender's message is refused here only if that
+     message was refused.)
+
+An envelope past its `expire_time` is not refused: it is journaled and receipted as any
+other, and flagged expired for the receiver's operators (no re-alert).
 
 The receiver processes a `DeliveryBatch` as one unit: it applies the checks to each delivery
 in sequence order, journals every delivery that passes (with its exact payload bytes) and

@@ -27,7 +27,17 @@ The configuration file is TOML; every setting and its default is listed in
 Stopping: SIGTERM or Ctrl-C drains calls in progress (up to --grace seconds) and closes the
 journal cleanly. Even after SIGKILL nothing acknowledged is lost: every reply, receipt and
 event is sent only after its journal commit is on disk.
+
+One gateway owns one journal: a second `hotline serve` on the same journal file exits with
+status 2 and "journal FILE is in use by pid N". If the journal file is deleted or replaced
+while the gateway runs, the gateway stops taking work within about a second, raises an alarm
+on its operators' Watch streams, and exits with status 3.
+
+Exit status: 0 stopped by a signal; 2 could not start (configuration, PKI, journal in use);
+3 the journal file was deleted or replaced while running.
 """
+
+EXIT_JOURNAL_LOST = 3
 
 
 class JsonFormatter(logging.Formatter):
@@ -112,9 +122,21 @@ async def _serve(config: object, grace: float, port_file: Path | None) -> int:
         tmp = port_file.with_suffix(".tmp")
         tmp.write_text(f"{port}\n")
         tmp.replace(port_file)
+    log = logging.getLogger("hotline.gateway")
     try:
-        await stop.wait()
-        logging.getLogger("hotline.gateway").info("signal received; draining for up to %g s", grace)
+        stopped = asyncio.ensure_future(stop.wait())
+        fatal = asyncio.ensure_future(gateway.fatal_event.wait())
+        await asyncio.wait({stopped, fatal}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        fatal.cancel()
+        if gateway.fatal:
+            await asyncio.sleep(0.2)  # let the alarm reach the Watch streams before they close
+            log.critical("stopping: %s", gateway.fatal)
+        else:
+            log.info("signal received; draining for up to %g s", grace)
     finally:
         await gateway.stop(grace)
+    if gateway.fatal:
+        print(f"hotline serve: error: {gateway.fatal}", file=sys.stderr)
+        return EXIT_JOURNAL_LOST
     return 0

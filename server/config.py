@@ -15,11 +15,13 @@ Every setting, with its default (paths are relative to the configuration file's 
     window = 256                      # at most this many unreceipted deliveries in flight
     checkpoint_interval_s = 60.0      # sign and send a journal checkpoint this often
     deadline_check_s = 1.0            # how often to look for messages past their deadline
-    max_message_bytes = 1048576       # largest request accepted (RESOURCE_EXHAUSTED above)
+    max_message_bytes = 1048576       # largest request accepted (RESOURCE_EXHAUSTED above; >= 1 MiB)
     operator_rate_per_s = 200.0       # sends per second per operator (token bucket) ...
     operator_burst = 400              #   ... with this burst; RESOURCE_EXHAUSTED above
     outbox_limit = 100000             # messages journaled but not yet settled by the peer;
                                       #   a Send beyond it gets RESOURCE_EXHAUSTED "outbox full"
+    submit_slots = 8                  # PRIORITY/ROUTINE submissions checked and signed at once;
+                                      #   FLASH/IMMEDIATE never wait for one (server/service.py)
 
     # Admission control (server/admission.py): calls held at once, per lane. A call over its
     # allowance is refused with RESOURCE_EXHAUSTED naming the limit; nothing is journaled.
@@ -75,6 +77,7 @@ from certs.identity import validate_party
 from certs.pki import PartyPaths
 from hotline.deadlines import Deadlines
 from hotline.errors import ConfigError
+from hotline.link import MAX_FRAME_BYTES
 from server.admission import REFUSAL_HEADROOM, Limits
 
 
@@ -97,6 +100,7 @@ class GatewayConfig:
     operator_rate_per_s: float = 200.0
     operator_burst: int = 400
     outbox_limit: int = 100_000
+    submit_slots: int = 8
     operator_streams: int = 32
     operator_calls: int = 128
     operators_total: int = 1024
@@ -191,12 +195,20 @@ class GatewayConfig:
                 raise ConfigError(f"{source}: {name} must be a positive number, got {value!r}")
         if self.dead_after_s <= self.heartbeat_interval_s:
             raise ConfigError(f"{source}: dead_after_s must exceed heartbeat_interval_s")
+        if not _is_int(self.max_message_bytes) or self.max_message_bytes < MAX_FRAME_BYTES:
+            # the spec: a receiver accepts every peer-link frame up to 1 MiB
+            raise ConfigError(
+                f"{source}: max_message_bytes must be at least {MAX_FRAME_BYTES} (the peer "
+                f"link's maximum frame size), got {self.max_message_bytes!r}"
+            )
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ConfigError(f"{source}: reconnect_max_s is below reconnect_min_s")
         if not isinstance(self.outbox_limit, int) or self.outbox_limit < 1:
             raise ConfigError(
                 f"{source}: outbox_limit must be a positive whole number, got {self.outbox_limit!r}"
             )
+        if not isinstance(self.submit_slots, int) or not 1 <= self.submit_slots <= 4096:
+            raise ConfigError(f"{source}: submit_slots must be 1..4096, got {self.submit_slots!r}")
         if not 1 <= self.window <= 65536:
             raise ConfigError(f"{source}: window must be 1..65536, got {self.window}")
         try:

@@ -16,6 +16,13 @@ is stale: the calls of the party whose CA issued it are refused (`server.auth`),
 link is not dialled if it is the peer's, and a `CRL_STALE` security event raises the alarm,
 once per list, until a current list is loaded.
 
+The journal is the gateway's alone: opening it takes an exclusive lock (a second gateway on
+the same file fails to start with "journal FILE is in use by pid N"). Every second a timer
+checks that the journal's path still names the file opened; if it was deleted or replaced, the
+gateway stops taking work at once (the journal refuses every write), raises an alarm to its
+operators' Watch streams (an EVENT_KIND_SECURITY_REFUSAL that cannot be journaled, since the
+journal is gone), logs it, and `fatal` is set: `hotline serve` then stops and exits 3.
+
 At start the gateway raises its open-file limit to the hard limit and sets up admission control
 (`server.admission`): per-lane allowances enforced by the auth interceptor, and grpc's bounds on
 connections (a cap, a handshake timeout, an idle timeout).
@@ -42,6 +49,7 @@ from grpc_reflection.v1alpha import reflection
 from certs.errors import CertsError
 from certs.pki import load_certificate, load_party_revocations, load_signing_key
 from certs.revocation import RevocationList, RevocationSet, replacement_problem
+from hotline import link
 from hotline.errors import ConfigError
 from hotline.signing import PAYLOAD_TYPE_CHECKPOINT, KeyRing, Signer
 from hotline.transport import SERVER_OPTIONS, credentials, secure_channel
@@ -62,7 +70,7 @@ from server.admission import (
 )
 from server.auth import AuthInterceptor, Authorizer, Refusal, stale_text
 from server.config import GatewayConfig
-from server.journal import Journal, Kind
+from server.journal import Journal, JournalError, Kind
 from server.operator_service import OperatorServicer
 from server.peerlink.peer_certificate import (
     DEFAULT_TIMEOUT,
@@ -76,10 +84,12 @@ from server.peerlink.peer_certificate import (
 from server.peerlink.receiver import PeerLinkServicer
 from server.peerlink.sender import PeerSender
 from server.peerlink.status import LinkStatus, printable
-from server.service import GatewayService, TokenBucket
+from server.service import GatewayService, PrecedenceGate, TokenBucket
 from server.store import Store
 
 log = logging.getLogger("hotline.gateway")
+
+JOURNAL_CHECK_S = 1.0  # how often the journal file is checked (deleted or replaced?)
 
 
 @dataclass
@@ -132,7 +142,10 @@ class Gateway:
             crl_grace=timedelta(seconds=config.crl_grace_s),
         )
         self.admission = Admission(config.limits)
-        self.journal = Journal(config.journal, party=self.party)
+        try:
+            self.journal = Journal(config.journal, party=self.party)
+        except JournalError as exc:
+            raise ConfigError(str(exc)) from None
         self.store = Store(
             self.journal,
             party=self.party,
@@ -157,6 +170,7 @@ class Gateway:
             checkpoint_interval=config.checkpoint_interval_s,
             vet_peer=self._vet_peer,
             on_peer_refused=self._peer_refused,
+            on_journal_lost=self._journal_lost,
         )
         self.peer_service = PeerLinkServicer(
             store=self.store,
@@ -164,6 +178,7 @@ class Gateway:
             signer=self.signer,
             signing_certificates=self._signing_der,
             on_link=self._inbound_link_event,
+            on_data_loss=self._inbound_data_loss,
             heartbeat_interval=config.heartbeat_interval_s,
             dead_after=config.dead_after_s,
         )
@@ -174,6 +189,8 @@ class Gateway:
             rate=TokenBucket(config.operator_rate_per_s, config.operator_burst),
             outbox_depth=lambda: self.sender.queue_depth,
             outbox_limit=config.outbox_limit,
+            gate=PrecedenceGate(config.submit_slots),
+            held=self._held,
         )
         self.operator_service = OperatorServicer(
             store=self.store,
@@ -196,6 +213,10 @@ class Gateway:
         self._stale_alarmed: set[str] = set()  # issuers of the stale lists already alarmed
         # The peer certificate checked before the current outbound connection, if it passed.
         self._peer_certificate: x509.Certificate | None = None
+        # Set when the journal file was deleted or replaced under the running gateway: why.
+        self.fatal = ""
+        self.fatal_event = asyncio.Event()
+        self.journal_check_s = JOURNAL_CHECK_S
 
     # ------------------------------------------------------------------ credentials
 
@@ -387,6 +408,9 @@ class Gateway:
                 self._every(cfg.deadline_check_s, self._check_deadlines), name="deadlines"
             ),
             asyncio.create_task(self._every(2.0, self._reload_revocations), name="crl-reload"),
+            asyncio.create_task(
+                self._every(self.journal_check_s, self._check_journal_file), name="journal-file"
+            ),
         ]
         log.info(
             "gateway %s serving on port %d; journal %s; dialling peer %s at %s",
@@ -416,6 +440,7 @@ class Gateway:
     async def stop(self, grace: float = 2.0) -> None:
         """Drain: stop taking calls, let calls in progress finish, then close the journal."""
         await self.health.enter_graceful_shutdown()
+        self.peer_service.shutdown()  # inbound streams end with UNAVAILABLE, as the spec says
         if self._server is not None:
             await self._server.stop(grace)
         self.sender.stop()
@@ -438,12 +463,41 @@ class Gateway:
     async def _every(self, seconds: float, work: Callable[[], Any]) -> None:
         while True:
             await asyncio.sleep(seconds)
+            if self.fatal:
+                return  # the journal is gone: nothing periodic may write any more
             try:
                 await work()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("periodic task failed")
+
+    async def _check_journal_file(self) -> None:
+        problem = self.journal.check_file()
+        if problem and not self.fatal:
+            self._journal_gone(problem)
+
+    def _journal_gone(self, problem: str) -> None:
+        """The journal file is gone: take no more work, tell the operators, ask to exit."""
+        self.fatal = problem
+        self.journal.fail(f"{problem}; this gateway takes no more work")
+        self.sender.stop()
+        detail = (
+            f"JOURNAL LOST: {problem}. The gateway stopped taking work and exits; nothing "
+            "after this was journaled. Restore the journal before restarting (see README: "
+            '"Recovering a lost journal").'
+        )
+        log.critical("%s (this alarm could not be journaled: the journal is gone)", detail)
+        self.journal.announce(
+            Kind.SECURITY, {"code": "JOURNAL_LOST", "detail": detail}, self.store.event_for
+        )
+        self.fatal_event.set()
+
+    def _held(self) -> str:
+        """Why operators may not send now ("" when they may)."""
+        if self.fatal:
+            return self.fatal
+        return self.sender.held
 
     async def _check_deadlines(self) -> None:
         for entry in await self.store.mark_overdue(time.time_ns()):
@@ -475,6 +529,37 @@ class Gateway:
             },
         )
 
+    async def _journal_lost(self, lost: link.JournalLost) -> None:
+        """A Welcome showed the peer holds our messages that our journal lacks."""
+        await self.store.record_event(
+            Kind.SECURITY,
+            {
+                "code": "DATA_LOSS",
+                "direction": "outbound",
+                "detail": f"DATA LOSS: {lost.detail}. Sending to {self.peer_party} is held "
+                'until this journal is recovered (see README: "Recovering a lost journal")',
+                "peer_last_sequence": lost.peer_last_sequence,
+                "last_settled": lost.last_settled,
+                "missing": [
+                    {"sequence": sequence, "message_id": message_id}
+                    for sequence, message_id in lost.missing[:100]
+                ],
+            },
+        )
+
+    async def _inbound_data_loss(self, detail: str) -> None:
+        """A Hello showed the peer holds our batch receipts for batches our journal lacks."""
+        await self.store.record_event(
+            Kind.SECURITY,
+            {
+                "code": "DATA_LOSS",
+                "direction": "inbound",
+                "detail": f"DATA LOSS: {detail}. The {self.peer_party} gateway holds our "
+                "receipts for messages this journal lost; its link to us stays refused until "
+                'this journal is recovered (see README: "Recovering a lost journal")',
+            },
+        )
+
     async def _peer_refused(self, refused: PeerCertificateRefused) -> None:
         await self.store.record_event(
             Kind.SECURITY,
@@ -482,14 +567,21 @@ class Gateway:
         )
 
     async def _outbound_link_event(self, up: bool, detail: str) -> None:
-        await self.store.record_event(
-            Kind.LINK_UP if up else Kind.LINK_DOWN, {"direction": "outbound", "detail": detail}
-        )
+        await self._link_event(up, "outbound", detail)
 
     async def _inbound_link_event(self, up: bool, detail: str) -> None:
-        await self.store.record_event(
-            Kind.LINK_UP if up else Kind.LINK_DOWN, {"direction": "inbound", "detail": detail}
-        )
+        await self._link_event(up, "inbound", detail)
+
+    async def _link_event(self, up: bool, direction: str, detail: str) -> None:
+        try:
+            await self.store.record_event(
+                Kind.LINK_UP if up else Kind.LINK_DOWN, {"direction": direction, "detail": detail}
+            )
+        except JournalError:
+            if not self.fatal:
+                raise
+            # the journal is gone and the gateway is stopping: the links going down with it
+            # is no news worth a traceback
 
     def _checkpoint(self) -> Any:
         count, head = self.journal.head

@@ -12,11 +12,21 @@ Nothing is reported journaled (no reply, no receipt, no event) before its COMMIT
 Group commit: one writer thread owns the write connection. Callers submit *operations*
 (functions that run inside a transaction); the writer takes every operation waiting, runs each
 inside its own SAVEPOINT (so one failing operation does not spoil the rest), commits once, and
-then resolves all their futures. Under load hundreds of entries share one fsync.
+then resolves all their futures. Under load hundreds of entries share one fsync. An *urgent*
+operation (journaling a FLASH or IMMEDIATE message) does not wait for the group in progress:
+it joins the transaction at the next operation boundary, which then commits at once, and the
+rest of the group goes into the next commit (their order among themselves is kept).
 
 Beside the chain, mutable *index* tables (messages, settlements) answer queries quickly; they
 are updated in the same transaction as the entries they derive from, and
-`hotline journal verify` checks the chain, not the index.
+`hotline journal verify` recomputes them from the chain and reports every row that disagrees.
+
+One gateway owns one journal: opening it takes an exclusive `flock` on a lock file beside it
+(`<journal>.lock`, holding the owner's pid), so a second gateway on the same file is refused
+(`JournalInUse`) instead of interleaving its writes. While open, `check_file()` tells whether
+the file at the journal's path is still the one opened (a deleted or replaced journal keeps
+taking writes into an inode nobody will read again); the gateway calls it on a timer and, when
+it is not, calls `fail()`, after which every write is refused.
 
 What an entry is and how the chain is hashed is the journal file's format, in
 `hotline.journal_file`, beside the read-only `JournalReader` that everyone who is not this
@@ -29,11 +39,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import json
 import logging
+import os
 import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
@@ -52,22 +66,32 @@ from hotline.wire import batch_receipt_from_bytes
 T = TypeVar("T")
 log = logging.getLogger("hotline.journal")
 
-SCHEMA_VERSION = 2  # 2: batch receipts (link protocol version 2)
+SCHEMA_VERSION = 3  # 2: batch receipts (link protocol version 2); 3: chains and expiry
 
 JOURNALED = operator_pb2.DELIVERY_STATE_JOURNALED
 DELIVERED = operator_pb2.DELIVERY_STATE_DELIVERED
 
 # The messages that may still come due: not yet escalated (outbound) or re-alerted (inbound),
-# with a deadline (an acknowledgement has none), neither acknowledged nor rejected. The partial
-# index `messages_due` holds exactly these, so the overdue check reads only what may be due,
-# whatever the journal's size: a message leaves the index when it is acknowledged, rejected or
-# escalated, since each of those updates makes the condition false. A query uses the index only
+# with a deadline (an acknowledgement has none), neither acknowledged nor rejected, not marked
+# expired. The partial index `messages_due` holds exactly these, so the overdue check reads only
+# what may be due, whatever the journal's size: a message leaves the index when it is
+# acknowledged, rejected, escalated or marked expired, since each of those updates makes the
+# condition false. A query uses the index only
 # if its WHERE contains these terms as written (SQLite proves a partial index usable by matching
 # terms: `state IN (?, ?)` with bound values, or the list in another order, does not match), so
 # queries use these constants, never a copy.
-MAY_COME_DUE = f"escalated = 0 AND deadline_ns > 0 AND state IN ({JOURNALED}, {DELIVERED})"
-# The messages past their deadline and still unanswered (`overdue` on the operator API).
-OVERDUE = f"escalated = 1 AND state IN ({JOURNALED}, {DELIVERED})"
+MAY_COME_DUE = (
+    f"escalated = 0 AND expired = 0 AND deadline_ns > 0 AND state IN ({JOURNALED}, {DELIVERED})"
+)
+# The messages past their deadline, still unanswered and not expired (`overdue` on the operator
+# API).
+OVERDUE = f"escalated = 1 AND expired = 0 AND state IN ({JOURNALED}, {DELIVERED})"
+# The unanswered messages with a deadline and an expiry not yet marked passed, whether due or
+# overdue (partial index `messages_expiring`): the deadline check marks each expired once, and
+# it leaves both sets above.
+EXPIRING = (
+    f"expired = 0 AND expire_ns > 0 AND deadline_ns > 0 AND state IN ({JOURNALED}, {DELIVERED})"
+)
 
 
 _SCHEMA = f"""
@@ -103,12 +127,18 @@ CREATE TABLE IF NOT EXISTS messages (
     digest            BLOB NOT NULL,
     escalated         INTEGER NOT NULL DEFAULT 0,
     rejection_reason  TEXT NOT NULL DEFAULT '',
-    rejection_detail  TEXT NOT NULL DEFAULT ''
+    rejection_detail  TEXT NOT NULL DEFAULT '',
+    action            INTEGER NOT NULL DEFAULT 0, -- hotline.v1.Action
+    refers_to         TEXT NOT NULL DEFAULT '',  -- what an UPDATE/CANCEL/acknowledgement is about
+    expire_ns         INTEGER NOT NULL DEFAULT 0, -- Envelope.expire_time; 0: never
+    expired           INTEGER NOT NULL DEFAULT 0  -- 1 once seen past expire_ns (leaves the due)
 );
 CREATE INDEX IF NOT EXISTS messages_state ON messages(direction, state);
+CREATE INDEX IF NOT EXISTS messages_refers ON messages(refers_to) WHERE refers_to != '';
 CREATE INDEX IF NOT EXISTS messages_time ON messages(journal_time_ns);
 CREATE INDEX IF NOT EXISTS messages_due ON messages(deadline_ns) WHERE {MAY_COME_DUE};
 CREATE INDEX IF NOT EXISTS messages_overdue ON messages(deadline_ns) WHERE {OVERDUE};
+CREATE INDEX IF NOT EXISTS messages_expiring ON messages(expire_ns) WHERE {EXPIRING};
 -- The link's settlements, per sending party: (party, sequence) is unique forever.
 CREATE TABLE IF NOT EXISTS settlements (
     sender_party TEXT NOT NULL,
@@ -136,6 +166,37 @@ CREATE TABLE IF NOT EXISTS batch_receipts (
 
 class JournalError(Exception):
     """The journal cannot do what was asked (closed, corrupt, or a constraint broken)."""
+
+
+class JournalInUse(JournalError):
+    """Another process holds the journal's lock: one gateway owns one journal."""
+
+
+def lock_path(path: Path) -> Path:
+    """The lock file beside a journal (`jp.db` -> `jp.db.lock`)."""
+    return path.with_name(path.name + ".lock")
+
+
+def take_lock(path: Path) -> int:
+    """Take the exclusive lock of the journal at `path`: returns the lock file's descriptor
+    (closing it releases the lock). Raises `JournalInUse` naming the holder's pid."""
+    lock = lock_path(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        finally:
+            os.close(fd)
+        raise JournalInUse(f"journal {path} is in use by pid {holder}") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    return fd
 
 
 class Txn:
@@ -201,6 +262,16 @@ class _Job:
     future: Future[Any]
 
 
+_WAKE: Any = object()  # wakes the writer for an urgent job (which waits in `_urgent`)
+
+
+def _running(jobs: list[_Job]) -> list[_Job]:
+    """The jobs still wanted: a caller that gave up (its task was cancelled) cancelled its
+    future, so its operation is skipped as if never submitted. Once running, a future cannot
+    be cancelled any more, so every result can be delivered."""
+    return [job for job in jobs if job.future.set_running_or_notify_cancel()]
+
+
 @dataclass
 class JournalStats:
     commits: int = 0
@@ -223,14 +294,26 @@ class Journal:
         self.party = party
         self.max_batch = max_batch
         self.stats = JournalStats()
+        self._lock_fd = take_lock(self.path)
+        try:
+            self._open()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+
+    def _open(self) -> None:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._urgent: deque[_Job] = deque()  # also woken through _jobs, with _WAKE
         self._subscribers: list[_Subscriber] = []
         self._rollback_listeners: list[Callable[[], None]] = []
         self._sub_lock = threading.Lock()
         self._closed = False
+        self._failed = ""  # why writes are refused (the file was deleted or replaced)
         self._write = self._connect()
         self._write.executescript(_SCHEMA)
         self._check_meta()
+        st = os.stat(self.path)
+        self._identity = (st.st_dev, st.st_ino)  # the file opened, for check_file()
         row = self._write.execute(
             "SELECT position, hash FROM entries ORDER BY position DESC LIMIT 1"
         ).fetchone()
@@ -239,7 +322,7 @@ class Journal:
         self._committed_head = (self._head_position, self._head_hash)
         self._read = self._connect()
         self._read_lock = threading.Lock()
-        self._writer = threading.Thread(target=self._run, name=f"journal-{party}", daemon=True)
+        self._writer = threading.Thread(target=self._run, name=f"journal-{self.party}", daemon=True)
         self._writer.start()
 
     def _connect(self) -> sqlite3.Connection:
@@ -274,92 +357,106 @@ class Journal:
         """(entry count, head hash) as of the last commit."""
         return self._committed_head
 
-    def submit(self, operation: Operation[T]) -> Future[T]:
-        """Queue an operation for the next group commit; the future resolves after fsync."""
+    def submit(self, operation: Operation[T], *, urgent: bool = False) -> Future[T]:
+        """Queue an operation for the next group commit; the future resolves after fsync.
+        An `urgent` one cuts the group in progress short (see the module docstring)."""
+        if self._failed:
+            raise JournalError(self._failed)
         if self._closed:
             raise JournalError("the journal is closed")
         future: Future[T] = Future()
-        self._jobs.put(_Job(operation, future))
+        if urgent:
+            self._urgent.append(_Job(operation, future))
+            self._jobs.put(_WAKE)
+        else:
+            self._jobs.put(_Job(operation, future))
         return future
 
     def submit_async(self, operation: Operation[T]) -> asyncio.Future[T]:
         """Queue an operation now; an asyncio future (of the running loop) for its result."""
         return asyncio.wrap_future(self.submit(operation))
 
-    async def run(self, operation: Operation[T]) -> T:
+    async def run(self, operation: Operation[T], *, urgent: bool = False) -> T:
         """Run an operation in the next group commit and wait until it is durable."""
-        return await asyncio.wrap_future(self.submit(operation))
+        return await asyncio.wrap_future(self.submit(operation, urgent=urgent))
 
     def run_sync(self, operation: Operation[T]) -> T:
         return self.submit(operation).result()
 
     def _run(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            batch = [job]
-            stop = False
-            while len(batch) < self.max_batch:
+        carry: list[_Job] = []  # jobs taken but left for the next commit by urgent ones
+        stop = False
+        while not stop or carry or self._urgent:
+            if not stop and not carry and not self._urgent:
+                first = self._jobs.get()
+                if first is None:
+                    stop = True
+                elif first is not _WAKE:
+                    carry += _running([first])
+            while not stop and len(carry) < self.max_batch:
                 try:
                     more = self._jobs.get_nowait()
                 except queue.Empty:
                     break
                 if more is None:
                     stop = True
-                    break
-                batch.append(more)
-            # A caller that gave up (its task was cancelled) cancelled its future: skip its
-            # operation, as if it had never been submitted. Once running, a future cannot be
-            # cancelled any more, so every result below can be delivered.
-            batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
-            if batch:
+                elif more is not _WAKE:
+                    carry += _running([more])
+            if self._failed:
+                for job in carry + self._take_urgent():
+                    job.future.set_exception(JournalError(self._failed))
+                carry = []
+                continue
+            if carry or self._urgent:
                 try:
-                    self._commit(batch)
+                    carry = self._commit(carry)
                 except BaseException as exc:  # never let the writer die silently
                     log.exception("journal writer failed")
-                    for job in batch:
+                    for job in carry:
                         if not job.future.done():
                             job.future.set_exception(JournalError(f"journal writer failed: {exc}"))
-            if stop:
-                return
+                    carry = []
 
-    def _commit(self, batch: list[_Job]) -> None:
+    def _take_urgent(self) -> list[_Job]:
+        taken = []
+        while self._urgent:
+            taken.append(self._urgent.popleft())
+        return _running(taken)
+
+    def _commit(self, batch: list[_Job]) -> list[_Job]:
+        """Run `batch` in one transaction and commit; returns the jobs left for the next
+        commit because urgent ones arrived (they are run at once and committed first)."""
         conn = self._write
         start_head = (self._head_position, self._head_hash)
         results: list[tuple[_Job, Any, BaseException | None, list[Entry]]] = []
+        work = deque(batch)
+        ran: list[_Job] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for job in batch:
-                txn = Txn(self, conn)
-                savepoint_head = (self._head_position, self._head_hash)
-                conn.execute("SAVEPOINT op")
-                try:
-                    value = job.operation(txn)
-                except BaseException as exc:  # the operation's own failure: undo only it
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    self._head_position, self._head_hash = savepoint_head
-                    self._rolled_back()
-                    results.append((job, None, exc, []))
-                    continue
-                conn.execute("RELEASE op")
-                results.append((job, value, None, txn.appended))
+            while work or self._urgent:
+                urgent = self._take_urgent() if self._urgent else []
+                if not urgent and not work:
+                    break  # the urgent ones were cancelled
+                for job in urgent or [work.popleft()]:
+                    ran.append(job)
+                    results.append(self._apply(conn, job))
+                if urgent:
+                    break  # commit now: the urgent ones wait for nothing else
             conn.execute("COMMIT")
-        except BaseException as exc:  # the commit itself failed: nothing of the batch is durable
+        except BaseException as exc:  # the commit itself failed: nothing of it is durable
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             self._head_position, self._head_hash = start_head
             self._rolled_back()
-            for job in batch:
+            for job in ran:
                 if not job.future.done():
                     job.future.set_exception(JournalError(f"journal commit failed: {exc}"))
-            return
+            return list(work)
         self._committed_head = (self._head_position, self._head_hash)
         appended: list[Entry] = []
         self.stats.commits += 1
-        self.stats.operations += len(batch)
-        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        self.stats.operations += len(ran)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(ran))
         for job, value, error, entries in results:
             appended += entries
             if error is not None:
@@ -369,6 +466,25 @@ class Journal:
         self.stats.entries += len(appended)
         if appended:
             self._publish(appended)
+        return list(work)
+
+    def _apply(
+        self, conn: sqlite3.Connection, job: _Job
+    ) -> tuple[_Job, Any, BaseException | None, list[Entry]]:
+        """Run one job's operation in its own savepoint: its failure undoes only it."""
+        txn = Txn(self, conn)
+        savepoint_head = (self._head_position, self._head_hash)
+        conn.execute("SAVEPOINT op")
+        try:
+            value = job.operation(txn)
+        except BaseException as exc:
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+            self._head_position, self._head_hash = savepoint_head
+            self._rolled_back()
+            return (job, None, exc, [])
+        conn.execute("RELEASE op")
+        return (job, value, None, txn.appended)
 
     def on_rollback(self, callback: Callable[[], None]) -> None:
         """Call `callback()` on the writer thread whenever writes are rolled back, so caches
@@ -391,6 +507,45 @@ class Journal:
         self._write.close()
         with self._read_lock:
             self._read.close()
+        os.close(self._lock_fd)  # releases the lock
+
+    # ------------------------------------------------------------------ the file itself
+
+    def check_file(self) -> str:
+        """Whether the journal's path still names the file opened: "" if so, else what
+        happened to it (deleted, or replaced by another file). A few microseconds: call it on
+        a timer, never per write."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return f"journal {self.path} was deleted while the gateway was running"
+        except OSError as exc:
+            return f"journal {self.path} cannot be checked: {exc}"
+        if (st.st_dev, st.st_ino) != self._identity:
+            return f"journal {self.path} was replaced by another file while the gateway was running"
+        return ""
+
+    @property
+    def failed(self) -> str:
+        return self._failed
+
+    def fail(self, reason: str) -> None:
+        """Refuse every write from now on (those already queued fail too): the file this
+        journal writes is no longer the journal, so nothing more may be reported durable."""
+        self._failed = self._failed or reason
+
+    def announce(
+        self, kind: Kind, data: dict[str, Any], event_for: Callable[[Entry], object]
+    ) -> Entry:
+        """Publish to subscribers an entry that is NOT journaled, with its event: for an alarm
+        that cannot be journaled because the journal itself is gone. It takes the position
+        after the head, so a watcher's cursor moves past it; the gateway stops right after."""
+        position, head = self._committed_head
+        body = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+        entry = Entry(position + 1, kind, time.time_ns(), "", "", 0, body, head, b"")
+        entry = replace(entry, event=event_for(entry))
+        self._publish([entry])
+        return entry
 
     # ------------------------------------------------------------------ subscribers
 
@@ -451,17 +606,6 @@ class Journal:
             "SELECT MAX(sequence) FROM settlements WHERE sender_party = ?", (sender_party,)
         ).fetchone()
         return int(row[0] or 0)
-
-    def seen_index(self) -> dict[str, link.Seen]:
-        """Every message id in the journal: received ones with their sequence and digest,
-        our own with sequence 0 (the receiving end's in-memory duplicate index)."""
-        rows = self.query("SELECT message_id, direction, sequence, digest FROM messages")
-        return {
-            r["message_id"]: link.Seen(r["sequence"], bytes(r["digest"]))
-            if r["direction"] == operator_pb2.DIRECTION_INBOUND
-            else link.Seen(0)
-            for r in rows
-        }
 
     def _archived(self, rows: list[sqlite3.Row], sender_party: str) -> list[link.BatchReceipt]:
         return [

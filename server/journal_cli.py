@@ -13,14 +13,27 @@ from google.protobuf import json_format
 from certs.errors import CertsError
 from certs.pki import PartyPaths, load_certificate
 from hotline.journal_file import JournalFileError, JournalReader, Kind
-from hotline.journal_verify import VerifyReport, check_witnessed, journal_party, verify_journal
+from hotline.journal_verify import (
+    VerifyReport,
+    check_index,
+    check_peer_holds,
+    check_witnessed,
+    journal_party,
+    verify_journal,
+)
 from hotline.v1 import common_pb2, envelope_pb2, peer_link_pb2
 
 VERIFY_EPILOG = """\
 Checks, in order: the hash chain (every entry links to the one before and is unaltered), every
 signature (envelopes, receipts, checkpoints) against signing certificates that chain to the
-given CAs, and, with --peer-journal, that the checkpoints each side witnessed of the other
-match the other journal. Prints the first bad entry and exits 1 if anything is wrong.
+given CAs, and the index tables operators are served from (messages, settlements, batch
+receipts), recomputed from the chain: every row that disagrees is listed. With --peer-journal,
+also that the checkpoints each side witnessed of the other match the other journal, and that
+each journal holds everything the other holds of it (our signed messages the peer received,
+our batch receipts it was given): a journal that was reset, truncated or replaced is found
+even if no checkpoint was ever exchanged. Prints what is wrong and exits 1 if anything is.
+Run it on a stopped gateway's journal for the index check (a live one may commit between
+reads and show a row out of step).
 
 Examples:
   hotline journal verify jp.db --ca pki/jp/ca.crt --ca pki/tw/ca.crt
@@ -82,10 +95,18 @@ def run_verify(args: argparse.Namespace) -> int:
     peer_report = None
     if args.peer_journal is not None:
         peer_report = verify_journal(args.peer_journal, cas)  # type: ignore[arg-type]
+        # What each holds of the other first (it names the messages lost, and needs no
+        # checkpoint), each only against a journal whose signatures verified.
+        if peer_report.ok:
+            check_peer_holds(report, args.peer_journal)
+        if report.ok:
+            check_peer_holds(peer_report, args.path)
         check_witnessed(report, args.peer_journal)
         if peer_report.ok:
             check_witnessed(peer_report, args.path)
     reports = [r for r in (report, peer_report) if r is not None]
+    for r in reports:
+        check_index(r, cas)  # type: ignore[arg-type]
     if args.json:
         print(json.dumps([_as_json(r) for r in reports], indent=2))
     else:
@@ -95,8 +116,17 @@ def run_verify(args: argparse.Namespace) -> int:
                 f"{r.path}: {verdict} party {r.party}: {r.entries} entries, "
                 f"{r.signatures_checked} signatures, {r.checkpoints_matched} witnessed checkpoints; head {r.head_hash[:16]}"
             )
-            if not r.ok:
+            if r.problem and r.first_bad is not None:
                 print(f"  first bad entry: {r.first_bad}: {r.problem}")
+            elif r.problem:
+                print(f"  {r.problem}")
+            if r.index_rows_checked or r.index_problems:
+                verdict = "BAD" if r.index_problems else "OK"
+                print(f"  index tables: {verdict}: {r.index_rows_checked} rows recomputed")
+            for line in r.index_problems:
+                print(f"  index: {line}")
+            if r.index_problems_more:
+                print(f"  index: ... and {r.index_problems_more} more rows that disagree")
     return 0 if all(r.ok for r in reports) else 1
 
 
@@ -112,6 +142,9 @@ def _as_json(report: VerifyReport) -> dict[str, object]:
         "kinds": report.kinds,
         "first_bad": report.first_bad,
         "problem": report.problem,
+        "index_rows_checked": report.index_rows_checked,
+        "index_problems": report.index_problems,
+        "index_problems_more": report.index_problems_more,
     }
 
 

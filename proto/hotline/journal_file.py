@@ -17,7 +17,9 @@ sits below the gateway and the operator client. Besides the gateway's own journa
 modules, this is the only module that speaks SQL: no reader of a journal file writes any.
 
 The reader reads the chain (`meta`, `entries`) and the link's settlements (`settlements`), the
-tables every journal schema has held; the gateway's other tables are its own index.
+tables every journal schema has held; the gateway's other tables are its own index, which the
+reader returns as raw rows (`index_rows`) only for `hotline journal verify` to recompute them
+from the chain and compare.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class Kind(StrEnum):
     ACKNOWLEDGED = "acknowledged"  # body: JSON; our operator acknowledged an inbound message
     ESCALATION = "escalation"  # body: JSON; our outbound message passed its deadline unanswered
     REALERT = "realert"  # body: JSON; an inbound message passed its deadline unacknowledged
+    EXPIRED = "expired"  # body: JSON; an unanswered message passed its expire_time (no more
+    # escalations or re-alerts for it)
     LINK_UP = "link-up"  # body: JSON {direction, detail}
     LINK_DOWN = "link-down"  # body: JSON {direction, detail}
     SECURITY = "security"  # body: JSON; a refused connection or call
@@ -229,6 +233,21 @@ class JournalReader:
             for p, s, m, o in self._rows(sql + " ORDER BY sender_party, sequence", params)
         ]
 
+    def index_rows(self, table: str) -> list[dict[str, Any]]:
+        """Every row of one of the gateway's index tables (`messages`, `settlements`,
+        `batch_receipts`), as column -> value: what `journal verify` compares with the chain."""
+        if table not in INDEX_TABLES:
+            raise ValueError(f"not an index table: {table}")
+        cursor = self._conn.cursor()
+        try:
+            cursor.execute(f"SELECT * FROM {table}")  # a fixed name, checked above
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        except sqlite3.Error as exc:
+            raise JournalFileError(f"cannot read journal {self.path}: {exc}") from exc
+
+
+INDEX_TABLES = ("messages", "settlements", "batch_receipts")
 
 # ---------------------------------------------------------------------- the chain
 

@@ -6,7 +6,15 @@ accepted only if it chains to the CA of the party it signs for.
 
 With the peer's journal as well, the checkpoints each side signed of its own journal and sent
 to the other are compared with the other journal's chain: a journal rewritten or truncated after
-a checkpoint was witnessed no longer matches the head hash the peer holds.
+a checkpoint was witnessed no longer matches the head hash the peer holds. And, whether or not a
+checkpoint was ever exchanged, the peer's journal is searched for what it holds *of ours*: our
+signed messages it received and our signed batch receipts it was given; any our journal lacks
+means our journal was reset, truncated or replaced (`check_peer_holds`).
+
+`check_index` recomputes the gateway's index tables (`messages`, `settlements`,
+`batch_receipts`), which operators are served from, from the chain, and reports every row that
+disagrees: a row edited to show a message ACKNOWLEDGED, a settlement that no entry records,
+a batch receipt not signed by us or settling other messages than the chain holds.
 
 `hotline journal verify` (`server.journal_cli`) and the simulator's integrity check
 (`sim.integrity`) both run it, so it sits in the protocol package beside the journal file's
@@ -15,21 +23,29 @@ format, and reads journals only through its read-only `JournalReader`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
+from hotline import lifecycle
 from hotline.errors import SignatureError
 from hotline.journal_file import Entry, JournalFileError, JournalReader, Kind, verify_chain
+from hotline.link import ReceiptItem, RejectionItem
 from hotline.signing import (
     PAYLOAD_TYPE_CHECKPOINT,
     PAYLOAD_TYPE_ENVELOPE,
     PAYLOAD_TYPE_RECEIPT,
     KeyRing,
+    sha256,
 )
-from hotline.v1 import common_pb2, envelope_pb2, peer_link_pb2
+from hotline.v1 import common_pb2, envelope_pb2, operator_pb2, peer_link_pb2
+from hotline.wire import batch_receipt_from_bytes
+
+MAX_INDEX_PROBLEMS = 1000  # rows reported by check_index; the rest are counted
 
 
 @dataclass
@@ -43,10 +59,13 @@ class VerifyReport:
     kinds: dict[str, int] = field(default_factory=dict)
     first_bad: int | None = None
     problem: str = ""
+    index_rows_checked: int = 0
+    index_problems: list[str] = field(default_factory=list)
+    index_problems_more: int = 0  # beyond MAX_INDEX_PROBLEMS
 
     @property
     def ok(self) -> bool:
-        return self.first_bad is None and not self.problem
+        return self.first_bad is None and not self.problem and not self.index_problems
 
     def fail(self, position: int | None, problem: str) -> VerifyReport:
         if self.ok:
@@ -204,3 +223,346 @@ def check_witnessed(report: VerifyReport, witness_path: Path) -> VerifyReport:
             )
         report.checkpoints_matched += 1
     return report
+
+
+# ---------------------------------------------------------------------- what the peer holds of ours
+
+
+def check_peer_holds(report: VerifyReport, peer_path: Path, *, examples: int = 3) -> VerifyReport:
+    """Find what the peer's journal holds of ours that our journal lacks.
+
+    The peer's journal holds our signed envelopes (its MESSAGE_IN entries from our party) and
+    the batch receipts we signed for its batches (its RECEIPT entries): each must be in our
+    journal, as a MESSAGE_OUT and as the MESSAGE_IN / REFUSED_INBOUND entries the receipt
+    settles. Anything missing means our journal lost history; unlike the checkpoint
+    comparison, this needs no checkpoint to have been exchanged. Verify the peer's journal
+    first: only its verified signatures make this evidence. Safe on live journals: the peer's
+    is read first, and everything it holds of ours was durable here before it got it.
+    """
+    if not report.ok:
+        return report
+    ours = report.party
+    try:
+        with JournalReader(peer_path) as peer:
+            peer_party = peer.party()
+            sent = [
+                (e.position, e.message_id)
+                for e in peer.entries([Kind.MESSAGE_IN])
+                if e.party == ours
+            ]
+            receipted: list[tuple[int, int, str]] = []  # (peer position, sequence, id)
+            for e in peer.entries([Kind.RECEIPT]):
+                if e.party != ours:
+                    continue
+                receipt = batch_receipt_from_bytes(
+                    e.body, receiver_party=ours, sender_party=peer_party
+                )
+                items: list[ReceiptItem | RejectionItem] = [
+                    *receipt.receipts,
+                    *receipt.rejections,
+                ]
+                receipted += [(e.position, i.sequence, i.message_id) for i in items]
+        with JournalReader(report.path) as journal:
+            out_ids = {e.message_id for e in journal.entries([Kind.MESSAGE_OUT])}
+            settled_in = {
+                e.sequence
+                for e in journal.entries([Kind.MESSAGE_IN, Kind.REFUSED_INBOUND])
+                if e.party == peer_party
+            }
+    except (JournalFileError, ValueError) as exc:
+        return report.fail(None, f"cannot compare with the peer's journal: {exc}")
+    lost = [(p, m) for p, m in sent if m not in out_ids]
+    if lost:
+        shown = ", ".join(f"{m} (its entry {p})" for p, m in lost[:examples])
+        return report.fail(
+            None,
+            f"the peer's journal holds {len(lost)} message(s) signed by {ours} that this "
+            f"journal lacks, e.g. {shown}: this journal was reset, truncated or replaced",
+        )
+    unreceipted = sorted({(s, p) for p, s, _ in receipted if s not in settled_in})
+    if unreceipted:
+        sequence, position = unreceipted[0]
+        return report.fail(
+            None,
+            f"the peer's journal holds batch receipts signed by {ours} for "
+            f"{len(unreceipted)} sequence(s) of its messages that this journal does not "
+            f"hold, from sequence {sequence} (its entry {position}): this journal was reset, "
+            "truncated or replaced",
+        )
+    return report
+
+
+# ---------------------------------------------------------------------- the index tables
+
+_OUT = operator_pb2.DIRECTION_OUTBOUND
+_IN = operator_pb2.DIRECTION_INBOUND
+_JOURNALED = operator_pb2.DELIVERY_STATE_JOURNALED
+_DELIVERED = operator_pb2.DELIVERY_STATE_DELIVERED
+_ACKNOWLEDGED = operator_pb2.DELIVERY_STATE_ACKNOWLEDGED
+_REJECTED = operator_pb2.DELIVERY_STATE_REJECTED
+_BODY_TYPES = {
+    f.name: index
+    for index, f in enumerate(envelope_pb2.Envelope.DESCRIPTOR.oneofs_by_name["body"].fields, 1)
+}
+# The `messages` columns recomputed from the chain (others, such as deadlines that depend on the
+# gateway's configuration, are not compared).
+_COMPARED = (
+    "direction",
+    "sender_party",
+    "body_type",
+    "precedence",
+    "status",
+    "state",
+    "position",
+    "journal_time_ns",
+    "sequence",
+    "digest",
+    "escalated",
+    "rejection_reason",
+    "action",
+    "refers_to",
+    "expire_ns",
+    "expired",
+)
+
+
+def _state_name(value: object) -> str:
+    try:
+        return operator_pb2.DeliveryState.Name(int(value))  # type: ignore[call-overload]
+    except (ValueError, TypeError):
+        return repr(value)
+
+
+def _display(column: str, value: object) -> str:
+    if column == "state":
+        return _state_name(value)
+    if isinstance(value, bytes):
+        return value.hex()[:16]
+    return repr(value)
+
+
+@dataclass
+class _Expected:
+    """What the chain says the index holds."""
+
+    messages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    acks: dict[str, set[str]] = field(default_factory=dict)  # message id -> acknowledgements
+    settlements: dict[tuple[str, int], tuple[str, str]] = field(default_factory=dict)
+
+
+def _envelope(entry: Entry) -> tuple[envelope_pb2.Envelope, bytes]:
+    signed = common_pb2.SignedPayload()
+    signed.ParseFromString(entry.body)
+    return envelope_pb2.Envelope.FromString(signed.payload), sha256(signed.payload)
+
+
+def expected_index(entries: Iterable[Entry], party: str) -> _Expected:
+    """Replay the chain as the gateway's store applies it (`server.store`): the index rows
+    each entry implies, in journal order."""
+    want = _Expected()
+    rows = want.messages
+
+    def acknowledged(
+        target: str, ack_id: str, direction: int, from_states: tuple[int, ...]
+    ) -> None:
+        row = rows.get(target)
+        want.acks.setdefault(target, set()).add(ack_id)
+        if row is not None and row["direction"] == direction and row["state"] in from_states:
+            row["state"] = _ACKNOWLEDGED
+
+    for e in entries:
+        if e.kind in (Kind.MESSAGE_OUT, Kind.MESSAGE_IN):
+            envelope, digest = _envelope(e)
+            inbound = e.kind is Kind.MESSAGE_IN
+            refers_to = lifecycle.reference_of(envelope)
+            if envelope.WhichOneof("body") == "acknowledgement":
+                refers_to = envelope.acknowledgement.acknowledged_message_id
+            expires = lifecycle.expire_ns(envelope)
+            rows[e.message_id] = {
+                "direction": _IN if inbound else _OUT,
+                "sender_party": envelope.sender_party,
+                "body_type": _BODY_TYPES.get(envelope.WhichOneof("body") or "", 0),
+                "precedence": envelope.precedence,
+                "status": envelope.status,
+                "state": _DELIVERED if inbound else _JOURNALED,
+                "position": e.position,
+                "journal_time_ns": e.time_ns,
+                "sequence": e.sequence if inbound else 0,
+                "digest": digest,
+                "escalated": 0,
+                "rejection_reason": "",
+                "action": envelope.action,
+                "refers_to": refers_to,
+                "expire_ns": expires,
+                "expired": int(lifecycle.is_expired(expires, e.time_ns)),
+            }
+            if inbound:
+                want.settlements[(e.party, e.sequence)] = (e.message_id, "receipt")
+                if envelope.WhichOneof("body") == "acknowledgement":
+                    target = envelope.acknowledgement.acknowledged_message_id
+                    # the peer's answer to one of ours: the latest stands
+                    acknowledged(
+                        target, e.message_id, _OUT, (_JOURNALED, _DELIVERED, _ACKNOWLEDGED)
+                    )
+        elif e.kind is Kind.ACKNOWLEDGED:
+            # our operator's answer to an inbound message: the latest stands
+            ack_id = str(e.json_body().get("acknowledgement", ""))
+            acknowledged(e.message_id, ack_id, _IN, (_JOURNALED, _DELIVERED, _ACKNOWLEDGED))
+        elif e.kind is Kind.DELIVERED:
+            row = rows.get(e.message_id)
+            if row is not None and row["direction"] == _OUT:
+                if row["state"] == _JOURNALED:
+                    row["state"] = _DELIVERED
+                row["sequence"] = e.sequence
+            want.settlements.setdefault((party, e.sequence), (e.message_id, "receipt"))
+        elif e.kind is Kind.REFUSED_BY_PEER:
+            reason = str(e.json_body().get("reason", ""))
+            row = rows.get(e.message_id)
+            if row is not None and row["direction"] == _OUT:
+                row.update(state=_REJECTED, sequence=e.sequence, rejection_reason=reason)
+            want.settlements.setdefault((party, e.sequence), (e.message_id, reason))
+        elif e.kind is Kind.REFUSED_INBOUND:
+            reason = str(e.json_body().get("reason", ""))
+            want.settlements[(e.party, e.sequence)] = (e.message_id, reason)
+        elif e.kind in (Kind.ESCALATION, Kind.REALERT):
+            row = rows.get(e.message_id)
+            if row is not None:
+                row["escalated"] = 1
+        elif e.kind is Kind.EXPIRED:
+            row = rows.get(e.message_id)
+            if row is not None:
+                row["expired"] = 1
+    return want
+
+
+def check_index(report: VerifyReport, cas: Iterable[x509.Certificate] = ()) -> VerifyReport:
+    """Recompute the index tables from the chain; add every row that disagrees to
+    `report.index_problems`. Run it on a verified chain (it trusts the entries), on a
+    journal no gateway is writing (a live journal may commit between the two reads)."""
+    if not report.ok:
+        return report
+    problems: list[str] = []
+    try:
+        with JournalReader(report.path) as journal:
+            party = journal.party()
+            entries = list(journal.entries())
+            want = expected_index(entries, party)
+            messages = journal.index_rows("messages")
+            settlements = journal.index_rows("settlements")
+            batch_receipts = journal.index_rows("batch_receipts")
+    except (JournalFileError, ValueError) as exc:
+        return report.fail(None, f"cannot recompute the index tables: {exc}")
+    report.index_rows_checked = len(messages) + len(settlements) + len(batch_receipts)
+    problems += _compare_messages(want, messages)
+    problems += _compare_settlements(want, settlements)
+    trusted = list(cas)
+    keyring = KeyRing(trusted) if trusted else None  # without CAs, signatures are not checked
+    for entry in entries:
+        if keyring is not None and entry.kind is Kind.KEY:
+            with contextlib.suppress(SignatureError):  # verify_journal reported it
+                keyring.add_der(entry.body)
+    problems += _compare_batch_receipts(want, batch_receipts, party, keyring)
+    report.index_problems = problems[:MAX_INDEX_PROBLEMS]
+    report.index_problems_more = max(0, len(problems) - MAX_INDEX_PROBLEMS)
+    return report
+
+
+def _compare_messages(want: _Expected, rows: list[dict[str, Any]]) -> list[str]:
+    problems: list[str] = []
+    held: set[str] = set()
+    for row in sorted(rows, key=lambda r: (r.get("position") or 0, str(r.get("message_id")))):
+        message_id = str(row.get("message_id"))
+        held.add(message_id)
+        expected = want.messages.get(message_id)
+        if expected is None:
+            problems.append(f"messages row {message_id}: no message entry in the chain")
+            continue
+        for column in _COMPARED:
+            value = row.get(column)
+            if isinstance(value, memoryview):
+                value = bytes(value)
+            if value != expected[column]:
+                problems.append(
+                    f"messages row {message_id}: {column} is {_display(column, value)}, "
+                    f"the chain says {_display(column, expected[column])}"
+                )
+        ack = str(row.get("ack_message_id") or "")
+        acks = want.acks.get(message_id, set())
+        if row.get("state") == _ACKNOWLEDGED and ack not in acks:
+            problems.append(
+                f"messages row {message_id}: acknowledged by {ack or 'nothing'}, but the "
+                "chain holds no such acknowledgement of it"
+            )
+        elif ack and ack not in acks:
+            problems.append(
+                f"messages row {message_id}: ack_message_id is {ack}, which the chain does "
+                "not hold as an acknowledgement of it"
+            )
+    for message_id, expected in sorted(want.messages.items(), key=lambda i: i[1]["position"]):
+        if message_id not in held:
+            problems.append(
+                f"messages row {message_id} is missing (journaled at entry {expected['position']})"
+            )
+    return problems
+
+
+def _compare_settlements(want: _Expected, rows: list[dict[str, Any]]) -> list[str]:
+    problems: list[str] = []
+    held: set[tuple[str, int]] = set()
+    for row in sorted(rows, key=lambda r: (str(r["sender_party"]), int(r["sequence"]))):
+        key = (str(row["sender_party"]), int(row["sequence"]))
+        held.add(key)
+        got = (str(row["message_id"]), str(row["outcome"]))
+        expected = want.settlements.get(key)
+        name = f"settlements row {key[0]} sequence {key[1]}"
+        if expected is None:
+            problems.append(f"{name}: no entry in the chain settles it")
+        elif got != expected:
+            problems.append(
+                f"{name}: {got[1]} of {got[0] or 'an unreadable message'}, the chain says "
+                f"{expected[1]} of {expected[0] or 'an unreadable message'}"
+            )
+    for key in sorted(set(want.settlements) - held):
+        problems.append(f"settlements row {key[0]} sequence {key[1]} is missing")
+    return problems
+
+
+def _compare_batch_receipts(
+    want: _Expected, rows: list[dict[str, Any]], party: str, keyring: KeyRing | None
+) -> list[str]:
+    """Each batch receipt we signed for the peer's batches: signed by us, and settling what
+    the chain says was settled; every inbound settlement covered by one."""
+    problems: list[str] = []
+    covered: set[tuple[str, int]] = set()
+    for row in sorted(rows, key=lambda r: (str(r["sender_party"]), int(r["first_sequence"]))):
+        sender, first = str(row["sender_party"]), int(row["first_sequence"])
+        name = f"batch_receipts row {sender} {first}..{row['last_sequence']}"
+        raw = bytes(row["receipt"])
+        try:
+            if keyring is not None:
+                signed = common_pb2.SignedPayload.FromString(raw)
+                keyring.verify(signed, payload_type=PAYLOAD_TYPE_RECEIPT, party=party)
+            receipt = batch_receipt_from_bytes(raw, receiver_party=party, sender_party=sender)
+        except Exception as exc:
+            problems.append(f"{name}: not a batch receipt signed by {party}: {exc}")
+            continue
+        if (receipt.first_sequence, receipt.last_sequence) != (first, int(row["last_sequence"])):
+            problems.append(
+                f"{name}: the signed receipt covers "
+                f"{receipt.first_sequence}..{receipt.last_sequence}"
+            )
+        items: list[ReceiptItem | RejectionItem] = [*receipt.receipts, *receipt.rejections]
+        for item in items:
+            key = (sender, item.sequence)
+            covered.add(key)
+            outcome = item.reason.name if isinstance(item, RejectionItem) else "receipt"
+            expected = want.settlements.get(key)
+            if expected is None or expected != (item.message_id, outcome):
+                problems.append(
+                    f"{name}: settles sequence {item.sequence} as {outcome} of "
+                    f"{item.message_id or 'an unreadable message'}, the chain says "
+                    + (f"{expected[1]} of {expected[0]}" if expected else "nothing")
+                )
+    for key in sorted(k for k in want.settlements if k[0] != party and k not in covered):
+        problems.append(f"no batch receipt row covers sequence {key[1]} from {key[0]}")
+    return problems

@@ -10,6 +10,11 @@ only after every earlier batch is durable) and the duplicate index live in the c
 Only one stream per peer is served at a time: a new Hello makes the core start a new stream;
 the older stream is ended with ABORTED, its batches still become durable, and the new
 stream's Welcome waits for them.
+
+A Hello whose `last_receipted_sequence` is beyond what our journal holds means the peer holds
+our batch receipts for batches our journal lost: the stream ends with DATA_LOSS (every time
+the peer dials), and `on_data_loss` is told once per distinct claim, so the gateway journals
+one DATA_LOSS security entry, not one per reconnect.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from hotline.acceptance import Acceptance
 from hotline.errors import ProtocolError, SignatureError
 from hotline.signing import KeyRing, Signer
 from hotline.v1 import peer_link_pb2, peer_link_pb2_grpc
+from server.journal import JournalError
 from server.peerlink.checkpoints import PeerCheckpoints
 from server.peerlink.status import LinkStatus, printable
 from server.store import Store
@@ -36,6 +42,7 @@ from server.store import Store
 log = logging.getLogger("hotline.link.in")
 
 LinkNotice = Callable[[bool, str], Awaitable[None]]
+DataLossNotice = Callable[[str], Awaitable[None]]
 Context = grpc.aio.ServicerContext[peer_link_pb2.PushRequest, peer_link_pb2.PushResponse]
 
 _CODES = {end: getattr(grpc.StatusCode, end.value) for end in link.StreamEnd}
@@ -43,7 +50,7 @@ _CODES = {end: getattr(grpc.StatusCode, end.value) for end in link.StreamEnd}
 
 @dataclass(frozen=True)
 class _End:
-    """Ends a stream: with a status code, or cleanly (None) when the link went down."""
+    """Ends a stream: with a status code, or with OK (None) after the peer half-closed it."""
 
     code: grpc.StatusCode | None
     detail: str
@@ -63,12 +70,15 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
         on_link: LinkNotice,
         heartbeat_interval: float,
         dead_after: float,
+        on_data_loss: DataLossNotice | None = None,
     ) -> None:
         self._store = store
         self._keyring = keyring
         self._signer = signer
         self._certs = signing_certificates
         self._on_link = on_link
+        self._on_data_loss = on_data_loss
+        self._data_loss_told: set[str] = set()
         self._heartbeat_interval = heartbeat_interval
         self._dead_after = dead_after
         self.core = link.InboundLink(
@@ -102,6 +112,7 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
         try:
             stream = self.core.hello(hello, time.time())
         except link.PeerViolation as exc:
+            self._data_loss(exc)
             await context.abort(_CODES[exc.end], str(exc))
         for older, previous in self._streams.items():
             previous.put_nowait(_End(grpc.StatusCode.ABORTED, f"replaced by stream {stream}"))
@@ -267,11 +278,22 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
                     self.core.persisted(token, future.result())
                     self.status.last_sequence = self.core.durable_sequence
             except link.PeerViolation as exc:  # a Welcome released now may refuse the Hello
+                self._data_loss(exc)
                 self._end_current(_CODES[exc.end], str(exc))
             self._pump()
 
         self._background.add(durable)
         durable.add_done_callback(done)
+
+    def _data_loss(self, violation: link.PeerViolation) -> None:
+        """Our journal lost what the peer holds of it: tell the gateway (once per claim)."""
+        detail = str(violation)
+        if violation.end is not link.StreamEnd.DATA_LOSS or detail in self._data_loss_told:
+            return
+        self._data_loss_told.add(detail)
+        log.critical("DATA LOSS on the inbound link from %s: %s", self.peer_party, detail)
+        if self._on_data_loss is not None:
+            self._background_task(self._on_data_loss(detail))
 
     def _end_current(self, code: grpc.StatusCode | None, detail: str) -> None:
         queue = self._streams.get(self.core.stream)
@@ -293,14 +315,21 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
                 )
             )
         elif isinstance(event, link.LinkDown):
-            self._end_current(None, event.reason)
-        else:
+            self._end_current(grpc.StatusCode.UNAVAILABLE, f"link down: {event.reason}")
+        elif isinstance(event, link.Measured):  # (JournalLost is the sending end's)
             self.status.rtt, self.status.clock_offset = event.rtt, event.clock_offset
 
     def _background_task(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def shutdown(self) -> None:
+        """End every stream with UNAVAILABLE (the gateway is stopping); the journal writes
+        already started still finish (`drain`), and their batch receipts go out in the next
+        Welcome."""
+        for queue in self._streams.values():
+            queue.put_nowait(_End(grpc.StatusCode.UNAVAILABLE, "the gateway is shutting down"))
 
     async def drain(self) -> None:
         """Wait for the journal writes and notices already submitted (for a clean stop)."""
@@ -309,4 +338,7 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
 
     async def _checkpoint(self, checkpoint: peer_link_pb2.Checkpoint) -> None:
         # verified, witnessed and journaled; a bad one is journaled as a SECURITY entry
-        await self._checkpoints.receive(checkpoint)
+        try:
+            await self._checkpoints.receive(checkpoint)
+        except JournalError as exc:  # e.g. the journal file is gone: the gateway is stopping
+            log.error("could not journal a checkpoint from %s: %s", self.peer_party, exc)

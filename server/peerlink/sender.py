@@ -20,6 +20,11 @@ attempt fails like a lost connection, and each distinct reason is logged and, fo
 certificate, reported to `on_peer_refused` once, not on every retry. `redial(error)` ends the
 connection in progress so that the next attempt checks again (the gateway calls it when a
 reloaded revocation list lists the certificate checked before the current connection).
+
+When a Welcome shows that the peer holds messages of ours our journal has no record of (the
+core's `JournalLost`: our journal was deleted, replaced or restored from an old copy), the
+connection ends, `on_journal_lost` is told once, and the sender stops dialling: nothing more
+is pushed until the journal is recovered and the gateway restarted (`held` says why).
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ log = logging.getLogger("hotline.link.out")
 LinkNotice = Callable[[bool, str], Awaitable[None]]
 SecurityNotice = Callable[[str], Awaitable[None]]
 PeerRefusedNotice = Callable[[PeerCertificateRefused], Awaitable[None]]
+URGENT_RANK = common_pb2.PRECEDENCE_IMMEDIATE  # this precedence and higher are sent at once
+JournalLostNotice = Callable[[link.JournalLost], Awaitable[None]]
 Call = grpc.aio.StreamStreamCall[peer_link_pb2.PushRequest, peer_link_pb2.PushResponse]
 
 
@@ -73,6 +80,7 @@ class PeerSender:
         checkpoint_interval: float = 60.0,
         vet_peer: Callable[[], Awaitable[object]] | None = None,
         on_peer_refused: PeerRefusedNotice | None = None,
+        on_journal_lost: JournalLostNotice | None = None,
     ) -> None:
         self.party = party
         self.peer_party = peer_party
@@ -102,6 +110,7 @@ class PeerSender:
         self._stop = asyncio.Event()
         self._vet_peer = vet_peer
         self._on_peer_refused = on_peer_refused
+        self._on_journal_lost = on_journal_lost
         self._vet_failure = ""  # the last reason vetting failed, so each is reported once
         self._redial: PeerCertificateError | None = None
 
@@ -130,13 +139,27 @@ class PeerSender:
         return core
 
     def enqueue(self, message: link.Outgoing) -> None:
-        """A message was journaled: push it as soon as its lane allows."""
+        """A message was journaled: push it as soon as its lane allows.
+
+        FLASH and IMMEDIATE go out from here, at once (the driver task would run only after
+        everything already queued on a busy event loop); the lower precedences are left to the
+        driver, so that messages journaled together leave in one batch."""
         self.link.enqueue(message)
-        self._wake.set()
+        if message.rank <= URGENT_RANK and self._queue is not None:
+            self.link.tick(time.time())
+            self._pump()
+        else:
+            self._wake.set()
 
     @property
     def queue_depth(self) -> int:
         return self.link.queue_depth
+
+    @property
+    def held(self) -> str:
+        """Why sending is held ("" if it is not): our journal lost history the peer holds."""
+        lost = self.link.lost
+        return "" if lost is None else lost.detail
 
     # ------------------------------------------------------------------ connections
 
@@ -183,6 +206,9 @@ class PeerSender:
                 log.warning("link to %s down: %s", self.peer_party, printable(reason))
             else:
                 self.status.detail = reason
+            if self.link.lost is not None:
+                await self._journal_lost(self.link.lost)
+                return
             if self._failed_settlement is not None:
                 # a settlement could not be journaled: rebuild our view from the journal
                 self._failed_settlement = None
@@ -193,6 +219,19 @@ class PeerSender:
             attempt = 0 if lasted else attempt + 1
             delay = min(self._reconnect_max, self._reconnect_min * 2 ** min(attempt, 16))
             await asyncio.sleep(random.uniform(0, delay) if attempt else self._reconnect_min / 2)
+
+    async def _journal_lost(self, lost: link.JournalLost) -> None:
+        """Hold the sending end: report once, then dial no more (until a restart)."""
+        self.status.detail = f"sending held: {lost.detail}"
+        log.critical(
+            "DATA LOSS: %s. Sending to %s is held: no message is pushed and Send is refused "
+            'until this journal is recovered (see README: "Recovering a lost journal") and '
+            "the gateway restarted",
+            printable(lost.detail),
+            self.peer_party,
+        )
+        if self._on_journal_lost is not None:
+            await self._on_journal_lost(lost)
 
     async def _vet(self) -> None:
         """Check the peer before the channel is used; raise `PeerCertificateError` if it fails."""
@@ -345,6 +384,9 @@ class PeerSender:
             self._wake.set()  # the first checkpoint goes out now
         elif isinstance(event, link.LinkDown):
             self._down = event.reason
+            self._wake.set()
+        elif isinstance(event, link.JournalLost):
+            self._down = f"sending held: {event.detail}"
             self._wake.set()
         else:
             self.status.rtt = event.rtt

@@ -168,3 +168,28 @@ def test_the_reader_sees_what_the_gateway_journaled_and_refuses_what_is_not_a_jo
         JournalReader(tmp_path / "notes.txt") as reader,
     ):
         reader.party()
+
+
+def test_a_journal_is_locked_by_its_owner_and_knows_when_its_file_is_replaced(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    from server.journal import JournalInUse
+
+    journal = Journal(tmp_path / "j.db", party="JP")
+    try:
+        with pytest.raises(JournalInUse, match=f"is in use by pid {os.getpid()}"):
+            Journal(tmp_path / "j.db", party="JP")
+        assert journal.check_file() == ""
+        (tmp_path / "other.db").write_bytes(b"")
+        os.replace(tmp_path / "other.db", tmp_path / "j.db")
+        assert "was replaced by another file" in journal.check_file()
+        journal.fail("the file was replaced")
+        with pytest.raises(JournalError, match="the file was replaced"):
+            journal.run_sync(_append(Kind.LINK_UP, b"{}"))
+    finally:
+        journal.close()
+    (tmp_path / "j.db").unlink()
+    again = Journal(tmp_path / "j.db", party="JP")  # the lock went with the first owner
+    again.close()

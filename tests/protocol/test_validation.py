@@ -432,6 +432,7 @@ def test_multiline_parses_as_a_clause() -> None:
     assert spec.clauses == (Length("chars", 1, 4000), Multiline())
 
 
+@pytest.mark.must("VAL-6")
 @pytest.mark.parametrize(
     "control", ["\x00", "\x07", "\x1b", "\r", "\x0b", "\x0c", "\x7f", "\x85", "\x9b"]
 )

@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 import grpc
+import pytest
 from google.protobuf import text_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
@@ -100,6 +101,7 @@ def raw_hidden(output: str) -> list[str]:
     return sorted({f"U+{ord(c):04X}" for c in output if c != "\n" and not shows_as_is(c)})
 
 
+@pytest.mark.must("VAL-6")
 async def test_control_characters_are_refused_at_send(tmp_path: Path) -> None:
     async with running_pair(tmp_path) as pair:
         envelope = free_text(f"{ESCAPE}all clear")

@@ -102,8 +102,17 @@ def _synthetic() -> BenchResult:
                 "routine_journaled_after_flash_settled_before_max": 0,
                 "routine_delivered_after_flash_p50": 1300,
             },
+            "ingest": {
+                "samples": 5,
+                "p50_ms": 90.0,
+                "max_ms": 120.0,
+                "send_p50_ms": 60.0,
+                "link_p50_ms": 30.0,
+            },
+            "routine_senders": 64,
             "backlog_over_idle_p50": 50.0,
             "backlog_over_idle_link_p50": 43.33,
+            "ingest_over_idle_p50": 18.0,
         },
         link={
             "messages": 5000,
@@ -122,12 +131,15 @@ def test_the_table_and_the_json_carry_precedence_link_and_cpu_per_message() -> N
     text = format_bench(result)
     assert "behind 2000 ROUTINE draining (5 rounds)" in text
     assert "50.0x" in text  # backlog / idle
+    assert "while 2000 ROUTINE are sent (5 rounds)" in text
+    assert "18.0x" in text  # sending / idle
     assert "waited behind 140 (max 256), overtook 10; 1300 delivered after it" in text
     assert "drain of 5000 ROUTINE" in text
     assert "link drain:          simulator 60, JP 900, TW 1000" in text
     assert "max throughput step: simulator 400, JP 2500, TW 1600" in text
     doc = result.to_json("hotline sim bench")
     assert doc["ratios"]["flash_backlog_p50_over_idle_p50"] == 50.0
+    assert doc["ratios"]["flash_sending_p50_over_idle_p50"] == 18.0
     assert doc["ratios"]["link_msgs_per_s_over_baseline"] == 0.14
     assert doc["precedence"]["routine_backlog"] == 2000
     assert doc["link"]["messages"] == 5000

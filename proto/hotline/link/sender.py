@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from hotline import PROTOCOL_VERSION
@@ -16,6 +16,7 @@ from hotline.link.values import (
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_LANES,
     DEFAULT_WINDOW,
+    DELIVERY_OVERHEAD,
     MAX_BATCH,
     NONCE_BYTES,
     BatchReceipt,
@@ -23,6 +24,7 @@ from hotline.link.values import (
     DeliveryBatch,
     Heartbeat,
     Hello,
+    JournalLost,
     LinkDown,
     LinkUp,
     Pong,
@@ -44,6 +46,10 @@ class Outgoing:
 
     `rank` orders precedence (lower first: FLASH=1 ... ROUTINE=4); `order` is the journal
     position, which orders messages of the same precedence; `size` is the payload's bytes.
+    `after` is the message an UPDATE or CANCEL refers to: it is never transmitted before that
+    one (the receiver checks an UPDATE against the message it updates, in sequence order), so
+    a FLASH update of a ROUTINE message still in the outbox takes that message along in its
+    lane rather than overtake it.
     """
 
     message_id: str
@@ -52,12 +58,14 @@ class Outgoing:
     digest: bytes
     payload: object = field(default=None, compare=False, repr=False)
     size: int = 0
+    after: str = ""
 
 
 class SenderState(Enum):
     IDLE = "idle"  # no connection
     HELLO_SENT = "hello-sent"  # waiting for the Welcome
     OPEN = "open"
+    HELD = "held"  # our journal lost history the peer holds: nothing is sent, ever (final)
 
 
 @dataclass
@@ -104,6 +112,7 @@ class OutboundLink(_Actions):
         self._lane_use: dict[int, int] = {}  # rank -> deliveries in flight
         self._transmitted: set[str] = set()  # message ids in flight on this connection
         self._unconfirmed: set[int] = set()  # persist tokens not yet durable
+        self.lost: JournalLost | None = None  # set when a Welcome showed our journal lost history
         self._hello: Hello | None = None  # the Hello to send once persists are confirmed
         self._nonce = b""
         self._heartbeat = Heartbeat(heartbeat_interval, dead_after)
@@ -142,6 +151,8 @@ class OutboundLink(_Actions):
         """
         if len(nonce) < NONCE_BYTES:
             raise LocalProtocolError(f"a Hello nonce needs at least {NONCE_BYTES} bytes")
+        if self.state is SenderState.HELD:
+            raise LocalProtocolError("sending is held: this journal lost history the peer holds")
         self._requeue_in_flight()
         self.state = SenderState.HELLO_SENT
         self._nonce = nonce
@@ -153,6 +164,8 @@ class OutboundLink(_Actions):
     def disconnect(self, reason: str) -> None:
         was_up = self.state is SenderState.OPEN
         self._requeue_in_flight()
+        if self.state is SenderState.HELD:
+            return
         self.state = SenderState.IDLE
         self._hello = None
         if was_up:
@@ -181,6 +194,8 @@ class OutboundLink(_Actions):
         """Process one (signature-checked) frame from the receiver."""
         if self.state is SenderState.IDLE:
             raise LocalProtocolError("frame received with no connection open")
+        if self.state is SenderState.HELD:
+            return  # the adapter is ending the stream; nothing the peer says changes that
         self._heartbeat.heard(now)
         if isinstance(frame, Welcome):
             self._on_welcome(frame)
@@ -211,6 +226,18 @@ class OutboundLink(_Actions):
                 f"{self.last_settled}: the peer's journal lost entries"
             )
         # Check everything before changing anything: a bad Welcome changes no state.
+        missing = self._unknown_to_us(welcome)
+        if missing:
+            # The peer holds messages of ours that our journal does not: our journal lost
+            # history (deleted, replaced, restored from an old copy). Adopting the peer's
+            # sequence would paper over it; sending more would build on a record we no
+            # longer have. Hold the sending end for good (only a recovered journal and a
+            # restart release it) and tell the gateway.
+            self.state = SenderState.HELD
+            self._requeue_in_flight()
+            self.lost = JournalLost(self.last_settled, welcome.last_sequence, missing)
+            self._event(self.lost)
+            return
         plans: list[SettleOutbound | None] = []
         claimed: set[str] = set()  # a message settled by an earlier receipt of this Welcome
         for receipt in welcome.batch_receipts:
@@ -226,6 +253,32 @@ class OutboundLink(_Actions):
         self._next_sequence = welcome.last_sequence + 1
         self.state = SenderState.OPEN
         self._event(LinkUp(welcome.last_sequence))
+
+    def _unknown_to_us(self, welcome: Welcome) -> tuple[tuple[int, str], ...]:
+        """The (sequence, message id) pairs the Welcome settles above our last settled sequence
+        whose messages our outbox does not hold: messages we sent but no longer have a record
+        of. Raises RemoteProtocolError if the Welcome leaves a sequence it claims unsettled."""
+        above = self.last_settled
+        if welcome.last_sequence <= above:
+            return ()
+        settled: set[int] = set()
+        unknown: list[tuple[int, str]] = []
+        for receipt in welcome.batch_receipts:
+            items: list[ReceiptItem | RejectionItem] = [*receipt.receipts, *receipt.rejections]
+            for item in items:
+                settled.add(item.sequence)
+                if item.sequence <= above or item.sequence in self._settled_above:
+                    continue  # settled here already
+                if item.message_id and item.message_id not in self._messages:
+                    unknown.append((item.sequence, item.message_id))
+        have = {s for s in settled | self._settled_above if above < s <= welcome.last_sequence}
+        if len(have) != welcome.last_sequence - above:
+            gap = next(s for s in range(above + 1, above + len(have) + 2) if s not in have)
+            raise RemoteProtocolError(
+                f"Welcome says the peer holds up to sequence {welcome.last_sequence}, but its "
+                f"batch receipts do not settle sequence {gap}"
+            )
+        return tuple(sorted(unknown))
 
     def _on_batch_receipt(self, receipt: BatchReceipt) -> None:
         flight = self._in_flight.get(receipt.first_sequence)
@@ -336,7 +389,7 @@ class OutboundLink(_Actions):
         a receiver whose disk hangs, is as dead as a silent one). When one passes, the link
         is declared down (an `Event(LinkDown)`): the adapter ends the stream.
         """
-        if self.state is SenderState.IDLE:
+        if self.state in (SenderState.IDLE, SenderState.HELD):
             return
         stall = self._heartbeat.looked(now)
         for flight in self._in_flight.values():
@@ -391,14 +444,26 @@ class OutboundLink(_Actions):
                     break
                 _, message_id = heap[0]
                 message = self._messages.get(message_id)
-                if message is None or message_id in self._transmitted:
+                if message is None or message_id in self._transmitted or message.rank != rank:
                     heapq.heappop(heap)  # settled meanwhile, or a stale heap entry
                     continue
-                if batch and size + message.size > self.batch_bytes:
+                first = self._messages.get(message.after) if message.after else None
+                if (
+                    first is not None
+                    and first.rank != rank
+                    and first.message_id not in self._transmitted
+                ):
+                    # Not before the message it refers to: bring that one into this lane. Its
+                    # journal position is lower, so it comes out of the heap first.
+                    self._messages[first.message_id] = replace(first, rank=rank)
+                    heapq.heappush(heap, (first.order, first.message_id))
+                    continue
+                cost = message.size + DELIVERY_OVERHEAD  # the frame must fit MAX_FRAME_BYTES
+                if batch and size + cost > self.batch_bytes:
                     break
                 heapq.heappop(heap)
                 batch.append(message)
-                size += message.size
+                size += cost
             if batch:
                 self._lane_use[rank] = self._lane_use.get(rank, 0) + len(batch)
                 return batch

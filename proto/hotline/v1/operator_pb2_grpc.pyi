@@ -86,16 +86,27 @@ class OperatorServiceStub:
     Errors:
       INVALID_ARGUMENT     the envelope breaks a constraint; `recipient_party` is not the peer;
                            the body is an acknowledgement (use `Acknowledge`); the message is
-                           not releasable to the peer or is classified above the ceiling.
+                           not releasable to the peer or is classified above the ceiling;
+                           `expire_time` is already past by the gateway's clock (a message
+                           is never sent expired: `envelope.expire_time: already past`).
       PERMISSION_DENIED    `sender_party` or `originator` is set and is not the caller's.
       NOT_FOUND            ACTION_UPDATE or ACTION_CANCEL and `references[0]` is not in the
                            journal.
-      FAILED_PRECONDITION  ACTION_UPDATE or ACTION_CANCEL and `references[0]` is an inbound
-                           message, a message already cancelled, or (for UPDATE) a message of
-                           another body type.
+      FAILED_PRECONDITION  ACTION_UPDATE or ACTION_CANCEL breaks a rule of a message's life
+                           (see `Action`): `references[0]` is an inbound message, a message
+                           the peer rejected, an acknowledgement, a cancellation, or a message
+                           already cancelled (an UPDATE never follows a CANCEL; a message is
+                           cancelled once); an UPDATE has another body type than the message it
+                           updates; a CANCEL's body is neither of that type nor `free_text`.
+                           The status message starts `references[0]:` and names the rule, for
+                           example `(UPDATE rule update-body-type)`.
       ALREADY_EXISTS       `message_id` was used before for a different envelope, or by the
                            other party.
       RESOURCE_EXHAUSTED   the outbox is full (configured limit) or the envelope is too large.
+      FAILED_PRECONDITION  (before anything else, nothing journaled) sending is held: this
+                           gateway's journal lost history the peer holds (see `peer_link.proto`,
+                           "Journal loss"), or its journal file was deleted or replaced while
+                           it ran. The message says which; operators must recover the journal.
     """
     SendBatch: _grpc.UnaryUnaryMultiCallable[_operator_pb2.SendBatchRequest, _operator_pb2.SendBatchResponse]
     """Sends up to 256 messages in one call, for high-rate senders (a burst of reports in an
@@ -110,6 +121,7 @@ class OperatorServiceStub:
       INVALID_ARGUMENT     no envelope, or more than 256.
       RESOURCE_EXHAUSTED   the caller's send rate, or the outbox bound, would be exceeded by
                            the whole batch (nothing is journaled; retry later or smaller).
+      FAILED_PRECONDITION  sending is held (as for `Send`).
     """
     SendStream: _grpc.StreamStreamMultiCallable[_operator_pb2.SendStreamRequest, _operator_pb2.SendStreamResponse]
     """Sends over one long-lived stream, for a console or system that sends often: no call is set
@@ -199,16 +211,27 @@ class OperatorServiceAsyncStub(OperatorServiceStub):
     Errors:
       INVALID_ARGUMENT     the envelope breaks a constraint; `recipient_party` is not the peer;
                            the body is an acknowledgement (use `Acknowledge`); the message is
-                           not releasable to the peer or is classified above the ceiling.
+                           not releasable to the peer or is classified above the ceiling;
+                           `expire_time` is already past by the gateway's clock (a message
+                           is never sent expired: `envelope.expire_time: already past`).
       PERMISSION_DENIED    `sender_party` or `originator` is set and is not the caller's.
       NOT_FOUND            ACTION_UPDATE or ACTION_CANCEL and `references[0]` is not in the
                            journal.
-      FAILED_PRECONDITION  ACTION_UPDATE or ACTION_CANCEL and `references[0]` is an inbound
-                           message, a message already cancelled, or (for UPDATE) a message of
-                           another body type.
+      FAILED_PRECONDITION  ACTION_UPDATE or ACTION_CANCEL breaks a rule of a message's life
+                           (see `Action`): `references[0]` is an inbound message, a message
+                           the peer rejected, an acknowledgement, a cancellation, or a message
+                           already cancelled (an UPDATE never follows a CANCEL; a message is
+                           cancelled once); an UPDATE has another body type than the message it
+                           updates; a CANCEL's body is neither of that type nor `free_text`.
+                           The status message starts `references[0]:` and names the rule, for
+                           example `(UPDATE rule update-body-type)`.
       ALREADY_EXISTS       `message_id` was used before for a different envelope, or by the
                            other party.
       RESOURCE_EXHAUSTED   the outbox is full (configured limit) or the envelope is too large.
+      FAILED_PRECONDITION  (before anything else, nothing journaled) sending is held: this
+                           gateway's journal lost history the peer holds (see `peer_link.proto`,
+                           "Journal loss"), or its journal file was deleted or replaced while
+                           it ran. The message says which; operators must recover the journal.
     """
     SendBatch: _aio.UnaryUnaryMultiCallable[_operator_pb2.SendBatchRequest, _operator_pb2.SendBatchResponse]  # type: ignore[assignment]
     """Sends up to 256 messages in one call, for high-rate senders (a burst of reports in an
@@ -223,6 +246,7 @@ class OperatorServiceAsyncStub(OperatorServiceStub):
       INVALID_ARGUMENT     no envelope, or more than 256.
       RESOURCE_EXHAUSTED   the caller's send rate, or the outbox bound, would be exceeded by
                            the whole batch (nothing is journaled; retry later or smaller).
+      FAILED_PRECONDITION  sending is held (as for `Send`).
     """
     SendStream: _aio.StreamStreamMultiCallable[_operator_pb2.SendStreamRequest, _operator_pb2.SendStreamResponse]  # type: ignore[assignment]
     """Sends over one long-lived stream, for a console or system that sends often: no call is set
@@ -315,16 +339,27 @@ class OperatorServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors:
           INVALID_ARGUMENT     the envelope breaks a constraint; `recipient_party` is not the peer;
                                the body is an acknowledgement (use `Acknowledge`); the message is
-                               not releasable to the peer or is classified above the ceiling.
+                               not releasable to the peer or is classified above the ceiling;
+                               `expire_time` is already past by the gateway's clock (a message
+                               is never sent expired: `envelope.expire_time: already past`).
           PERMISSION_DENIED    `sender_party` or `originator` is set and is not the caller's.
           NOT_FOUND            ACTION_UPDATE or ACTION_CANCEL and `references[0]` is not in the
                                journal.
-          FAILED_PRECONDITION  ACTION_UPDATE or ACTION_CANCEL and `references[0]` is an inbound
-                               message, a message already cancelled, or (for UPDATE) a message of
-                               another body type.
+          FAILED_PRECONDITION  ACTION_UPDATE or ACTION_CANCEL breaks a rule of a message's life
+                               (see `Action`): `references[0]` is an inbound message, a message
+                               the peer rejected, an acknowledgement, a cancellation, or a message
+                               already cancelled (an UPDATE never follows a CANCEL; a message is
+                               cancelled once); an UPDATE has another body type than the message it
+                               updates; a CANCEL's body is neither of that type nor `free_text`.
+                               The status message starts `references[0]:` and names the rule, for
+                               example `(UPDATE rule update-body-type)`.
           ALREADY_EXISTS       `message_id` was used before for a different envelope, or by the
                                other party.
           RESOURCE_EXHAUSTED   the outbox is full (configured limit) or the envelope is too large.
+          FAILED_PRECONDITION  (before anything else, nothing journaled) sending is held: this
+                               gateway's journal lost history the peer holds (see `peer_link.proto`,
+                               "Journal loss"), or its journal file was deleted or replaced while
+                               it ran. The message says which; operators must recover the journal.
         """
 
     @_abc_1.abstractmethod
@@ -345,6 +380,7 @@ class OperatorServiceServicer(metaclass=_abc_1.ABCMeta):
           INVALID_ARGUMENT     no envelope, or more than 256.
           RESOURCE_EXHAUSTED   the caller's send rate, or the outbox bound, would be exceeded by
                                the whole batch (nothing is journaled; retry later or smaller).
+          FAILED_PRECONDITION  sending is held (as for `Send`).
         """
 
     @_abc_1.abstractmethod

@@ -15,7 +15,7 @@ FIELDS: Final[dict[str, str]] = {
     "hotline.v1.HandlingMarking.releasable_to": "required; 2..16 items; unique; each pattern ^[A-Z]{2,8}$",
     "hotline.v1.HandlingMarking.caveat": "optional; 1..128 chars; pattern ^[A-Z0-9][A-Z0-9 /,.()-]*$",
     "hotline.v1.LocalizedString.language": "required; 2..35 chars; pattern ^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$",
-    "hotline.v1.LocalizedString.text": "required; 1..4000 chars",
+    "hotline.v1.LocalizedString.text": "required; 1..4000 chars; multiline",
     "hotline.v1.LocalizedString.kind": "required",
     "hotline.v1.LocalizedText.variants": "required; 1..8 items; unique by language",
     "hotline.v1.Position.latitude_deg": "required; -90.0..90.0",

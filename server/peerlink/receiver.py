@@ -257,7 +257,7 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
             log.warning(
                 "refused delivery %d (%s) from %s: %s %s",
                 item.sequence,
-                item.message_id,
+                printable(item.message_id, 64),  # read before it was validated
                 self.peer_party,
                 item.reason.value,
                 printable(item.detail),

@@ -141,7 +141,9 @@ the first that fails deciding the rejection reason [LINK-14]:
      the sending party's CA, not revoked), and the signature verifies over the payload bytes.
      This is checked BEFORE the payload is parsed. Otherwise REJECTION_REASON_BAD_SIGNATURE.
   2. The payload parses as an `Envelope` (a string field that is not valid UTF-8 does not
-     parse). Otherwise REJECTION_REASON_INVALID_MESSAGE.
+     parse) holding only fields this specification defines, at any depth (envelope.proto,
+     "Strict envelopes"). Otherwise REJECTION_REASON_INVALID_MESSAGE, naming each unknown
+     field's path and number.
   3. The `message_id` is new to the receiver. An id the receiver already journaled from this
      sender is REJECTION_REASON_DUPLICATE_MESSAGE_ID, with the receiver's own batch receipt of
      the original delivery as `original_receipt`. An id that names a message of the receiving

@@ -15,7 +15,7 @@ Every setting, with its default (paths are relative to the configuration file's 
     window = 256                      # at most this many unreceipted deliveries in flight
     checkpoint_interval_s = 60.0      # sign and send a journal checkpoint this often
     deadline_check_s = 1.0            # how often to look for messages past their deadline
-    max_message_bytes = 1048576       # largest request accepted (RESOURCE_EXHAUSTED above)
+    max_message_bytes = 1048576       # largest request accepted (RESOURCE_EXHAUSTED above; >= 1 MiB)
     operator_rate_per_s = 200.0       # sends per second per operator (token bucket) ...
     operator_burst = 400              #   ... with this burst; RESOURCE_EXHAUSTED above
     outbox_limit = 100000             # messages journaled but not yet settled by the peer;
@@ -47,6 +47,11 @@ Every setting, with its default (paths are relative to the configuration file's 
                                       #   are not done by then (grpc's own default: 120 s)
     connection_idle_s = 600.0         # close (GOAWAY) an authenticated connection that has had
                                       #   no call for this long; clients reconnect; 0 = never
+    crl_grace_s = 0.0                 # how long past its nextUpdate a revocation list is still
+                                      #   taken as current; after that the calls of the party
+                                      #   whose CA issued it are refused (alarm on Watch) until
+                                      #   a current list is loaded: re-sign with `hotline certs
+                                      #   crl` (weekly) before then. 0 = no grace
     log_level = "INFO"
 
     [deadlines]                       # acknowledgement deadlines, seconds, per precedence
@@ -72,6 +77,7 @@ from certs.identity import validate_party
 from certs.pki import PartyPaths
 from hotline.deadlines import Deadlines
 from hotline.errors import ConfigError
+from hotline.link import MAX_FRAME_BYTES
 from server.admission import REFUSAL_HEADROOM, Limits
 
 
@@ -105,6 +111,7 @@ class GatewayConfig:
     max_connections: int = 4096
     handshake_timeout_s: float = 5.0
     connection_idle_s: float = 600.0
+    crl_grace_s: float = 0.0
     log_level: str = "INFO"
     deadlines: Deadlines = field(default_factory=Deadlines)
 
@@ -188,6 +195,12 @@ class GatewayConfig:
                 raise ConfigError(f"{source}: {name} must be a positive number, got {value!r}")
         if self.dead_after_s <= self.heartbeat_interval_s:
             raise ConfigError(f"{source}: dead_after_s must exceed heartbeat_interval_s")
+        if not _is_int(self.max_message_bytes) or self.max_message_bytes < MAX_FRAME_BYTES:
+            # the spec: a receiver accepts every peer-link frame up to 1 MiB
+            raise ConfigError(
+                f"{source}: max_message_bytes must be at least {MAX_FRAME_BYTES} (the peer "
+                f"link's maximum frame size), got {self.max_message_bytes!r}"
+            )
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ConfigError(f"{source}: reconnect_max_s is below reconnect_min_s")
         if not isinstance(self.outbox_limit, int) or self.outbox_limit < 1:
@@ -225,6 +238,11 @@ class GatewayConfig:
             raise ConfigError(
                 f"{source}: connection_idle_s must be a number of seconds (0 = never), "
                 f"got {self.connection_idle_s!r}"
+            )
+        if not _is_number(self.crl_grace_s) or self.crl_grace_s < 0:
+            raise ConfigError(
+                f"{source}: crl_grace_s must be a number of seconds (0 = no grace), "
+                f"got {self.crl_grace_s!r}"
             )
         for address_name in ("listen", "peer_address"):
             address = getattr(self, address_name)

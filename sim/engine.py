@@ -29,6 +29,7 @@ from typing import Any
 
 from client.errors import ClientError, RateLimited, Timeout, Unavailable
 from client.operator import OperatorClient
+from hotline.display import escaped
 from hotline.v1 import bodies_pb2, common_pb2, envelope_pb2, operator_pb2
 from sim.clock import VirtualClock
 from sim.metrics import Metrics
@@ -309,11 +310,11 @@ class Engine:
 
     def _failed(self, tracked: Tracked, exc: ClientError) -> bool:
         code = exc.code.name if exc.code is not None else type(exc).__name__
-        tracked.error = f"{code}: {exc.detail}"
+        tracked.error = f"{code}: {escaped(exc.detail)}"
         tracked.done.set()
         self.metrics.error(f"send {code}")
         self.progress.errors += 1
-        log.warning("send of %s %s failed: %s", tracked.body, tracked.message_id, exc)
+        log.warning("send of %s %s failed: %s", tracked.body, tracked.message_id, escaped(str(exc)))
         self._changed.set()
         return False
 
@@ -356,7 +357,7 @@ class Engine:
                 delay = min(delay * 2, 1.0)
             except ClientError as exc:
                 self.metrics.error(f"acknowledge {exc.code.name if exc.code else exc}")
-                log.warning("acknowledge of %s failed: %s", tracked.message_id, exc)
+                log.warning("acknowledge of %s failed: %s", tracked.message_id, escaped(str(exc)))
                 return
         tracked.ack_returned = time.monotonic()
         self.acks_sent += 1
@@ -390,7 +391,7 @@ class Engine:
         except asyncio.CancelledError:
             raise
         except ClientError as exc:
-            log.error("watch of %s ended: %s", side.party, exc)
+            log.error("watch of %s ended: %s", side.party, escaped(str(exc)))
             self.metrics.error(f"watch {side.party} {type(exc).__name__}")
 
     def _on_event(self, party: str, event: operator_pb2.Event) -> None:
@@ -417,12 +418,19 @@ class Engine:
                     self.elapsed(tracked.planned),
                 )
         elif kind == EK.EVENT_KIND_MESSAGE_ACKNOWLEDGED and party == tracked.sender:
+            level = int(event.message.acknowledgement.level)
+            if tracked.acknowledged is not None and level != tracked.ack_level:
+                # Answered again (ROGER, then WILCO): the latest stands, in the counts too;
+                # the latency stays that of the first answer.
+                self._count_level(tracked.ack_level, -1)
+                tracked.ack_level = level
+                self._count_level(level, +1)
             if tracked.acknowledged is None:
                 # (The receipt's DELIVERED event may still trail the answer: the sender journals
                 # the receipt and the answer in separate commits. It is measured when it comes.)
                 tracked.acknowledged = now
-                tracked.ack_level = int(event.message.acknowledgement.level)
-                self.metrics.ack_levels[LEVEL_NAMES.get(tracked.ack_level, "?")] += 1
+                tracked.ack_level = level
+                self._count_level(level, +1)
                 self.progress.acknowledged += 1
                 self.metrics.count("acknowledged")
                 self.metrics.record(
@@ -439,12 +447,19 @@ class Engine:
         elif kind == EK.EVENT_KIND_MESSAGE_REJECTED and party == tracked.sender:
             tracked.rejected = True
             self.metrics.count("rejected")
-            log.warning("%s was rejected: %s", tracked.message_id, event.detail)
+            log.warning("%s was rejected: %s", tracked.message_id, escaped(event.detail))
         elif kind == EK.EVENT_KIND_ESCALATION and party == tracked.sender:
             self.metrics.overdue.add(tracked.message_id)
         elif kind == EK.EVENT_KIND_REALERT and party == tracked.recipient:
             self.metrics.realerts.add(tracked.message_id)
         self._changed.set()
+
+    def _count_level(self, level: int, change: int) -> None:
+        """`metrics.ack_levels` counts each message once, by its latest acknowledgement."""
+        name = LEVEL_NAMES.get(level, "?")
+        self.metrics.ack_levels[name] += change
+        if self.metrics.ack_levels[name] <= 0:
+            del self.metrics.ack_levels[name]
 
     def _record_ack_return(self, tracked: Tracked) -> None:
         assert tracked.acknowledged is not None

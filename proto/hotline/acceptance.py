@@ -1,23 +1,27 @@
 """The receiver's acceptance checks for one delivery, in the spec's order, as one pure function.
 
-`proto/hotline/v1/peer_link.proto`, "Processing a delivery", numbers six checks; the first that
-fails decides the rejection. `check_delivery` applies them in that order and returns either
-`link.Accepted` (with the parsed envelope) or the `link.RejectionItem` to settle the sequence
-with. It reads no clock, socket or file: the keys and parties are its parameters, and "was this
-id seen before" is a lookup the link core passes in (its in-memory index).
+`proto/hotline/v1/peer_link.proto`, "Processing a delivery", numbers seven checks; the first
+that fails decides the rejection. `check_delivery` applies them in that order and returns either
+`link.Accepted` (with the parsed envelope, and what accepting it changes in the index) or the
+`link.RejectionItem` to settle the sequence with. It reads no clock, socket or file: the keys and
+parties are its parameters, and "was this id seen before, and where does that message stand in
+its chain" is a lookup the link core passes in (its in-memory index, loaded from the journal at
+start and kept current by the core).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from certs.errors import IdentityError
 from certs.identity import Role, parse_spiffe_id
-from hotline import link
+from hotline import lifecycle, link
 from hotline.errors import SignatureError
+from hotline.ids import is_message_id
 from hotline.signing import PAYLOAD_TYPE_ENVELOPE, KeyRing
+from hotline.strict import describe, strip_unknown_fields
 from hotline.v1 import common_pb2, envelope_pb2
 from hotline.validation import validate_envelope
 
@@ -53,7 +57,7 @@ def check_delivery(
     sender_party: str,
     receiver_party: str,
 ) -> link.Verdict:
-    """Apply checks 1-6 to one delivery whose `payload` is its `SignedPayload` envelope."""
+    """Apply checks 1-7 to one delivery whose `payload` is its `SignedPayload` envelope."""
 
     def refuse(
         reason: link.RejectReason,
@@ -63,7 +67,7 @@ def check_delivery(
     ) -> link.RejectionItem:
         return link.RejectionItem(
             delivery.sequence,
-            message_id,
+            message_id if is_message_id(message_id) else "",  # the spec: empty if malformed
             reason,
             detail[:MAX_DETAIL],
             violations[:MAX_VIOLATIONS],
@@ -78,12 +82,20 @@ def check_delivery(
         payload = keyring.verify(signed, payload_type=PAYLOAD_TYPE_ENVELOPE, party=sender_party)
     except SignatureError as exc:
         return refuse(link.RejectReason.BAD_SIGNATURE, str(exc))
-    # 2. The payload parses.
+    # 2. The payload parses, into fields this specification defines only.
     envelope = envelope_pb2.Envelope()
     try:
         envelope.ParseFromString(payload)
     except Exception as exc:
         return refuse(link.RejectReason.INVALID_MESSAGE, f"envelope bytes do not parse: {exc}")
+    unknown = strip_unknown_fields(envelope)
+    if unknown:
+        return refuse(
+            link.RejectReason.INVALID_MESSAGE,
+            "the envelope holds fields this specification does not define: " + describe(unknown),
+            envelope.message_id,
+            tuple((f.path or "message_id", str(f)) for f in unknown),
+        )
     message_id = envelope.message_id
     # 3. Not journaled before: from this sender (a duplicate), or by us (ids are unique forever).
     held = seen(message_id) if message_id else None
@@ -115,47 +127,87 @@ def check_delivery(
     wrong = wrong_party(envelope, sender_party=sender_party, receiver_party=receiver_party)
     if wrong:
         return refuse(link.RejectReason.WRONG_PARTY, wrong, message_id)
-    # 6. Releasable to us. (Checks 4 and 5 already imply it for the parties of the link; a
-    # gateway with a classification ceiling would apply it here too.)
-    if receiver_party not in envelope.handling.releasable_to:
+    # 6. Releasable to us (a gateway with a classification ceiling would apply it here too).
+    unreleasable = releasability_problem(envelope, receiver_party)
+    if unreleasable:
+        return refuse(link.RejectReason.NOT_RELEASABLE, unreleasable, message_id)
+    # 7. The rules of a message's life: what an UPDATE or CANCEL refers to, as we hold it.
+    reference = lifecycle.reference_of(envelope)
+    referenced = seen(reference) if reference else None
+    standing = referenced.standing if referenced is not None else None
+    broken = lifecycle.breach(envelope, standing)
+    if broken is not None:
         return refuse(
-            link.RejectReason.NOT_RELEASABLE,
-            f"handling.releasable_to does not include {receiver_party}",
+            link.RejectReason.INVALID_MESSAGE,
+            broken.detail,
             message_id,
+            (("references[0]", broken.detail),),
         )
-    return link.Accepted(delivery, message_id, envelope)
+    own = link.Seen(delivery.sequence, delivery.digest, lifecycle.standing_of(envelope))
+    index: tuple[tuple[str, link.Seen], ...] = ((message_id, own),)
+    if referenced is not None and standing is not None:
+        index += ((reference, replace(referenced, standing=lifecycle.after(envelope, standing))),)
+    return link.Accepted(delivery, message_id, envelope, index)
 
 
 def wrong_party(envelope: envelope_pb2.Envelope, *, sender_party: str, receiver_party: str) -> str:
     """Why the envelope may not travel from `sender_party` to `receiver_party`, or "".
 
-    The parties must be the link's, and every identity the envelope names as its author (the
-    originator, an acknowledgement's responder) must be an operator of the sending party: the
-    peer's key may only speak for the peer's own people.
+    The parties must be the link's, and every identity the envelope names as its author must be
+    one the sending party may speak for (`originator_problem`).
     """
     if envelope.sender_party != sender_party or envelope.recipient_party != receiver_party:
         return (
             f"envelope is {envelope.sender_party}->{envelope.recipient_party}, but this link "
             f"carries {sender_party}->{receiver_party}"
         )
-    named = [("originator", envelope.originator)]
-    if envelope.WhichOneof("body") == "acknowledgement":
-        named.append(("acknowledgement.responder", envelope.acknowledgement.responder))
-    for field, uri in named:
-        party, operator, problem = _identity_of(uri)
+    return originator_problem(envelope, sender_party)
+
+
+def originator_problem(envelope: envelope_pb2.Envelope, sender_party: str) -> str:
+    """Why the identities the envelope names as its authors may not originate it, or "".
+
+    The roles are the SPIFFE path prefixes of the spec ("Identities and roles"): an operator
+    (`spiffe://<party>.hotline/operator/<name>`) may originate any body; the gateway
+    (`spiffe://<party>.hotline/gateway`) only a scheduled link test (`link_test` with
+    `scheduled: true`); a signing identity nothing. An acknowledgement's `responder` is always
+    an operator: a person answered. All of them belong to the sending party's trust domain.
+    """
+    body = envelope.WhichOneof("body")
+    scheduled_test = body == "link_test" and envelope.link_test.scheduled
+    named = [("originator", envelope.originator, scheduled_test)]
+    if body == "acknowledgement":
+        named.append(("acknowledgement.responder", envelope.acknowledgement.responder, False))
+    for field, uri, gateway_may in named:
+        party, role, problem = _identity_of(uri)
         if problem:
             return f"{field}: {problem}"
-        if party != sender_party or not operator:
-            return f"{field} is {uri}, not an operator of party {sender_party}"
+        if party != sender_party:
+            return f"{field} is {uri}, not an identity of party {sender_party}"
+        if role is Role.OPERATOR or (role is Role.GATEWAY and gateway_may):
+            continue
+        if role is Role.GATEWAY:
+            return (
+                f"{field} is {uri}: a gateway originates only scheduled link tests "
+                "(link_test with scheduled: true)"
+            )
+        return f"{field} is {uri}, not an operator of party {sender_party}"
     return ""
 
 
+def releasability_problem(envelope: envelope_pb2.Envelope, receiver_party: str) -> str:
+    """Why the envelope may not be released to `receiver_party`, or "" (check 6)."""
+    if receiver_party in envelope.handling.releasable_to:
+        return ""
+    return f"handling.releasable_to does not include {receiver_party}"
+
+
 @functools.lru_cache(maxsize=4096)
-def _identity_of(uri: str) -> tuple[str, bool, str]:
-    """(party, is an operator, why it is not an identity at all); cached: a link carries the
-    same few operators' ids over and over."""
+def _identity_of(uri: str) -> tuple[str, Role | None, str]:
+    """(party, role, why it is not an identity at all); cached: a link carries the same few
+    operators' ids over and over."""
     try:
         identity = parse_spiffe_id(uri)
     except IdentityError as exc:
-        return "", False, str(exc)
-    return identity.party, identity.role is Role.OPERATOR, ""
+        return "", None, str(exc)
+    return identity.party, identity.role, ""

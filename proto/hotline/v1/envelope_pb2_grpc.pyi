@@ -21,11 +21,21 @@ Life of an envelope:
   3. The sending gateway pushes it over the peer link. The receiving gateway verifies the
      signature against the sending party's signing certificate before parsing the bytes,
      then checks the constraints and that `sender_party` is the authenticated peer,
-     `recipient_party` is itself, the originator belongs to the sender's trust domain, and the
-     message is releasable to it. It journals the envelope (or the rejection) and returns a
+     `recipient_party` is itself, the originator may originate it (an operator of the sending
+     party, or its gateway for a scheduled link test), and the message is releasable to it. It journals the envelope (or the rejection) and returns a
      signed receipt (DELIVERED).
   4. A watch officer of the recipient acknowledges it with `OperatorService.Acknowledge`,
      which sends an `Acknowledgement` body back (ACKNOWLEDGED).
+
+Strict envelopes: an envelope holds only the fields this specification defines, at every
+level of nesting (the header, the body, and every message inside the body). A field number
+the specification does not define (an "unknown field" to a protobuf runtime, which would keep
+it and write it out again) makes the envelope invalid, as an undeclared enum value does: the
+parties sign and journal exactly what both can read and show. `OperatorService.Send` refuses
+such an envelope with INVALID_ARGUMENT and the peer link with
+REJECTION_REASON_INVALID_MESSAGE, each naming the path of the message holding the field and
+its number (`maritime_encounter.contacts[0]: unknown field number 999`). Adding a field is
+therefore a protocol version change.
 """
 
 from collections import abc as _abc

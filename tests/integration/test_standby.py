@@ -165,8 +165,10 @@ async def test_the_standby_takes_over_from_a_killed_active_and_nothing_is_lost(
         assert report.total(kind) == 0, report.to_json()
     assert report.ok, report.to_json()
     verify = subprocess.run(
-        [sys.executable, "-m", "hotline.cli", "journal", "verify", url, "--pki", str(pki)]
-        + ["--peer-journal", str(tw_journal)],
+        [
+            *(sys.executable, "-m", "hotline.cli", "journal", "verify", url),
+            *("--pki", str(pki), "--peer-journal", str(tw_journal)),
+        ],
         capture_output=True,
         text=True,
         timeout=120,

@@ -274,6 +274,15 @@ class OperatorClient:
             await asyncio.sleep(self.retry.delay(attempt))
             attempt += 1
 
+    def _next_address(self) -> None:
+        """Leave the address in use for the next one (several addresses only)."""
+        if len(self.addresses) < 2:
+            return
+        self._current = (self._current + 1) % len(self.addresses)
+        if self._channel is not None:
+            self._retired.append(self._channel)  # closed at close(), after its calls
+        self._channel, self._stub = None, None
+
     def _fail_over(self, rpc: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
         """After UNAVAILABLE, with several addresses: move on to the next one (unless another
         call already did), and return `rpc` on the address now in use."""
@@ -281,10 +290,7 @@ class OperatorClient:
             return rpc
         current = self._stub
         if any(method is rpc for method in vars(current).values()):
-            self._current = (self._current + 1) % len(self.addresses)
-            if self._channel is not None:
-                self._retired.append(self._channel)  # closed at close(), after its calls
-            self._channel, self._stub = None, None
+            self._next_address()
         for old in (current, *self._retired_stubs):
             for name, method in vars(old).items():
                 if method is rpc:
@@ -503,7 +509,8 @@ class OperatorClient:
         request = operator_pb2.WatchRequest(after_cursor=after_cursor, kinds=cast(Any, kinds))
         failures = 0
         while True:
-            call = self._service().Watch(request)
+            stub = self._service()
+            call = stub.Watch(request)
             try:
                 async for response in call:
                     failures = 0
@@ -519,6 +526,8 @@ class OperatorClient:
                 call.cancel()
             if not reconnect or not (error.retryable or isinstance(error, RateLimited)):
                 raise error
+            if error.retryable and not isinstance(error, RateLimited) and stub is self._stub:
+                self._next_address()  # an active/standby pair: try the other gateway
             delay = self.retry.delay(failures)
             failures += 1
             if on_reconnect is not None:

@@ -23,6 +23,13 @@ gateway stops taking work at once (the journal refuses every write), raises an a
 operators' Watch streams (an EVENT_KIND_SECURITY_REFUSAL that cannot be journaled, since the
 journal is gone), logs it, and `fatal` is set: `hotline serve` then stops and exits 3.
 
+A journal in PostgreSQL (`journal = "postgresql://..."`) is held by an advisory lock on the
+writer's connection instead. With `standby = true`, a gateway that finds the lock held stands
+by: it listens, answers health NOT_SERVING and every other call UNAVAILABLE, and polls the
+lock; once it takes the lock it serves on the same port (README "Running on PostgreSQL").
+`peer_address` may name the peer's active/standby pair, "host1:port,host2:port": each dial
+that did not bring the link up moves on to the next address.
+
 At start the gateway raises its open-file limit to the hard limit and sets up admission control
 (`server.admission`): per-lane allowances enforced by the auth interceptor, and grpc's bounds on
 connections (a cap, a handshake timeout, an idle timeout).

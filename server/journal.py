@@ -1,4 +1,5 @@
-"""The gateway's journal: an append-only, hash-chained, durable record in SQLite.
+"""The gateway's journal: an append-only, hash-chained, durable record in SQLite (a file, the
+default) or PostgreSQL (a `postgresql://` URL: `server.journal_pg`).
 
 Every message, receipt, rejection, acknowledgement, escalation, link event, checkpoint and
 security refusal is an *entry*. Entries are numbered 1, 2, 3, ... with no gaps, and each
@@ -6,8 +7,17 @@ carries `hash = SHA-256(prev_hash || encode(entry))`, so editing, inserting, del
 truncating entries breaks the chain; the peer's signed checkpoints of our head make a rewrite
 of the whole chain detectable too.
 
-Durability: WAL mode with `synchronous=FULL`, so a COMMIT has been fsynced when it returns.
-Nothing is reported journaled (no reply, no receipt, no event) before its COMMIT returns.
+Durability: SQLite in WAL mode with `synchronous=FULL`, so a COMMIT has been fsynced when it
+returns; PostgreSQL with `fsync` and `synchronous_commit` on (`server.journal_pg`). Nothing is
+reported journaled (no reply, no receipt, no event) before its COMMIT returns.
+
+Backends: everything below (the writer thread, group commit, savepoints, the chain, the
+tables) is the same on both. A `Backend` supplies the writer's `Session` with the lock held
+and the schema in place, the reads, and the periodic check; the journal's SQL (here and in
+`server.store`) is written once, with `?` placeholders and statements both engines take
+(`INSERT ... ON CONFLICT DO NOTHING`, partial indexes), and the backend adapts the rest
+(placeholders, `BIGINT`/`BYTEA`, rows by name). The schema carries its version in `meta`;
+`MIGRATIONS` take an older one forward at start; a newer one is refused.
 
 Group commit: one writer thread owns the write connection. Callers submit *operations*
 (functions that run inside a transaction); the writer takes every operation waiting, runs each
@@ -21,12 +31,14 @@ Beside the chain, mutable *index* tables (messages, settlements) answer queries 
 are updated in the same transaction as the entries they derive from, and
 `hotline journal verify` recomputes them from the chain and reports every row that disagrees.
 
-One gateway owns one journal: opening it takes an exclusive `flock` on a lock file beside it
-(`<journal>.lock`, holding the owner's pid), so a second gateway on the same file is refused
-(`JournalInUse`) instead of interleaving its writes. While open, `check_file()` tells whether
+One gateway owns one journal: opening a file takes an exclusive `flock` on a lock file beside
+it (`<journal>.lock`, holding the owner's pid), and opening a database takes an advisory lock
+on the writer's connection, so a second gateway on the same journal is refused
+(`JournalInUse`) instead of interleaving its writes (or, configured as a standby, waits). While open, `check_file()` tells whether
 the file at the journal's path is still the one opened (a deleted or replaced journal keeps
-taking writes into an inode nobody will read again); the gateway calls it on a timer and, when
-it is not, calls `fail()`, after which every write is refused.
+taking writes into an inode nobody will read again), or for a database whether the writer's
+connection, and so its lock, still holds; the gateway calls it on a timer and, when it is not,
+calls `fail()`, after which every write is refused.
 
 What an entry is and how the chain is hashed is the journal file's format, in
 `hotline.journal_file`, beside the read-only `JournalReader` that everyone who is not this

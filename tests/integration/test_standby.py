@@ -175,3 +175,29 @@ async def test_the_standby_takes_over_from_a_killed_active_and_nothing_is_lost(
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert verify.stdout.count(": OK party") == 2, verify.stdout
+
+
+def test_an_unreachable_database_or_a_standby_on_a_file_is_refused_at_start_clearly(
+    tmp_path: Path,
+) -> None:
+    pki = tmp_path / "pki"
+    init_pki(pki, ("JP", "TW"), ("watch-1",))
+    unreachable = f"postgresql://hotline@/jp?host={tmp_path}/nothing&port=5"
+    peer = f"127.0.0.1:{free_port()}"
+    config = tmp_path / "jp.toml"
+    for journal, expected in (
+        (unreachable, "cannot reach the journal database postgresql://hotline@/jp"),
+        (str(tmp_path / "jp.db"), "standby needs a journal in PostgreSQL"),
+    ):
+        gateway(tmp_path, "jp", "JP", free_port(), peer, journal, pki)
+        if not journal.startswith("postgresql://"):  # ask for a standby on a file
+            config.write_text(config.read_text() + "standby = true\n")
+        done = subprocess.run(
+            [sys.executable, "-m", "hotline.cli", "serve", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stderr
+        assert expected in done.stderr
+        assert "Traceback" not in done.stderr

@@ -5,7 +5,9 @@ Every setting, with its default (paths are relative to the configuration file's 
     party = "JP"                      # this gateway's party code (required)
     peer_party = "TW"                 # the other party's code (required)
     listen = "127.0.0.1:50051"        # host:port to serve on (port 0 = any free port)
-    peer_address = "127.0.0.1:50052"  # host:port of the peer gateway (required)
+    peer_address = "127.0.0.1:50052"  # host:port of the peer gateway (required); for a peer
+                                      #   running active/standby, "host1:port,host2:port",
+                                      #   dialled in order (README "Running on PostgreSQL")
     journal = "journal.db"            # the journal: a SQLite file (created if missing), or a
                                       #   PostgreSQL database, "postgresql://user@host/db"
                                       #   (README "Running on PostgreSQL"; no password here:

@@ -129,33 +129,40 @@ def check_delivery(
 def wrong_party(envelope: envelope_pb2.Envelope, *, sender_party: str, receiver_party: str) -> str:
     """Why the envelope may not travel from `sender_party` to `receiver_party`, or "".
 
-    The parties must be the link's, and every identity the envelope names as its author (the
-    originator, an acknowledgement's responder) must be an operator of the sending party: the
-    peer's key may only speak for the peer's own people.
+    The parties must be the link's, and every identity the envelope names as its author must
+    be the sending party's own: the originator one of its operators or its gateway (which
+    originates the scheduled link tests, `originator` in envelope.proto), an acknowledgement's
+    responder one of its watch officers (operators). The peer's key may only speak for the
+    peer's own people.
     """
     if envelope.sender_party != sender_party or envelope.recipient_party != receiver_party:
         return (
             f"envelope is {envelope.sender_party}->{envelope.recipient_party}, but this link "
             f"carries {sender_party}->{receiver_party}"
         )
-    named = [("originator", envelope.originator)]
+    named = [("originator", envelope.originator, _AUTHORS, "an operator or the gateway")]
     if envelope.WhichOneof("body") == "acknowledgement":
-        named.append(("acknowledgement.responder", envelope.acknowledgement.responder))
-    for field, uri in named:
-        party, operator, problem = _identity_of(uri)
+        responder = envelope.acknowledgement.responder
+        named.append(("acknowledgement.responder", responder, _RESPONDERS, "an operator"))
+    for field, uri, roles, what in named:
+        party, role, problem = _identity_of(uri)
         if problem:
             return f"{field}: {problem}"
-        if party != sender_party or not operator:
-            return f"{field} is {uri}, not an operator of party {sender_party}"
+        if party != sender_party or role not in roles:
+            return f"{field} is {uri}, not {what} of party {sender_party}"
     return ""
 
 
+_AUTHORS = frozenset({Role.OPERATOR, Role.GATEWAY})
+_RESPONDERS = frozenset({Role.OPERATOR})
+
+
 @functools.lru_cache(maxsize=4096)
-def _identity_of(uri: str) -> tuple[str, bool, str]:
-    """(party, is an operator, why it is not an identity at all); cached: a link carries the
-    same few operators' ids over and over."""
+def _identity_of(uri: str) -> tuple[str, Role | None, str]:
+    """(party, role, why it is not an identity at all); cached: a link carries the same few
+    operators' ids over and over."""
     try:
         identity = parse_spiffe_id(uri)
     except IdentityError as exc:
-        return "", False, str(exc)
-    return identity.party, identity.role is Role.OPERATOR, ""
+        return "", None, str(exc)
+    return identity.party, identity.role, ""

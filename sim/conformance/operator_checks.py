@@ -1,0 +1,3 @@
+"""The `operator` role's checks (placeholder)."""
+
+from __future__ import annotations

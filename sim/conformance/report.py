@@ -10,7 +10,7 @@ from typing import Any
 
 from sim.conformance.registry import Result, Status, must_ids
 
-_WIDTHS = (4, 36, 28)  # status, check id, spec section; MUSTs and the detail follow
+_WIDTHS = (4, 36, 30)  # status, check id, spec section; MUSTs and the detail follow
 
 
 def _cut(text: str, width: int) -> str:

@@ -22,8 +22,7 @@ import sys
 from pathlib import Path
 
 from hotline.errors import ConfigError
-from sim.conformance import operator_checks as _operator_checks  # noqa: F401  (registers checks)
-from sim.conformance import peer_checks as _peer_checks  # noqa: F401  (registers checks)
+from sim.conformance import checks as _checks  # noqa: F401  (registers the checks)
 from sim.conformance.registry import Role, Status, checks_of
 from sim.conformance.report import document, header, row, summary, write_json
 from sim.conformance.suite import run_suite
@@ -34,40 +33,63 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--target", required=True, metavar="HOST:PORT", help="the gateway to check")
     parser.add_argument(
-        "--pki", required=True, type=Path, metavar="DIR",
+        "--pki",
+        required=True,
+        type=Path,
+        metavar="DIR",
         help="a `hotline certs init` directory with both parties' certificates and keys",
     )
     parser.add_argument(
-        "--role", required=True, choices=[r.value for r in Role],
+        "--role",
+        required=True,
+        choices=[r.value for r in Role],
         help="peer: the target's PeerLink, as the other gateway; operator: its Operator service",
     )
     parser.add_argument(
-        "--target-party", metavar="CODE",
+        "--target-party",
+        metavar="CODE",
         help="the target's party (default: read from the certificate it presents)",
     )
     parser.add_argument(
-        "--listen", type=int, metavar="PORT",
+        "--listen",
+        type=int,
+        metavar="PORT",
         help="(peer) also serve a PeerLink on 127.0.0.1:PORT (0: any free port, printed) and "
         "check the target's deliveries to it; the target must be configured to dial it",
     )
     parser.add_argument(
-        "--listen-host", default="127.0.0.1", metavar="HOST",
+        "--listen-host",
+        default="127.0.0.1",
+        metavar="HOST",
         help="(peer) the address to serve the PeerLink on (default 127.0.0.1)",
     )
     parser.add_argument(
-        "--operator", metavar="NAME",
+        "--operator",
+        metavar="NAME",
         help="the target party's operator certificate to use (default: the first in the PKI); "
         "with --role peer --listen, used to make the target send messages to us",
     )
     parser.add_argument(
-        "--only", action="append", default=[], metavar="ID",
+        "--only",
+        action="append",
+        default=[],
+        metavar="ID",
         help="run only the checks whose id starts with ID (repeatable)",
     )
-    parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
-                        help="how long to wait for each answer (default 10)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to wait for each answer (default 10)",
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
-    parser.add_argument("--examples", type=Path, metavar="DIR",
-                        help="golden examples folder (default: the installed proto/examples)")
+    parser.add_argument(
+        "--examples",
+        type=Path,
+        metavar="DIR",
+        help="golden examples folder (default: the installed proto/examples)",
+    )
     parser.add_argument("--list", action="store_true", help="list the checks and exit")
     parser.set_defaults(func=cmd_conformance)
 

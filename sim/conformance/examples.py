@@ -171,7 +171,9 @@ def as_operator_would_send(envelope: envelope_pb2.Envelope) -> envelope_pb2.Enve
     return out
 
 
-def free_text(sender: str, recipient: str, text: str = "conformance check") -> envelope_pb2.Envelope:
+def free_text(
+    sender: str, recipient: str, text: str = "conformance check"
+) -> envelope_pb2.Envelope:
     """A small valid message from `sender`'s operator to `recipient`, created now."""
     env = envelope_pb2.Envelope(
         message_id=new_message_id(),

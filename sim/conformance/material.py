@@ -136,7 +136,9 @@ class Material:
         try:
             return load_party_revocations(self.our_paths)
         except (CertsError, OSError) as exc:
-            raise ConfigError(f"cannot load the revocation lists of party {self.us}: {exc}") from None
+            raise ConfigError(
+                f"cannot load the revocation lists of party {self.us}: {exc}"
+            ) from None
 
     def keyring_for_target(self) -> KeyRing:
         """The keys we accept the target's Welcome and batch receipts from: signing
@@ -207,7 +209,10 @@ async def detect_target_party(pki: PkiLayout, address: str) -> str:
         cafiles = [pki.party(p).ca_cert for p in pki.parties]
         try:
             cert = await read_server_certificate(
-                address, cert=paths.gateway_cert, key=paths.gateway_key, cafiles=cafiles,
+                address,
+                cert=paths.gateway_cert,
+                key=paths.gateway_key,
+                cafiles=cafiles,
                 server_name=None,
             )
         except TargetUnreachable:
@@ -218,7 +223,9 @@ async def detect_target_party(pki: PkiLayout, address: str) -> str:
         try:
             identity = identity_of(cert)
         except CertsError as exc:
-            raise ConfigError(f"the target's certificate names no Hotline identity: {exc}") from None
+            raise ConfigError(
+                f"the target's certificate names no Hotline identity: {exc}"
+            ) from None
         if identity.role is not IdentityRole.GATEWAY or identity.party not in pki.parties:
             raise ConfigError(
                 f"the target presents {identity.spiffe_id}, not a gateway of the PKI's parties "

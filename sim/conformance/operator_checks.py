@@ -23,7 +23,7 @@ from hotline.transport import credentials, secure_channel
 from hotline.v1 import bodies_pb2, common_pb2, envelope_pb2, operator_pb2, operator_pb2_grpc
 from sim.conformance.examples import Adapter, as_operator_would_send, free_text
 from sim.conformance.material import Material
-from sim.conformance.registry import Failed, Skipped, check, expect
+from sim.conformance.registry import Failed, Items, Skipped, check, expect
 
 SEND = "OperatorService: Send"
 FILLED_BY_GATEWAY = ("message_id", "sender_party", "originator", "create_time")
@@ -40,13 +40,11 @@ class OperatorSession:
         self.target = material.target
         self.peer = material.us
         self.name, cert, key, ca = material.operator_files(operator)
-        self.channel = secure_channel(
-            address, credentials(cert, key, ca), server_party=self.target
-        )
+        self.channel = secure_channel(address, credentials(cert, key, ca), server_party=self.target)
         self.stub = operator_pb2_grpc.OperatorServiceStub(self.channel)
         self.identity = f"spiffe://{self.target.lower()}.hotline/operator/{self.name}"
         self.examples: tuple[list[Any], list[Any]] = ([], [])
-        self.items: Any = None
+        self.items = Items()
         self.sent: list[tuple[envelope_pb2.Envelope, operator_pb2.SendResponse]] = []
         self.inbound: str | None = None  # an inbound message id we delivered, to acknowledge
 
@@ -163,7 +161,10 @@ async def send_already_exists(s: OperatorSession) -> str:
     other = s.message("another text under the same id")
     other.message_id = envelope.message_id
     exc = await _expect_code(
-        s, "Send", operator_pb2.SendRequest(envelope=other), grpc.StatusCode.ALREADY_EXISTS,
+        s,
+        "Send",
+        operator_pb2.SendRequest(envelope=other),
+        grpc.StatusCode.ALREADY_EXISTS,
         "a reused message id",
     )
     return _code(exc)
@@ -229,7 +230,10 @@ async def send_refusals(s: OperatorSession) -> str:
     ack.acknowledgement.level = bodies_pb2.ACKNOWLEDGEMENT_LEVEL_ROGER
     ack.acknowledgement.responder = s.identity
     exc = await _expect_code(
-        s, "Send", operator_pb2.SendRequest(envelope=ack), grpc.StatusCode.INVALID_ARGUMENT,
+        s,
+        "Send",
+        operator_pb2.SendRequest(envelope=ack),
+        grpc.StatusCode.INVALID_ARGUMENT,
         "an acknowledgement body",
     )
     shown.append(exc.code().name)
@@ -237,14 +241,20 @@ async def send_refusals(s: OperatorSession) -> str:
     update.action = common_pb2.ACTION_UPDATE
     update.references.append(new_message_id())
     exc = await _expect_code(
-        s, "Send", operator_pb2.SendRequest(envelope=update), grpc.StatusCode.NOT_FOUND,
+        s,
+        "Send",
+        operator_pb2.SendRequest(envelope=update),
+        grpc.StatusCode.NOT_FOUND,
         "an UPDATE of an unknown message",
     )
     shown.append(exc.code().name)
     foreign = s.message("in another officer's name")
     foreign.originator = f"spiffe://{s.target.lower()}.hotline/operator/not-{s.name}"
     exc = await _expect_code(
-        s, "Send", operator_pb2.SendRequest(envelope=foreign), grpc.StatusCode.PERMISSION_DENIED,
+        s,
+        "Send",
+        operator_pb2.SendRequest(envelope=foreign),
+        grpc.StatusCode.PERMISSION_DENIED,
         "another operator's originator",
     )
     shown.append(exc.code().name)
@@ -263,13 +273,19 @@ async def send_refusals(s: OperatorSession) -> str:
 async def get_message(s: OperatorSession) -> str:
     envelope = s.message("read it back")
     sent = await s.send(envelope)
-    response = await s.call("GetMessage", operator_pb2.GetMessageRequest(message_id=sent.message_id))
+    response = await s.call(
+        "GetMessage", operator_pb2.GetMessageRequest(message_id=sent.message_id)
+    )
     record = response.message
-    expect(record.journal_position == sent.journal_position,
-           f"position {record.journal_position}, Send said {sent.journal_position}")
+    expect(
+        record.journal_position == sent.journal_position,
+        f"position {record.journal_position}, Send said {sent.journal_position}",
+    )
     expect(record.direction == operator_pb2.DIRECTION_OUTBOUND, "direction is not OUTBOUND")
-    expect(record.envelope.originator == s.identity,
-           f"originator {record.envelope.originator!r}, the caller is {s.identity}")
+    expect(
+        record.envelope.originator == s.identity,
+        f"originator {record.envelope.originator!r}, the caller is {s.identity}",
+    )
     expect(record.envelope.sender_party == s.target, "sender_party not filled with ours")
     ring = KeyRing([load_certificate(s.material.target_paths.ca_cert)])
     with contextlib.suppress(Exception):
@@ -295,12 +311,18 @@ async def get_message(s: OperatorSession) -> str:
 )
 async def get_errors(s: OperatorSession) -> str:
     a = await _expect_code(
-        s, "GetMessage", operator_pb2.GetMessageRequest(message_id=new_message_id()),
-        grpc.StatusCode.NOT_FOUND, "an unknown id",
+        s,
+        "GetMessage",
+        operator_pb2.GetMessageRequest(message_id=new_message_id()),
+        grpc.StatusCode.NOT_FOUND,
+        "an unknown id",
     )
     b = await _expect_code(
-        s, "GetMessage", operator_pb2.GetMessageRequest(message_id="not-an-id"),
-        grpc.StatusCode.INVALID_ARGUMENT, "a malformed id",
+        s,
+        "GetMessage",
+        operator_pb2.GetMessageRequest(message_id="not-an-id"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "a malformed id",
     )
     return f"{a.code().name}, {b.code().name}"
 
@@ -338,11 +360,15 @@ async def watch_cursor(s: OperatorSession) -> str:
     cursors = [e.cursor for e in seen]
     expect(cursors == sorted(set(cursors)), f"cursors not strictly increasing: {cursors[:8]}")
     expect(cursors[0] > request.after_cursor, f"an event at {cursors[0]} <= after_cursor")
-    expect(all(e.kind == operator_pb2.EVENT_KIND_MESSAGE_SENT for e in seen),
-           "an event of a kind not asked for")
+    expect(
+        all(e.kind == operator_pb2.EVENT_KIND_MESSAGE_SENT for e in seen),
+        "an event of a kind not asked for",
+    )
     event = next(e for e in seen if e.message_id == first.message_id)
-    expect(event.cursor == first.journal_position,
-           f"the MESSAGE_SENT event's cursor is {event.cursor}, Send said {first.journal_position}")
+    expect(
+        event.cursor == first.journal_position,
+        f"the MESSAGE_SENT event's cursor is {event.cursor}, Send said {first.journal_position}",
+    )
     return f"{len(seen)} MESSAGE_SENT events from cursor {request.after_cursor}, the last live"
 
 
@@ -357,8 +383,10 @@ async def watch_errors(s: OperatorSession) -> str:
     codes = []
     for request, code in (
         (operator_pb2.WatchRequest(after_cursor=2**62), grpc.StatusCode.OUT_OF_RANGE),
-        (operator_pb2.WatchRequest(kinds=[operator_pb2.EVENT_KIND_UNSPECIFIED]),
-         grpc.StatusCode.INVALID_ARGUMENT),
+        (
+            operator_pb2.WatchRequest(kinds=[operator_pb2.EVENT_KIND_UNSPECIFIED]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
     ):
         call = s.stub.Watch(request, timeout=s.timeout)
         try:
@@ -371,8 +399,10 @@ async def watch_errors(s: OperatorSession) -> str:
             call.cancel()
         expect(got is not None, f"Watch({request}) streamed events; the spec says {code.name}")
         assert got is not None
-        expect(got.code() == code, f"Watch({str(request).strip()}): {_code(got)}; the spec says "
-               f"{code.name}")
+        expect(
+            got.code() == code,
+            f"Watch({str(request).strip()}): {_code(got)}; the spec says {code.name}",
+        )
         codes.append(code.name)
     return ", ".join(codes)
 
@@ -406,11 +436,16 @@ async def list_pagination(s: OperatorSession) -> str:
         if not token or wanted <= found:
             break
     expect(wanted <= found, f"{len(wanted - found)} of our 5 messages not listed in {pages} pages")
-    expect(positions == sorted(positions, reverse=True) and len(set(positions)) == len(positions),
-           f"positions not strictly descending across pages: {positions[:10]}")
+    expect(
+        positions == sorted(positions, reverse=True) and len(set(positions)) == len(positions),
+        f"positions not strictly descending across pages: {positions[:10]}",
+    )
     bad = await _expect_code(
-        s, "ListMessages", operator_pb2.ListMessagesRequest(page_size=5000),
-        grpc.StatusCode.INVALID_ARGUMENT, "page_size 5000",
+        s,
+        "ListMessages",
+        operator_pb2.ListMessagesRequest(page_size=5000),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "page_size 5000",
     )
     return f"{pages} pages of 2, newest first; page_size 5000: {bad.code().name}"
 
@@ -423,8 +458,10 @@ async def _inbound(s: OperatorSession) -> str:
     if s.inbound is not None:
         return s.inbound
     if not s.material.has_peer_material():
-        raise Skipped(f"the PKI holds no {s.peer} gateway and signing material to deliver an "
-                      "inbound message with")
+        raise Skipped(
+            f"the PKI holds no {s.peer} gateway and signing material to deliver an "
+            "inbound message with"
+        )
     from sim.conformance.pushlink import PeerSession
 
     peer = PeerSession(s.material, s.address, timeout=s.timeout)
@@ -432,8 +469,10 @@ async def _inbound(s: OperatorSession) -> str:
         opened = await peer.open()
         envelope = free_text(s.peer, s.target, "to be acknowledged")
         settled = await peer.deliver(opened.stream, [peer.sign(envelope)], [envelope.message_id])
-        expect(settled.receipt_item(settled.first) is not None,
-               "the target rejected the inbound message to acknowledge")
+        expect(
+            settled.receipt_item(settled.first) is not None,
+            "the target rejected the inbound message to acknowledge",
+        )
     finally:
         await peer.close()
     s.inbound = envelope.message_id
@@ -450,26 +489,40 @@ async def _inbound(s: OperatorSession) -> str:
 async def acknowledge(s: OperatorSession) -> str:
     inbound = await _inbound(s)
     request = operator_pb2.AcknowledgeRequest(
-        message_id=inbound, level=bodies_pb2.ACKNOWLEDGEMENT_LEVEL_ROGER,
+        message_id=inbound,
+        level=bodies_pb2.ACKNOWLEDGEMENT_LEVEL_ROGER,
         ack_message_id=new_message_id(),
     )
     first = await s.call("Acknowledge", request)
-    expect(first.ack_message_id == request.ack_message_id,
-           f"answered ack id {first.ack_message_id}, asked {request.ack_message_id}")
+    expect(
+        first.ack_message_id == request.ack_message_id,
+        f"answered ack id {first.ack_message_id}, asked {request.ack_message_id}",
+    )
     expect(first.journal_position >= 1, "no journal_position")
     again = await s.call("Acknowledge", request)
     expect(again.journal_position == first.journal_position, "the retry journaled again")
-    record = (await s.call("GetMessage", operator_pb2.GetMessageRequest(message_id=inbound))).message
-    expect(record.direction == operator_pb2.DIRECTION_INBOUND, "the delivered message is not INBOUND")
-    expect(record.state == operator_pb2.DELIVERY_STATE_ACKNOWLEDGED,
-           f"state {operator_pb2.DeliveryState.Name(record.state)} after the acknowledgement")
-    expect(record.acknowledgement.level == bodies_pb2.ACKNOWLEDGEMENT_LEVEL_ROGER,
-           "the record's acknowledgement is not ROGER")
-    ack = (await s.call("GetMessage",
-                        operator_pb2.GetMessageRequest(message_id=first.ack_message_id))).message
+    record = (
+        await s.call("GetMessage", operator_pb2.GetMessageRequest(message_id=inbound))
+    ).message
+    expect(
+        record.direction == operator_pb2.DIRECTION_INBOUND, "the delivered message is not INBOUND"
+    )
+    expect(
+        record.state == operator_pb2.DELIVERY_STATE_ACKNOWLEDGED,
+        f"state {operator_pb2.DeliveryState.Name(record.state)} after the acknowledgement",
+    )
+    expect(
+        record.acknowledgement.level == bodies_pb2.ACKNOWLEDGEMENT_LEVEL_ROGER,
+        "the record's acknowledgement is not ROGER",
+    )
+    ack = (
+        await s.call("GetMessage", operator_pb2.GetMessageRequest(message_id=first.ack_message_id))
+    ).message
     body = ack.envelope.acknowledgement
     expect(ack.envelope.references[:1] == [inbound], "the acknowledgement does not reference it")
-    expect(body.responder == s.identity, f"responder {body.responder!r}, the caller is {s.identity}")
+    expect(
+        body.responder == s.identity, f"responder {body.responder!r}, the caller is {s.identity}"
+    )
     return f"{inbound} ACKNOWLEDGED (ROGER) by {first.ack_message_id}, retry idempotent"
 
 
@@ -488,25 +541,43 @@ async def acknowledge(s: OperatorSession) -> str:
 async def acknowledge_errors(s: OperatorSession) -> str:
     inbound = await _inbound(s)
     used = operator_pb2.AcknowledgeRequest(
-        message_id=inbound, level=bodies_pb2.ACKNOWLEDGEMENT_LEVEL_WILCO,
+        message_id=inbound,
+        level=bodies_pb2.ACKNOWLEDGEMENT_LEVEL_WILCO,
         ack_message_id=new_message_id(),
     )
     await s.call("Acknowledge", used)
     outbound = await s.send(s.message("not ours to acknowledge"))
     cases = [
-        (operator_pb2.AcknowledgeRequest(
-            message_id=inbound, level=bodies_pb2.ACKNOWLEDGEMENT_LEVEL_ROGER,
-            ack_message_id=used.ack_message_id),
-         grpc.StatusCode.ALREADY_EXISTS, "a reused ack_message_id"),
-        (operator_pb2.AcknowledgeRequest(
-            message_id=outbound.message_id, level=bodies_pb2.ACKNOWLEDGEMENT_LEVEL_ROGER),
-         grpc.StatusCode.FAILED_PRECONDITION, "an outbound message"),
-        (operator_pb2.AcknowledgeRequest(
-            message_id=new_message_id(), level=bodies_pb2.ACKNOWLEDGEMENT_LEVEL_ROGER),
-         grpc.StatusCode.NOT_FOUND, "an unknown message"),
-        (operator_pb2.AcknowledgeRequest(
-            message_id=inbound, level=bodies_pb2.ACKNOWLEDGEMENT_LEVEL_UNABLE),
-         grpc.StatusCode.INVALID_ARGUMENT, "UNABLE without a reason"),
+        (
+            operator_pb2.AcknowledgeRequest(
+                message_id=inbound,
+                level=bodies_pb2.ACKNOWLEDGEMENT_LEVEL_ROGER,
+                ack_message_id=used.ack_message_id,
+            ),
+            grpc.StatusCode.ALREADY_EXISTS,
+            "a reused ack_message_id",
+        ),
+        (
+            operator_pb2.AcknowledgeRequest(
+                message_id=outbound.message_id, level=bodies_pb2.ACKNOWLEDGEMENT_LEVEL_ROGER
+            ),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "an outbound message",
+        ),
+        (
+            operator_pb2.AcknowledgeRequest(
+                message_id=new_message_id(), level=bodies_pb2.ACKNOWLEDGEMENT_LEVEL_ROGER
+            ),
+            grpc.StatusCode.NOT_FOUND,
+            "an unknown message",
+        ),
+        (
+            operator_pb2.AcknowledgeRequest(
+                message_id=inbound, level=bodies_pb2.ACKNOWLEDGEMENT_LEVEL_UNABLE
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "UNABLE without a reason",
+        ),
     ]
     for request, code, why in cases:
         exc = await s.refused("Acknowledge", request)
@@ -530,16 +601,24 @@ async def acknowledge_errors(s: OperatorSession) -> str:
 )
 async def link_status(s: OperatorSession) -> str:
     response = await s.call("GetLinkStatus", operator_pb2.GetLinkStatusRequest())
-    expect((response.party, response.peer_party) == (s.target, s.peer),
-           f"parties {response.party}/{response.peer_party}, expected {s.target}/{s.peer}")
-    expect(response.HasField("outbound") and response.HasField("inbound"),
-           "outbound or inbound status missing")
+    expect(
+        (response.party, response.peer_party) == (s.target, s.peer),
+        f"parties {response.party}/{response.peer_party}, expected {s.target}/{s.peer}",
+    )
+    expect(
+        response.HasField("outbound") and response.HasField("inbound"),
+        "outbound or inbound status missing",
+    )
     if s.inbound is not None:
-        expect(response.inbound.last_sequence >= 1,
-               "inbound last_sequence is 0 although we delivered a message")
-    return (f"{response.party}->{response.peer_party}: outbound "
-            f"{'up' if response.outbound.up else 'down'}, inbound last_sequence "
-            f"{response.inbound.last_sequence}, overdue {response.overdue_count}")
+        expect(
+            response.inbound.last_sequence >= 1,
+            "inbound last_sequence is 0 although we delivered a message",
+        )
+    return (
+        f"{response.party}->{response.peer_party}: outbound "
+        f"{'up' if response.outbound.up else 'down'}, inbound last_sequence "
+        f"{response.inbound.last_sequence}, overdue {response.overdue_count}"
+    )
 
 
 @check(
@@ -558,8 +637,10 @@ async def authz_peer_gateway(s: OperatorSession) -> str:
         try:
             await stub.GetLinkStatus(operator_pb2.GetLinkStatusRequest(), timeout=s.timeout)
         except grpc.aio.AioRpcError as exc:
-            expect(exc.code() == grpc.StatusCode.PERMISSION_DENIED,
-                   f"{_code(exc)}; the spec says PERMISSION_DENIED")
+            expect(
+                exc.code() == grpc.StatusCode.PERMISSION_DENIED,
+                f"{_code(exc)}; the spec says PERMISSION_DENIED",
+            )
             return f"the {s.peer} gateway: {_code(exc)}"
         raise Failed(f"the {s.peer} gateway was answered")
     finally:

@@ -39,8 +39,10 @@ async def _expect_end(
 ) -> str:
     ended = await stream.ended()
     if ended is None:
-        raise Failed(f"{why}: the stream is still open after {stream.timeout:g} s; the spec ends "
-                     f"it with {code.name}")
+        raise Failed(
+            f"{why}: the stream is still open after {stream.timeout:g} s; the spec ends "
+            f"it with {code.name}"
+        )
     expect(
         ended.code == code,
         f"{why}: the stream ended with {ended.describe()}; the spec says {code.name}",
@@ -162,7 +164,7 @@ async def valid_examples(s: PeerSession) -> str:
     adapter.reserve(valid)
     # an update, cancel or acknowledgement after the message it refers to
     ordered = sorted(valid, key=lambda e: "references:" in e.text)
-    examples, ids, payloads, receipt, first = await _deliver_examples(s, ordered, adapter)
+    examples, _, _, receipt, first = await _deliver_examples(s, ordered, adapter)
     for i, example in enumerate(examples):
         item = next((r for r in receipt.receipts if r.sequence == first + i), None)
         if item is not None:
@@ -213,7 +215,9 @@ async def bad_signature(s: PeerSession) -> str:
     flipped.signature = bytes([flipped.signature[0] ^ 1]) + flipped.signature[1:]
     cases.append(("signature with one bit flipped", flipped))
     env = free_text(s.us, s.target, "bad signature: checkpoint payload type")
-    cases.append(("signed as a Checkpoint", s.signer.sign(PAYLOAD_TYPE_CHECKPOINT, env.SerializeToString())))
+    cases.append(
+        ("signed as a Checkpoint", s.signer.sign(PAYLOAD_TYPE_CHECKPOINT, env.SerializeToString()))
+    )
     env = free_text(s.us, s.target, "bad signature: unknown key")
     unknown = s.sign(env)
     unknown.key_id = sha256(b"no such key").hex()
@@ -272,7 +276,9 @@ async def wrong_party(s: PeerSession) -> str:
 # ---------------------------------------------------------------------------- exactly once
 
 
-async def _one_receipted(s: PeerSession, opened: Opened, text: str) -> tuple[str, common_pb2.SignedPayload, int]:
+async def _one_receipted(
+    s: PeerSession, opened: Opened, text: str
+) -> tuple[str, common_pb2.SignedPayload, int]:
     env = free_text(s.us, s.target, text)
     payload = s.sign(env)
     settled = await s.deliver(opened.stream, [payload], [env.message_id])
@@ -291,7 +297,7 @@ async def _one_receipted(s: PeerSession, opened: Opened, text: str) -> tuple[str
 )
 async def duplicate_sequence(s: PeerSession) -> str:
     opened = await s.open()
-    message_id, payload, sequence = await _one_receipted(s, opened, "duplicate by sequence")
+    _, payload, sequence = await _one_receipted(s, opened, "duplicate by sequence")
     original = s.held[sequence]
     batch = peer_link_pb2.DeliveryBatch()
     batch.deliveries.add(sequence=sequence, envelope=payload)
@@ -332,8 +338,10 @@ async def duplicate_message_id(s: PeerSession) -> str:
     held = original.receipt_for(message_id)
     expect(held is not None, f"the original receipt does not receipt {message_id}")
     assert held is not None
-    expect(held.sequence == sequence, f"the original receipt puts it at {held.sequence}, "
-           f"it was settled at {sequence}")
+    expect(
+        held.sequence == sequence,
+        f"the original receipt puts it at {held.sequence}, it was settled at {sequence}",
+    )
     expect(held.digest == sha256(payload.payload), "the original receipt covers other bytes")
     return f"sequence {settled.first} refused, original receipt of sequence {sequence} verified"
 
@@ -353,7 +361,9 @@ async def out_of_order_gap(s: PeerSession) -> str:
     batch.deliveries.add(sequence=before + 2, envelope=s.sign(env))
     await opened.stream.send(peer_link_pb2.PushRequest(deliveries=batch))
     ended = await _expect_end(
-        opened.stream, grpc.StatusCode.FAILED_PRECONDITION, starts="OUT_OF_ORDER:",
+        opened.stream,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        starts="OUT_OF_ORDER:",
         why=f"sequence {before + 2} when {before + 1} was expected",
     )
     after = await s.open()
@@ -380,7 +390,9 @@ async def out_of_order_changed(s: PeerSession) -> str:
     batch.deliveries.add(sequence=sequence, envelope=s.sign(env))
     await opened.stream.send(peer_link_pb2.PushRequest(deliveries=batch))
     return await _expect_end(
-        opened.stream, grpc.StatusCode.FAILED_PRECONDITION, starts="OUT_OF_ORDER:",
+        opened.stream,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        starts="OUT_OF_ORDER:",
         why=f"sequence {sequence} resent with other bytes",
     )
 
@@ -481,7 +493,9 @@ async def _refused_hello(
 )
 async def hello_party(s: PeerSession) -> str:
     return await _refused_hello(
-        s, s.hello(party=s.target), grpc.StatusCode.PERMISSION_DENIED,
+        s,
+        s.hello(party=s.target),
+        grpc.StatusCode.PERMISSION_DENIED,
         f"Hello.party {s.target} from the {s.us} gateway",
     )
 
@@ -509,7 +523,9 @@ async def hello_signing_certificate(s: PeerSession) -> str:
     cert, _, _ = s.material.gateway_files()
     tls_der = load_certificate(cert).public_bytes(Encoding.DER)
     return await _refused_hello(
-        s, s.hello(signing_certificates=[tls_der]), grpc.StatusCode.PERMISSION_DENIED,
+        s,
+        s.hello(signing_certificates=[tls_der]),
+        grpc.StatusCode.PERMISSION_DENIED,
         "our TLS gateway certificate offered as a signing certificate",
     )
 
@@ -524,7 +540,9 @@ async def data_loss(s: PeerSession) -> str:
     opened = await s.open()
     claim = opened.welcome.last_sequence + 10
     return await _refused_hello(
-        s, s.hello(last_receipted=claim), grpc.StatusCode.DATA_LOSS,
+        s,
+        s.hello(last_receipted=claim),
+        grpc.StatusCode.DATA_LOSS,
         f"last_receipted_sequence {claim} > last_sequence {opened.welcome.last_sequence}",
     )
 
@@ -550,9 +568,7 @@ async def empty_frame(s: PeerSession) -> str:
 async def bad_batch(s: PeerSession) -> str:
     opened = await s.open()
     await opened.stream.send(peer_link_pb2.PushRequest(deliveries=peer_link_pb2.DeliveryBatch()))
-    first = await _expect_end(
-        opened.stream, grpc.StatusCode.INVALID_ARGUMENT, why="an empty batch"
-    )
+    first = await _expect_end(opened.stream, grpc.StatusCode.INVALID_ARGUMENT, why="an empty batch")
     opened = await s.open()
     batch = peer_link_pb2.DeliveryBatch()
     n = opened.welcome.last_sequence + 1

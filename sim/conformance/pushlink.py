@@ -30,7 +30,7 @@ from hotline.signing import PAYLOAD_TYPE_ENVELOPE, Signer, sha256
 from hotline.transport import credentials, secure_channel
 from hotline.v1 import common_pb2, envelope_pb2, peer_link_pb2, peer_link_pb2_grpc
 from sim.conformance.material import Material
-from sim.conformance.registry import Failed, expect
+from sim.conformance.registry import Failed, Items, expect
 
 Call = Any  # grpc.aio.StreamStreamCall[PushRequest, PushResponse]
 
@@ -106,8 +106,9 @@ class PushStream:
             raise Failed(f"no {what} within {self.timeout:g} s") from None
         if frame is None:
             assert self.end is not None
-            raise Failed(f"the target ended the stream instead of sending {what}: "
-                         f"{self.end.describe()}")
+            raise Failed(
+                f"the target ended the stream instead of sending {what}: {self.end.describe()}"
+            )
         which = frame.WhichOneof("frame")
         expect(which == kind, f"expected {what}, got a {which or 'empty'} frame")
         return frame
@@ -200,14 +201,18 @@ class PeerSession:
         self.receipts_checked = 0
         self.receipt_problems: list[str] = []
         self.delivered: list[Settled] = []
-        self.items: Any = None  # the current check's per-vector outcomes (set by the runner)
+        self.items = Items()  # the current check's per-vector outcomes (set by the runner)
         self._open: list[PushStream] = []
         self.examples: tuple[list[Any], list[Any]] = ([], [])  # (valid, invalid) golden examples
+        self.listener: Any = None  # the listening half (`--listen`), a `listener.Listener`
+        self.operator: str | None = None  # the target's operator that makes it send to us
 
     async def close(self) -> None:
         for stream in self._open:
             stream.close()
         await self.channel.close()
+        if self.listener is not None:
+            await self.listener.close()
 
     def close_streams(self) -> None:
         for stream in self._open:
@@ -233,7 +238,9 @@ class PeerSession:
         frame = peer_link_pb2.Hello(
             protocol_version=version,
             party=self.us if party is None else party,
-            last_receipted_sequence=self.settled_up_to if last_receipted is None else last_receipted,
+            last_receipted_sequence=self.settled_up_to
+            if last_receipted is None
+            else last_receipted,
             nonce=secrets.token_bytes(link.NONCE_BYTES) if nonce is None else nonce,
         )
         frame.signing_certificates.extend(
@@ -302,7 +309,9 @@ class PeerSession:
 
     # -- deliveries
 
-    def sign(self, envelope: envelope_pb2.Envelope, signer: Signer | None = None) -> common_pb2.SignedPayload:
+    def sign(
+        self, envelope: envelope_pb2.Envelope, signer: Signer | None = None
+    ) -> common_pb2.SignedPayload:
         return (signer or self.signer).sign(PAYLOAD_TYPE_ENVELOPE, envelope.SerializeToString())
 
     async def deliver(
@@ -399,7 +408,9 @@ def settlement_problems(
         if not 0 <= i < len(payloads):
             continue
         if j.digest != sha256(payloads[i].payload):
-            problems.append(f"sequence {j.sequence}: rejection's envelope_sha256 is not the payload's")
+            problems.append(
+                f"sequence {j.sequence}: rejection's envelope_sha256 is not the payload's"
+            )
         if j.message_id and ids[i] and j.message_id != ids[i]:
             problems.append(f"sequence {j.sequence}: rejects {j.message_id}, we sent {ids[i]}")
     return problems or receipt

@@ -43,7 +43,9 @@ def summary(results: list[Result]) -> str:
     )
 
 
-def document(results: list[Result], *, target: str, role: str, parties: dict[str, str]) -> dict[str, Any]:
+def document(
+    results: list[Result], *, target: str, role: str, parties: dict[str, str]
+) -> dict[str, Any]:
     counts = Counter(r.status.value for r in results)
     return {
         "suite": "hotline conformance",

@@ -57,6 +57,7 @@ async def run_suite(
                 f"and key, which the suite needs to play {material.us}'s gateway"
             )
         session = PeerSession(material, target, timeout=timeout)
+        session.operator = operator
         if listen is not None:
             from sim.conformance.listener import Listener
 
@@ -72,7 +73,7 @@ async def run_suite(
 
         session = OperatorSession(material, target, operator=operator, timeout=timeout)
         # a clear error for a target that does not answer, before any check runs
-        name, cert, key, ca = material.operator_files(operator)
+        _, cert, key, ca = material.operator_files(operator)
         await read_server_certificate(target, cert=cert, key=key, cafiles=[ca], server_name=None)
     session.examples = (valid, invalid)
     try:

@@ -103,7 +103,7 @@ class PushStream:
         try:
             frame = await self.read()
         except TimeoutError:
-            raise Failed(f"no {what} within {self.timeout:g} s") from None
+            raise Failed(f"{what} did not come within {self.timeout:g} s") from None
         if frame is None:
             assert self.end is not None
             raise Failed(

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from hotline.errors import ConfigError
 from sim.conformance import checks as _checks  # noqa: F401  (registers the checks)
-from sim.conformance.registry import Role, Status, checks_of
+from sim.conformance.registry import Result, Role, Status, checks_of
 from sim.conformance.report import document, header, row, summary, write_json
 from sim.conformance.suite import run_suite
 
@@ -104,7 +104,14 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         for c in checks_of(role):
             _print(f"{c.id:<44} {c.spec:<28} {c.title}")
         return 0
-    _print(header())
+    shown: list[Result] = []
+
+    def show(result: Result) -> None:
+        if not shown:
+            _print(header())
+        shown.append(result)
+        _print(row(result))
+
     try:
         outcome = asyncio.run(
             run_suite(
@@ -118,7 +125,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
                 only=args.only,
                 timeout=args.timeout,
                 examples=args.examples,
-                on_result=lambda r: _print(row(r)),
+                on_result=show,
                 announce=lambda text: print(text, file=sys.stderr, flush=True),
             )
         )

@@ -18,6 +18,7 @@ from hotline.errors import SignatureError
 from hotline.signing import PAYLOAD_TYPE_CHECKPOINT
 from hotline.transport import credentials, secure_channel
 from hotline.v1 import operator_pb2, operator_pb2_grpc, peer_link_pb2
+from sim.conformance import peer_checks  # noqa: F401  (the dialling checks run first)
 from sim.conformance.examples import free_text
 from sim.conformance.listener import Listener
 from sim.conformance.pushlink import PeerSession

@@ -1,8 +1,10 @@
 # Hotline developer commands. Each target sets up what it needs (idempotently) first.
 #   make demo   - run the paired-endpoint demo (two gateways, one encounter)
 #   make test   - run the whole test suite
-#   make lint   - ruff, ruff format --check, mypy --strict, buf lint
-#   make gen    - regenerate Python code and proto/SPEC.md from proto/hotline/v1/*.proto
+#   make lint   - ruff, ruff format --check, mypy --strict, buf lint, buf breaking
+#   make breaking - buf breaking against the committed wire baseline proto/baseline/hotline-v1.binpb
+#   make baseline - rewrite that baseline (only when a wire change is deliberate: see SPEC.md, Versioning)
+#   make gen    - regenerate Python code, proto/SPEC.md (+ MUST index) and proto/examples/vectors
 #   make ci     - what CI runs: lint + test
 #   make bench  - install the `bench` extra (NATS server and clients) and run `hotline sim bench`:
 #                 the hot line against a gRPC echo and like-for-like brokers measured in the same
@@ -18,7 +20,7 @@ BENCH_ARGS ?=
 BUF_VERSION := 1.75.0
 BUF    := $(VENV)/node/node_modules/.bin/buf
 
-.PHONY: setup demo test lint gen ci buf bench clean
+.PHONY: setup demo test lint gen ci buf breaking baseline bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,10 +49,18 @@ lint: setup $(BUF)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	cd proto && ../$(BUF) lint
+	cd proto && ../$(BUF) breaking --against baseline/hotline-v1.binpb
+
+breaking: $(BUF)
+	cd proto && ../$(BUF) breaking --against baseline/hotline-v1.binpb
+
+baseline: $(BUF)
+	cd proto && ../$(BUF) build --exclude-source-info -o baseline/hotline-v1.binpb
 
 gen: setup
 	$(PY) proto/generate.py
 	$(PY) proto/specdoc.py
+	$(PY) proto/make_vectors.py
 
 ci: lint test
 

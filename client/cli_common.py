@@ -324,6 +324,9 @@ KIND_STYLE = {
     "LINK UP": GREEN,
     "SECURITY REFUSAL": f"{BOLD};{RED}",
     "CHECKPOINT": DIM,
+    "EXPIRED": f"{BOLD};{MAGENTA}",
+    "CANCELLED": f"{BOLD};{RED}",
+    "UPDATED": YELLOW,
 }
 
 
@@ -440,6 +443,41 @@ def awaiting_ack(record: operator_pb2.MessageRecord) -> bool:
         in (operator_pb2.DELIVERY_STATE_JOURNALED, operator_pb2.DELIVERY_STATE_DELIVERED)
         and record.envelope.WhichOneof("body") != "acknowledgement"
         and record.HasField("acknowledge_deadline_time")
+        and not record.expired  # an expired message has no deadline running any more
+    )
+
+
+def life_marks(record: operator_pb2.MessageRecord) -> list[tuple[str, str]]:
+    """Where a message stands beyond its state, as (word, style): the latest acknowledgement's
+    level (the one that stands), CANCELLED, UPDATED, EXPIRED."""
+    marks = []
+    if record.state == operator_pb2.DELIVERY_STATE_ACKNOWLEDGED and record.HasField(
+        "acknowledgement"
+    ):
+        marks.append((level_name(record.acknowledgement.level), GREEN))
+    if record.cancelled_by_message_id:
+        marks.append(("CANCELLED", KIND_STYLE["CANCELLED"]))
+    elif record.updated_by_message_id:
+        marks.append(("UPDATED", KIND_STYLE["UPDATED"]))
+    if record.expired:
+        marks.append(("EXPIRED", KIND_STYLE["EXPIRED"]))
+    return marks
+
+
+def chain_text(envelope: envelope_pb2.Envelope) -> str:
+    """What an UPDATE or CANCEL does (`UPDATE of <id>`), or ""."""
+    if envelope.action == common_pb2.ACTION_UPDATE and envelope.references:
+        return f"UPDATE of {envelope.references[0]}"
+    if envelope.action == common_pb2.ACTION_CANCEL and envelope.references:
+        return f"CANCEL of {envelope.references[0]}"
+    return ""
+
+
+def ladder_text(record: operator_pb2.MessageRecord) -> str:
+    """The acknowledgement history, oldest first: `ROGER 10:00:01 -> WILCO 10:00:05`."""
+    return " -> ".join(
+        f"{level_name(a.acknowledgement.level)} {clock(a.acknowledge_time)}"
+        for a in record.acknowledgements
     )
 
 
@@ -512,9 +550,20 @@ def event_parts(
             detail.add(f": {text_of(ack.reason)}")
         elif ack.HasField("remarks"):
             detail.add(f": {text_of(ack.remarks)}")
+        if len(record.acknowledgements) > 1:  # the latest stands; say what it replaced
+            earlier = record.acknowledgements[-2].acknowledgement.level
+            detail.add(f" (was {level_name(earlier)})", DIM)
     elif event.kind == operator_pb2.EVENT_KIND_MESSAGE_REJECTED:
         detail.add(event.detail or "refused", f"{BOLD};{RED}")
+    elif event.kind == operator_pb2.EVENT_KIND_MESSAGE_EXPIRED:
+        detail.add("EXPIRED", KIND_STYLE["EXPIRED"])
+        detail.add(" unanswered: no more escalations or re-alerts")
     else:
+        chain = chain_text(env)
+        if chain:
+            detail.add(chain + ": ", BOLD)
+        if record.expired:
+            detail.add("EXPIRED ", KIND_STYLE["EXPIRED"])
         detail.add(describe_body(env))
         due, style = countdown(record, now)
         # Only a deadline still running: for a replayed old event the record is as it stood
@@ -559,6 +608,11 @@ def record_line(record: operator_pb2.MessageRecord, *, now: datetime | None = No
     line.add(f"{env.message_id} ")
     if record.overdue:
         line.add("OVERDUE ", f"{BOLD};{RED}")
+    for word, style in life_marks(record):
+        line.add(word + " ", style)
+    chain = chain_text(env)
+    if chain:
+        line.add(chain + ": ")
     line.add(describe_body(env))
     return line
 
@@ -592,7 +646,12 @@ def record_text(record: operator_pb2.MessageRecord, colour: bool = False) -> str
     )
     row("originator", env.originator)
     row("created", clock(env.create_time, date=True))
-    row("state", state_name(record.state), KIND_STYLE.get(state_name(record.state), ""))
+    marks = " ".join(word for word, _ in life_marks(record))
+    row(
+        "state",
+        state_name(record.state) + (f"  {marks}" if marks else ""),
+        KIND_STYLE.get(state_name(record.state), ""),
+    )
     row("journal", f"position {record.journal_position}, {clock(record.journal_time, date=True)}")
     if record.sequence:
         row("link sequence", str(record.sequence))
@@ -617,6 +676,12 @@ def record_text(record: operator_pb2.MessageRecord, colour: bool = False) -> str
             row("reason", text_of(ack.reason))
         if ack.HasField("remarks"):
             row("remarks", text_of(ack.remarks))
+        if len(record.acknowledgements) > 1:  # the latest (above) stands
+            row("ack history", ladder_text(record))
+    if record.cancelled_by_message_id:
+        row("cancelled by", record.cancelled_by_message_id, KIND_STYLE["CANCELLED"])
+    if record.updated_by_message_id:
+        row("updated by", record.updated_by_message_id + " (supersedes this content)", YELLOW)
     if record.state == operator_pb2.DELIVERY_STATE_REJECTED:
         reason = enum_label(
             peer_link_pb2.RejectionReason, record.rejection_reason, "REJECTION_REASON_"
@@ -629,9 +694,22 @@ def record_text(record: operator_pb2.MessageRecord, colour: bool = False) -> str
     row("handling", f"{marking}; releasable to {', '.join(handling.releasable_to)}")
     row("language", env.language)
     action = enum_label(common_pb2.Action, env.action, "ACTION_")
-    row("action", action + (f" (references {', '.join(env.references)})" if env.references else ""))
+    chain = chain_text(env)
+    if chain:  # what it replaces or withdraws first, then any other references
+        others = list(env.references[1:])
+        row("action", chain + (f" (also references {', '.join(others)})" if others else ""))
+    else:
+        refs = f" (references {', '.join(env.references)})" if env.references else ""
+        row("action", action + refs)
     if env.HasField("expire_time"):
-        row("expires", clock(env.expire_time, date=True))
+        if record.expired:
+            row(
+                "expires",
+                f"{clock(env.expire_time, date=True)}  EXPIRED: no more escalations or re-alerts",
+                KIND_STYLE["EXPIRED"],
+            )
+        else:
+            row("expires", clock(env.expire_time, date=True))
     row("signed by key", record.signed_envelope.key_id)
     width = max(len(name) for name, _ in rows)
     lines = [f"{name + ':':<{width + 1}} {line.render(colour)}" for name, line in rows]

@@ -22,8 +22,11 @@ from hotline.ids import is_message_id
 DESCRIPTION = """\
 Show one message, inbound or outbound, as your gateway's journal holds it now: the envelope's
 header, where it stands on the acknowledgement ladder (journaled, delivered, acknowledged, with
-the times), its acknowledgement, and the body. --json prints the whole hotline.v1.MessageRecord,
-including the signed envelope bytes (base64), for independent verification."""
+the times), its acknowledgement (the latest stands; "ack history" lists every one, oldest
+first), where it stands in its chain (an UPDATE or CANCEL of which message; "updated by",
+"cancelled by"), whether it has EXPIRED, and the body. --json prints the whole
+hotline.v1.MessageRecord, including the signed envelope bytes (base64), for independent
+verification."""
 
 
 def register(parser: argparse.ArgumentParser) -> None:

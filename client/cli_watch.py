@@ -24,8 +24,11 @@ from client.operator import OperatorClient
 
 DESCRIPTION = """\
 Watch your gateway's events as they happen: messages sent and received, delivered,
-acknowledged, refused; escalations (the peer has not acknowledged one of ours in time) and
-re-alerts (we have not acknowledged one of theirs); the link going up and down.
+acknowledged (the latest answer stands; a line says which one it replaced), refused;
+escalations (the peer has not acknowledged one of ours in time) and re-alerts (we have not
+acknowledged one of theirs); messages that expired unanswered (no more escalations or
+re-alerts for them); the link going up and down. An UPDATE or CANCEL says which message it
+replaces or withdraws, and a message received past its expiry is marked EXPIRED.
 
 Each line shows the precedence (FLASH in red), the status (EXERCISE and TEST are marked on
 every line, so that a drill is never read as real), and how long is left before an

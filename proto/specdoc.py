@@ -25,12 +25,14 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from google.protobuf import descriptor_pb2
+
+from hotline import must_index
 
 PROTO_ROOT = Path(__file__).resolve().parent
 PACKAGE = "hotline.v1"
@@ -92,6 +94,13 @@ class Message:
     description: list[str]
     rules: str  # without the prefix and the final period; "" when the message has none
     fields: list[Field] = field(default_factory=list)
+    reserved: list[tuple[int, int]] = field(default_factory=list)  # inclusive ranges
+
+    @property
+    def next_free(self) -> int:
+        """The number a new field takes: one past every field and reserved number."""
+        used = [f.number for f in self.fields] + [high for _, high in self.reserved]
+        return max(used, default=0) + 1
 
 
 @dataclass
@@ -108,6 +117,12 @@ class Enum:
     line: int
     description: list[str]
     values: list[EnumValue] = field(default_factory=list)
+    reserved: list[tuple[int, int]] = field(default_factory=list)  # inclusive ranges
+
+    @property
+    def next_free(self) -> int:
+        used = [v.number for v in self.values] + [high for _, high in self.reserved]
+        return max(used, default=0) + 1
 
 
 @dataclass
@@ -252,6 +267,7 @@ class _FileReader:
         scope: str,
     ) -> None:
         item = Enum(enum.name, f"{scope}.{enum.name}", self.line(path), self.comment(path))
+        item.reserved = [(r.start, r.end) for r in enum.reserved_range]  # end inclusive here
         for j, value in enumerate(enum.value):
             item.values.append(
                 EnumValue(value.name, value.number, self.comment((*path, _ENUM_VALUE, j)))
@@ -271,6 +287,7 @@ class _FileReader:
             self.comment(path), where, self.errors, required=False
         )
         item = Message(msg.name, full, self.line(path), description, rules)
+        item.reserved = [(r.start, r.end - 1) for r in msg.reserved_range]  # end exclusive here
         for j, fd in enumerate(msg.field):
             field_path = (*path, _FIELD, j)
             field_where = f"{proto.name}:{self.line(field_path)}: field {full}.{fd.name}"
@@ -489,61 +506,6 @@ def default_deadlines(files: list[ProtoFile]) -> list[tuple[EnumValue, str, str]
     return rows
 
 
-_INTRO = """\
-Hotline is a prototype of the proposed Japan–Taiwan Maritime and Air Communication Mechanism
-(the "hot line"): two national gateways, one per party, exchange typed, signed and acknowledged
-messages over gRPC with mutual TLS. Watch officers talk only to their own gateway
-(`OperatorService`); only the gateways cross the border (`PeerLinkService`).
-
-This document renders the specification for reading. The `.proto` files under
-`proto/hotline/v1/` are normative; every message, field, enum value and RPC is documented there,
-and every field comment ends with a `Constraints:` line in the grammar of
-[Conventions and field constraints](#conventions). The same lines drive the reference validator
-(`hotline.validation`), and the golden examples in `proto/examples/` are conformance vectors for
-any other implementation.
-"""
-
-_LADDER = """\
-Every message climbs a ladder of three rungs, as seen by its sender. Each rung is durable and
-provable: the first is an entry in the sender's journal, the second a receipt signed by the
-receiving gateway, the third a message of its own, written by a person on watch.
-
-| Rung | Reached when | Proof held by the sender |
-|---|---|---|
-| `JOURNALED` | the sending gateway made the envelope durable in its own journal; `Send` returns | its journal entry (the signed envelope bytes) |
-| `DELIVERED` | the receiving gateway verified, validated and journaled it, and returned a receipt | the `BatchReceipt` that receipts it, signed by the receiving party |
-| `ACKNOWLEDGED` | a watch officer of the receiving party answered (ROGER, WILCO, UNABLE, SAY_AGAIN) | the `Acknowledgement` message, signed by the receiving party |
-
-A message may instead end `REJECTED` (the receiving gateway refused it; final). An
-acknowledgement travels back as an ordinary message on the acknowledging party's own push stream,
-and stops at `DELIVERED`: an acknowledgement is never itself acknowledged.
-"""
-
-_LADDER_DIAGRAM = """\
-```mermaid
-sequenceDiagram
-    autonumber
-    participant OJ as JP watch officer
-    participant GJ as JP gateway
-    participant GT as TW gateway
-    participant OT as TW watch officer
-    OJ->>GJ: OperatorService.Send(envelope)
-    Note over GJ: validate, fill, sign, journal
-    GJ-->>OJ: SendResponse - JOURNALED
-    GJ->>GT: Push (JP to TW): Delivery(sequence, signed envelope)
-    Note over GT: verify signature, parse, validate, journal
-    GT-->>GJ: BatchReceipt signed by TW - DELIVERED
-    GJ--)OJ: Watch: EVENT_KIND_MESSAGE_DELIVERED
-    GT--)OT: Watch: EVENT_KIND_MESSAGE_RECEIVED
-    OT->>GT: OperatorService.Acknowledge(message_id, WILCO)
-    Note over GT: make an Acknowledgement envelope, sign, journal
-    GT-->>OT: AcknowledgeResponse
-    GT->>GJ: Push (TW to JP): Delivery(sequence, signed acknowledgement)
-    GJ-->>GT: BatchReceipt signed by JP
-    GJ--)OJ: Watch: EVENT_KIND_MESSAGE_ACKNOWLEDGED - ACKNOWLEDGED
-```
-"""
-
 _DEADLINES_INTRO = """\
 Each precedence sets an acknowledgement deadline, measured from the time the sending gateway
 journals the message. Past it, an unacknowledged message raises `EVENT_KIND_ESCALATION` at the
@@ -585,7 +547,107 @@ def _anchor(name: str) -> str:
     return f'<a id="{name}"></a>'
 
 
-def render_spec(files: list[ProtoFile]) -> str:
+# The chapters of SPEC.md, in reading order: (anchor, title, hand-written file in proto/spec/
+# or "" for a chapter generated from the .proto comments).
+CHAPTERS: tuple[tuple[str, str, str], ...] = (
+    ("overview", "Overview", "overview.md"),
+    ("identities", "Identities and roles", "identities.md"),
+    ("ladder", "The acknowledgement ladder", "ladder.md"),
+    ("catalogue", "Message catalogue", "catalogue.md"),
+    ("states", "State diagrams", "states.md"),
+    ("peer-link", "The peer link", ""),
+    ("journal-chain", "The journal's hash chain", "journal.md"),
+    ("conventions", "Conventions and field constraints", ""),
+    ("versioning", "Versioning and evolution", "versioning.md"),
+    ("threat-model", "Threat model", "threat-model.md"),
+    ("vectors", "Test vectors", "vectors.md"),
+    ("must-index", "MUST index", ""),
+    ("reference", "Reference", ""),
+)
+PROSE_ROOT = PROTO_ROOT / "spec"
+
+
+def prose(name: str) -> str:
+    """A hand-written chapter."""
+    path = PROSE_ROOT / name
+    if not path.is_file():
+        raise SpecError(f"proto/spec/{name} is missing")
+    return path.read_text(encoding="utf-8").strip("\n")
+
+
+def must_sources(files: list[ProtoFile]) -> list[must_index.Source]:
+    """Every text of the specification that may hold a MUST, with where SPEC.md renders it."""
+    sources: list[must_index.Source] = []
+    for anchor, title, name in CHAPTERS:
+        if name:
+            text = tuple(prose(name).split("\n"))
+            sources.append(must_index.Source(text, title, anchor, f"proto/spec/{name}"))
+    for proto in files:
+        stem = Path(proto.name).stem
+        anchor = {"peer_link": "peer-link", "common": "conventions"}.get(stem, f"file-{stem}")
+        sources.append(must_index.Source(tuple(proto.comment), proto.name, anchor, proto.name))
+        for service in proto.services:
+            texts = [(service.full_name, service.description)]
+            texts += [(f"{service.full_name}.{m.name}", m.description) for m in service.methods]
+            for full, lines in texts:
+                sources.append(must_index.Source(tuple(lines), full, full, proto.name))
+        for msg in proto.messages:
+            sources.append(
+                must_index.Source(tuple(msg.description), msg.full_name, msg.full_name, proto.name)
+            )
+            for fd in msg.fields:
+                sources.append(
+                    must_index.Source(
+                        tuple(fd.description), fd.full_name, msg.full_name, proto.name
+                    )
+                )
+        for enum in proto.enums:
+            sources.append(
+                must_index.Source(
+                    tuple(enum.description), enum.full_name, enum.full_name, proto.name
+                )
+            )
+            for value in enum.values:
+                sources.append(
+                    must_index.Source(
+                        tuple(value.description), value.name, enum.full_name, proto.name
+                    )
+                )
+    return sources
+
+
+_TAG_OUTSIDE_CODE = re.compile(r"(?<![`\w])\[(" + must_index.ID_PATTERN + r")\](?!\()")
+
+
+def _link_tags(markdown: str) -> str:
+    """Make every MUST id outside code an anchor the index links to."""
+    out: list[str] = []
+    fenced = False
+    for line in markdown.split("\n"):
+        if line.startswith("```"):
+            fenced = not fenced
+        if not fenced and "[" in line:
+            parts = line.split("`")
+            for i in range(0, len(parts), 2):
+                parts[i] = _TAG_OUTSIDE_CODE.sub(
+                    lambda m: f'<a id="must-{m[1]}"></a>**[{m[1]}]**', parts[i]
+                )
+            line = "`".join(parts)
+        out.append(line)
+    return "\n".join(out)
+
+
+def _constraint_list(fields: list[Field]) -> list[str]:
+    """The fields' Constraints lines, one bullet each, below the table (long patterns would
+    make the table too wide to read)."""
+    out = ["**Constraints:**\n"]
+    for fd in fields:
+        out.append(f"- `{fd.name}`: `{fd.constraints}`")
+    out.append("")
+    return out
+
+
+def render_spec(files: list[ProtoFile], musts: list[must_index.Must]) -> str:
     known = {m.full_name for p in files for m in p.messages} | {
         e.full_name for p in files for e in p.enums
     }
@@ -599,46 +661,61 @@ def render_spec(files: list[ProtoFile]) -> str:
 
     out: list[str] = []
     add = out.append
-    add("# Hotline protocol `hotline.v1` (link protocol version 2): specification reference\n")
+    add("# Hotline protocol `hotline.v1` (link protocol version 2): specification\n")
     add(
-        "<!-- GENERATED by proto/specdoc.py from proto/hotline/v1/*.proto: do not edit. "
-        "Change the .proto comments and run `make gen`. -->\n"
+        "<!-- GENERATED by proto/specdoc.py from proto/hotline/v1/*.proto and proto/spec/*.md: "
+        "do not edit. Change the .proto comments or the chapters and run `make gen`. -->\n"
     )
     add(
         f"Package `{PACKAGE}`: {len(files)} files, {n_services} services with {n_rpcs} RPCs, "
-        f"{n_messages} messages with {n_fields} fields, {n_enums} enums, and {n_rules} "
-        "message-level rules.\n"
+        f"{n_messages} messages with {n_fields} fields, {n_enums} enums, "
+        f"{n_rules} message-level rules, and {len(musts)} MUSTs.\n"
     )
     add("## Contents\n")
-    add("1. [Introduction](#introduction)")
-    add("2. [The acknowledgement ladder](#ladder)")
-    add("3. [The peer link](#peer-link)")
-    add("4. [Conventions and field constraints](#conventions)")
-    add("5. [Reference](#reference)")
-    for i, proto in enumerate(files, 1):
-        add(f"   {i}. [`{proto.name}`](#file-{Path(proto.name).stem})")
+    for number, (anchor, title, _) in enumerate(CHAPTERS, 1):
+        add(f"{number}. [{title}](#{anchor})")
+        if anchor == "reference":
+            for i, proto in enumerate(files, 1):
+                add(f"   {i}. [`{proto.name}`](#file-{Path(proto.name).stem})")
     add("")
 
-    add(f"{_anchor('introduction')}\n\n## 1. Introduction\n")
-    add(_INTRO)
-    add("| File | Holds | Services | Messages | Enums |")
-    add("|---|---|---|---|---|")
-    for proto in files:
-        summary = proto.comment[0].split(": ", 1)[-1].rstrip(".") if proto.comment else ""
-        add(
-            f"| [`{proto.name}`](#file-{Path(proto.name).stem}) | {md_cell([summary])} | "
-            f"{len(proto.services)} | {len(proto.messages)} | {len(proto.enums)} |"
-        )
-    add("")
-    add(
-        "In the tables, **Label** is `repeated`, `optional` (explicit presence) or the oneof a field "
-        "belongs to; **Constraints** is the field's `Constraints:` line. A message's own "
-        "**Rules** relate several of its fields.\n"
-    )
+    for number, (anchor, title, name) in enumerate(CHAPTERS, 1):
+        add(f"{_anchor(anchor)}\n\n## {number}. {title}\n")
+        if name:
+            add(prose(name) + "\n")
+        if anchor == "overview":
+            add("| File | Holds | Services | Messages | Enums |")
+            add("|---|---|---|---|---|")
+            for proto in files:
+                summary = proto.comment[0].split(": ", 1)[-1].rstrip(".") if proto.comment else ""
+                add(
+                    f"| [`{proto.name}`](#file-{Path(proto.name).stem}) | {md_cell([summary])} | "
+                    f"{len(proto.services)} | {len(proto.messages)} | {len(proto.enums)} |"
+                )
+            add("")
+        elif anchor == "ladder":
+            _render_ladder_tables(files, add)
+        elif anchor == "peer-link":
+            add(
+                "The normative rules of `PeerLinkService`, from the file comment of `peer_link.proto`.\n"
+            )
+            if "peer_link.proto" in by_name:
+                add(md_block(by_name["peer_link.proto"].comment, 3) + "\n")
+            add(_LINK_DIAGRAM)
+        elif anchor == "conventions":
+            add("From the file comment of `common.proto`.\n")
+            if "common.proto" in by_name:
+                add(md_block(by_name["common.proto"].comment, 3) + "\n")
+        elif anchor == "versioning":
+            _render_next_free(files, add)
+        elif anchor == "must-index":
+            _render_must_index(musts, add)
+        elif anchor == "reference":
+            _render_reference(files, known, add)
+    return _link_tags("\n".join(out).rstrip("\n") + "\n")
 
-    add(f"{_anchor('ladder')}\n\n## 2. The acknowledgement ladder\n")
-    add(_LADDER)
-    add(_LADDER_DIAGRAM)
+
+def _render_ladder_tables(files: list[ProtoFile], add: Callable[[str], None]) -> None:
     delivery_state = next(
         (e for p in files for e in p.enums if e.full_name == f"{PACKAGE}.DeliveryState"), None
     )
@@ -658,25 +735,70 @@ def render_spec(files: list[ProtoFile]) -> str:
         add(f"| `{value.name}` | {value.number} | {deadline} | {md_cell([meaning])} |")
     add("")
 
-    add(f"{_anchor('peer-link')}\n\n## 3. The peer link\n")
-    add("The normative rules of `PeerLinkService`, from the file comment of `peer_link.proto`.\n")
-    if "peer_link.proto" in by_name:
-        add(md_block(by_name["peer_link.proto"].comment, 3) + "\n")
-    add(_LINK_DIAGRAM)
 
-    add(f"{_anchor('conventions')}\n\n## 4. Conventions and field constraints\n")
-    add("From the file comment of `common.proto`.\n")
-    if "common.proto" in by_name:
-        add(md_block(by_name["common.proto"].comment, 3) + "\n")
+def _ranges(ranges: list[tuple[int, int]]) -> str:
+    return ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in ranges) or "none"
 
-    add(f"{_anchor('reference')}\n\n## 5. Reference\n")
+
+def _render_next_free(files: list[ProtoFile], add: Callable[[str], None]) -> None:
+    add("| Message or enum | Numbers in use | Reserved | Next free |")
+    add("|---|---|---|---|")
+    for proto in files:
+        for msg in proto.messages:
+            used = _ranges(_compress(sorted(f.number for f in msg.fields)))
+            add(
+                f"| [`{msg.full_name.removeprefix(PACKAGE + '.')}`](#{msg.full_name}) | {used} | "
+                f"{_ranges(msg.reserved)} | {msg.next_free} |"
+            )
+        for enum in proto.enums:
+            used = _ranges(_compress(sorted(v.number for v in enum.values)))
+            add(
+                f"| [`{enum.full_name.removeprefix(PACKAGE + '.')}`](#{enum.full_name}) (enum) | "
+                f"{used} | {_ranges(enum.reserved)} | {enum.next_free} |"
+            )
+    add("")
+
+
+def _compress(numbers: list[int]) -> list[tuple[int, int]]:
+    ranges: list[tuple[int, int]] = []
+    for n in numbers:
+        if ranges and ranges[-1][1] == n - 1:
+            ranges[-1] = (ranges[-1][0], n)
+        else:
+            ranges.append((n, n))
+    return ranges
+
+
+def _render_must_index(musts: list[must_index.Must], add: Callable[[str], None]) -> None:
+    add(
+        "Every MUST and MUST NOT of this specification, by id, in document order. The same list "
+        "is in `proto/hotline/must_index.json` (generated with this document); each id is named "
+        "by the tests that check it (`@pytest.mark.must(...)`), and "
+        "`tests/protocol/test_must_index.py` fails when one is not.\n"
+    )
+    add("| Id | Requirement | Section |")
+    add("|---|---|---|")
+    for must in musts:
+        statement = md_cell([must.statement])
+        statement = re.sub(r"\[" + must_index.ID_PATTERN + r"\]$", "", statement).rstrip()
+        add(f"| [{must.id}](#must-{must.id}) | {statement} | [{must.section}](#{must.anchor}) |")
+    add("")
+
+
+def _render_reference(files: list[ProtoFile], known: set[str], add: Callable[[str], None]) -> None:
+    add(
+        "Per file: its services and RPCs, messages and enums. In the tables, **Type** shows "
+        "`repeated`, `optional` (explicit presence) or the oneof a field belongs to; each "
+        "field's `Constraints:` line follows the table, and a message's own **Rules** relate "
+        "several of its fields.\n"
+    )
     for proto in files:
         stem = Path(proto.name).stem
         add(f"{_anchor('file-' + stem)}\n\n### `{proto.name}`\n")
         if stem == "peer_link":
-            add("The file comment is [section 3](#peer-link).\n")
+            add("The file comment is [the peer link](#peer-link).\n")
         elif stem == "common":
-            add("The file comment is [section 4](#conventions).\n")
+            add("The file comment is [conventions and field constraints](#conventions).\n")
         else:
             add(md_block(proto.comment, 4) + "\n")
         for service in proto.services:
@@ -717,16 +839,16 @@ def render_spec(files: list[ProtoFile]) -> str:
                 if not item.fields:
                     add("No fields.\n")
                     continue
-                add("| Field | No. | Type | Label | Description | Constraints |")
-                add("|---|---|---|---|---|---|")
+                add("| Field | No. | Type | Description |")
+                add("|---|---|---|---|")
                 for fd in item.fields:
                     type_cell = _type_link(fd.type_name, known)
-                    label = f"`{fd.label}`" if fd.label else ""
-                    constraints = "`" + fd.constraints.replace("|", "\\|") + "`"
-                    add(
-                        f"| `{fd.name}` | {fd.number} | {type_cell} | {label} | {md_cell(fd.description)} | {constraints} |"
-                    )
+                    if fd.label:
+                        type_cell = f"`{fd.label}` {type_cell}"
+                    add(f"| `{fd.name}` | {fd.number} | {type_cell} | {md_cell(fd.description)} |")
                 add("")
+                for line in _constraint_list(item.fields):
+                    add(line)
             else:
                 add(f"{_anchor(item.full_name)}\n\n#### enum `{item.name}`\n")
                 if item.description:
@@ -736,7 +858,6 @@ def render_spec(files: list[ProtoFile]) -> str:
                 for value in item.values:
                     add(f"| `{value.name}` | {value.number} | {md_cell(value.description)} |")
                 add("")
-    return "\n".join(out).rstrip("\n") + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -744,21 +865,26 @@ def render_spec(files: list[ProtoFile]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def build() -> tuple[str, str]:
-    """Read and check the specification; return (SPEC.md, constraints.py). Raises SpecError."""
+def build() -> tuple[str, str, str]:
+    """Read and check the specification; return (SPEC.md, constraints.py, must_index.json).
+    Raises SpecError."""
     files, errors = read_spec(load_descriptor_set())
     if not errors:
         errors = check_constraints(files)
+    musts: list[must_index.Must] = []
+    if not errors:
+        musts, errors = must_index.extract(must_sources(files))
     if errors:
         raise SpecError("the specification has problems:\n  " + "\n  ".join(errors))
-    return render_spec(files), render_constraints(files)
+    return render_spec(files, musts), render_constraints(files), must_index.render_json(musts)
 
 
 def write(out: Path) -> None:
-    spec, constraints = build()
+    spec, constraints, musts = build()
     (out / "hotline").mkdir(parents=True, exist_ok=True)
     (out / "SPEC.md").write_text(spec, encoding="utf-8")
     (out / "hotline" / "constraints.py").write_text(constraints, encoding="utf-8")
+    (out / "hotline" / "must_index.json").write_text(musts, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:

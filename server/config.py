@@ -15,7 +15,7 @@ Every setting, with its default (paths are relative to the configuration file's 
     window = 256                      # at most this many unreceipted deliveries in flight
     checkpoint_interval_s = 60.0      # sign and send a journal checkpoint this often
     deadline_check_s = 1.0            # how often to look for messages past their deadline
-    max_message_bytes = 1048576       # largest request accepted (RESOURCE_EXHAUSTED above)
+    max_message_bytes = 1048576       # largest request accepted (RESOURCE_EXHAUSTED above; >= 1 MiB)
     operator_rate_per_s = 200.0       # sends per second per operator (token bucket) ...
     operator_burst = 400              #   ... with this burst; RESOURCE_EXHAUSTED above
     outbox_limit = 100000             # messages journaled but not yet settled by the peer;
@@ -72,6 +72,7 @@ from certs.identity import validate_party
 from certs.pki import PartyPaths
 from hotline.deadlines import Deadlines
 from hotline.errors import ConfigError
+from hotline.link import MAX_FRAME_BYTES
 from server.admission import REFUSAL_HEADROOM, Limits
 
 
@@ -188,6 +189,12 @@ class GatewayConfig:
                 raise ConfigError(f"{source}: {name} must be a positive number, got {value!r}")
         if self.dead_after_s <= self.heartbeat_interval_s:
             raise ConfigError(f"{source}: dead_after_s must exceed heartbeat_interval_s")
+        if not _is_int(self.max_message_bytes) or self.max_message_bytes < MAX_FRAME_BYTES:
+            # the spec: a receiver accepts every peer-link frame up to 1 MiB
+            raise ConfigError(
+                f"{source}: max_message_bytes must be at least {MAX_FRAME_BYTES} (the peer "
+                f"link's maximum frame size), got {self.max_message_bytes!r}"
+            )
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ConfigError(f"{source}: reconnect_max_s is below reconnect_min_s")
         if not isinstance(self.outbox_limit, int) or self.outbox_limit < 1:

@@ -358,6 +358,7 @@ class Gateway:
     async def stop(self, grace: float = 2.0) -> None:
         """Drain: stop taking calls, let calls in progress finish, then close the journal."""
         await self.health.enter_graceful_shutdown()
+        self.peer_service.shutdown()  # inbound streams end with UNAVAILABLE, as the spec says
         if self._server is not None:
             await self._server.stop(grace)
         self.sender.stop()

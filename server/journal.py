@@ -66,22 +66,32 @@ from hotline.wire import batch_receipt_from_bytes
 T = TypeVar("T")
 log = logging.getLogger("hotline.journal")
 
-SCHEMA_VERSION = 2  # 2: batch receipts (link protocol version 2)
+SCHEMA_VERSION = 3  # 2: batch receipts (link protocol version 2); 3: chains and expiry
 
 JOURNALED = operator_pb2.DELIVERY_STATE_JOURNALED
 DELIVERED = operator_pb2.DELIVERY_STATE_DELIVERED
 
 # The messages that may still come due: not yet escalated (outbound) or re-alerted (inbound),
-# with a deadline (an acknowledgement has none), neither acknowledged nor rejected. The partial
-# index `messages_due` holds exactly these, so the overdue check reads only what may be due,
-# whatever the journal's size: a message leaves the index when it is acknowledged, rejected or
-# escalated, since each of those updates makes the condition false. A query uses the index only
+# with a deadline (an acknowledgement has none), neither acknowledged nor rejected, not marked
+# expired. The partial index `messages_due` holds exactly these, so the overdue check reads only
+# what may be due, whatever the journal's size: a message leaves the index when it is
+# acknowledged, rejected, escalated or marked expired, since each of those updates makes the
+# condition false. A query uses the index only
 # if its WHERE contains these terms as written (SQLite proves a partial index usable by matching
 # terms: `state IN (?, ?)` with bound values, or the list in another order, does not match), so
 # queries use these constants, never a copy.
-MAY_COME_DUE = f"escalated = 0 AND deadline_ns > 0 AND state IN ({JOURNALED}, {DELIVERED})"
-# The messages past their deadline and still unanswered (`overdue` on the operator API).
-OVERDUE = f"escalated = 1 AND state IN ({JOURNALED}, {DELIVERED})"
+MAY_COME_DUE = (
+    f"escalated = 0 AND expired = 0 AND deadline_ns > 0 AND state IN ({JOURNALED}, {DELIVERED})"
+)
+# The messages past their deadline, still unanswered and not expired (`overdue` on the operator
+# API).
+OVERDUE = f"escalated = 1 AND expired = 0 AND state IN ({JOURNALED}, {DELIVERED})"
+# The unanswered messages with a deadline and an expiry not yet marked passed, whether due or
+# overdue (partial index `messages_expiring`): the deadline check marks each expired once, and
+# it leaves both sets above.
+EXPIRING = (
+    f"expired = 0 AND expire_ns > 0 AND deadline_ns > 0 AND state IN ({JOURNALED}, {DELIVERED})"
+)
 
 
 _SCHEMA = f"""
@@ -117,12 +127,18 @@ CREATE TABLE IF NOT EXISTS messages (
     digest            BLOB NOT NULL,
     escalated         INTEGER NOT NULL DEFAULT 0,
     rejection_reason  TEXT NOT NULL DEFAULT '',
-    rejection_detail  TEXT NOT NULL DEFAULT ''
+    rejection_detail  TEXT NOT NULL DEFAULT '',
+    action            INTEGER NOT NULL DEFAULT 0, -- hotline.v1.Action
+    refers_to         TEXT NOT NULL DEFAULT '',  -- what an UPDATE/CANCEL/acknowledgement is about
+    expire_ns         INTEGER NOT NULL DEFAULT 0, -- Envelope.expire_time; 0: never
+    expired           INTEGER NOT NULL DEFAULT 0  -- 1 once seen past expire_ns (leaves the due)
 );
 CREATE INDEX IF NOT EXISTS messages_state ON messages(direction, state);
+CREATE INDEX IF NOT EXISTS messages_refers ON messages(refers_to) WHERE refers_to != '';
 CREATE INDEX IF NOT EXISTS messages_time ON messages(journal_time_ns);
 CREATE INDEX IF NOT EXISTS messages_due ON messages(deadline_ns) WHERE {MAY_COME_DUE};
 CREATE INDEX IF NOT EXISTS messages_overdue ON messages(deadline_ns) WHERE {OVERDUE};
+CREATE INDEX IF NOT EXISTS messages_expiring ON messages(expire_ns) WHERE {EXPIRING};
 -- The link's settlements, per sending party: (party, sequence) is unique forever.
 CREATE TABLE IF NOT EXISTS settlements (
     sender_party TEXT NOT NULL,
@@ -590,17 +606,6 @@ class Journal:
             "SELECT MAX(sequence) FROM settlements WHERE sender_party = ?", (sender_party,)
         ).fetchone()
         return int(row[0] or 0)
-
-    def seen_index(self) -> dict[str, link.Seen]:
-        """Every message id in the journal: received ones with their sequence and digest,
-        our own with sequence 0 (the receiving end's in-memory duplicate index)."""
-        rows = self.query("SELECT message_id, direction, sequence, digest FROM messages")
-        return {
-            r["message_id"]: link.Seen(r["sequence"], bytes(r["digest"]))
-            if r["direction"] == operator_pb2.DIRECTION_INBOUND
-            else link.Seen(0)
-            for r in rows
-        }
 
     def _archived(self, rows: list[sqlite3.Row], sender_party: str) -> list[link.BatchReceipt]:
         return [

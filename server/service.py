@@ -9,10 +9,17 @@ the peer link. A batch of one is the `Send` RPC.
 The steps for each envelope, in order (the spec's `OperatorService.Send` errors):
   1. sender_party / originator, if set, are the caller's      PERMISSION_DENIED (journaled)
   2. recipient is the peer; not an acknowledgement body        INVALID_ARGUMENT
-  3. fill (id, sender, originator, create_time), validate      INVALID_ARGUMENT
-  4. UPDATE / CANCEL reference one of our own messages         NOT_FOUND / FAILED_PRECONDITION
-  5. a message id already used: the same envelope again is an idempotent retry (its original
+  3. fill (id, sender, originator, create_time), validate,
+     releasable to the peer, not already expired                 INVALID_ARGUMENT
+     the caller's role may originate the body                   PERMISSION_DENIED
+     at most MAX_ENVELOPE_BYTES serialized                      RESOURCE_EXHAUSTED
+  4. a message id already used: the same envelope again is an idempotent retry (its original
      response); anything else                                  ALREADY_EXISTS
+  5. the rules of a message's life (`hotline.lifecycle`): an UPDATE / CANCEL refers to one of
+     our own messages that may still be updated or cancelled    NOT_FOUND / FAILED_PRECONDITION
+Step 5 reads the store's in-memory index and, when it passes, marks the message referred to
+as updated or cancelled there at once (before the journal commit, undone if the envelope is not
+journaled), so two calls racing to cancel one message cannot both pass.
 Before any of them, the whole call is admitted or refused: sending held because this gateway's
 journal lost history (FAILED_PRECONDITION), the caller's send rate and the outbox bound
 (RESOURCE_EXHAUSTED), so a burst cannot drown the gateway or its link.
@@ -29,11 +36,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from certs.identity import Identity
-from hotline import link
+from hotline import lifecycle, link
+from hotline.acceptance import originator_problem, releasability_problem
 from hotline.ids import new_message_id
+from hotline.link import MAX_ENVELOPE_BYTES
 from hotline.signing import PAYLOAD_TYPE_ENVELOPE, Signer
 from hotline.v1 import bodies_pb2, common_pb2, envelope_pb2, operator_pb2
 from hotline.validation import validate, validate_envelope
@@ -130,6 +139,8 @@ def violations_text(problems: Sequence[object]) -> str:
 class _Prepared:
     index: int
     envelope: envelope_pb2.Envelope
+    # what step 5 changed in the index: (referenced id, standing before, standing after)
+    reserved: tuple[str, link.Seen, link.Seen] | None = None
 
 
 class GatewayService:
@@ -181,33 +192,48 @@ class GatewayService:
         prepared: list[_Prepared] = []
         first_of: dict[str, int] = {}  # message id -> index of its first use in this batch
         twins: list[tuple[int, int]] = []  # (index, index of the first use of its id)
+        batch: dict[str, link.Seen] = {}  # the standing of this batch's messages, so far
         urgent = self._gate.urgent(envelopes)
         slot = await self._gate.enter(urgent)
         try:
-            for index, given in enumerate(envelopes):
-                if index and index % YIELD_EVERY == 0 and not urgent:
-                    await asyncio.sleep(0)  # a large batch lets urgent work in between
-                envelope = envelope_pb2.Envelope()
-                envelope.CopyFrom(given)
-                try:
-                    await self._check(envelope, who)
-                except GatewayError as exc:
-                    results[index] = exc
-                    continue
-                held = self._store.seen.get(envelope.message_id)
-                if held is not None:
-                    results[index] = self._idempotent(envelope, ours=held.sequence == 0)
-                elif envelope.message_id in first_of:
-                    twins.append((index, first_of[envelope.message_id]))
-                else:
-                    first_of[envelope.message_id] = index
-                    prepared.append(_Prepared(index, envelope))
-            signed = await self._sign(prepared, urgent)
+            try:
+                for index, given in enumerate(envelopes):
+                    if index and index % YIELD_EVERY == 0 and not urgent:
+                        await asyncio.sleep(0)  # a large batch lets urgent work in between
+                    envelope = envelope_pb2.Envelope()
+                    envelope.CopyFrom(given)
+                    try:
+                        await self._check(envelope, who)
+                    except GatewayError as exc:
+                        results[index] = exc
+                        continue
+                    held = self._store.seen.get(envelope.message_id)
+                    if held is not None:
+                        results[index] = self._idempotent(envelope, ours=held.sequence == 0)
+                    elif envelope.message_id in first_of:
+                        twins.append((index, first_of[envelope.message_id]))
+                    else:
+                        try:
+                            reserved = self._check_life(envelope, batch)
+                        except GatewayError as exc:
+                            results[index] = exc
+                            continue
+                        first_of[envelope.message_id] = index
+                        prepared.append(_Prepared(index, envelope, reserved))
+                        batch[envelope.message_id] = link.Seen(
+                            0, b"", lifecycle.standing_of(envelope)
+                        )
+                signed = await self._sign(prepared, urgent)
+            finally:
+                if slot:
+                    self._gate.leave()
+            if prepared:
+                await self._journal(prepared, signed, results, urgent)
         finally:
-            if slot:
-                self._gate.leave()
-        if prepared:
-            await self._journal(prepared, signed, results, urgent)
+            for p in prepared:
+                if not isinstance(results[p.index], operator_pb2.SendResponse):
+                    self._release(p)
+        self._chain_within(prepared, results)
         for index, first in twins:
             # the same id twice in one batch: the later one is a retry of the first
             answer = results[first]
@@ -272,9 +298,22 @@ class GatewayService:
         # Send never journals what the peer would refuse (an expiry already past, say).
         self._fill(envelope, who)
         problems += validate(envelope, filled=True, prefix="envelope")
+        unreleasable = releasability_problem(envelope, self.peer_party)
+        if unreleasable:
+            problems.append(f"envelope.{unreleasable} (not releasable to the recipient)")
+        expiry = lifecycle.expiry_problem(envelope, time.time_ns())
+        if expiry:
+            problems.append(expiry)
         if problems:
             raise InvalidArgument(violations_text(problems))
-        self._check_references(envelope)
+        not_author = originator_problem(envelope, self.party)
+        if not_author:  # e.g. the gateway itself originating anything but a scheduled link test
+            raise PermissionDenied(not_author)
+        size = envelope.ByteSize()
+        if size > MAX_ENVELOPE_BYTES:
+            raise ResourceExhausted(
+                f"envelope: {size} bytes serialized; at most {MAX_ENVELOPE_BYTES} fit the peer link"
+            )
 
     def _fill(self, envelope: envelope_pb2.Envelope, who: Identity) -> None:
         """The envelope defaults: the one place the gateway fills an operator's envelope."""
@@ -287,20 +326,61 @@ class GatewayService:
         if not envelope.HasField("create_time"):
             envelope.create_time.FromNanoseconds(time.time_ns())
 
-    def _check_references(self, envelope: envelope_pb2.Envelope) -> None:
-        if envelope.action not in (common_pb2.ACTION_UPDATE, common_pb2.ACTION_CANCEL):
+    def _check_life(
+        self, envelope: envelope_pb2.Envelope, batch: dict[str, link.Seen]
+    ) -> tuple[str, link.Seen, link.Seen] | None:
+        """Step 5: an UPDATE or CANCEL against what we hold of `references[0]` (the journal's
+        index, or an earlier envelope of this batch). When it passes, the message referred to
+        is marked updated or cancelled in the index now; the reservation is returned so that
+        `_release` can undo it if the envelope is not journaled."""
+        reference = lifecycle.reference_of(envelope)
+        if not reference:
+            return None
+        index = self._store.seen
+        held = index.get(reference) or batch.get(reference)
+        broken = lifecycle.breach(envelope, held.standing if held is not None else None)
+        if broken is not None:
+            if broken.rule is lifecycle.Rule.UNKNOWN_REFERENCE:
+                raise NotFound(f"references[0]: no message {reference} in the journal")
+            raise FailedPrecondition(broken.detail)
+        assert held is not None
+        assert held.standing is not None
+        marked = replace(held, standing=lifecycle.after(envelope, held.standing))
+        if reference in index:
+            index[reference] = marked
+            return reference, held, marked
+        batch[reference] = marked  # journaled in this same commit, before this envelope
+        return None
+
+    def _chain_within(
+        self,
+        prepared: list[_Prepared],
+        results: list[operator_pb2.SendResponse | GatewayError | None],
+    ) -> None:
+        """Mark in the index the UPDATEs and CANCELs of messages of this same batch, once both
+        are journaled (those of earlier messages were marked by `_check_life`)."""
+        journaled = {
+            p.envelope.message_id
+            for p in prepared
+            if isinstance(results[p.index], operator_pb2.SendResponse)
+        }
+        for p in prepared:
+            reference = lifecycle.reference_of(p.envelope)
+            if p.reserved is not None or p.envelope.message_id not in journaled:
+                continue
+            held = self._store.seen.get(reference) if reference in journaled else None
+            if held is not None and held.standing is not None:
+                self._store.seen[reference] = replace(
+                    held, standing=lifecycle.after(p.envelope, held.standing)
+                )
+
+    def _release(self, prepared: _Prepared) -> None:
+        """Undo step 5's mark for an envelope that was not journaled (unless overtaken)."""
+        if prepared.reserved is None:
             return
-        if not envelope.references:
-            return  # the validator has reported it
-        reference = envelope.references[0]
-        held = self._store.seen.get(reference)
-        if held is None:
-            raise NotFound(f"references[0]: no message {reference} in the journal")
-        if held.sequence != 0:
-            raise FailedPrecondition(
-                f"references[0]: {reference} was sent by the peer; "
-                "only our own messages can be updated or cancelled"
-            )
+        reference, before, marked = prepared.reserved
+        if self._store.seen.get(reference) == marked:
+            self._store.seen[reference] = before
 
     def _idempotent(
         self, envelope: envelope_pb2.Envelope, *, ours: bool
@@ -347,7 +427,11 @@ class GatewayService:
                 continue
             self._enqueue(
                 outgoing(
-                    item.signed, p.envelope.message_id, p.envelope.precedence, outcome.position
+                    item.signed,
+                    p.envelope.message_id,
+                    p.envelope.precedence,
+                    outcome.position,
+                    after=lifecycle.reference_of(p.envelope),
                 )
             )
             results[p.index] = _response(outcome)

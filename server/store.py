@@ -16,14 +16,14 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from hotline import link
+from hotline import lifecycle, link
 from hotline.signing import Signer, sha256
 from hotline.v1 import bodies_pb2, common_pb2, envelope_pb2, operator_pb2, peer_link_pb2
 from hotline.wire import reason_to_wire, sign_batch_receipt, signed_of, timestamp_ns
-from server.journal import MAY_COME_DUE, OVERDUE, Entry, Journal, Kind, Txn
+from server.journal import EXPIRING, MAY_COME_DUE, OVERDUE, Entry, Journal, Kind, Txn
 
 log = logging.getLogger("hotline.store")
 
@@ -33,6 +33,7 @@ JOURNALED = operator_pb2.DELIVERY_STATE_JOURNALED
 DELIVERED = operator_pb2.DELIVERY_STATE_DELIVERED
 ACKNOWLEDGED = operator_pb2.DELIVERY_STATE_ACKNOWLEDGED
 REJECTED = operator_pb2.DELIVERY_STATE_REJECTED
+ACK_HISTORY = 32  # MessageRecord.acknowledgements holds at most the latest this many
 
 BODY_TYPES: dict[str, int] = {
     field.name: index
@@ -102,7 +103,11 @@ class MessageFilter:
             params.append(self.end_ns)
         if self.overdue_only:
             # the index condition as written, so the partial index `messages_overdue` applies
-            clauses.append(OVERDUE.replace("escalated", "m.escalated").replace("state", "m.state"))
+            clauses.append(
+                OVERDUE.replace("escalated", "m.escalated")
+                .replace("expired", "m.expired")
+                .replace("state", "m.state")
+            )
         return clauses, params
 
 
@@ -151,13 +156,49 @@ class Store:
         self.party = party
         self.peer_party = peer_party
         self._deadline_s = deadline_s
-        # Every message id in the journal, kept current here: the peer link's receiving end
-        # detects duplicates (and reuse of our own ids) in memory, with no SQL per delivery.
-        self.seen: dict[str, link.Seen] = journal.seen_index()
+        # Every message id in the journal and where it stands in its chain, kept current here
+        # (on the event loop): the peer link's receiving end detects duplicates (and reuse of
+        # our own ids) and applies the rules of a message's life in memory, with no SQL per
+        # delivery; `Send` applies the same rules from it.
+        self.seen: dict[str, link.Seen] = self._load_index()
         # The records as the writer last wrote them (writer thread only): live Watch events are
         # built from them as each operation writes, never by re-reading the journal.
         self._records: OrderedDict[str, operator_pb2.MessageRecord] = OrderedDict()
         journal.on_rollback(self._records.clear)
+
+    def _load_index(self) -> dict[str, link.Seen]:
+        """The index of every message id, built from the `messages` table (at start).
+
+        Received messages carry their sequence and digest, ours sequence 0; each carries its
+        `lifecycle.Standing`, with the UPDATEs and CANCELs that were not refused applied in
+        journal order.
+        """
+        rows = self.journal.query(
+            "SELECT message_id, direction, sender_party, body_type, action, refers_to, state,"
+            " sequence, digest FROM messages ORDER BY position"
+        )
+        index: dict[str, link.Seen] = {}
+        for r in rows:
+            inbound = r["direction"] == IN
+            standing = lifecycle.Standing(
+                r["sender_party"],
+                lifecycle.body_name(r["body_type"]),
+                r["action"],
+                reference=r["refers_to"] if r["action"] in CHAIN_ACTIONS else "",
+                rejected=r["state"] == REJECTED,
+            )
+            index[r["message_id"]] = (
+                link.Seen(r["sequence"], bytes(r["digest"]), standing)
+                if inbound
+                else link.Seen(0, b"", standing)
+            )
+            referenced = index.get(standing.reference) if standing.reference else None
+            if referenced is not None and referenced.standing and not standing.rejected:
+                index[standing.reference] = replace(
+                    referenced,
+                    standing=lifecycle.chained(referenced.standing, r["message_id"], r["action"]),
+                )
+        return index
 
     # ------------------------------------------------------------------ outbound
 
@@ -173,10 +214,14 @@ class Store:
         signed: common_pb2.SignedPayload,
         sequence: int = 0,
     ) -> int:
+        refers_to = lifecycle.reference_of(envelope)
         if envelope.WhichOneof("body") == "acknowledgement":
             deadline = 0  # an acknowledgement is not itself acknowledged
+            refers_to = envelope.acknowledgement.acknowledged_message_id
         else:
             deadline = entry.time_ns + int(self._deadline_s(envelope.precedence) * 1e9)
+        expires = lifecycle.expire_ns(envelope)
+        expired = lifecycle.is_expired(expires, entry.time_ns)  # received already stale
         record = operator_pb2.MessageRecord(
             envelope=envelope,
             signed_envelope=signed,
@@ -185,6 +230,7 @@ class Store:
             journal_position=entry.position,
             sequence=sequence,
             journal_time=timestamp_ns(entry.time_ns),
+            expired=expired,
         )
         if deadline:
             record.acknowledge_deadline_time.CopyFrom(timestamp_ns(deadline))
@@ -194,7 +240,8 @@ class Store:
         txn.execute(
             "INSERT INTO messages (message_id, direction, sender_party, body_type, precedence,"
             " status, state, position, journal_time_ns, deadline_ns, sequence, deliver_time_ns,"
-            " digest) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " digest, action, refers_to, expire_ns, expired)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 envelope.message_id,
                 direction,
@@ -209,9 +256,33 @@ class Store:
                 sequence,
                 entry.time_ns if direction == IN else 0,
                 digest,
+                envelope.action,
+                refers_to,
+                expires,
+                int(expired),
             ),
         )
+        self._chain(txn, envelope)
         return deadline
+
+    def _chain(self, txn: Txn, envelope: envelope_pb2.Envelope, *, undo: bool = False) -> None:
+        """Show an UPDATE or CANCEL on the cached record of the message it refers to (or take
+        it off again, `undo`, when the peer refused it). The `messages` rows need no change:
+        a record's chain is read through `refers_to`."""
+        reference = lifecycle.reference_of(envelope)
+        record = self._cached(txn, reference) if reference else None
+        if record is None:
+            return
+        field = (
+            "updated_by_message_id"
+            if envelope.action == lifecycle.UPDATE
+            else "cancelled_by_message_id"
+        )
+        if not undo:
+            setattr(record, field, envelope.message_id)
+        elif getattr(record, field) == envelope.message_id:
+            # the one before, if any, stands again (read back from the journal)
+            setattr(record, field, self._chain_of(txn, reference).get(field, ""))
 
     def _existing(self, txn: Txn, message_id: str, digest: bytes) -> None:
         row = txn.execute(
@@ -239,7 +310,7 @@ class Store:
             )
             if row is None:
                 return None
-            record = self.record_from_row(row)
+            record = self.record_from_row(row, txn)
             self._remember(record)
         return record
 
@@ -282,6 +353,7 @@ class Store:
             record.rejection_reason = reason_to_wire(rejection.reason)
             record.rejection_detail = rejection.detail
             record.overdue = False
+            self._chain(txn, record.envelope, undo=True)
 
     def _set_acknowledged(
         self,
@@ -291,10 +363,11 @@ class Store:
         when_ns: int,
         *,
         direction: int,
-        only_open: bool,
     ) -> None:
-        """`acked` (a message of `direction`) was answered by the acknowledgement `ack`."""
-        states = (JOURNALED, DELIVERED) if only_open else (JOURNALED, DELIVERED, ACKNOWLEDGED)
+        """`acked` (a message of `direction`) was answered by the acknowledgement `ack`: the
+        latest acknowledgement stands, at both ends (ROGER, then WILCO: WILCO). Only a
+        rejected message is never marked acknowledged."""
+        states = (JOURNALED, DELIVERED, ACKNOWLEDGED)
         txn.execute(
             "UPDATE messages SET state = ?, ack_time_ns = ?, ack_message_id = ?"
             f" WHERE message_id = ? AND direction = ? AND state IN ({','.join('?' * len(states))})",
@@ -307,6 +380,13 @@ class Store:
             record.acknowledge_time.CopyFrom(timestamp_ns(when_ns))
             record.acknowledgement_message_id = ack.message_id
             record.acknowledgement.CopyFrom(ack.acknowledgement)
+            record.acknowledgements.add(
+                acknowledgement_message_id=ack.message_id,
+                acknowledgement=ack.acknowledgement,
+                acknowledge_time=timestamp_ns(when_ns),
+            )
+            if len(record.acknowledgements) > ACK_HISTORY:
+                del record.acknowledgements[: len(record.acknowledgements) - ACK_HISTORY]
 
     async def journal_outbound(
         self,
@@ -343,9 +423,7 @@ class Store:
             )
             if acknowledges:
                 # The latest acknowledgement stands (ROGER, then WILCO, ...).
-                self._set_acknowledged(
-                    txn, acknowledges, envelope, entry.time_ns, direction=IN, only_open=False
-                )
+                self._set_acknowledged(txn, acknowledges, envelope, entry.time_ns, direction=IN)
                 txn.append(
                     Kind.ACKNOWLEDGED,
                     _json({"acknowledgement": envelope.message_id}),
@@ -355,7 +433,9 @@ class Store:
             return Journaled(envelope.message_id, entry.position, entry.time_ns, deadline)
 
         journaled = await self.journal.run(op)
-        self.seen.setdefault(envelope.message_id, link.Seen(0))
+        self.seen.setdefault(
+            envelope.message_id, link.Seen(0, b"", lifecycle.standing_of(envelope))
+        )
         return journaled
 
     async def journal_outbound_many(
@@ -397,9 +477,11 @@ class Store:
             return out
 
         results = await self.journal.run(op, urgent=urgent)
-        for result in results:
+        for item, result in zip(batch, results, strict=True):
             if isinstance(result, Journaled):
-                self.seen.setdefault(result.message_id, link.Seen(0))
+                self.seen.setdefault(
+                    result.message_id, link.Seen(0, b"", lifecycle.standing_of(item.envelope))
+                )
         return results
 
     def unsettled_outbound(self) -> list[link.Outgoing]:
@@ -413,7 +495,17 @@ class Store:
         for row in rows:
             signed = common_pb2.SignedPayload()
             signed.ParseFromString(bytes(row["body"]))
-            result.append(outgoing(signed, row["message_id"], row["precedence"], row["position"]))
+            envelope = envelope_pb2.Envelope()
+            envelope.ParseFromString(signed.payload)
+            result.append(
+                outgoing(
+                    signed,
+                    row["message_id"],
+                    row["precedence"],
+                    row["position"],
+                    after=lifecycle.reference_of(envelope),
+                )
+            )
         return result
 
     def last_settled_outbound(self) -> int:
@@ -494,7 +586,29 @@ class Store:
                 self._set_rejected(txn, rejection)
             self._events(txn)
 
-        return self.journal.submit_async(op)
+        durable = self.journal.submit_async(op)
+        if plan.refused:
+            refused = [r.message_id for r in plan.refused]
+            durable.add_done_callback(
+                lambda f: None if f.cancelled() or f.exception() else self._refused(refused)
+            )
+        return durable
+
+    def _refused(self, message_ids: Sequence[str]) -> None:
+        """The peer refused these messages of ours (now durable): nothing may refer to them as
+        a chain, and an UPDATE or CANCEL among them no longer counts (event loop only)."""
+        for message_id in message_ids:
+            held = self.seen.get(message_id)
+            if held is None or held.standing is None:
+                continue
+            standing = replace(held.standing, rejected=True)
+            self.seen[message_id] = replace(held, standing=standing)
+            referenced = self.seen.get(standing.reference) if standing.reference else None
+            if referenced is not None and referenced.standing is not None:
+                self.seen[standing.reference] = replace(
+                    referenced,
+                    standing=lifecycle.unchained(referenced.standing, message_id),
+                )
 
     # ------------------------------------------------------------------ inbound
 
@@ -544,7 +658,6 @@ class Store:
                         envelope,
                         entry.time_ns,
                         direction=OUT,
-                        only_open=True,
                     )
                 receipts.append(
                     link.ReceiptItem(d.sequence, accepted.message_id, d.digest, entry.position)
@@ -671,6 +784,10 @@ class Store:
         "SELECT message_id, direction, precedence, deadline_ns FROM messages"
         f" WHERE {MAY_COME_DUE} AND deadline_ns <= ? ORDER BY deadline_ns LIMIT 500"
     )
+    _EXPIRING = (  # index messages_expiring
+        "SELECT message_id, direction, precedence, expire_ns FROM messages"
+        f" WHERE {EXPIRING} AND expire_ns <= ? ORDER BY expire_ns LIMIT 500"
+    )
     _OVERDUE_COUNT = f"SELECT COUNT(*) FROM messages WHERE {OVERDUE}"  # index messages_overdue
     _QUEUE_DEPTH = "SELECT COUNT(*) FROM messages WHERE direction = ? AND state = ?"
 
@@ -678,16 +795,41 @@ class Store:
         """SQLite's plans for the checks that run all the time: each must read an index."""
         return {
             "mark_overdue": self.journal.explain(self._DUE, (now_ns(),)),
+            "mark_expired": self.journal.explain(self._EXPIRING, (now_ns(),)),
             "overdue_count": self.journal.explain(self._OVERDUE_COUNT),
             "queue_depth": self.journal.explain(self._QUEUE_DEPTH, (OUT, JOURNALED)),
         }
 
     async def mark_overdue(self, now_ns: int) -> list[Entry]:
-        """Escalate outbound and re-alert inbound messages past their deadline, once each."""
+        """Escalate outbound and re-alert inbound messages past their deadline, once each; first
+        mark the unanswered ones past their expiry (EXPIRED, once each), which are neither."""
 
         def op(txn: Txn) -> list[Entry]:
-            rows = txn.execute(self._DUE, (now_ns,)).fetchall()
             entries = []
+            for message_id, direction, precedence, expires in txn.execute(
+                self._EXPIRING, (now_ns,)
+            ).fetchall():
+                who = "the peer" if direction == OUT else "we"
+                entries.append(
+                    txn.append(
+                        Kind.EXPIRED,
+                        _json(
+                            {
+                                "precedence": precedence,
+                                "expired_s": round((now_ns - expires) / 1e9, 3),
+                                "detail": f"expired before {who} acknowledged it: "
+                                "no more escalations or re-alerts",
+                            }
+                        ),
+                        message_id=message_id,
+                    )
+                )
+                txn.execute("UPDATE messages SET expired = 1 WHERE message_id = ?", (message_id,))
+                record = self._cached(txn, message_id)
+                if record is not None:
+                    record.expired = True
+                    record.overdue = False
+            rows = txn.execute(self._DUE, (now_ns,)).fetchall()
             for message_id, direction, precedence, deadline in rows:
                 kind = Kind.ESCALATION if direction == OUT else Kind.REALERT
                 overdue_s = (now_ns - deadline) / 1e9
@@ -732,11 +874,12 @@ class Store:
         row = self.message_row(message_id)
         return None if row is None else self.record_from_row(row)
 
-    def record_from_row(self, row: Any) -> operator_pb2.MessageRecord:
+    def record_from_row(self, row: Any, txn: Txn | None = None) -> operator_pb2.MessageRecord:
         signed = common_pb2.SignedPayload()
         signed.ParseFromString(bytes(row["body"]))
         envelope = envelope_pb2.Envelope()
         envelope.ParseFromString(signed.payload)
+        expired = bool(row["expired"]) or lifecycle.is_expired(row["expire_ns"], now_ns())
         record = operator_pb2.MessageRecord(
             envelope=envelope,
             signed_envelope=signed,
@@ -746,7 +889,10 @@ class Store:
             sequence=row["sequence"],
             journal_time=timestamp_ns(row["journal_time_ns"]),
             acknowledgement_message_id=row["ack_message_id"],
-            overdue=bool(row["escalated"]) and row["state"] in (JOURNALED, DELIVERED),
+            overdue=bool(row["escalated"])
+            and row["state"] in (JOURNALED, DELIVERED)
+            and not expired,
+            expired=expired,
         )
         if row["deadline_ns"]:
             record.acknowledge_deadline_time.CopyFrom(timestamp_ns(row["deadline_ns"]))
@@ -757,16 +903,61 @@ class Store:
         if row["rejection_reason"]:
             record.rejection_reason = reason_to_wire(link.RejectReason[row["rejection_reason"]])
             record.rejection_detail = row["rejection_detail"]
-        if row["ack_message_id"]:
-            ack = self.message_row(row["ack_message_id"])
-            if ack is not None:
-                ack_signed = common_pb2.SignedPayload()
-                ack_signed.ParseFromString(bytes(ack["body"]))
-                ack_env = envelope_pb2.Envelope()
-                ack_env.ParseFromString(ack_signed.payload)
-                if ack_env.WhichOneof("body") == "acknowledgement":
-                    record.acknowledgement.CopyFrom(ack_env.acknowledgement)
+        chain = self._chain_of(txn, row["message_id"], record)
+        record.updated_by_message_id = chain.get("updated_by_message_id", "")
+        record.cancelled_by_message_id = chain.get("cancelled_by_message_id", "")
         return record
+
+    # What refers to a message: its acknowledgements and its UPDATEs and CANCELs (not those the
+    # peer refused), in journal order, through the partial index `messages_refers`.
+    _REFERRING = (
+        "SELECT m.message_id, m.action, m.body_type, m.journal_time_ns, e.body FROM messages m"
+        " JOIN entries e ON e.position = m.position"
+        f" WHERE m.refers_to = ? AND m.refers_to != '' AND m.state != {REJECTED}"
+        " ORDER BY m.position"
+    )
+
+    def _chain_of(
+        self,
+        txn: Txn | None,
+        message_id: str,
+        record: operator_pb2.MessageRecord | None = None,
+    ) -> dict[str, str]:
+        """The latest UPDATE and the CANCEL of `message_id` ({field name: id}); with `record`,
+        fill its acknowledgement history (and the latest acknowledgement) too."""
+        rows: Sequence[Sequence[Any]] = (
+            self.journal.query(self._REFERRING, (message_id,))
+            if txn is None
+            else txn.execute(self._REFERRING, (message_id,)).fetchall()
+        )
+        chain: dict[str, str] = {}
+        history: list[operator_pb2.AcknowledgementRecord] = []
+        for referring, action, body_type, journal_time_ns, body in rows:
+            if body_type == BODY_TYPES["acknowledgement"]:
+                if record is None:
+                    continue
+                signed = common_pb2.SignedPayload()
+                signed.ParseFromString(bytes(body))
+                ack = envelope_pb2.Envelope()
+                ack.ParseFromString(signed.payload)
+                history.append(
+                    operator_pb2.AcknowledgementRecord(
+                        acknowledgement_message_id=referring,
+                        acknowledgement=ack.acknowledgement,
+                        acknowledge_time=timestamp_ns(journal_time_ns),
+                    )
+                )
+            elif action == lifecycle.UPDATE:
+                chain["updated_by_message_id"] = referring
+            elif action == lifecycle.CANCEL:
+                chain["cancelled_by_message_id"] = referring
+        if record is not None and history:
+            record.acknowledgements.extend(history[-ACK_HISTORY:])
+            latest = history[-1]
+            record.acknowledgement.CopyFrom(latest.acknowledgement)
+            record.acknowledgement_message_id = latest.acknowledgement_message_id
+            record.acknowledge_time.CopyFrom(latest.acknowledge_time)
+        return chain
 
     def list_records(
         self, where: MessageFilter, *, before_position: int, limit: int
@@ -810,6 +1001,7 @@ class Store:
             message_id=entry.message_id,
         )
         message_id = entry.message_id
+        answer = ""  # the acknowledgement message an ACKNOWLEDGED event is about
         if entry.kind is Kind.MESSAGE_IN:
             signed = common_pb2.SignedPayload()
             signed.ParseFromString(entry.body)
@@ -818,6 +1010,7 @@ class Store:
             if envelope.WhichOneof("body") == "acknowledgement":
                 ack = envelope.acknowledgement
                 event.kind = operator_pb2.EVENT_KIND_MESSAGE_ACKNOWLEDGED
+                answer = envelope.message_id
                 message_id = ack.acknowledged_message_id
                 event.message_id = message_id
                 level = bodies_pb2.AcknowledgementLevel.Name(ack.level).removeprefix(
@@ -830,6 +1023,7 @@ class Store:
             Kind.SECURITY,
             Kind.ESCALATION,
             Kind.REALERT,
+            Kind.EXPIRED,
             Kind.REFUSED_BY_PEER,
             Kind.REFUSED_INBOUND,
         ):
@@ -844,6 +1038,7 @@ class Store:
                 event.detail = f"{data.get('reason')}: {data.get('detail')}"
         elif entry.kind is Kind.ACKNOWLEDGED:
             event.detail = "acknowledged by this party"
+            answer = str(entry.json_body().get("acknowledgement", ""))
         elif entry.kind is Kind.CHECKPOINT_PEER:
             event.detail = f"{self.peer_party} journal checkpoint witnessed"
             event.link = operator_pb2.LINK_DIRECTION_INBOUND
@@ -851,6 +1046,8 @@ class Store:
             record = (record_of or self.record)(message_id)
             if record is not None:
                 event.message.CopyFrom(record)
+                if answer:
+                    _as_answered_by(event.message, answer)
         return event
 
 
@@ -863,6 +1060,7 @@ EVENT_KINDS: dict[Kind, operator_pb2.EventKind.ValueType] = {
     Kind.REFUSED_INBOUND: operator_pb2.EVENT_KIND_MESSAGE_REJECTED,
     Kind.ESCALATION: operator_pb2.EVENT_KIND_ESCALATION,
     Kind.REALERT: operator_pb2.EVENT_KIND_REALERT,
+    Kind.EXPIRED: operator_pb2.EVENT_KIND_MESSAGE_EXPIRED,
     Kind.LINK_UP: operator_pb2.EVENT_KIND_LINK_UP,
     Kind.LINK_DOWN: operator_pb2.EVENT_KIND_LINK_DOWN,
     Kind.SECURITY: operator_pb2.EVENT_KIND_SECURITY_REFUSAL,
@@ -871,12 +1069,40 @@ EVENT_KINDS: dict[Kind, operator_pb2.EventKind.ValueType] = {
 RECORD_CACHE = 20_000  # message records the writer keeps for building live events
 
 
+def _as_answered_by(record: operator_pb2.MessageRecord, answer: str) -> None:
+    """`record` as it stood right after the acknowledgement message `answer` (an event read
+    back from the journal): that one stands, and the history ends with it."""
+    ids = [a.acknowledgement_message_id for a in record.acknowledgements]
+    if answer not in ids:
+        return
+    del record.acknowledgements[ids.index(answer) + 1 :]
+    latest = record.acknowledgements[-1]
+    record.acknowledgement.CopyFrom(latest.acknowledgement)
+    record.acknowledgement_message_id = latest.acknowledgement_message_id
+    record.acknowledge_time.CopyFrom(latest.acknowledge_time)
+
+
+CHAIN_ACTIONS = (lifecycle.UPDATE, lifecycle.CANCEL)
+
+
 def outgoing(
-    signed: common_pb2.SignedPayload, message_id: str, precedence: int, position: int
+    signed: common_pb2.SignedPayload,
+    message_id: str,
+    precedence: int,
+    position: int,
+    *,
+    after: str = "",
 ) -> link.Outgoing:
-    """The link's view of a journaled outbound message."""
+    """The link's view of a journaled outbound message (`after`: what an UPDATE or CANCEL
+    refers to, never transmitted after it)."""
     return link.Outgoing(
-        message_id, precedence, position, sha256(signed.payload), signed, len(signed.payload)
+        message_id,
+        precedence,
+        position,
+        sha256(signed.payload),
+        signed,
+        len(signed.payload),
+        after,
     )
 
 

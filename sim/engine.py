@@ -417,12 +417,19 @@ class Engine:
                     self.elapsed(tracked.planned),
                 )
         elif kind == EK.EVENT_KIND_MESSAGE_ACKNOWLEDGED and party == tracked.sender:
+            level = int(event.message.acknowledgement.level)
+            if tracked.acknowledged is not None and level != tracked.ack_level:
+                # Answered again (ROGER, then WILCO): the latest stands, in the counts too;
+                # the latency stays that of the first answer.
+                self._count_level(tracked.ack_level, -1)
+                tracked.ack_level = level
+                self._count_level(level, +1)
             if tracked.acknowledged is None:
                 # (The receipt's DELIVERED event may still trail the answer: the sender journals
                 # the receipt and the answer in separate commits. It is measured when it comes.)
                 tracked.acknowledged = now
-                tracked.ack_level = int(event.message.acknowledgement.level)
-                self.metrics.ack_levels[LEVEL_NAMES.get(tracked.ack_level, "?")] += 1
+                tracked.ack_level = level
+                self._count_level(level, +1)
                 self.progress.acknowledged += 1
                 self.metrics.count("acknowledged")
                 self.metrics.record(
@@ -445,6 +452,13 @@ class Engine:
         elif kind == EK.EVENT_KIND_REALERT and party == tracked.recipient:
             self.metrics.realerts.add(tracked.message_id)
         self._changed.set()
+
+    def _count_level(self, level: int, change: int) -> None:
+        """`metrics.ack_levels` counts each message once, by its latest acknowledgement."""
+        name = LEVEL_NAMES.get(level, "?")
+        self.metrics.ack_levels[name] += change
+        if self.metrics.ack_levels[name] <= 0:
+            del self.metrics.ack_levels[name]
 
     def _record_ack_return(self, tracked: Tracked) -> None:
         assert tracked.acknowledged is not None

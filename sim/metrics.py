@@ -147,6 +147,7 @@ class Metrics:
     totals: dict[str, HdrHistogram] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
+    # Messages answered, by the level of their latest acknowledgement (the one that stands).
     ack_levels: Counter[str] = field(default_factory=Counter)
     overdue: set[str] = field(default_factory=set)
     realerts: set[str] = field(default_factory=set)

@@ -1,21 +1,23 @@
 """The receiver's acceptance checks for one delivery, in the spec's order, as one pure function.
 
-`proto/hotline/v1/peer_link.proto`, "Processing a delivery", numbers six checks; the first that
-fails decides the rejection. `check_delivery` applies them in that order and returns either
-`link.Accepted` (with the parsed envelope) or the `link.RejectionItem` to settle the sequence
-with. It reads no clock, socket or file: the keys and parties are its parameters, and "was this
-id seen before" is a lookup the link core passes in (its in-memory index).
+`proto/hotline/v1/peer_link.proto`, "Processing a delivery", numbers seven checks; the first
+that fails decides the rejection. `check_delivery` applies them in that order and returns either
+`link.Accepted` (with the parsed envelope, and what accepting it changes in the index) or the
+`link.RejectionItem` to settle the sequence with. It reads no clock, socket or file: the keys and
+parties are its parameters, and "was this id seen before, and where does that message stand in
+its chain" is a lookup the link core passes in (its in-memory index, loaded from the journal at
+start and kept current by the core).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from certs.errors import IdentityError
 from certs.identity import Role, parse_spiffe_id
-from hotline import link
+from hotline import lifecycle, link
 from hotline.errors import SignatureError
 from hotline.signing import PAYLOAD_TYPE_ENVELOPE, KeyRing
 from hotline.v1 import common_pb2, envelope_pb2
@@ -53,7 +55,7 @@ def check_delivery(
     sender_party: str,
     receiver_party: str,
 ) -> link.Verdict:
-    """Apply checks 1-6 to one delivery whose `payload` is its `SignedPayload` envelope."""
+    """Apply checks 1-7 to one delivery whose `payload` is its `SignedPayload` envelope."""
 
     def refuse(
         reason: link.RejectReason,
@@ -115,46 +117,79 @@ def check_delivery(
     wrong = wrong_party(envelope, sender_party=sender_party, receiver_party=receiver_party)
     if wrong:
         return refuse(link.RejectReason.WRONG_PARTY, wrong, message_id)
-    # 6. Releasable to us. (Checks 4 and 5 already imply it for the parties of the link; a
-    # gateway with a classification ceiling would apply it here too.)
-    if receiver_party not in envelope.handling.releasable_to:
+    # 6. Releasable to us (a gateway with a classification ceiling would apply it here too).
+    unreleasable = releasability_problem(envelope, receiver_party)
+    if unreleasable:
+        return refuse(link.RejectReason.NOT_RELEASABLE, unreleasable, message_id)
+    # 7. The rules of a message's life: what an UPDATE or CANCEL refers to, as we hold it.
+    reference = lifecycle.reference_of(envelope)
+    referenced = seen(reference) if reference else None
+    standing = referenced.standing if referenced is not None else None
+    broken = lifecycle.breach(envelope, standing)
+    if broken is not None:
         return refuse(
-            link.RejectReason.NOT_RELEASABLE,
-            f"handling.releasable_to does not include {receiver_party}",
+            link.RejectReason.INVALID_MESSAGE,
+            broken.detail,
             message_id,
+            (("references[0]", broken.detail),),
         )
-    return link.Accepted(delivery, message_id, envelope)
+    own = link.Seen(delivery.sequence, delivery.digest, lifecycle.standing_of(envelope))
+    index: tuple[tuple[str, link.Seen], ...] = ((message_id, own),)
+    if referenced is not None and standing is not None:
+        index += ((reference, replace(referenced, standing=lifecycle.after(envelope, standing))),)
+    return link.Accepted(delivery, message_id, envelope, index)
 
 
 def wrong_party(envelope: envelope_pb2.Envelope, *, sender_party: str, receiver_party: str) -> str:
     """Why the envelope may not travel from `sender_party` to `receiver_party`, or "".
 
-    The parties must be the link's, and every identity the envelope names as its author must
-    be the sending party's own: the originator one of its operators or its gateway (which
-    originates the scheduled link tests, `originator` in envelope.proto), an acknowledgement's
-    responder one of its watch officers (operators). The peer's key may only speak for the
-    peer's own people.
+    The parties must be the link's, and every identity the envelope names as its author must be
+    one the sending party may speak for (`originator_problem`).
     """
     if envelope.sender_party != sender_party or envelope.recipient_party != receiver_party:
         return (
             f"envelope is {envelope.sender_party}->{envelope.recipient_party}, but this link "
             f"carries {sender_party}->{receiver_party}"
         )
-    named = [("originator", envelope.originator, _AUTHORS, "an operator or the gateway")]
-    if envelope.WhichOneof("body") == "acknowledgement":
-        responder = envelope.acknowledgement.responder
-        named.append(("acknowledgement.responder", responder, _RESPONDERS, "an operator"))
-    for field, uri, roles, what in named:
+    return originator_problem(envelope, sender_party)
+
+
+def originator_problem(envelope: envelope_pb2.Envelope, sender_party: str) -> str:
+    """Why the identities the envelope names as its authors may not originate it, or "".
+
+    The roles are the SPIFFE path prefixes of the spec ("Identities and roles"): an operator
+    (`spiffe://<party>.hotline/operator/<name>`) may originate any body; the gateway
+    (`spiffe://<party>.hotline/gateway`) only a scheduled link test (`link_test` with
+    `scheduled: true`); a signing identity nothing. An acknowledgement's `responder` is always
+    an operator: a person answered. All of them belong to the sending party's trust domain.
+    """
+    body = envelope.WhichOneof("body")
+    scheduled_test = body == "link_test" and envelope.link_test.scheduled
+    named = [("originator", envelope.originator, scheduled_test)]
+    if body == "acknowledgement":
+        named.append(("acknowledgement.responder", envelope.acknowledgement.responder, False))
+    for field, uri, gateway_may in named:
         party, role, problem = _identity_of(uri)
         if problem:
             return f"{field}: {problem}"
-        if party != sender_party or role not in roles:
-            return f"{field} is {uri}, not {what} of party {sender_party}"
+        if party != sender_party:
+            return f"{field} is {uri}, not an identity of party {sender_party}"
+        if role is Role.OPERATOR or (role is Role.GATEWAY and gateway_may):
+            continue
+        if role is Role.GATEWAY:
+            return (
+                f"{field} is {uri}: a gateway originates only scheduled link tests "
+                "(link_test with scheduled: true)"
+            )
+        return f"{field} is {uri}, not an operator of party {sender_party}"
     return ""
 
 
-_AUTHORS = frozenset({Role.OPERATOR, Role.GATEWAY})
-_RESPONDERS = frozenset({Role.OPERATOR})
+def releasability_problem(envelope: envelope_pb2.Envelope, receiver_party: str) -> str:
+    """Why the envelope may not be released to `receiver_party`, or "" (check 6)."""
+    if receiver_party in envelope.handling.releasable_to:
+        return ""
+    return f"handling.releasable_to does not include {receiver_party}"
 
 
 @functools.lru_cache(maxsize=4096)

@@ -51,6 +51,8 @@ class Kind(StrEnum):
     ACKNOWLEDGED = "acknowledged"  # body: JSON; our operator acknowledged an inbound message
     ESCALATION = "escalation"  # body: JSON; our outbound message passed its deadline unanswered
     REALERT = "realert"  # body: JSON; an inbound message passed its deadline unacknowledged
+    EXPIRED = "expired"  # body: JSON; an unanswered message passed its expire_time (no more
+    # escalations or re-alerts for it)
     LINK_UP = "link-up"  # body: JSON {direction, detail}
     LINK_DOWN = "link-down"  # body: JSON {direction, detail}
     SECURITY = "security"  # body: JSON; a refused connection or call

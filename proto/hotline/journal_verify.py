@@ -31,6 +31,7 @@ from typing import Any
 
 from cryptography import x509
 
+from hotline import lifecycle
 from hotline.errors import SignatureError
 from hotline.journal_file import Entry, JournalFileError, JournalReader, Kind, verify_chain
 from hotline.link import ReceiptItem, RejectionItem
@@ -318,6 +319,10 @@ _COMPARED = (
     "digest",
     "escalated",
     "rejection_reason",
+    "action",
+    "refers_to",
+    "expire_ns",
+    "expired",
 )
 
 
@@ -369,6 +374,10 @@ def expected_index(entries: Iterable[Entry], party: str) -> _Expected:
         if e.kind in (Kind.MESSAGE_OUT, Kind.MESSAGE_IN):
             envelope, digest = _envelope(e)
             inbound = e.kind is Kind.MESSAGE_IN
+            refers_to = lifecycle.reference_of(envelope)
+            if envelope.WhichOneof("body") == "acknowledgement":
+                refers_to = envelope.acknowledgement.acknowledged_message_id
+            expires = lifecycle.expire_ns(envelope)
             rows[e.message_id] = {
                 "direction": _IN if inbound else _OUT,
                 "sender_party": envelope.sender_party,
@@ -382,13 +391,19 @@ def expected_index(entries: Iterable[Entry], party: str) -> _Expected:
                 "digest": digest,
                 "escalated": 0,
                 "rejection_reason": "",
+                "action": envelope.action,
+                "refers_to": refers_to,
+                "expire_ns": expires,
+                "expired": int(lifecycle.is_expired(expires, e.time_ns)),
             }
             if inbound:
                 want.settlements[(e.party, e.sequence)] = (e.message_id, "receipt")
                 if envelope.WhichOneof("body") == "acknowledgement":
                     target = envelope.acknowledgement.acknowledged_message_id
-                    # the peer's answer to one of ours: the first stands while it is open
-                    acknowledged(target, e.message_id, _OUT, (_JOURNALED, _DELIVERED))
+                    # the peer's answer to one of ours: the latest stands
+                    acknowledged(
+                        target, e.message_id, _OUT, (_JOURNALED, _DELIVERED, _ACKNOWLEDGED)
+                    )
         elif e.kind is Kind.ACKNOWLEDGED:
             # our operator's answer to an inbound message: the latest stands
             ack_id = str(e.json_body().get("acknowledgement", ""))
@@ -413,6 +428,10 @@ def expected_index(entries: Iterable[Entry], party: str) -> _Expected:
             row = rows.get(e.message_id)
             if row is not None:
                 row["escalated"] = 1
+        elif e.kind is Kind.EXPIRED:
+            row = rows.get(e.message_id)
+            if row is not None:
+                row["expired"] = 1
     return want
 
 

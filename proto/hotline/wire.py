@@ -227,6 +227,11 @@ def welcome_from_wire(
     frame: peer_link_pb2.Welcome, keyring: KeyRing, *, receiver_party: str, sender_party: str
 ) -> link.Welcome:
     """Check the Welcome's signing certificates and signature; parse it (the sender's side)."""
+    if not 1 <= len(frame.signing_certificates) <= 4:
+        raise RemoteProtocolError(
+            f"the Welcome carries {len(frame.signing_certificates)} signing certificates, "
+            "must be 1..4"
+        )
     for der in frame.signing_certificates:
         try:
             key = keyring.add_der(der)

@@ -50,7 +50,7 @@ _CODES = {end: getattr(grpc.StatusCode, end.value) for end in link.StreamEnd}
 
 @dataclass(frozen=True)
 class _End:
-    """Ends a stream: with a status code, or cleanly (None) when the link went down."""
+    """Ends a stream: with a status code, or with OK (None) after the peer half-closed it."""
 
     code: grpc.StatusCode | None
     detail: str
@@ -315,7 +315,7 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
                 )
             )
         elif isinstance(event, link.LinkDown):
-            self._end_current(None, event.reason)
+            self._end_current(grpc.StatusCode.UNAVAILABLE, f"link down: {event.reason}")
         elif isinstance(event, link.Measured):  # (JournalLost is the sending end's)
             self.status.rtt, self.status.clock_offset = event.rtt, event.clock_offset
 
@@ -323,6 +323,13 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
         task = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def shutdown(self) -> None:
+        """End every stream with UNAVAILABLE (the gateway is stopping); the journal writes
+        already started still finish (`drain`), and their batch receipts go out in the next
+        Welcome."""
+        for queue in self._streams.values():
+            queue.put_nowait(_End(grpc.StatusCode.UNAVAILABLE, "the gateway is shutting down"))
 
     async def drain(self) -> None:
         """Wait for the journal writes and notices already submitted (for a clean stop)."""

@@ -35,6 +35,8 @@ EXAMPLE_PARTIES = ("JP", "TW")
 _UPPER_ID = re.compile(r"^[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}$")
 _SENDER = re.compile(r'^sender_party: "([^"]*)"', re.MULTILINE)
 _RECIPIENT = re.compile(r'^recipient_party: "([^"]*)"', re.MULTILINE)
+_LINK = re.compile(r"^# link: ([A-Z]{2,8}) -> ([A-Z]{2,8})$", re.MULTILINE)
+_REJECTION = re.compile(r"^# expect-rejection: REJECTION_REASON_([A-Z_]+)$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,12 @@ class Example:
     @property
     def valid(self) -> bool:
         return self.name.startswith("valid/")
+
+    @property
+    def rejection(self) -> str:
+        """A refused example's expected rejection reason (`WRONG_PARTY`), else ""."""
+        found = _REJECTION.search(self.text)
+        return found.group(1) if found else ""
 
     @property
     def paths(self) -> list[str]:
@@ -66,6 +74,11 @@ def load_examples(directory: Path = DEFAULT_DIR) -> tuple[list[Example], list[Ex
             raise FileNotFoundError(f"no golden examples in {folder}")
         out[kind] = [_load(kind, path) for path in files]
     return out["valid"], out["invalid"]
+
+
+def load_refused(directory: Path = DEFAULT_DIR) -> list[Example]:
+    """The examples that break no constraint but an acceptance check (`refused/`), if any."""
+    return [_load("refused", path) for path in sorted((directory / "refused").glob("*.txtpb"))]
 
 
 def _load(kind: str, path: Path) -> Example:
@@ -124,11 +137,16 @@ class Adapter:
                     self._fresh[written] = new_message_id()
 
     def _swap(self, text: str) -> str:
-        """Rename the example's parties: its sender becomes ours, its recipient the target."""
-        written_sender = _first(_SENDER, text)
-        written_recipient = _first(_RECIPIENT, text)
+        """Rename the example's parties: the sender of its link (`# link: A -> B`, else its
+        envelope's sender) becomes ours, the receiver the target, any other a third party."""
         a, b = EXAMPLE_PARTIES
-        if written_sender.upper() == a or written_recipient.upper() == b:
+        link = _LINK.search(text)
+        if link is not None:
+            third = next(c for c in ("ZZ", "ZY", "ZX") if c not in (self.sender, self.recipient))
+            mapping = {link.group(1): self.sender, link.group(2): self.recipient}
+            for code in EXAMPLE_PARTIES:
+                mapping.setdefault(code, third)
+        elif _first(_SENDER, text).upper() == a or _first(_RECIPIENT, text).upper() == b:
             mapping = {a: self.sender, b: self.recipient}
         else:
             mapping = {b: self.sender, a: self.recipient}

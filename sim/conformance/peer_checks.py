@@ -21,7 +21,7 @@ from hotline import link, wire
 from hotline.signing import PAYLOAD_TYPE_CHECKPOINT, sha256
 from hotline.transport import gateway_host
 from hotline.v1 import common_pb2, peer_link_pb2
-from sim.conformance.examples import Adapter, Example, free_text
+from sim.conformance.examples import Adapter, Example, free_text, load_refused
 from sim.conformance.material import read_server_certificate
 from sim.conformance.pushlink import Opened, PeerSession, PushStream
 from sim.conformance.registry import Failed, Skipped, check, expect
@@ -200,6 +200,31 @@ async def invalid_examples(s: PeerSession) -> str:
             continue
         s.items.ok(example.name, ", ".join(got))
     return s.items.verdict("rejected INVALID_MESSAGE with the expected field paths")
+
+
+@check(
+    "peer.deliver.refused-examples",
+    "every refused golden example (it breaks an acceptance check, not a constraint) is "
+    "rejected for the reason it states",
+    spec=S,
+    musts=("reject-wrong-party", "reject-not-releasable", "deliver-checks-in-order"),
+)
+async def refused_examples(s: PeerSession) -> str:
+    refused = load_refused(s.examples_dir)
+    if not refused:
+        raise Skipped(f"no refused/ examples in {s.examples_dir}")
+    adapter = _adapter(s)
+    adapter.reserve(s.examples[0])
+    examples, _, _, receipt, first = await _deliver_examples(s, refused, adapter)
+    for i, example in enumerate(examples):
+        item = next((r for r in receipt.rejections if r.sequence == first + i), None)
+        if item is None:
+            s.items.fail(example.name, "receipted")
+        elif item.reason.value != example.rejection:
+            s.items.fail(example.name, f"rejected {item.reason.value}, not {example.rejection}")
+        else:
+            s.items.ok(example.name, item.reason.value)
+    return s.items.verdict("rejected for the stated reason")
 
 
 @check(

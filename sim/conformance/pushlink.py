@@ -29,6 +29,7 @@ from hotline.errors import RemoteProtocolError
 from hotline.signing import PAYLOAD_TYPE_ENVELOPE, Signer, sha256
 from hotline.transport import credentials, secure_channel
 from hotline.v1 import common_pb2, envelope_pb2, peer_link_pb2, peer_link_pb2_grpc
+from sim.conformance.examples import DEFAULT_DIR
 from sim.conformance.material import Material
 from sim.conformance.registry import Failed, Items, expect
 
@@ -204,6 +205,7 @@ class PeerSession:
         self.items = Items()  # the current check's per-vector outcomes (set by the runner)
         self._open: list[PushStream] = []
         self.examples: tuple[list[Any], list[Any]] = ([], [])  # (valid, invalid) golden examples
+        self.examples_dir = DEFAULT_DIR
         self.listener: Any = None  # the listening half (`--listen`), a `listener.Listener`
         self.operator: str | None = None  # the target's operator that makes it send to us
 

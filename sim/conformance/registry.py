@@ -42,9 +42,59 @@ class Skipped(HotlineError):
     """The check could not run here (missing material, nothing to observe); not a failure."""
 
 
-# Descriptive MUST key -> the spec's MUST id(s). Filled when SPEC.md numbers its MUSTs; a key
-# not listed here is shown as itself.
-MUST_IDS: dict[str, tuple[str, ...]] = {}
+# Descriptive MUST key -> the spec's MUST id(s) (`proto/hotline/must_index.json`). A key not
+# listed here is shown as itself, and `tests/sim/test_conformance.py` names those it expects.
+MUST_IDS: dict[str, tuple[str, ...]] = {
+    # identities, topology, signatures
+    "receiver-cert-pinned-name": ("LINK-2",),
+    "receiver-cert-gateway-spiffe-id": ("LINK-3", "ID-2"),
+    "operator-service-own-operators-only": ("ID-3",),
+    "reject-wrong-party": ("ID-4",),
+    "reject-not-releasable": ("LINK-14",),
+    "deliver-checks-in-order": ("LINK-14",),
+    "verify-signature-before-parse": ("SIG-2",),
+    "record-signed-envelope-verifies": ("SIG-1", "ID-5"),
+    # frames, Hello and Welcome
+    "welcome-first-response-frame": ("LINK-5",),
+    "hello-first-request-frame": ("LINK-5",),
+    "hello-not-repeated": ("LINK-5",),
+    "welcome-signed-over-hello-nonce": ("LINK-4",),
+    "welcome-signing-certificates-of-receiver": ("LINK-4", "ID-5"),
+    "hello-signing-certificates-of-sender": ("LINK-7",),
+    "hello-signing-certificates": ("LINK-7",),
+    "unsupported-version-failed-precondition": ("VER-1",),
+    "sender-verifies-welcome-before-delivery": ("LINK-6", "LINK-4"),
+    "sender-hello-first": ("LINK-5",),
+    # deliveries
+    "deliver-valid-receipted": ("LINK-14",),
+    "batch-settled-by-one-receipt": ("LINK-15",),
+    "reject-constraint-violation-invalid-message": ("VAL-5", "LINK-14"),
+    "rejection-lists-violations": ("VAL-5",),
+    "reject-bad-signature": ("SIG-2", "LINK-14"),
+    "reject-duplicate-message-id": ("LINK-14",),
+    "bad-batch-invalid-argument": ("LINK-10", "LINK-24"),
+    "out-of-order-ends-stream-failed-precondition": ("LINK-17", "LINK-11"),
+    "resend-other-bytes-ends-stream": ("LINK-17",),
+    "resend-same-bytes-stored-receipt": ("LINK-16",),
+    "batch-receipt-in-sequence-order": ("LINK-11",),
+    "batch-receipt-signed-by-receiver": ("LINK-4",),
+    "batch-receipt-settles-every-sequence-once": ("LINK-15",),
+    "receipt-digest-of-payload": ("LINK-15",),
+    "out-of-order-consumes-no-sequence": ("LINK-17",),
+    "sender-signs-envelopes": ("SIG-1",),
+    "sender-sequences-consecutive": ("LINK-10",),
+    # resume
+    "welcome-resends-receipts-after-hello": ("LINK-19",),
+    "welcome-settles-every-sequence-after-hello": ("LINK-26",),
+    "hello-beyond-last-sequence-data-loss": ("LINK-20",),
+    "sender-records-welcome-receipts": ("LINK-18",),
+    # stream ends, heartbeats, checkpoints
+    "empty-frame-invalid-argument": ("LINK-24",),
+    "hello-party-is-caller": ("LINK-24",),
+    "one-stream-per-sender-older-aborted": ("LINK-24",),
+    "answer-ping-with-pong": ("LINK-22",),
+    "checkpoint-signed-by-sender": ("JRN-1",),
+}
 
 CheckFn = Callable[[Any], Awaitable[str]]
 
@@ -64,7 +114,7 @@ def must_ids(c: Check) -> tuple[str, ...]:
     """The spec's MUST ids a check covers (its descriptive keys where not yet mapped)."""
     out: list[str] = []
     for key in c.musts:
-        out.extend(MUST_IDS.get(key, (key,)))
+        out.extend(i for i in MUST_IDS.get(key, (key,)) if i not in out)
     return tuple(out)
 
 

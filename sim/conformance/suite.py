@@ -58,6 +58,7 @@ async def run_suite(
             )
         session = PeerSession(material, target, timeout=timeout)
         session.operator = operator
+        session.examples_dir = examples or DEFAULT_DIR
         if listen is not None:
             from sim.conformance.listener import Listener
 

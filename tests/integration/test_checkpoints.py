@@ -184,6 +184,7 @@ async def assert_link_still_carries_messages(pair: Pair) -> None:
     ],
     ids=["fork", "stale", "bad-signature", "wrong-party", "malformed"],
 )
+@pytest.mark.must("CHK-1", "CHK-2")
 async def test_a_lying_checkpoint_is_refused_reported_and_the_link_stays_up(
     tmp_path: Path,
     craft: Callable[[Gateway, peer_link_pb2.CheckpointBody], common_pb2.SignedPayload],

@@ -18,9 +18,13 @@ from typing import Any
 
 import pytest
 
+from hotline import must_index
+from sim.conformance import checks as _checks  # noqa: F401  (registers the checks)
+from sim.conformance.registry import Role, checks_of, must_ids
 from sim.pair import GatewayPair
 
 pytestmark = pytest.mark.slow
+SPEC_IDS = {m.id for m in must_index.load()}
 
 
 @pytest.fixture
@@ -61,8 +65,22 @@ def failures(doc: dict[str, Any]) -> list[str]:
     ]
 
 
+def assert_marks_name_the_checks_musts(request: pytest.FixtureRequest, role: Role) -> None:
+    """This test's `must` marks are the spec ids its role's checks cover (kept in step)."""
+    marked = {i for mark in request.node.iter_markers("must") for i in mark.args}
+    covered = {i for c in checks_of(role) for i in must_ids(c) if i in SPEC_IDS}
+    assert marked == covered
+
+
 @pytest.mark.timeout(240)
-async def test_our_gateway_passes_every_peer_check(tw_alone: GatewayPair) -> None:
+@pytest.mark.must("ID-2", "ID-4", "ID-5", "JRN-1", "LINK-2", "LINK-3", "LINK-4", "LINK-5")
+@pytest.mark.must("LINK-6", "LINK-7", "LINK-10", "LINK-11", "LINK-14", "LINK-15", "LINK-16")
+@pytest.mark.must("LINK-17", "LINK-18", "LINK-19", "LINK-20", "LINK-22", "LINK-24", "LINK-26")
+@pytest.mark.must("SIG-1", "SIG-2", "VAL-5", "VER-1")
+async def test_our_gateway_passes_every_peer_check(
+    tw_alone: GatewayPair, request: pytest.FixtureRequest
+) -> None:
+    assert_marks_name_the_checks_musts(request, Role.PEER)
     code, out, err, doc = await conformance(
         tw_alone, "--role", "peer", "--listen", str(tw_alone.jp.port)
     )
@@ -78,7 +96,11 @@ async def test_our_gateway_passes_every_peer_check(tw_alone: GatewayPair) -> Non
 
 
 @pytest.mark.timeout(240)
-async def test_our_gateway_passes_every_operator_check(tw_alone: GatewayPair) -> None:
+@pytest.mark.must("ID-3", "ID-5", "SIG-1")
+async def test_our_gateway_passes_every_operator_check(
+    tw_alone: GatewayPair, request: pytest.FixtureRequest
+) -> None:
+    assert_marks_name_the_checks_musts(request, Role.OPERATOR)
     code, out, err, doc = await conformance(tw_alone, "--role", "operator")
     assert failures(doc) == [], out + err
     assert code == 0

@@ -64,11 +64,11 @@ async def test_an_unanswered_flash_escalates_at_the_sender_and_realerts_at_the_r
 
 
 async def test_an_oversized_request_is_refused_with_resource_exhausted(tmp_path: Path) -> None:
-    async with running_pair(tmp_path, overrides={"max_message_bytes": 4096}) as pair:
+    async with running_pair(tmp_path, overrides={"max_message_bytes": 1 << 20}) as pair:
+        oversized = free_text("x")
+        oversized.references.extend(["y" * 100_000] * 11)  # > 1 MiB: refused before parsing
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await pair.jp.stub.Send(
-                operator_pb2.SendRequest(envelope=free_text("x" * 8000)), timeout=10
-            )
+            await pair.jp.stub.Send(operator_pb2.SendRequest(envelope=oversized), timeout=10)
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         ok = await pair.jp.stub.Send(
             operator_pb2.SendRequest(envelope=free_text("small")), timeout=10

@@ -84,6 +84,7 @@ async def test_retrying_a_whole_batch_is_idempotent(tmp_path: Path) -> None:
         assert len(outbound) == 6  # five, once each, and "new"
 
 
+@pytest.mark.must("LINK-12")
 async def test_within_a_precedence_a_batch_travels_in_request_order(tmp_path: Path) -> None:
     async with running_pair(tmp_path) as pair:
         client = OperatorClient.from_pki(pair.pki, "JP", address=f"127.0.0.1:{pair.jp.port}")

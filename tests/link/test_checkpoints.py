@@ -58,6 +58,7 @@ def test_an_identical_repeat_of_the_latest_is_accepted_as_a_repeat() -> None:
     assert len(witness) == 1
 
 
+@pytest.mark.must("CHK-1")
 def test_another_head_for_a_witnessed_count_is_a_fork() -> None:
     witness = CheckpointWitness("TW")
     witness.observe("TW", 120, bytes.fromhex("cd34") + bytes(30))
@@ -78,6 +79,7 @@ def test_a_fork_below_the_latest_is_named_a_fork() -> None:
     assert "20 entries were witnessed since" in decision.detail
 
 
+@pytest.mark.must("CHK-1")
 def test_a_smaller_count_is_stale() -> None:
     witness = CheckpointWitness("JP")
     witness.observe("JP", 50, head(50))
@@ -96,6 +98,7 @@ def test_an_old_checkpoint_sent_again_is_stale() -> None:
     refused(witness.observe("JP", 10, head(10)), CheckpointProblem.STALE)
 
 
+@pytest.mark.must("CHK-1")
 def test_a_checkpoint_of_another_party_is_refused() -> None:
     witness = CheckpointWitness("JP")
     decision = refused(witness.observe("TW", 3, head(3)), CheckpointProblem.WRONG_PARTY)
@@ -112,6 +115,7 @@ def test_peer_text_in_a_detail_is_quoted_and_cut() -> None:
     assert len(decision.detail) < 120
 
 
+@pytest.mark.must("CHK-1")
 def test_a_head_that_is_not_a_sha256_digest_is_malformed() -> None:
     witness = CheckpointWitness("JP")
     refused(witness.observe("JP", 3, b"short"), CheckpointProblem.MALFORMED)

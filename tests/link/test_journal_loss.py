@@ -55,6 +55,7 @@ def events(actions: Sequence[object]) -> list[object]:
     return [a.event for a in actions if isinstance(a, Event)]
 
 
+@pytest.mark.must("LINK-27")
 def test_a_welcome_settling_messages_our_journal_never_held_holds_the_sender() -> None:
     """Our journal was replaced by an empty one; the peer settled m1..m5 from us before, and
     an operator journaled m6 since. The sender holds: m6 is not sent under sequence 6."""
@@ -120,6 +121,7 @@ def test_a_rejection_of_an_unreadable_payload_names_no_message_and_is_no_loss() 
     assert link.state is SenderState.OPEN
 
 
+@pytest.mark.must("LINK-26")
 def test_a_welcome_claiming_sequences_it_does_not_settle_is_refused_and_changes_nothing() -> None:
     """Adopting a sequence nobody settled is how a loss was once papered over."""
     link = dialled("m1")

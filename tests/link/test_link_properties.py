@@ -362,6 +362,7 @@ def check_exactly_once_in_order(world: World) -> None:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(actions, max_size=120))
+@pytest.mark.must("LINK-11", "LINK-18")
 def test_any_schedule_of_faults_still_gives_exactly_once_in_order_delivery(
     schedule: list[tuple[str, int]],
 ) -> None:
@@ -392,6 +393,7 @@ def sent_batches(world: World) -> list[DeliveryBatch]:
     return [f for _, f in world.to_receiver if isinstance(f, DeliveryBatch)]
 
 
+@pytest.mark.must("LINK-12")
 def test_flash_overtakes_queued_routine_traffic() -> None:
     world = World()
     for _ in range(10):
@@ -407,6 +409,7 @@ def test_flash_overtakes_queued_routine_traffic() -> None:
     assert [d.sequence for b in batches for d in b.deliveries] == [1, 2, 3]  # ROUTINE lane: 2
 
 
+@pytest.mark.must("LINK-13")
 def test_flash_is_not_held_back_by_routine_already_in_flight() -> None:
     """The ROUTINE lane is full (its allowance in flight, unsettled); a FLASH still goes."""
     world = open_world()
@@ -434,6 +437,7 @@ def test_a_batch_holds_one_precedence_and_at_most_batch_count() -> None:
     ]
 
 
+@pytest.mark.must("LINK-15")
 def test_a_batch_receipt_is_sent_only_after_its_batch_is_durable() -> None:
     world = open_world()
     world.send(4)
@@ -447,6 +451,7 @@ def test_a_batch_receipt_is_sent_only_after_its_batch_is_durable() -> None:
     assert [r.message_id for r in receipt.receipts] == ["m0000"]
 
 
+@pytest.mark.must("LINK-25")
 def test_a_welcome_waits_for_the_batches_of_the_stream_before_it() -> None:
     world = open_world()
     world.send(4)
@@ -478,6 +483,7 @@ def test_a_hello_waits_for_the_settlements_it_claims() -> None:
     assert hello.last_receipted_sequence == 1
 
 
+@pytest.mark.must("LINK-19")
 def test_resume_teaches_the_sender_receipts_it_lost_in_a_crash() -> None:
     world = open_world()
     for _ in range(3):
@@ -502,6 +508,7 @@ def test_resume_teaches_the_sender_receipts_it_lost_in_a_crash() -> None:
     assert [(d.sequence, d.message_id) for d in batch.deliveries] == [(3, "m0002")]
 
 
+@pytest.mark.must("LINK-4", "LINK-6")
 def test_a_welcome_with_another_nonce_is_refused_and_changes_nothing() -> None:
     world = World()
     world.send(4)
@@ -533,6 +540,7 @@ def test_a_batch_receipt_for_other_bytes_is_refused_and_settles_nothing() -> Non
     assert world.sender.queue_depth == 1
 
 
+@pytest.mark.must("LINK-16")
 def test_a_replayed_batch_is_answered_with_the_stored_receipt_and_not_journaled() -> None:
     world = open_world()
     world.send(4)
@@ -548,6 +556,7 @@ def test_a_replayed_batch_is_answered_with_the_stored_receipt_and_not_journaled(
     assert [m for _, m in world.disk.messages] == ["m0000"]
 
 
+@pytest.mark.must("LINK-17")
 def test_a_gap_ends_the_stream_as_out_of_order() -> None:
     world = open_world()
     gap = DeliveryBatch((LinkDelivery(5, "", digest_of("x"), "x", 1),))
@@ -555,6 +564,7 @@ def test_a_gap_ends_the_stream_as_out_of_order() -> None:
         world.receiver.receive(gap, world.now, world.stream)
 
 
+@pytest.mark.must("LINK-22")
 def test_heartbeat_declares_a_silent_link_down() -> None:
     world = open_world()
     start = world.now

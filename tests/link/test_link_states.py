@@ -100,6 +100,7 @@ def sender_snapshot(link: OutboundLink) -> tuple[object, ...]:
 
 
 @pytest.mark.parametrize(("state", "frame"), [(s, f) for s in SENDER_TABLE for f in SENDER_FRAMES])
+@pytest.mark.must("LINK-5", "LINK-6")
 def test_sender_state_by_frame(state: str, frame: str) -> None:
     link = sender_in(state)
     expected = SENDER_TABLE[state][frame]
@@ -201,6 +202,7 @@ RECEIVER_TABLE: dict[str, dict[str, StreamEnd | str]] = {
 @pytest.mark.parametrize(
     ("state", "frame"), [(s, f) for s in RECEIVER_TABLE for f in RECEIVER_FRAMES]
 )
+@pytest.mark.must("LINK-5", "LINK-10", "LINK-22")
 def test_receiver_state_by_frame(state: str, frame: str) -> None:
     link, stream = receiver_in(state)
     value, on = RECEIVER_FRAMES[frame](stream)
@@ -234,6 +236,7 @@ def test_receiver_state_by_frame(state: str, frame: str) -> None:
         (Hello("JP", 9, NONCE), StreamEnd.DATA_LOSS),
     ],
 )
+@pytest.mark.must("VER-1", "LINK-20", "LINK-24")
 def test_a_bad_hello_ends_the_stream_with_the_specified_code(hello: Hello, end: StreamEnd) -> None:
     link = InboundLink("TW", "JP", last_sequence=0, seen={}, archive=ReceiverDisk(), check=check)
     with pytest.raises(PeerViolation) as raised:

@@ -153,6 +153,7 @@ async def test_the_peer_gateways_valid_certificate_passes_and_is_returned(pki: P
 # ------------------------------------------------------------------------------ refused
 
 
+@pytest.mark.must("LINK-3", "ID-6")
 async def test_a_revoked_peer_gateway_certificate_is_refused_with_its_serial_and_reason(
     pki: Path,
 ) -> None:
@@ -180,6 +181,7 @@ async def test_each_check_uses_the_revocation_lists_current_at_that_moment(pki: 
             await check_as_jp(pki, address, lambda: current[0])
 
 
+@pytest.mark.must("LINK-2", "LINK-3")
 async def test_an_operator_certificate_served_as_the_gateway_is_refused(pki: Path) -> None:
     tw = PartyPaths.of(pki, "TW")
     server = tls_server(tw.operator_cert("watch-1"), tw.operator_key("watch-1"), tw.peer_ca_cert)
@@ -192,6 +194,7 @@ async def test_an_operator_certificate_served_as_the_gateway_is_refused(pki: Pat
     assert "gateway.tw.hotline" in str(refused.value)
 
 
+@pytest.mark.must("LINK-3")
 async def test_a_peer_ca_certificate_for_the_pinned_name_with_another_identity_is_refused(
     pki: Path, tmp_path: Path
 ) -> None:
@@ -205,6 +208,7 @@ async def test_a_peer_ca_certificate_for_the_pinned_name_with_another_identity_i
     assert refused.value.code == "PEER_CERTIFICATE_WRONG_IDENTITY"
 
 
+@pytest.mark.must("LINK-2")
 async def test_our_own_gateway_certificate_served_back_to_us_is_refused(pki: Path) -> None:
     jp = PartyPaths.of(pki, "JP")
     async with tls_server(jp.gateway_cert, jp.gateway_key, jp.ca_cert) as address:

@@ -94,6 +94,7 @@ async def stopped(sender: PeerSender, task: asyncio.Task[None]) -> None:
     await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), WAIT)
 
 
+@pytest.mark.must("LINK-3")
 async def test_a_failed_check_never_dials_and_is_reported_once_per_reason(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

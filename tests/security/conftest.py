@@ -103,13 +103,16 @@ class Lone:
 
 
 @contextlib.asynccontextmanager
-async def lone_gateway(tmp: Path, pki: Path, party: str = "JP") -> AsyncIterator[Lone]:
+async def lone_gateway(
+    tmp: Path, pki: Path, party: str = "JP", **overrides: Any
+) -> AsyncIterator[Lone]:
     cfg = config(
         pki,
         party,
         port=free_port(),
         peer_port=free_port(),  # nobody listens there
         journal=tmp / f"{party.lower()}-alone.db",
+        **overrides,
     )
     gateway = Gateway(cfg)
     port = await gateway.start()

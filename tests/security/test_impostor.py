@@ -378,6 +378,7 @@ async def refused_welcome(tmp: Path, pki: Path, welcome: WelcomeFor, expected: s
 # ------------------------------------------------------------------------------ the Welcome
 
 
+@pytest.mark.must("LINK-4", "LINK-6")
 async def test_an_unsigned_welcome_is_refused(tmp_path: Path, pki: Path) -> None:
     await refused_welcome(tmp_path, pki, unsigned_welcome(pki), "the Welcome is not signed")
 
@@ -422,6 +423,7 @@ async def test_a_tw_signature_over_something_else_is_not_a_welcome(
     )
 
 
+@pytest.mark.must("LINK-4", "LINK-6")
 async def test_a_replayed_genuine_welcome_is_refused(tmp_path: Path, pki: Path) -> None:
     """A Welcome the real TW gateway signed (captured from a real stream) is replayed to
     every Hello: its signature is good, but it signs another stream's nonce."""
@@ -495,6 +497,7 @@ async def test_a_batch_receipt_signed_by_a_key_of_no_party_is_refused(
     )
 
 
+@pytest.mark.must("LINK-4")
 async def test_a_rejection_signed_with_jps_own_key_is_refused(tmp_path: Path, pki: Path) -> None:
     """An attempt to have JP mark its message REJECTED (final) with a signature JP trusts, but
     by JP's own key."""
@@ -506,6 +509,7 @@ async def test_a_rejection_signed_with_jps_own_key_is_refused(tmp_path: Path, pk
     )
 
 
+@pytest.mark.must("LINK-4")
 async def test_an_unsigned_batch_receipt_is_refused(tmp_path: Path, pki: Path) -> None:
     await refused_receipt(
         tmp_path,
@@ -523,6 +527,7 @@ async def test_an_unsigned_batch_receipt_is_refused(tmp_path: Path, pki: Path) -
     ],
     ids=["receipt", "rejection"],
 )
+@pytest.mark.must("LINK-4")
 async def test_a_batch_receipt_for_other_bytes_is_refused(
     tmp_path: Path, pki: Path, refuse: bool, expected: str
 ) -> None:

@@ -118,6 +118,7 @@ async def assert_still_serving(jp: Lone, peer: FakePeer, sequence: int, text: st
 # ------------------------------------------------------------------------------ tampering
 
 
+@pytest.mark.must("SIG-2", "LINK-14")
 async def test_a_tampered_envelope_is_refused_as_bad_signature(jp: Lone) -> None:
     """Version 1 sent this refusal as an unsigned Rejection; now it is an item of a batch
     receipt signed by JP, naming the hash of the refused bytes."""
@@ -160,6 +161,7 @@ async def test_a_tampered_envelope_is_refused_as_bad_signature(jp: Lone) -> None
     assert message_in(jp) == [good.message_id]
 
 
+@pytest.mark.must("SIG-2")
 async def test_the_payload_type_is_bound_by_the_signature(jp: Lone) -> None:
     async with fake_tw_peer(jp) as peer:
         await peer.open([signing_der(jp.pki, "TW")])
@@ -195,6 +197,7 @@ async def test_refused_bytes_sent_again_are_refused_for_what_they_are(jp: Lone) 
     assert message_in(jp) == []
 
 
+@pytest.mark.must("LINK-15")
 async def test_a_bad_delivery_does_not_spoil_its_batch(jp: Lone) -> None:
     """A batch is settled delivery by delivery in one signed batch receipt: a forgery among
     good deliveries is refused on its own, and the good ones are journaled."""
@@ -219,6 +222,7 @@ async def test_a_bad_delivery_does_not_spoil_its_batch(jp: Lone) -> None:
 # ------------------------------------------------------------------------------ wrong keys
 
 
+@pytest.mark.must("ID-5")
 async def test_a_valid_signature_by_the_wrong_partys_key_is_refused(jp: Lone) -> None:
     async with fake_tw_peer(jp) as peer:
         await peer.open([signing_der(jp.pki, "TW")])
@@ -232,6 +236,7 @@ async def test_a_valid_signature_by_the_wrong_partys_key_is_refused(jp: Lone) ->
     assert len(message_in(jp)) == 1
 
 
+@pytest.mark.must("ID-5")
 async def test_a_signature_by_an_unknown_key_is_refused(jp: Lone, tmp_path: Path) -> None:
     other = tmp_path / "other-pki"
     init_pki(other, ("TW", "XX"), ("watch-1",))  # another "TW" CA: not the one JP trusts
@@ -242,6 +247,7 @@ async def test_a_signature_by_an_unknown_key_is_refused(jp: Lone, tmp_path: Path
     assert message_in(jp) == []
 
 
+@pytest.mark.must("LINK-7", "ID-5")
 async def test_a_hello_carrying_the_wrong_partys_signing_certificate_is_refused(
     jp: Lone,
 ) -> None:
@@ -254,6 +260,7 @@ async def test_a_hello_carrying_the_wrong_partys_signing_certificate_is_refused(
     assert not jp.gateway.peer_service.status.up
 
 
+@pytest.mark.must("LINK-7", "ID-5")
 async def test_a_hello_carrying_an_untrusted_signing_certificate_is_refused(
     jp: Lone, tmp_path: Path
 ) -> None:
@@ -292,6 +299,7 @@ async def test_an_envelope_claiming_another_sender_party_is_refused(jp: Lone) ->
     assert message_in(jp) == []
 
 
+@pytest.mark.must("ID-4", "LINK-14")
 async def test_an_originator_outside_the_senders_trust_domain_is_refused(jp: Lone) -> None:
     async with fake_tw_peer(jp) as peer:
         await peer.open([signing_der(jp.pki, "TW")])
@@ -302,6 +310,7 @@ async def test_an_originator_outside_the_senders_trust_domain_is_refused(jp: Lon
     assert message_in(jp) == []
 
 
+@pytest.mark.must("ID-5", "ID-6")
 async def test_a_revoked_signing_key_is_refused(jp: Lone) -> None:
     reloaded = jp.gateway.authorizer.generation
     revoke(jp.pki, "TW", PartyPaths.of(jp.pki, "TW").signing_cert, reason="key_compromise")
@@ -326,6 +335,7 @@ async def test_a_revoked_signing_key_is_refused(jp: Lone) -> None:
 # ------------------------------------------------------------------------------ message ids
 
 
+@pytest.mark.must("LINK-14")
 async def test_a_message_id_of_jp_itself_is_refused(jp: Lone) -> None:
     """TW may not journal a message under an id JP already used for its own: ids are unique
     across both parties, so the delivery is refused as INVALID_MESSAGE (not as a duplicate,
@@ -358,6 +368,7 @@ async def test_a_message_id_of_jp_itself_is_refused(jp: Lone) -> None:
 # ------------------------------------------------------------------------------ ordering
 
 
+@pytest.mark.must("LINK-17", "LINK-24")
 async def test_a_sequence_gap_ends_the_stream_and_settles_nothing(jp: Lone) -> None:
     """Version 1 refused a delivery out of order with a Rejection; now the stream ends with
     FAILED_PRECONDITION `OUT_OF_ORDER:`, nothing is journaled and no sequence is consumed."""
@@ -383,6 +394,7 @@ async def test_a_sequence_gap_ends_the_stream_and_settles_nothing(jp: Lone) -> N
     assert message_in(jp) == [envelope.message_id]
 
 
+@pytest.mark.must("LINK-17")
 async def test_a_settled_sequence_cannot_be_rewritten(jp: Lone) -> None:
     """A resend of a settled sequence with other bytes (validly signed by TW) does not replace
     what JP journaled: the stream ends with `OUT_OF_ORDER:` and the journal is unchanged."""
@@ -493,6 +505,7 @@ async def watched_received(jp: Lone) -> list[str]:
     return ids
 
 
+@pytest.mark.must("LINK-14")
 async def test_a_replayed_message_is_journaled_once(jp: Lone) -> None:
     envelope = tw_envelope("only once")
     signed = signed_tw(jp.pki, envelope)

@@ -25,6 +25,8 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from certs.pki import PartyPaths, load_certificate, load_party_revocations, revoke, rotate_gateway
 from hotline.v1 import operator_pb2
 from server.journal import Kind
@@ -35,6 +37,7 @@ JOURNALED = operator_pb2.DELIVERY_STATE_JOURNALED
 DELIVERED = operator_pb2.DELIVERY_STATE_DELIVERED
 
 
+@pytest.mark.must("ID-6", "LINK-3")
 async def test_a_peer_serving_a_revoked_certificate_receives_nothing_until_it_is_replaced(
     tmp_path: Path, pki: Path
 ) -> None:

@@ -234,6 +234,7 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
 # Certificate profiles
 
 
+@pytest.mark.must("ID-1")
 def test_ca_is_a_constrained_root_naming_its_trust_domain(pki: PkiLayout) -> None:
     ca = load_certificate(pki.party("JP").ca_cert)
     constraints = ca.extensions.get_extension_for_class(x509.BasicConstraints)
@@ -254,6 +255,7 @@ def test_ca_is_a_constrained_root_naming_its_trust_domain(pki: PkiLayout) -> Non
 
 
 @pytest.mark.parametrize("party", ["JP", "TW"])
+@pytest.mark.must("ID-2")
 def test_every_leaf_carries_exactly_one_spiffe_uri(pki: PkiLayout, party: str) -> None:
     paths = pki.party(party)
     expected = {
@@ -292,6 +294,7 @@ def test_operator_certificate_is_a_tls_client_only(pki: PkiLayout) -> None:
     assert isinstance(cert.public_key(), ec.EllipticCurvePublicKey)
 
 
+@pytest.mark.must("ID-5")
 def test_signing_certificate_is_ed25519_without_tls_usage(pki: PkiLayout) -> None:
     paths = pki.party("JP")
     cert = load_certificate(paths.signing_cert)
@@ -346,6 +349,7 @@ def test_every_key_matches_its_certificate(pki: PkiLayout) -> None:
         ("spiffe://jp.hotline/signing", Identity("JP", Role.SIGNING)),
     ],
 )
+@pytest.mark.must("ID-1")
 def test_spiffe_ids_round_trip(uri: str, identity: Identity) -> None:
     assert parse_spiffe_id(uri) == identity
     assert identity.spiffe_id == uri
@@ -393,6 +397,7 @@ def test_identity_refuses_inconsistent_fields() -> None:
         Identity("jp", Role.GATEWAY)
 
 
+@pytest.mark.must("ID-2")
 def test_identity_of_requires_exactly_one_uri(pki: PkiLayout) -> None:
     ca_cert, ca_key = ca_of(pki, "JP")
     none, _ = make_leaf(ca_cert, ca_key, [])
@@ -446,6 +451,7 @@ def test_verify_chain_refuses_when_the_ca_has_expired(pki: PkiLayout) -> None:
         verify_chain(load_certificate(jp.gateway_cert), ca, now=later)
 
 
+@pytest.mark.must("ID-2")
 def test_a_ca_cannot_mint_the_other_partys_identities(pki: PkiLayout) -> None:
     tw_ca, tw_key = ca_of(pki, "TW")
     rogue, _ = make_leaf(tw_ca, tw_key, ["spiffe://jp.hotline/gateway"])
@@ -473,6 +479,7 @@ def test_verify_chain_refuses_a_ca_as_leaf(pki: PkiLayout) -> None:
         verify_chain(sub_ca, jp_ca)
 
 
+@pytest.mark.must("ID-2")
 def test_verify_identity_picks_the_ca_of_the_claimed_party(pki: PkiLayout) -> None:
     cas = [load_certificate(pki.party(p).ca_cert) for p in pki.parties]
     tw_gateway = load_certificate(pki.party("TW").gateway_cert)

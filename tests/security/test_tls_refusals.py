@@ -186,6 +186,7 @@ async def test_one_partys_ca_cannot_mint_the_others_identities_without_name_cons
 # ------------------------------------------------------------------------------ revocation
 
 
+@pytest.mark.must("ID-6")
 async def test_a_revoked_certificate_is_refused_once_the_crl_is_reloaded(jp: Lone) -> None:
     ch = operator_of(jp.pki, "JP", "watch-2", jp.port, "JP")
     stub = operator_pb2_grpc.OperatorServiceStub(ch)
@@ -276,6 +277,7 @@ async def test_revoking_an_operator_ends_its_open_watch_stream(jp: Lone) -> None
     assert "/hotline.v1.OperatorService/Watch" in revoked[0]["detail"]
 
 
+@pytest.mark.must("ID-6", "LINK-1")
 async def test_revoking_the_peer_gateway_ends_its_open_link(jp: Lone) -> None:
     async with fake_tw_peer(jp) as peer:
         await peer.open([signing_der(jp.pki, "TW")])
@@ -298,6 +300,7 @@ async def test_revoking_the_peer_gateway_ends_its_open_link(jp: Lone) -> None:
 # ------------------------------------------------------------------------------ the matrix
 
 
+@pytest.mark.must("ID-3")
 async def test_the_peer_gateway_may_not_call_operator_service(jp: Lone) -> None:
     ch = gateway_of(jp.pki, "TW", jp.port, "JP")
     try:
@@ -315,6 +318,7 @@ async def test_the_peer_gateway_may_not_call_operator_service(jp: Lone) -> None:
     assert jp.gateway.store.list_records(MessageFilter(), before_position=2**62, limit=10) == []
 
 
+@pytest.mark.must("ID-3", "LINK-1")
 async def test_an_operator_may_not_call_peer_link_service(jp: Lone) -> None:
     peer = FakePeer(operator_of(jp.pki, "JP", "watch-1", jp.port, "JP"))
     try:
@@ -334,6 +338,7 @@ async def test_an_operator_may_not_call_peer_link_service(jp: Lone) -> None:
     assert not jp.gateway.peer_service.status.up
 
 
+@pytest.mark.must("ID-3", "LINK-1")
 async def test_the_gateways_own_certificate_may_not_push_to_it(jp: Lone) -> None:
     peer = FakePeer(gateway_of(jp.pki, "JP", jp.port, "JP"))
     try:
@@ -349,6 +354,7 @@ async def test_the_gateways_own_certificate_may_not_push_to_it(jp: Lone) -> None
     assert [e["code"] for e in security_details(jp.gateway)] == ["PERMISSION_DENIED"]
 
 
+@pytest.mark.must("ID-3")
 async def test_the_other_partys_operator_may_not_call_operator_service(jp: Lone) -> None:
     # The JP gateway's bundle holds the TW CA (for the TW gateway), so a TW operator completes
     # the handshake; the matrix refuses it.

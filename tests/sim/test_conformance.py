@@ -17,14 +17,14 @@ import grpc
 import pytest
 
 from certs.pki import PartyPaths, load_certificate, load_signing_key
-from hotline import cli, link, wire
+from hotline import cli, link, must_index, wire
 from hotline.signing import Signer, sha256
 from hotline.transport import read
 from hotline.v1 import peer_link_pb2, peer_link_pb2_grpc
 from hotline.validation import validate_envelope
 from sim.conformance import checks as _checks  # noqa: F401  (registers the checks)
 from sim.conformance import registry
-from sim.conformance.examples import Adapter, load_examples
+from sim.conformance.examples import Adapter, load_examples, load_refused
 from sim.conformance.registry import REGISTRY, Role, Status
 from sim.conformance.suite import run_suite
 from tests.harness import free_port, make_pki
@@ -196,11 +196,20 @@ def test_every_check_names_a_section_of_the_spec() -> None:
         assert c.musts, f"{c.id} names no MUST"
 
 
+def test_every_mapped_must_id_is_in_the_spec_index() -> None:
+    known = {m.id for m in must_index.load()}
+    mapped = {i for ids in registry.MUST_IDS.values() for i in ids}
+    assert mapped <= known, f"not MUST ids of the spec: {sorted(mapped - known)}"
+    assert len(mapped) >= 25
+    assert set(registry.MUST_IDS) <= {k for c in REGISTRY.values() for k in c.musts}
+
+
 def test_mapping_a_must_key_to_a_spec_id_is_one_table_entry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     c = REGISTRY["peer.hello.welcome"]
     key = c.musts[1]
+    monkeypatch.delitem(registry.MUST_IDS, key, raising=False)
     assert key in registry.must_ids(c)
     monkeypatch.setitem(registry.MUST_IDS, key, ("LINK-7",))
     assert "LINK-7" in registry.must_ids(c)
@@ -228,3 +237,6 @@ def test_adapted_examples_keep_their_verdicts_between_any_two_parties(
         assert paths == example.paths, example.name
         ids.add(envelope.message_id)
     assert len(ids) >= len(valid) + len(invalid) - 3  # fresh ids, but for the malformed ones
+    for example in load_refused():  # they break an acceptance check, never a constraint
+        assert validate_envelope(adapter.adapt(example)) == [], example.name
+        assert example.rejection

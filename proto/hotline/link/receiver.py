@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
@@ -31,6 +30,7 @@ from hotline.link.values import (
     ReceiptItem,
     RejectionItem,
     RejectReason,
+    Seen,
     StreamEnd,
     Welcome,
     _Actions,
@@ -46,14 +46,6 @@ class ReceiptArchive(Protocol):
     def batch_receipts_after(self, sender_party: str, sequence: int) -> list[BatchReceipt]: ...
 
     def batch_receipt_for(self, sender_party: str, sequence: int) -> BatchReceipt | None: ...
-
-
-@dataclass(frozen=True)
-class Seen:
-    """What the receiver knows of a message id: received under `sequence`, or ours (0)."""
-
-    sequence: int
-    digest: bytes = b""
 
 
 Verdict = Accepted | RejectionItem
@@ -100,7 +92,8 @@ class InboundLink(_Actions):
         self._stream = 0  # the current stream; 0 = none
         self._welcomed = False
         self._welcome_due: Hello | None = None
-        self._pending: dict[int, tuple[int, JournalBatch]] = {}  # token -> (stream, batch)
+        # token -> (stream, batch, the index entries it replaced: None where it added one)
+        self._pending: dict[int, tuple[int, JournalBatch, dict[str, Seen | None]]] = {}
         self._heartbeat = Heartbeat(heartbeat_interval, dead_after)
         self._heartbeat_interval = heartbeat_interval
         self._dead_after = dead_after
@@ -212,7 +205,7 @@ class InboundLink(_Actions):
             return
         accepted: list[Accepted] = []
         refused: list[RejectionItem] = []
-        fresh: dict[str, Seen] = {}
+        fresh: dict[str, Seen] = {}  # what this batch adds to the index, in order
 
         def seen(message_id: str) -> Seen | None:
             return fresh.get(message_id) or self._seen.get(message_id)
@@ -222,17 +215,19 @@ class InboundLink(_Actions):
             if isinstance(verdict, Accepted):
                 accepted.append(verdict)
                 fresh[verdict.message_id] = Seen(d.sequence, d.digest)
+                fresh.update(verdict.index)  # its own standing, and what it updates or cancels
                 continue
             if verdict.reason is RejectReason.DUPLICATE_MESSAGE_ID:
                 verdict = self._with_original(verdict, seen(verdict.message_id))
             refused.append(verdict)
+        undo = {message_id: self._seen.get(message_id) for message_id in fresh}
         self._seen.update(fresh)
         self.last_sequence = batch.last_sequence
         record = JournalBatch(
             self.peer_party, first, batch.last_sequence, tuple(accepted), tuple(refused)
         )
         token = self._persist(record)
-        self._pending[token] = (self._stream, record)
+        self._pending[token] = (self._stream, record, undo)
 
     def _with_original(self, item: RejectionItem, held: Seen | None) -> RejectionItem:
         original = None
@@ -281,7 +276,7 @@ class InboundLink(_Actions):
 
     def persisted(self, token: int, result: object) -> None:
         """A `JournalBatch` is durable; `result` is its signed `BatchReceipt`."""
-        stream, record = self._pending.pop(token)
+        stream, record, _ = self._pending.pop(token)
         if not isinstance(result, BatchReceipt):
             raise LocalProtocolError("a journaled batch must report its batch receipt")
         self.durable_sequence = max(self.durable_sequence, record.last_sequence)
@@ -295,9 +290,12 @@ class InboundLink(_Actions):
         Nothing of it was sent; the sender will resend it after the stream ends (the adapter
         ends it) and the next Welcome tells it where the journal stands.
         """
-        _, record = self._pending.pop(token)
-        for accepted in record.accepted:
-            self._seen.pop(accepted.message_id, None)
+        _, record, undo = self._pending.pop(token)
+        for message_id, before in undo.items():
+            if before is None:
+                self._seen.pop(message_id, None)
+            else:
+                self._seen[message_id] = before  # e.g. a message this batch had cancelled
         self.last_sequence = min(self.last_sequence, record.first_sequence - 1)
         self._release_welcome()
 

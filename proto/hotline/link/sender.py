@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from hotline import PROTOCOL_VERSION
@@ -16,6 +16,7 @@ from hotline.link.values import (
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_LANES,
     DEFAULT_WINDOW,
+    DELIVERY_OVERHEAD,
     MAX_BATCH,
     NONCE_BYTES,
     BatchReceipt,
@@ -45,6 +46,10 @@ class Outgoing:
 
     `rank` orders precedence (lower first: FLASH=1 ... ROUTINE=4); `order` is the journal
     position, which orders messages of the same precedence; `size` is the payload's bytes.
+    `after` is the message an UPDATE or CANCEL refers to: it is never transmitted before that
+    one (the receiver checks an UPDATE against the message it updates, in sequence order), so
+    a FLASH update of a ROUTINE message still in the outbox takes that message along in its
+    lane rather than overtake it.
     """
 
     message_id: str
@@ -53,6 +58,7 @@ class Outgoing:
     digest: bytes
     payload: object = field(default=None, compare=False, repr=False)
     size: int = 0
+    after: str = ""
 
 
 class SenderState(Enum):
@@ -438,14 +444,26 @@ class OutboundLink(_Actions):
                     break
                 _, message_id = heap[0]
                 message = self._messages.get(message_id)
-                if message is None or message_id in self._transmitted:
+                if message is None or message_id in self._transmitted or message.rank != rank:
                     heapq.heappop(heap)  # settled meanwhile, or a stale heap entry
                     continue
-                if batch and size + message.size > self.batch_bytes:
+                first = self._messages.get(message.after) if message.after else None
+                if (
+                    first is not None
+                    and first.rank != rank
+                    and first.message_id not in self._transmitted
+                ):
+                    # Not before the message it refers to: bring that one into this lane. Its
+                    # journal position is lower, so it comes out of the heap first.
+                    self._messages[first.message_id] = replace(first, rank=rank)
+                    heapq.heappush(heap, (first.order, first.message_id))
+                    continue
+                cost = message.size + DELIVERY_OVERHEAD  # the frame must fit MAX_FRAME_BYTES
+                if batch and size + cost > self.batch_bytes:
                     break
                 heapq.heappop(heap)
                 batch.append(message)
-                size += message.size
+                size += cost
             if batch:
                 self._lane_use[rank] = self._lane_use.get(rank, 0) + len(batch)
                 return batch

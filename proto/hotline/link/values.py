@@ -12,11 +12,15 @@ from enum import Enum
 
 from hotline import PROTOCOL_VERSION
 from hotline.errors import RemoteProtocolError
+from hotline.lifecycle import Standing
 
 DEFAULT_WINDOW = 256  # unsettled deliveries in flight, all lanes together
 MAX_BATCH = 256  # the spec's bound on deliveries per DeliveryBatch
 DEFAULT_BATCH_COUNT = 32  # this implementation's batches: at most this many deliveries ...
-DEFAULT_BATCH_BYTES = 1 << 20  # ... and this many payload bytes
+MAX_FRAME_BYTES = 1 << 20  # the spec's bound on a frame to the receiver, serialized
+MAX_ENVELOPE_BYTES = 1_000_000  # the spec's bound on a signed envelope's payload: fits a frame
+DELIVERY_OVERHEAD = 256  # bytes a delivery adds to its payload in a frame, at most
+DEFAULT_BATCH_BYTES = MAX_FRAME_BYTES - 1024  # ... and this many bytes (payload + overhead)
 # In-flight allowance per precedence rank (1 FLASH, 2 IMMEDIATE, 3 PRIORITY, 4 ROUTINE). The
 # receiver works in sequence order, so lower-precedence deliveries in flight are work a new
 # FLASH waits behind: their allowance bounds it.
@@ -241,12 +245,28 @@ class SettleOutbound:
 
 
 @dataclass(frozen=True)
+class Seen:
+    """What the receiver knows of a message id: received under `sequence`, or ours (0), and
+    where the message stands in its chain (`hotline.lifecycle`), when the checker tracks it."""
+
+    sequence: int
+    digest: bytes = b""
+    standing: Standing | None = None
+
+
+@dataclass(frozen=True)
 class Accepted:
-    """Receiver: a delivery that passed every check; `envelope` is its parsed envelope."""
+    """Receiver: a delivery that passed every check; `envelope` is its parsed envelope.
+
+    `index` holds what accepting it changes in the receiver's index of message ids, applied in
+    order after the core's own `Seen(sequence, digest)` for it: the message's own entry with
+    its standing, and the standing of a message it updates or cancels.
+    """
 
     delivery: Delivery
     message_id: str
     envelope: object = field(default=None, compare=False, repr=False)
+    index: tuple[tuple[str, Seen], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1831,8 +1831,9 @@ class PointOfContact(_message.Message):
     Constraints: optional; pattern ^\\+[1-9][0-9]{6,14}$.
     """
     email: _builtins.str
-    """E-mail address.
-    Constraints: optional; 3..254 chars; pattern ^[^@\\s]+@[^@\\s]+$.
+    """E-mail address: printable ASCII without spaces (U+0021..U+007E), exactly one `@` with
+    at least one character on each side.
+    Constraints: optional; 3..254 chars; pattern ^[!-?A-~]+@[!-?A-~]+$.
     """
     radio: _builtins.str
     """Radio circuit or frequency, for example `VHF CH 16` or `HF 8291 kHz`.

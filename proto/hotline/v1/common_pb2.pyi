@@ -20,17 +20,28 @@ Conventions used throughout the specification
   comment. Bearings and courses are degrees true, clockwise from true north. Distances are
   metres unless the name says otherwise; `_nm` is nautical miles (1852 m).
 * Times are `google.protobuf.Timestamp` (UTC) named `*_time`; spans are
-  `google.protobuf.Duration`.
+  `google.protobuf.Duration`. A Timestamp is valid when `seconds` is in
+  -62135596800..253402300799 (0001-01-01T00:00:00Z..9999-12-31T23:59:59Z) and `nanos` in
+  0..999999999; a Duration when `seconds` is in -315576000000..315576000000 (10,000 years),
+  `nanos` in -999999999..999999999, and `nanos` is 0 or has the sign of `seconds` (as
+  google/protobuf/timestamp.proto and duration.proto define them). A receiver MUST refuse a
+  message holding an invalid Timestamp or Duration in any field that is set, required or
+  not [VAL-1].
+* Every string field MUST hold valid UTF-8 (no overlong forms, no surrogate code points), and
+  a receiver MUST refuse a payload that does not: it does not parse, whatever a protobuf
+  runtime would accept [VAL-2]. Lengths in `chars` count Unicode code points (not UTF-16
+  code units, not bytes).
 * Party codes match `^[A-Z]{2,8}$` (for example `JP`, `TW`). Message ids are UUIDs written
   in canonical lowercase 8-4-4-4-12 hex form; UUIDv7 is recommended so that ids sort by time.
 * Identities of people and gateways are SPIFFE IDs taken from mutual-TLS certificates, for
   example `spiffe://jp.hotline/operator/watch-1`. A field that names an identity is always
   checked against the authenticated certificate; it never grants anything by itself.
-* Every enum field must hold a value this specification declares. A number unknown to the
-  receiver makes the message invalid: a hot line must never display something neither side
-  can read. Adding an enum value is therefore a protocol version change. An item of a
-  repeated enum field is never the `*_UNSPECIFIED` zero value.
-* Every `double` is finite: NaN and the infinities are invalid wherever they appear.
+* Every enum field MUST hold a value this specification declares, and a receiver MUST refuse
+  a message with a number it does not know [VAL-3]: a hot line must never display something
+  neither side can read. Adding an enum value is therefore a protocol version change. An
+  item of a repeated enum field is never the `*_UNSPECIFIED` zero value.
+* Every `double` is finite: a receiver MUST refuse NaN and the infinities wherever they
+  appear [VAL-4].
 
 Field constraints
 -----------------
@@ -71,14 +82,33 @@ The remaining clauses restrict the value:
   A..B items      number of items of a repeated field, inclusive.
   A..B            numeric range, inclusive; `A..<B` excludes B. Durations are written in
                   seconds with an `s` suffix (`0s..86400s`).
-  pattern RE      the whole string matches the regular expression RE (Python `re.fullmatch`
-                  syntax). RE runs to the end of the clause and never contains "; ".
-  format F        the string has the form F: `ipv4` or `ipv6`, an address, or a CIDR network
-                  written with its prefix length, of that IP version and in canonical form:
-                  exactly as Python prints `ipaddress.ip_address(v)`, or for a network
-                  `ipaddress.ip_network(v)` (host bits zero; IPv6 per RFC 5952), for example
-                  `192.0.2.7`, `198.51.100.0/24`, `2001:db8::1`; `url`, an absolute RFC 3986
-                  URL with a scheme and a host.
+  pattern RE      the whole string matches the regular expression RE, anchored at both ends
+                  (a string with a line break after the match does not match). RE runs to
+                  the end of the clause and never contains "; ". RE is written in a portable
+                  subset, which means the same in RE2, ECMAScript (with or without the `u`
+                  flag), Python `re`, Java and Go: printable ASCII; `^` first and `$` last
+                  and nowhere else; literal characters; a backslash only before one of the
+                  syntax characters ^ $ \\ . * + ? ( ) [ ] { } | / (and `-` in a class);
+                  bracket classes of literal characters and ranges, optionally negated with
+                  `^`; groups `( )` without `?`; alternation `|`; the greedy quantifiers
+                  `?`, `*`, `+`, `{n}`, `{n,}`, `{n,m}`. Nothing else: no shorthand classes
+                  (`\\s`, `\\d`, `\\w`, `\\b`, `\\p{..}`), no `.`, no back-references,
+                  lookaround, flags, lazy or possessive quantifiers. `proto/specdoc.py`
+                  refuses a pattern outside the subset.
+  format F        the string has the form F. `ipv4`: an address in dotted-quad form, four
+                  decimal numbers 0..255 without leading zeros (`192.0.2.7`). `ipv6`: an
+                  address in the text form of RFC 5952 section 4 (lower case, no leading
+                  zeros, `::` for the first longest run of two or more zero groups and for
+                  nothing else), and for an IPv4-mapped address the mixed form of its
+                  section 5 (`::ffff:192.0.2.7`); no zone. Either may instead be a network:
+                  the address with every host bit zero, `/`, and the prefix length in
+                  decimal without leading zeros (`198.51.100.0/24`, `2001:db8::/32`). `url`:
+                  an absolute URL with a host, matching the portable pattern
+                  `hotline.validation._values.URL_PATTERN` (RFC 3986 `scheme "://"
+                  authority path-abempty ["?" query] ["#" fragment]` in ASCII, with
+                  percent-encoding; user information allowed; host a registered name or a
+                  bracketed IPv6 literal; port, if any, 0..65535). An IRI is written
+                  percent-encoded.
   one of "X", "Y" the string equals one of the quoted values.
   unique          the items of a repeated field are pairwise distinct; `unique by F` compares
                   the items' field F.
@@ -103,7 +133,9 @@ message comment, in the same "; "-separated form. A rule is one of
 optionally preceded by `if C: ` with a condition C as above, in which case the rule applies
 only when C holds.
 
-Constraints are checked statically, on the message alone (with its envelope, for a body).
+A receiver MUST refuse a message that breaks any constraint, and report every broken one,
+each with its field path (`FieldViolation`) [VAL-5]. Constraints are checked statically, on
+the message alone (with its envelope, for a body).
 Rules that need the authenticated identity, the configuration or the journal (for example
 "equals the certificate's party") are written in the prose of the comment and enforced by
 the gateway.
@@ -245,17 +277,35 @@ class _ActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Action.ValueTy
     """A new message. `Envelope.references` may list related messages (a thread)."""
     ACTION_UPDATE: _Action.ValueType  # 2
     """Replaces the message whose id is `Envelope.references[0]`, which must be an earlier
-    message of the same sender party with the same body type. The body is complete: it
-    supersedes the earlier content, it does not patch it.
+    message of the same sender party with the same body type [update-body-type]. The body is
+    complete: it supersedes the earlier content, it does not patch it.
     """
     ACTION_CANCEL: _Action.ValueType  # 3
     """Withdraws the message whose id is `Envelope.references[0]`, which must be an earlier
-    message of the same sender party. The body is either of the same type, restating the
-    content withdrawn, or a `free_text` giving the reason.
+    message of the same sender party, not cancelled before. The body is either of the same
+    type, restating the content withdrawn, or a `free_text` giving the reason; any other body
+    type breaks [cancel-body-type]. A cancellation is final.
     """
 
 class Action(_Action, metaclass=_ActionEnumTypeWrapper):
-    """What a message does to the record of earlier messages, as in OASIS CAP `msgType`."""
+    """What a message does to the record of earlier messages, as in OASIS CAP `msgType`.
+
+    The rules of a message's life, applied by the sending gateway at `OperatorService.Send` and
+    by the receiving gateway to each delivery (the rule's short name in brackets, as errors
+    quote it). For ACTION_UPDATE and ACTION_CANCEL, `references[0]` must name a message that:
+      * is held: journaled by the sender and received by the receiver [reference-unknown; at
+        `Send` NOT_FOUND];
+      * was sent by the same party as this one [reference-other-party];
+      * was not refused by the recipient [reference-rejected];
+      * is not an acknowledgement (acknowledge again instead: the latest stands)
+        [reference-acknowledgement], nor itself a cancellation [reference-cancellation];
+      * was not cancelled: an UPDATE never follows a CANCEL [update-after-cancel], and a message
+        is cancelled once [cancel-once].
+    Otherwise `Send` fails with FAILED_PRECONDITION and the receiver rejects the delivery with
+    REJECTION_REASON_INVALID_MESSAGE, each naming the rule. A message may be updated more than
+    once; `MessageRecord.updated_by_message_id` names the latest update and
+    `cancelled_by_message_id` the cancellation.
+    """
 
 ACTION_UNSPECIFIED: Action.ValueType  # 0
 """Not set. Invalid in any message."""
@@ -263,13 +313,14 @@ ACTION_NEW: Action.ValueType  # 1
 """A new message. `Envelope.references` may list related messages (a thread)."""
 ACTION_UPDATE: Action.ValueType  # 2
 """Replaces the message whose id is `Envelope.references[0]`, which must be an earlier
-message of the same sender party with the same body type. The body is complete: it
-supersedes the earlier content, it does not patch it.
+message of the same sender party with the same body type [update-body-type]. The body is
+complete: it supersedes the earlier content, it does not patch it.
 """
 ACTION_CANCEL: Action.ValueType  # 3
 """Withdraws the message whose id is `Envelope.references[0]`, which must be an earlier
-message of the same sender party. The body is either of the same type, restating the
-content withdrawn, or a `free_text` giving the reason.
+message of the same sender party, not cancelled before. The body is either of the same
+type, restating the content withdrawn, or a `free_text` giving the reason; any other body
+type breaks [cancel-body-type]. A cancellation is final.
 """
 Global___Action: _TypeAlias = Action  # noqa: Y015
 
@@ -868,17 +919,20 @@ class SignedPayload(_message.Message):
     * the verifier checks the signature over the received bytes BEFORE parsing them, and never
       re-serializes to verify or to hash.
 
-    The signature is over the pre-authentication encoding (PAE):
+    The signature is an Ed25519 (RFC 8032, pure) signature over the pre-authentication encoding
+    (PAE), and a signer MUST sign exactly these bytes [SIG-1]:
 
       "DSSEv1" SP LEN(payload_type) SP payload_type SP LEN(payload) SP payload
 
     where SP is one space (0x20), LEN is the byte length written in ASCII decimal without
     leading zeros, and payload_type is encoded as UTF-8. Binding the type stops a signed receipt
-    from being replayed as an envelope.
+    from being replayed as an envelope. `proto/examples/vectors/` works the bytes through.
 
-    The receiver verifies with the sending party's message-signing certificate, which must be
-    issued by that party's CA and whose public key hashes to `key_id`. A payload whose signature
-    fails is refused (`REJECTION_REASON_BAD_SIGNATURE`) and never parsed.
+    The receiver verifies with the sending party's message-signing certificate (see SPEC.md,
+    "Identities and roles"), whose public key hashes to `key_id`. A verifier MUST check the
+    signature over the received bytes, for the payload type it expects, before it parses them,
+    and MUST NOT parse a payload whose signature fails (on the peer link:
+    `REJECTION_REASON_BAD_SIGNATURE`) [SIG-2].
     """
 
     DESCRIPTOR: _descriptor.Descriptor

@@ -20,17 +20,28 @@ Conventions used throughout the specification
   comment. Bearings and courses are degrees true, clockwise from true north. Distances are
   metres unless the name says otherwise; `_nm` is nautical miles (1852 m).
 * Times are `google.protobuf.Timestamp` (UTC) named `*_time`; spans are
-  `google.protobuf.Duration`.
+  `google.protobuf.Duration`. A Timestamp is valid when `seconds` is in
+  -62135596800..253402300799 (0001-01-01T00:00:00Z..9999-12-31T23:59:59Z) and `nanos` in
+  0..999999999; a Duration when `seconds` is in -315576000000..315576000000 (10,000 years),
+  `nanos` in -999999999..999999999, and `nanos` is 0 or has the sign of `seconds` (as
+  google/protobuf/timestamp.proto and duration.proto define them). A receiver MUST refuse a
+  message holding an invalid Timestamp or Duration in any field that is set, required or
+  not [VAL-1].
+* Every string field MUST hold valid UTF-8 (no overlong forms, no surrogate code points), and
+  a receiver MUST refuse a payload that does not: it does not parse, whatever a protobuf
+  runtime would accept [VAL-2]. Lengths in `chars` count Unicode code points (not UTF-16
+  code units, not bytes).
 * Party codes match `^[A-Z]{2,8}$` (for example `JP`, `TW`). Message ids are UUIDs written
   in canonical lowercase 8-4-4-4-12 hex form; UUIDv7 is recommended so that ids sort by time.
 * Identities of people and gateways are SPIFFE IDs taken from mutual-TLS certificates, for
   example `spiffe://jp.hotline/operator/watch-1`. A field that names an identity is always
   checked against the authenticated certificate; it never grants anything by itself.
-* Every enum field must hold a value this specification declares. A number unknown to the
-  receiver makes the message invalid: a hot line must never display something neither side
-  can read. Adding an enum value is therefore a protocol version change. An item of a
-  repeated enum field is never the `*_UNSPECIFIED` zero value.
-* Every `double` is finite: NaN and the infinities are invalid wherever they appear.
+* Every enum field MUST hold a value this specification declares, and a receiver MUST refuse
+  a message with a number it does not know [VAL-3]: a hot line must never display something
+  neither side can read. Adding an enum value is therefore a protocol version change. An
+  item of a repeated enum field is never the `*_UNSPECIFIED` zero value.
+* Every `double` is finite: a receiver MUST refuse NaN and the infinities wherever they
+  appear [VAL-4].
 
 Field constraints
 -----------------
@@ -71,14 +82,33 @@ The remaining clauses restrict the value:
   A..B items      number of items of a repeated field, inclusive.
   A..B            numeric range, inclusive; `A..<B` excludes B. Durations are written in
                   seconds with an `s` suffix (`0s..86400s`).
-  pattern RE      the whole string matches the regular expression RE (Python `re.fullmatch`
-                  syntax). RE runs to the end of the clause and never contains "; ".
-  format F        the string has the form F: `ipv4` or `ipv6`, an address, or a CIDR network
-                  written with its prefix length, of that IP version and in canonical form:
-                  exactly as Python prints `ipaddress.ip_address(v)`, or for a network
-                  `ipaddress.ip_network(v)` (host bits zero; IPv6 per RFC 5952), for example
-                  `192.0.2.7`, `198.51.100.0/24`, `2001:db8::1`; `url`, an absolute RFC 3986
-                  URL with a scheme and a host.
+  pattern RE      the whole string matches the regular expression RE, anchored at both ends
+                  (a string with a line break after the match does not match). RE runs to
+                  the end of the clause and never contains "; ". RE is written in a portable
+                  subset, which means the same in RE2, ECMAScript (with or without the `u`
+                  flag), Python `re`, Java and Go: printable ASCII; `^` first and `$` last
+                  and nowhere else; literal characters; a backslash only before one of the
+                  syntax characters ^ $ \\ . * + ? ( ) [ ] { } | / (and `-` in a class);
+                  bracket classes of literal characters and ranges, optionally negated with
+                  `^`; groups `( )` without `?`; alternation `|`; the greedy quantifiers
+                  `?`, `*`, `+`, `{n}`, `{n,}`, `{n,m}`. Nothing else: no shorthand classes
+                  (`\\s`, `\\d`, `\\w`, `\\b`, `\\p{..}`), no `.`, no back-references,
+                  lookaround, flags, lazy or possessive quantifiers. `proto/specdoc.py`
+                  refuses a pattern outside the subset.
+  format F        the string has the form F. `ipv4`: an address in dotted-quad form, four
+                  decimal numbers 0..255 without leading zeros (`192.0.2.7`). `ipv6`: an
+                  address in the text form of RFC 5952 section 4 (lower case, no leading
+                  zeros, `::` for the first longest run of two or more zero groups and for
+                  nothing else), and for an IPv4-mapped address the mixed form of its
+                  section 5 (`::ffff:192.0.2.7`); no zone. Either may instead be a network:
+                  the address with every host bit zero, `/`, and the prefix length in
+                  decimal without leading zeros (`198.51.100.0/24`, `2001:db8::/32`). `url`:
+                  an absolute URL with a host, matching the portable pattern
+                  `hotline.validation._values.URL_PATTERN` (RFC 3986 `scheme "://"
+                  authority path-abempty ["?" query] ["#" fragment]` in ASCII, with
+                  percent-encoding; user information allowed; host a registered name or a
+                  bracketed IPv6 literal; port, if any, 0..65535). An IRI is written
+                  percent-encoded.
   one of "X", "Y" the string equals one of the quoted values.
   unique          the items of a repeated field are pairwise distinct; `unique by F` compares
                   the items' field F.
@@ -103,7 +133,9 @@ message comment, in the same "; "-separated form. A rule is one of
 optionally preceded by `if C: ` with a condition C as above, in which case the rule applies
 only when C holds.
 
-Constraints are checked statically, on the message alone (with its envelope, for a body).
+A receiver MUST refuse a message that breaks any constraint, and report every broken one,
+each with its field path (`FieldViolation`) [VAL-5]. Constraints are checked statically, on
+the message alone (with its envelope, for a body).
 Rules that need the authenticated identity, the configuration or the journal (for example
 "equals the certificate's party") are written in the prose of the comment and enforced by
 the gateway.

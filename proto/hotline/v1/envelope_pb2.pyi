@@ -21,8 +21,8 @@ Life of an envelope:
   3. The sending gateway pushes it over the peer link. The receiving gateway verifies the
      signature against the sending party's signing certificate before parsing the bytes,
      then checks the constraints and that `sender_party` is the authenticated peer,
-     `recipient_party` is itself, the originator belongs to the sender's trust domain, and the
-     message is releasable to it. It journals the envelope (or the rejection) and returns a
+     `recipient_party` is itself, the originator may originate it (an operator of the sending
+     party, or its gateway for a scheduled link test), and the message is releasable to it. It journals the envelope (or the rejection) and returns a
      signed receipt (DELIVERED).
   4. A watch officer of the recipient acknowledges it with `OperatorService.Acknowledge`,
      which sends an `Acknowledgement` body back (ACKNOWLEDGED).
@@ -132,7 +132,7 @@ class Envelope(_message.Message):
 
     The header is the same for every body type. A receiver processes envelopes in link sequence
     order, never by `create_time`.
-    Constraints: exactly one of body; recipient_party != sender_party; handling.releasable_to contains sender_party; handling.releasable_to contains recipient_party; expire_time > create_time; if body is acknowledgement: action = ACTION_NEW; if body is link_test: action = ACTION_NEW.
+    Constraints: exactly one of body; recipient_party != sender_party; handling.releasable_to contains sender_party; expire_time > create_time; if body is acknowledgement: action = ACTION_NEW; if body is link_test: action = ACTION_NEW.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -186,9 +186,11 @@ class Envelope(_message.Message):
     """SPIFFE ID of the operator who originated the message, for example
     `spiffe://jp.hotline/operator/watch-1`. Set by the sending gateway from the submitting
     operator's certificate; an operator may leave it empty, and if it sets it, it must equal its
-    own identity (otherwise `Send` fails with PERMISSION_DENIED). A receiver checks that it lies
-    in the sending party's trust domain. Messages originated by the gateway itself (scheduled
-    link tests) carry the gateway's SPIFFE ID, for example `spiffe://jp.hotline/gateway`.
+    own identity (otherwise `Send` fails with PERMISSION_DENIED). A receiver accepts an
+    operator of the sending party (`spiffe://<trust domain>/operator/<name>`), or the sending
+    party's gateway (`spiffe://jp.hotline/gateway`) for a scheduled link test (`link_test` with
+    `scheduled: true`), which the gateway originates itself; anything else is
+    REJECTION_REASON_WRONG_PARTY (SPEC.md, "Identities and roles", ID-4).
     Constraints: required; filled by gateway; 1..256 chars; pattern ^spiffe://[a-z0-9]([a-z0-9.-]*[a-z0-9])?(/[A-Za-z0-9._~-]+)+$.
     """
     status: _common_pb2.MessageStatus.ValueType
@@ -227,18 +229,28 @@ class Envelope(_message.Message):
     def references(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Ids of earlier messages this one refers to, most significant first. For ACTION_UPDATE and
         ACTION_CANCEL, `references[0]` is the message replaced or withdrawn, which must be an
-        earlier message of the same sender party (the sending gateway checks this against its
-        journal). For an acknowledgement, it contains the acknowledged message's id (the gateway
-        puts it first). Otherwise it threads related messages, of either party (for example a
-        HadrOffer lists the HadrRequest it answers). Never contains the message's own id.
+        earlier message of the same sender party that the recipient holds, and the rules of a
+        message's life apply (see `Action`): an UPDATE keeps that message's body type; a CANCEL's
+        body is of that type or `free_text`; nothing follows a CANCEL of it (no UPDATE, no second
+        CANCEL); an acknowledgement or a cancellation is never itself updated or cancelled. The
+        sending gateway checks them against its journal at `Send` (NOT_FOUND for an unknown
+        reference, FAILED_PRECONDITION for the rest) and never transmits an UPDATE or CANCEL
+        before the message it refers to; the receiving gateway checks them against its own
+        (REJECTION_REASON_INVALID_MESSAGE, check 7 of "Processing a delivery" in peer_link.proto).
+        For an acknowledgement, it contains the acknowledged message's id (the gateway puts it
+        first). Otherwise it threads related messages, of either party (for example a HadrOffer
+        lists the HadrRequest it answers). Never contains the message's own id.
         Constraints: required if action is ACTION_UPDATE or ACTION_CANCEL; required if body is acknowledgement; 1..16 items; unique; each pattern ^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$.
         """
 
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """When the content goes stale (for example the end of a hazardous activity's relevance).
-        After this time receivers still deliver, journal and display the message, marked expired;
-        escalations and re-alerts for it stop. Unset means the content does not expire.
+        `OperatorService.Send` refuses an envelope whose expiry is already past by the sending
+        gateway's clock (INVALID_ARGUMENT). After this time receivers still deliver, journal and
+        display the message, flagged expired (`MessageRecord.expired`), and both gateways stop its
+        escalations and re-alerts: it is not counted overdue. Unset means the content does not
+        expire.
         Constraints: optional.
         """
 

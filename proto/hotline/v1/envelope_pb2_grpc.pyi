@@ -21,8 +21,8 @@ Life of an envelope:
   3. The sending gateway pushes it over the peer link. The receiving gateway verifies the
      signature against the sending party's signing certificate before parsing the bytes,
      then checks the constraints and that `sender_party` is the authenticated peer,
-     `recipient_party` is itself, the originator belongs to the sender's trust domain, and the
-     message is releasable to it. It journals the envelope (or the rejection) and returns a
+     `recipient_party` is itself, the originator may originate it (an operator of the sending
+     party, or its gateway for a scheduled link test), and the message is releasable to it. It journals the envelope (or the rejection) and returns a
      signed receipt (DELIVERED).
   4. A watch officer of the recipient acknowledges it with `OperatorService.Acknowledge`,
      which sends an `Acknowledgement` body back (ACKNOWLEDGED).

@@ -30,63 +30,65 @@ from hotline.v1 import envelope_pb2 as hotline_dot_v1_dot_envelope__pb2
 from hotline.v1 import peer_link_pb2 as hotline_dot_v1_dot_peer__link__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19hotline/v1/operator.proto\x12\nhotline.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17hotline/v1/bodies.proto\x1a\x17hotline/v1/common.proto\x1a\x19hotline/v1/envelope.proto\x1a\x1ahotline/v1/peer_link.proto\"\x80\x05\n\rMessageRecord\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.hotline.v1.Envelope\x12\x32\n\x0fsigned_envelope\x18\x02 \x01(\x0b\x32\x19.hotline.v1.SignedPayload\x12(\n\tdirection\x18\x03 \x01(\x0e\x32\x15.hotline.v1.Direction\x12(\n\x05state\x18\x04 \x01(\x0e\x32\x19.hotline.v1.DeliveryState\x12\x18\n\x10journal_position\x18\x05 \x01(\x04\x12\x10\n\x08sequence\x18\x06 \x01(\x04\x12\x30\n\x0cjournal_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x64\x65liver_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10\x61\x63knowledge_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12=\n\x19\x61\x63knowledge_deadline_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x0f\x61\x63knowledgement\x18\x0b \x01(\x0b\x32\x1b.hotline.v1.Acknowledgement\x12\"\n\x1a\x61\x63knowledgement_message_id\x18\x0c \x01(\t\x12\x0f\n\x07overdue\x18\r \x01(\x08\x12\x35\n\x10rejection_reason\x18\x0e \x01(\x0e\x32\x1b.hotline.v1.RejectionReason\x12\x18\n\x10rejection_detail\x18\x0f \x01(\t\"5\n\x0bSendRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.hotline.v1.Envelope\"\xd7\x01\n\x0cSendResponse\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x18\n\x10journal_position\x18\x02 \x01(\x04\x12(\n\x05state\x18\x03 \x01(\x0e\x32\x19.hotline.v1.DeliveryState\x12\x30\n\x0cjournal_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12=\n\x19\x61\x63knowledge_deadline_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x10SendBatchRequest\x12\'\n\tenvelopes\x18\x01 \x03(\x0b\x32\x14.hotline.v1.Envelope\"<\n\x11SendBatchResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.hotline.v1.SendResult\"i\n\nSendResult\x12(\n\x04sent\x18\x01 \x01(\x0b\x32\x18.hotline.v1.SendResponseH\x00\x12&\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x15.hotline.v1.SendErrorH\x00\x42\t\n\x07outcome\"<\n\x11SendStreamRequest\x12\'\n\tenvelopes\x18\x01 \x03(\x0b\x32\x14.hotline.v1.Envelope\"=\n\x12SendStreamResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.hotline.v1.SendResult\"*\n\tSendError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xc8\x01\n\x12\x41\x63knowledgeRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12/\n\x05level\x18\x02 \x01(\x0e\x32 .hotline.v1.AcknowledgementLevel\x12*\n\x07remarks\x18\x03 \x01(\x0b\x32\x19.hotline.v1.LocalizedText\x12)\n\x06reason\x18\x04 \x01(\x0b\x32\x19.hotline.v1.LocalizedText\x12\x16\n\x0e\x61\x63k_message_id\x18\x05 \x01(\t\"G\n\x13\x41\x63knowledgeResponse\x12\x16\n\x0e\x61\x63k_message_id\x18\x01 \x01(\t\x12\x18\n\x10journal_position\x18\x02 \x01(\x04\"\xe5\x01\n\x05\x45vent\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x04\x12#\n\x04kind\x18\x02 \x01(\x0e\x32\x15.hotline.v1.EventKind\x12.\n\nevent_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nmessage_id\x18\x04 \x01(\t\x12*\n\x07message\x18\x05 \x01(\x0b\x32\x19.hotline.v1.MessageRecord\x12\'\n\x04link\x18\x06 \x01(\x0e\x32\x19.hotline.v1.LinkDirection\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\"J\n\x0cWatchRequest\x12\x14\n\x0c\x61\x66ter_cursor\x18\x01 \x01(\x04\x12$\n\x05kinds\x18\x02 \x03(\x0e\x32\x15.hotline.v1.EventKind\"?\n\rWatchResponse\x12!\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x11.hotline.v1.EventJ\x04\x08\x01\x10\x02R\x05\x65vent\"\'\n\x11GetMessageRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\"@\n\x12GetMessageResponse\x12*\n\x07message\x18\x01 \x01(\x0b\x32\x19.hotline.v1.MessageRecord\"\x87\x03\n\x13ListMessagesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12(\n\tdirection\x18\x03 \x01(\x0e\x32\x15.hotline.v1.Direction\x12(\n\nbody_types\x18\x04 \x03(\x0e\x32\x14.hotline.v1.BodyType\x12+\n\x0bprecedences\x18\x05 \x03(\x0e\x32\x16.hotline.v1.Precedence\x12)\n\x06states\x18\x06 \x03(\x0e\x32\x19.hotline.v1.DeliveryState\x12)\n\x06status\x18\x07 \x01(\x0e\x32\x19.hotline.v1.MessageStatus\x12.\n\nstart_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0coverdue_only\x18\n \x01(\x08\"\\\n\x14ListMessagesResponse\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.hotline.v1.MessageRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x16\n\x14GetLinkStatusRequest\"\xa4\x01\n\x15GetLinkStatusResponse\x12(\n\x08outbound\x18\x01 \x01(\x0b\x32\x16.hotline.v1.LinkStatus\x12\'\n\x07inbound\x18\x02 \x01(\x0b\x32\x16.hotline.v1.LinkStatus\x12\x15\n\roverdue_count\x18\x03 \x01(\r\x12\r\n\x05party\x18\x04 \x01(\t\x12\x12\n\npeer_party\x18\x05 \x01(\t\"\xdd\x01\n\nLinkStatus\x12\n\n\x02up\x18\x01 \x01(\x08\x12.\n\nsince_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x03rtt\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0c\x63lock_offset\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bqueue_depth\x18\x05 \x01(\x04\x12\x15\n\rlast_sequence\x18\x06 \x01(\x04\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t*\xa9\x01\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44\x45LIVERY_STATE_JOURNALED\x10\x01\x12\x1c\n\x18\x44\x45LIVERY_STATE_DELIVERED\x10\x02\x12\x1f\n\x1b\x44\x45LIVERY_STATE_ACKNOWLEDGED\x10\x03\x12\x1b\n\x17\x44\x45LIVERY_STATE_REJECTED\x10\x04*U\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44IRECTION_OUTBOUND\x10\x01\x12\x15\n\x11\x44IRECTION_INBOUND\x10\x02*\xee\x02\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45VENT_KIND_MESSAGE_SENT\x10\x01\x12\x1f\n\x1b\x45VENT_KIND_MESSAGE_RECEIVED\x10\x02\x12 \n\x1c\x45VENT_KIND_MESSAGE_DELIVERED\x10\x03\x12#\n\x1f\x45VENT_KIND_MESSAGE_ACKNOWLEDGED\x10\x04\x12\x1f\n\x1b\x45VENT_KIND_MESSAGE_REJECTED\x10\x05\x12\x19\n\x15\x45VENT_KIND_ESCALATION\x10\x06\x12\x16\n\x12\x45VENT_KIND_REALERT\x10\x07\x12\x16\n\x12\x45VENT_KIND_LINK_UP\x10\x08\x12\x18\n\x14\x45VENT_KIND_LINK_DOWN\x10\t\x12\x1f\n\x1b\x45VENT_KIND_SECURITY_REFUSAL\x10\n\x12\x19\n\x15\x45VENT_KIND_CHECKPOINT\x10\x0b*h\n\rLinkDirection\x12\x1e\n\x1aLINK_DIRECTION_UNSPECIFIED\x10\x00\x12\x1b\n\x17LINK_DIRECTION_OUTBOUND\x10\x01\x12\x1a\n\x16LINK_DIRECTION_INBOUND\x10\x02\x32\xed\x04\n\x0fOperatorService\x12\x39\n\x04Send\x12\x17.hotline.v1.SendRequest\x1a\x18.hotline.v1.SendResponse\x12H\n\tSendBatch\x12\x1c.hotline.v1.SendBatchRequest\x1a\x1d.hotline.v1.SendBatchResponse\x12O\n\nSendStream\x12\x1d.hotline.v1.SendStreamRequest\x1a\x1e.hotline.v1.SendStreamResponse(\x01\x30\x01\x12N\n\x0b\x41\x63knowledge\x12\x1e.hotline.v1.AcknowledgeRequest\x1a\x1f.hotline.v1.AcknowledgeResponse\x12>\n\x05Watch\x12\x18.hotline.v1.WatchRequest\x1a\x19.hotline.v1.WatchResponse0\x01\x12K\n\nGetMessage\x12\x1d.hotline.v1.GetMessageRequest\x1a\x1e.hotline.v1.GetMessageResponse\x12Q\n\x0cListMessages\x12\x1f.hotline.v1.ListMessagesRequest\x1a .hotline.v1.ListMessagesResponse\x12T\n\rGetLinkStatus\x12 .hotline.v1.GetLinkStatusRequest\x1a!.hotline.v1.GetLinkStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19hotline/v1/operator.proto\x12\nhotline.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17hotline/v1/bodies.proto\x1a\x17hotline/v1/common.proto\x1a\x19hotline/v1/envelope.proto\x1a\x1ahotline/v1/peer_link.proto\"\x8e\x06\n\rMessageRecord\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.hotline.v1.Envelope\x12\x32\n\x0fsigned_envelope\x18\x02 \x01(\x0b\x32\x19.hotline.v1.SignedPayload\x12(\n\tdirection\x18\x03 \x01(\x0e\x32\x15.hotline.v1.Direction\x12(\n\x05state\x18\x04 \x01(\x0e\x32\x19.hotline.v1.DeliveryState\x12\x18\n\x10journal_position\x18\x05 \x01(\x04\x12\x10\n\x08sequence\x18\x06 \x01(\x04\x12\x30\n\x0cjournal_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x64\x65liver_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10\x61\x63knowledge_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12=\n\x19\x61\x63knowledge_deadline_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x0f\x61\x63knowledgement\x18\x0b \x01(\x0b\x32\x1b.hotline.v1.Acknowledgement\x12\"\n\x1a\x61\x63knowledgement_message_id\x18\x0c \x01(\t\x12\x0f\n\x07overdue\x18\r \x01(\x08\x12\x35\n\x10rejection_reason\x18\x0e \x01(\x0e\x32\x1b.hotline.v1.RejectionReason\x12\x18\n\x10rejection_detail\x18\x0f \x01(\t\x12;\n\x10\x61\x63knowledgements\x18\x10 \x03(\x0b\x32!.hotline.v1.AcknowledgementRecord\x12\x1d\n\x15updated_by_message_id\x18\x11 \x01(\t\x12\x1f\n\x17\x63\x61ncelled_by_message_id\x18\x12 \x01(\t\x12\x0f\n\x07\x65xpired\x18\x13 \x01(\x08\"\xa7\x01\n\x15\x41\x63knowledgementRecord\x12\"\n\x1a\x61\x63knowledgement_message_id\x18\x01 \x01(\t\x12\x34\n\x0f\x61\x63knowledgement\x18\x02 \x01(\x0b\x32\x1b.hotline.v1.Acknowledgement\x12\x34\n\x10\x61\x63knowledge_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"5\n\x0bSendRequest\x12&\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x14.hotline.v1.Envelope\"\xd7\x01\n\x0cSendResponse\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x18\n\x10journal_position\x18\x02 \x01(\x04\x12(\n\x05state\x18\x03 \x01(\x0e\x32\x19.hotline.v1.DeliveryState\x12\x30\n\x0cjournal_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12=\n\x19\x61\x63knowledge_deadline_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x10SendBatchRequest\x12\'\n\tenvelopes\x18\x01 \x03(\x0b\x32\x14.hotline.v1.Envelope\"<\n\x11SendBatchResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.hotline.v1.SendResult\"i\n\nSendResult\x12(\n\x04sent\x18\x01 \x01(\x0b\x32\x18.hotline.v1.SendResponseH\x00\x12&\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x15.hotline.v1.SendErrorH\x00\x42\t\n\x07outcome\"<\n\x11SendStreamRequest\x12\'\n\tenvelopes\x18\x01 \x03(\x0b\x32\x14.hotline.v1.Envelope\"=\n\x12SendStreamResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.hotline.v1.SendResult\"*\n\tSendError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xc8\x01\n\x12\x41\x63knowledgeRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12/\n\x05level\x18\x02 \x01(\x0e\x32 .hotline.v1.AcknowledgementLevel\x12*\n\x07remarks\x18\x03 \x01(\x0b\x32\x19.hotline.v1.LocalizedText\x12)\n\x06reason\x18\x04 \x01(\x0b\x32\x19.hotline.v1.LocalizedText\x12\x16\n\x0e\x61\x63k_message_id\x18\x05 \x01(\t\"G\n\x13\x41\x63knowledgeResponse\x12\x16\n\x0e\x61\x63k_message_id\x18\x01 \x01(\t\x12\x18\n\x10journal_position\x18\x02 \x01(\x04\"\xe5\x01\n\x05\x45vent\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x04\x12#\n\x04kind\x18\x02 \x01(\x0e\x32\x15.hotline.v1.EventKind\x12.\n\nevent_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nmessage_id\x18\x04 \x01(\t\x12*\n\x07message\x18\x05 \x01(\x0b\x32\x19.hotline.v1.MessageRecord\x12\'\n\x04link\x18\x06 \x01(\x0e\x32\x19.hotline.v1.LinkDirection\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\"J\n\x0cWatchRequest\x12\x14\n\x0c\x61\x66ter_cursor\x18\x01 \x01(\x04\x12$\n\x05kinds\x18\x02 \x03(\x0e\x32\x15.hotline.v1.EventKind\"?\n\rWatchResponse\x12!\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x11.hotline.v1.EventJ\x04\x08\x01\x10\x02R\x05\x65vent\"\'\n\x11GetMessageRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\"@\n\x12GetMessageResponse\x12*\n\x07message\x18\x01 \x01(\x0b\x32\x19.hotline.v1.MessageRecord\"\x87\x03\n\x13ListMessagesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12(\n\tdirection\x18\x03 \x01(\x0e\x32\x15.hotline.v1.Direction\x12(\n\nbody_types\x18\x04 \x03(\x0e\x32\x14.hotline.v1.BodyType\x12+\n\x0bprecedences\x18\x05 \x03(\x0e\x32\x16.hotline.v1.Precedence\x12)\n\x06states\x18\x06 \x03(\x0e\x32\x19.hotline.v1.DeliveryState\x12)\n\x06status\x18\x07 \x01(\x0e\x32\x19.hotline.v1.MessageStatus\x12.\n\nstart_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0coverdue_only\x18\n \x01(\x08\"\\\n\x14ListMessagesResponse\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.hotline.v1.MessageRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x16\n\x14GetLinkStatusRequest\"\xa4\x01\n\x15GetLinkStatusResponse\x12(\n\x08outbound\x18\x01 \x01(\x0b\x32\x16.hotline.v1.LinkStatus\x12\'\n\x07inbound\x18\x02 \x01(\x0b\x32\x16.hotline.v1.LinkStatus\x12\x15\n\roverdue_count\x18\x03 \x01(\r\x12\r\n\x05party\x18\x04 \x01(\t\x12\x12\n\npeer_party\x18\x05 \x01(\t\"\xdd\x01\n\nLinkStatus\x12\n\n\x02up\x18\x01 \x01(\x08\x12.\n\nsince_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x03rtt\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0c\x63lock_offset\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bqueue_depth\x18\x05 \x01(\x04\x12\x15\n\rlast_sequence\x18\x06 \x01(\x04\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t*\xa9\x01\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44\x45LIVERY_STATE_JOURNALED\x10\x01\x12\x1c\n\x18\x44\x45LIVERY_STATE_DELIVERED\x10\x02\x12\x1f\n\x1b\x44\x45LIVERY_STATE_ACKNOWLEDGED\x10\x03\x12\x1b\n\x17\x44\x45LIVERY_STATE_REJECTED\x10\x04*U\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44IRECTION_OUTBOUND\x10\x01\x12\x15\n\x11\x44IRECTION_INBOUND\x10\x02*\x8e\x03\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45VENT_KIND_MESSAGE_SENT\x10\x01\x12\x1f\n\x1b\x45VENT_KIND_MESSAGE_RECEIVED\x10\x02\x12 \n\x1c\x45VENT_KIND_MESSAGE_DELIVERED\x10\x03\x12#\n\x1f\x45VENT_KIND_MESSAGE_ACKNOWLEDGED\x10\x04\x12\x1f\n\x1b\x45VENT_KIND_MESSAGE_REJECTED\x10\x05\x12\x19\n\x15\x45VENT_KIND_ESCALATION\x10\x06\x12\x16\n\x12\x45VENT_KIND_REALERT\x10\x07\x12\x16\n\x12\x45VENT_KIND_LINK_UP\x10\x08\x12\x18\n\x14\x45VENT_KIND_LINK_DOWN\x10\t\x12\x1f\n\x1b\x45VENT_KIND_SECURITY_REFUSAL\x10\n\x12\x19\n\x15\x45VENT_KIND_CHECKPOINT\x10\x0b\x12\x1e\n\x1a\x45VENT_KIND_MESSAGE_EXPIRED\x10\x0c*h\n\rLinkDirection\x12\x1e\n\x1aLINK_DIRECTION_UNSPECIFIED\x10\x00\x12\x1b\n\x17LINK_DIRECTION_OUTBOUND\x10\x01\x12\x1a\n\x16LINK_DIRECTION_INBOUND\x10\x02\x32\xed\x04\n\x0fOperatorService\x12\x39\n\x04Send\x12\x17.hotline.v1.SendRequest\x1a\x18.hotline.v1.SendResponse\x12H\n\tSendBatch\x12\x1c.hotline.v1.SendBatchRequest\x1a\x1d.hotline.v1.SendBatchResponse\x12O\n\nSendStream\x12\x1d.hotline.v1.SendStreamRequest\x1a\x1e.hotline.v1.SendStreamResponse(\x01\x30\x01\x12N\n\x0b\x41\x63knowledge\x12\x1e.hotline.v1.AcknowledgeRequest\x1a\x1f.hotline.v1.AcknowledgeResponse\x12>\n\x05Watch\x12\x18.hotline.v1.WatchRequest\x1a\x19.hotline.v1.WatchResponse0\x01\x12K\n\nGetMessage\x12\x1d.hotline.v1.GetMessageRequest\x1a\x1e.hotline.v1.GetMessageResponse\x12Q\n\x0cListMessages\x12\x1f.hotline.v1.ListMessagesRequest\x1a .hotline.v1.ListMessagesResponse\x12T\n\rGetLinkStatus\x12 .hotline.v1.GetLinkStatusRequest\x1a!.hotline.v1.GetLinkStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hotline.v1.operator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DELIVERYSTATE']._serialized_start=3186
-  _globals['_DELIVERYSTATE']._serialized_end=3355
-  _globals['_DIRECTION']._serialized_start=3357
-  _globals['_DIRECTION']._serialized_end=3442
-  _globals['_EVENTKIND']._serialized_start=3445
-  _globals['_EVENTKIND']._serialized_end=3811
-  _globals['_LINKDIRECTION']._serialized_start=3813
-  _globals['_LINKDIRECTION']._serialized_end=3917
+  _globals['_DELIVERYSTATE']._serialized_start=3498
+  _globals['_DELIVERYSTATE']._serialized_end=3667
+  _globals['_DIRECTION']._serialized_start=3669
+  _globals['_DIRECTION']._serialized_end=3754
+  _globals['_EVENTKIND']._serialized_start=3757
+  _globals['_EVENTKIND']._serialized_end=4155
+  _globals['_LINKDIRECTION']._serialized_start=4157
+  _globals['_LINKDIRECTION']._serialized_end=4261
   _globals['_MESSAGERECORD']._serialized_start=212
-  _globals['_MESSAGERECORD']._serialized_end=852
-  _globals['_SENDREQUEST']._serialized_start=854
-  _globals['_SENDREQUEST']._serialized_end=907
-  _globals['_SENDRESPONSE']._serialized_start=910
-  _globals['_SENDRESPONSE']._serialized_end=1125
-  _globals['_SENDBATCHREQUEST']._serialized_start=1127
-  _globals['_SENDBATCHREQUEST']._serialized_end=1186
-  _globals['_SENDBATCHRESPONSE']._serialized_start=1188
-  _globals['_SENDBATCHRESPONSE']._serialized_end=1248
-  _globals['_SENDRESULT']._serialized_start=1250
-  _globals['_SENDRESULT']._serialized_end=1355
-  _globals['_SENDSTREAMREQUEST']._serialized_start=1357
-  _globals['_SENDSTREAMREQUEST']._serialized_end=1417
-  _globals['_SENDSTREAMRESPONSE']._serialized_start=1419
-  _globals['_SENDSTREAMRESPONSE']._serialized_end=1480
-  _globals['_SENDERROR']._serialized_start=1482
-  _globals['_SENDERROR']._serialized_end=1524
-  _globals['_ACKNOWLEDGEREQUEST']._serialized_start=1527
-  _globals['_ACKNOWLEDGEREQUEST']._serialized_end=1727
-  _globals['_ACKNOWLEDGERESPONSE']._serialized_start=1729
-  _globals['_ACKNOWLEDGERESPONSE']._serialized_end=1800
-  _globals['_EVENT']._serialized_start=1803
-  _globals['_EVENT']._serialized_end=2032
-  _globals['_WATCHREQUEST']._serialized_start=2034
-  _globals['_WATCHREQUEST']._serialized_end=2108
-  _globals['_WATCHRESPONSE']._serialized_start=2110
-  _globals['_WATCHRESPONSE']._serialized_end=2173
-  _globals['_GETMESSAGEREQUEST']._serialized_start=2175
-  _globals['_GETMESSAGEREQUEST']._serialized_end=2214
-  _globals['_GETMESSAGERESPONSE']._serialized_start=2216
-  _globals['_GETMESSAGERESPONSE']._serialized_end=2280
-  _globals['_LISTMESSAGESREQUEST']._serialized_start=2283
-  _globals['_LISTMESSAGESREQUEST']._serialized_end=2674
-  _globals['_LISTMESSAGESRESPONSE']._serialized_start=2676
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=2768
-  _globals['_GETLINKSTATUSREQUEST']._serialized_start=2770
-  _globals['_GETLINKSTATUSREQUEST']._serialized_end=2792
-  _globals['_GETLINKSTATUSRESPONSE']._serialized_start=2795
-  _globals['_GETLINKSTATUSRESPONSE']._serialized_end=2959
-  _globals['_LINKSTATUS']._serialized_start=2962
-  _globals['_LINKSTATUS']._serialized_end=3183
-  _globals['_OPERATORSERVICE']._serialized_start=3920
-  _globals['_OPERATORSERVICE']._serialized_end=4541
+  _globals['_MESSAGERECORD']._serialized_end=994
+  _globals['_ACKNOWLEDGEMENTRECORD']._serialized_start=997
+  _globals['_ACKNOWLEDGEMENTRECORD']._serialized_end=1164
+  _globals['_SENDREQUEST']._serialized_start=1166
+  _globals['_SENDREQUEST']._serialized_end=1219
+  _globals['_SENDRESPONSE']._serialized_start=1222
+  _globals['_SENDRESPONSE']._serialized_end=1437
+  _globals['_SENDBATCHREQUEST']._serialized_start=1439
+  _globals['_SENDBATCHREQUEST']._serialized_end=1498
+  _globals['_SENDBATCHRESPONSE']._serialized_start=1500
+  _globals['_SENDBATCHRESPONSE']._serialized_end=1560
+  _globals['_SENDRESULT']._serialized_start=1562
+  _globals['_SENDRESULT']._serialized_end=1667
+  _globals['_SENDSTREAMREQUEST']._serialized_start=1669
+  _globals['_SENDSTREAMREQUEST']._serialized_end=1729
+  _globals['_SENDSTREAMRESPONSE']._serialized_start=1731
+  _globals['_SENDSTREAMRESPONSE']._serialized_end=1792
+  _globals['_SENDERROR']._serialized_start=1794
+  _globals['_SENDERROR']._serialized_end=1836
+  _globals['_ACKNOWLEDGEREQUEST']._serialized_start=1839
+  _globals['_ACKNOWLEDGEREQUEST']._serialized_end=2039
+  _globals['_ACKNOWLEDGERESPONSE']._serialized_start=2041
+  _globals['_ACKNOWLEDGERESPONSE']._serialized_end=2112
+  _globals['_EVENT']._serialized_start=2115
+  _globals['_EVENT']._serialized_end=2344
+  _globals['_WATCHREQUEST']._serialized_start=2346
+  _globals['_WATCHREQUEST']._serialized_end=2420
+  _globals['_WATCHRESPONSE']._serialized_start=2422
+  _globals['_WATCHRESPONSE']._serialized_end=2485
+  _globals['_GETMESSAGEREQUEST']._serialized_start=2487
+  _globals['_GETMESSAGEREQUEST']._serialized_end=2526
+  _globals['_GETMESSAGERESPONSE']._serialized_start=2528
+  _globals['_GETMESSAGERESPONSE']._serialized_end=2592
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=2595
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=2986
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=2988
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=3080
+  _globals['_GETLINKSTATUSREQUEST']._serialized_start=3082
+  _globals['_GETLINKSTATUSREQUEST']._serialized_end=3104
+  _globals['_GETLINKSTATUSRESPONSE']._serialized_start=3107
+  _globals['_GETLINKSTATUSRESPONSE']._serialized_end=3271
+  _globals['_LINKSTATUS']._serialized_start=3274
+  _globals['_LINKSTATUS']._serialized_end=3495
+  _globals['_OPERATORSERVICE']._serialized_start=4264
+  _globals['_OPERATORSERVICE']._serialized_end=4885
 # @@protoc_insertion_point(module_scope)

@@ -75,7 +75,13 @@ class DeliveryState(_DeliveryState, metaclass=_DeliveryStateEnumTypeWrapper):
     For an outbound message, as seen by the sender: JOURNALED → DELIVERED → ACKNOWLEDGED, or
     REJECTED. For an inbound message, as seen by the receiver: DELIVERED once journaled (the
     receipt has been sent), ACKNOWLEDGED once one of our operators has acknowledged it.
-    Acknowledgement messages stop at DELIVERED. The state never moves down.
+    Acknowledgement messages stop at DELIVERED. The state never moves down; a message
+    acknowledged again stays ACKNOWLEDGED, and the latest acknowledgement stands
+    (`MessageRecord.acknowledgement`).
+
+    Expiry is not a state: a message past its `Envelope.expire_time` keeps its place on the
+    ladder and is flagged `MessageRecord.expired` (it may still be delivered and acknowledged,
+    and is no longer escalated or re-alerted).
     """
 
 DELIVERY_STATE_UNSPECIFIED: DeliveryState.ValueType  # 0
@@ -159,6 +165,13 @@ class _EventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventKind.V
     """
     EVENT_KIND_CHECKPOINT: _EventKind.ValueType  # 11
     """A checkpoint of the peer's journal was received and witnessed."""
+    EVENT_KIND_MESSAGE_EXPIRED: _EventKind.ValueType  # 12
+    """A message still unanswered (outbound: not acknowledged by the peer; inbound: not by us)
+    passed its `Envelope.expire_time`: it is no longer escalated or re-alerted, nor counted
+    overdue (`MessageRecord.expired`). Raised once per message, by the deadline check. (A
+    message received already expired raises no such event: its MESSAGE_RECEIVED event's
+    record is flagged `expired`.)
+    """
 
 class EventKind(_EventKind, metaclass=_EventKindEnumTypeWrapper):
     """What happened, as reported by `Watch`. Each kind is produced by one kind of journal entry."""
@@ -202,6 +215,13 @@ running gateway (`detail` starts "JOURNAL LOST"; this event cannot be journaled,
 """
 EVENT_KIND_CHECKPOINT: EventKind.ValueType  # 11
 """A checkpoint of the peer's journal was received and witnessed."""
+EVENT_KIND_MESSAGE_EXPIRED: EventKind.ValueType  # 12
+"""A message still unanswered (outbound: not acknowledged by the peer; inbound: not by us)
+passed its `Envelope.expire_time`: it is no longer escalated or re-alerted, nor counted
+overdue (`MessageRecord.expired`). Raised once per message, by the deadline check. (A
+message received already expired raises no such event: its MESSAGE_RECEIVED event's
+record is flagged `expired`.)
+"""
 Global___EventKind: _TypeAlias = EventKind  # noqa: Y015
 
 class _LinkDirection:
@@ -251,6 +271,10 @@ class MessageRecord(_message.Message):
     OVERDUE_FIELD_NUMBER: _builtins.int
     REJECTION_REASON_FIELD_NUMBER: _builtins.int
     REJECTION_DETAIL_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGEMENTS_FIELD_NUMBER: _builtins.int
+    UPDATED_BY_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    CANCELLED_BY_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    EXPIRED_FIELD_NUMBER: _builtins.int
     direction: Global___Direction.ValueType
     """Which way the message travelled.
     Constraints: required.
@@ -269,12 +293,13 @@ class MessageRecord(_message.Message):
     Constraints: optional; 1..18446744073709551615.
     """
     acknowledgement_message_id: _builtins.str
-    """The id of the message that carried `acknowledgement`.
+    """The id of the message that carried `acknowledgement` (the latest).
     Constraints: optional; pattern ^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$.
     """
     overdue: _builtins.bool
     """Whether the message is past `acknowledge_deadline_time` without an acknowledgement and has
-    not expired: an escalation (outbound) or re-alert (inbound) has been raised for it.
+    not expired: an escalation (outbound) or re-alert (inbound) has been raised for it. False
+    once `expired` is true.
     Constraints: optional.
     """
     rejection_reason: _peer_link_pb2.RejectionReason.ValueType
@@ -286,6 +311,25 @@ class MessageRecord(_message.Message):
     """The refusing gateway's explanation, with any field violations appended as
     `<field>: <description>` joined with "; ".
     Constraints: optional; 1..4096 chars.
+    """
+    updated_by_message_id: _builtins.str
+    """Where the message stands in its chain: the id of the latest message that updated it
+    (ACTION_UPDATE with `references[0]` equal to this message's id) and was not refused.
+    Empty if it was never updated. The update supersedes this message's content.
+    Constraints: optional; pattern ^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$.
+    """
+    cancelled_by_message_id: _builtins.str
+    """The id of the message that cancelled this one (ACTION_CANCEL with `references[0]` equal to
+    this message's id) and was not refused. Empty if it was not cancelled. A message is
+    cancelled at most once, and never updated after.
+    Constraints: optional; pattern ^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$.
+    """
+    expired: _builtins.bool
+    """Whether the envelope's `expire_time` has passed by this gateway's clock (when the record
+    was read, or for an event when it was built; a message received already past it is
+    flagged from the start). An expired message is still shown and may still be acknowledged;
+    it is not escalated or re-alerted, and is not counted overdue.
+    Constraints: optional.
     """
     @_builtins.property
     def envelope(self) -> _envelope_pb2.Envelope:
@@ -314,8 +358,8 @@ class MessageRecord(_message.Message):
 
     @_builtins.property
     def acknowledge_time(self) -> _timestamp_pb2.Timestamp:
-        """When the latest acknowledgement was journaled by this gateway (received, for outbound;
-        given, for inbound).
+        """When the latest acknowledgement (the one that stands) was journaled by this gateway
+        (received, for outbound; given, for inbound).
         Constraints: optional.
         """
 
@@ -328,8 +372,19 @@ class MessageRecord(_message.Message):
 
     @_builtins.property
     def acknowledgement(self) -> _bodies_pb2.Acknowledgement:
-        """The latest acknowledgement of this message, received (outbound) or given (inbound).
+        """The latest acknowledgement of this message, received (outbound) or given (inbound): the
+        one that stands (ROGER then WILCO then UNABLE stands as UNABLE, with its reason). The same
+        as the last of `acknowledgements`.
         Constraints: optional.
+        """
+
+    @_builtins.property
+    def acknowledgements(self) -> _containers.RepeatedCompositeFieldContainer[Global___AcknowledgementRecord]:
+        """Every acknowledgement of this message this gateway journaled, oldest first (in the order
+        the acknowledging party journaled them, which is the link's order): its history, for
+        example ROGER, then WILCO, then UNABLE. The last is `acknowledgement`, the one that stands.
+        Holds the latest 32 when there were more. Empty for a message never acknowledged.
+        Constraints: optional; 0..32 items.
         """
 
     def __init__(
@@ -350,14 +405,59 @@ class MessageRecord(_message.Message):
         overdue: _builtins.bool = ...,
         rejection_reason: _peer_link_pb2.RejectionReason.ValueType = ...,
         rejection_detail: _builtins.str = ...,
+        acknowledgements: _abc.Iterable[Global___AcknowledgementRecord] | None = ...,
+        updated_by_message_id: _builtins.str = ...,
+        cancelled_by_message_id: _builtins.str = ...,
+        expired: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["acknowledge_deadline_time", b"acknowledge_deadline_time", "acknowledge_time", b"acknowledge_time", "acknowledgement", b"acknowledgement", "deliver_time", b"deliver_time", "envelope", b"envelope", "journal_time", b"journal_time", "signed_envelope", b"signed_envelope"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledge_deadline_time", b"acknowledge_deadline_time", "acknowledge_time", b"acknowledge_time", "acknowledgement", b"acknowledgement", "acknowledgement_message_id", b"acknowledgement_message_id", "deliver_time", b"deliver_time", "direction", b"direction", "envelope", b"envelope", "journal_position", b"journal_position", "journal_time", b"journal_time", "overdue", b"overdue", "rejection_detail", b"rejection_detail", "rejection_reason", b"rejection_reason", "sequence", b"sequence", "signed_envelope", b"signed_envelope", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledge_deadline_time", b"acknowledge_deadline_time", "acknowledge_time", b"acknowledge_time", "acknowledgement", b"acknowledgement", "acknowledgement_message_id", b"acknowledgement_message_id", "acknowledgements", b"acknowledgements", "cancelled_by_message_id", b"cancelled_by_message_id", "deliver_time", b"deliver_time", "direction", b"direction", "envelope", b"envelope", "expired", b"expired", "journal_position", b"journal_position", "journal_time", b"journal_time", "overdue", b"overdue", "rejection_detail", b"rejection_detail", "rejection_reason", b"rejection_reason", "sequence", b"sequence", "signed_envelope", b"signed_envelope", "state", b"state", "updated_by_message_id", b"updated_by_message_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MessageRecord: _TypeAlias = MessageRecord  # noqa: Y015
+
+@_typing.final
+class AcknowledgementRecord(_message.Message):
+    """One acknowledgement of a message, in `MessageRecord.acknowledgements`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACKNOWLEDGEMENT_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGEMENT_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGE_TIME_FIELD_NUMBER: _builtins.int
+    acknowledgement_message_id: _builtins.str
+    """The id of the acknowledgement message.
+    Constraints: required; pattern ^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$.
+    """
+    @_builtins.property
+    def acknowledgement(self) -> _bodies_pb2.Acknowledgement:
+        """The acknowledgement: level, responder, reason, remarks.
+        Constraints: required.
+        """
+
+    @_builtins.property
+    def acknowledge_time(self) -> _timestamp_pb2.Timestamp:
+        """When this gateway's journal made the acknowledgement durable (received, for an outbound
+        message; given, for an inbound one).
+        Constraints: required.
+        """
+
+    def __init__(
+        self,
+        *,
+        acknowledgement_message_id: _builtins.str = ...,
+        acknowledgement: _bodies_pb2.Acknowledgement | None = ...,
+        acknowledge_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acknowledge_time", b"acknowledge_time", "acknowledgement", b"acknowledgement"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledge_time", b"acknowledge_time", "acknowledgement", b"acknowledgement", "acknowledgement_message_id", b"acknowledgement_message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcknowledgementRecord: _TypeAlias = AcknowledgementRecord  # noqa: Y015
 
 @_typing.final
 class SendRequest(_message.Message):
@@ -793,7 +893,7 @@ class WatchRequest(_message.Message):
     @_builtins.property
     def kinds(self) -> _containers.RepeatedScalarFieldContainer[Global___EventKind.ValueType]:
         """Stream only events of these kinds; empty streams every kind.
-        Constraints: optional; 1..11 items; unique.
+        Constraints: optional; 1..12 items; unique.
         """
 
     def __init__(

@@ -106,13 +106,20 @@ class OperatorServiceServicer:
         Errors:
         INVALID_ARGUMENT     the envelope breaks a constraint; `recipient_party` is not the peer;
         the body is an acknowledgement (use `Acknowledge`); the message is
-        not releasable to the peer or is classified above the ceiling.
+        not releasable to the peer or is classified above the ceiling;
+        `expire_time` is already past by the gateway's clock (a message
+        is never sent expired: `envelope.expire_time: already past`).
         PERMISSION_DENIED    `sender_party` or `originator` is set and is not the caller's.
         NOT_FOUND            ACTION_UPDATE or ACTION_CANCEL and `references[0]` is not in the
         journal.
-        FAILED_PRECONDITION  ACTION_UPDATE or ACTION_CANCEL and `references[0]` is an inbound
-        message, a message already cancelled, or (for UPDATE) a message of
-        another body type.
+        FAILED_PRECONDITION  ACTION_UPDATE or ACTION_CANCEL breaks a rule of a message's life
+        (see `Action`): `references[0]` is an inbound message, a message
+        the peer rejected, an acknowledgement, a cancellation, or a message
+        already cancelled (an UPDATE never follows a CANCEL; a message is
+        cancelled once); an UPDATE has another body type than the message it
+        updates; a CANCEL's body is neither of that type nor `free_text`.
+        The status message starts `references[0]:` and names the rule, for
+        example `(UPDATE rule update-body-type)`.
         ALREADY_EXISTS       `message_id` was used before for a different envelope, or by the
         other party.
         RESOURCE_EXHAUSTED   the outbox is full (configured limit) or the envelope is too large.

@@ -4,7 +4,9 @@ isort:skip_file
 Hotline protocol: the peer link between the two national gateways (link protocol version 2).
 
 This file is the normative specification of how messages cross the border. The key words
-MUST, MUST NOT, SHOULD and MAY are to be read as in RFC 2119.
+MUST, MUST NOT, SHOULD and MAY are to be read as in RFC 2119 and RFC 8174: only when in
+capitals. Every MUST and MUST NOT carries an id in brackets, such as [LINK-1]; SPEC.md indexes
+them, and the tests that check each one name it.
 
 Topology
 ========
@@ -18,27 +20,30 @@ an ordinary message, carried on the stream of the party that acknowledges.
 
 Only the peer gateway may call `PeerLinkService`: the caller is authenticated by mutual TLS,
 its certificate must be issued by the peer party's CA, carry the peer gateway's SPIFFE ID
-(for example `spiffe://tw.hotline/gateway`) and not be revoked. Identity always comes from the
-certificate; the party fields in the frames are checked against it, never trusted.
+(for example `spiffe://tw.hotline/gateway`; identities and roles are defined in SPEC.md,
+"Identities and roles") and not be revoked; a receiver MUST refuse every other caller before
+any frame is read [LINK-1]. Identity always comes from the certificate; the party fields in the
+frames are checked against it, never trusted.
 
 The sender, in turn, MUST dial only the peer gateway: it trusts only the peer party's CA and
-requires the receiver's certificate to name `gateway.<party>.hotline` (for example
-`gateway.tw.hotline`). Before each connection attempt, and so before it sends anything, the
-sender MUST also check that the receiver's certificate carries the peer gateway's SPIFFE ID
-and is not on the peer CA's revocation list as the sender holds it at that moment (TLS stacks
-such as grpcio's check neither for a client; the reference gateway reads the certificate with a
-TLS 1.3 handshake of its own, configured as its gRPC channel is). If a check fails, the sender
-MUST NOT open the stream; it raises EVENT_KIND_SECURITY_REFUSAL once per distinct reason, not
-on every attempt, and tries again after its reconnect backoff. A receiver that cannot be
-reached at all is not a refusal, only a failed connection attempt.
+requires the receiver's certificate to carry the DNS name `gateway.<trust domain>` (for example
+`gateway.tw.hotline`), the name it checks in the TLS handshake [LINK-2]. Before each connection
+attempt, and so before it sends anything, the sender MUST also check that the receiver's
+certificate carries the peer gateway's SPIFFE ID and is not on the peer CA's revocation list as
+the sender holds it at that moment, and if a check fails MUST NOT open the stream [LINK-3]. (TLS
+stacks such as grpcio's check neither for a client; the reference gateway reads the
+certificate with a TLS 1.3 handshake of its own, configured as its gRPC channel is.) It raises
+EVENT_KIND_SECURITY_REFUSAL once per distinct reason, not on every attempt, and tries again
+after its reconnect backoff. A receiver that cannot be reached at all is not a refusal, only a
+failed connection attempt.
 
 The dialler proves whom it talks to before it sends anything. TLS pins the receiver's CA and
 name; the receiver's certificate is checked against the revocation lists before dialling;
-and the receiver's `Welcome` is signed with the receiver
-party's message-signing key over a fresh nonce from the sender's `Hello`, so a server holding
-a gateway TLS key but not the party's signing key learns nothing and can settle nothing.
-Everything a sender acts on (the Welcome, every batch receipt, every rejection) is signed by
-the receiving party; an unsigned or badly signed frame ends the stream and changes nothing.
+and the receiver's `Welcome` is signed with the receiver party's message-signing key over a
+fresh nonce from the sender's `Hello`, so a server holding a gateway TLS key but not the
+party's signing key learns nothing and can settle nothing. Everything a sender acts on (the
+Welcome, every batch receipt, every rejection) is signed by the receiving party; the sender
+MUST end the stream on an unsigned or badly signed frame and change no state for it [LINK-4].
 
 A receiver holds at most one `Push` stream per sender. When a new stream from the same sender
 arrives (for example after the sender saw the old connection die first), the receiver ends the
@@ -69,10 +74,27 @@ Frames
 ======
 
 The first frame of every stream, in each direction, opens it: `Hello` from the sender, then
-`Welcome` from the receiver. `Hello` MUST be the first request frame and MUST NOT appear again;
-`Welcome` MUST be the first response frame and MUST NOT appear again. The sender MUST NOT send
-a `DeliveryBatch` or `Checkpoint` before it has received and verified the `Welcome`. After
-that, frames flow freely in both directions.
+`Welcome` from the receiver. `Hello` MUST be the first request frame and MUST NOT appear again,
+and `Welcome` MUST be the first response frame and MUST NOT appear again [LINK-5]. The sender
+MUST NOT send a `DeliveryBatch` or `Checkpoint` before it has received and verified the
+`Welcome` [LINK-6]. After that, frames flow freely in both directions.
+
+A `Hello` MUST carry 1 to 4 signing certificates of the sender's party (see "Identities and
+roles" for what a signing certificate is): the receiver ends a stream whose Hello carries none
+with INVALID_ARGUMENT, and one whose Hello carries a certificate that is not a signing
+certificate of the sender's party with PERMISSION_DENIED [LINK-7]. The same holds for the
+certificates of a `Welcome`, which the sender checks.
+
+Maximum frame size
+==================
+
+Serialized, a `PushRequest` MUST NOT exceed 1 MiB (1,048,576 bytes), and a receiver MUST accept
+every one up to that size [LINK-8]; a `PushResponse` MUST NOT exceed 16 MiB (16,777,216 bytes),
+and a sender MUST accept every one up to that size [LINK-9]. So that one delivery always fits a
+frame, a signed envelope's payload is at most 1,000,000 bytes (a gateway refuses a larger one
+at `OperatorService.Send`), and a delivery adds at most 256 bytes to its payload in a frame: the
+sender sizes its batches by those bounds. A receiver MAY end a stream that sends a larger frame
+with RESOURCE_EXHAUSTED.
 
 Sequence numbers and ordering
 =============================
@@ -81,13 +103,14 @@ Sequence numbers and ordering
   sender when the message is first transmitted on a connection: the first delivery after a
   `Welcome` carries `last_sequence + 1` of the Welcome, and each further delivery one more,
   across batches. The first sequence of a new link is 1. Sequences are per direction and
-  never reset. A `DeliveryBatch` carries consecutive sequences.
+  never reset. A `DeliveryBatch` MUST carry consecutive sequences, or the receiver ends the
+  stream with INVALID_ARGUMENT [LINK-10].
 * A sequence the receiver has not settled (receipted or rejected) is not yet bound to its
   message: after a reconnect the sender assigns sequences afresh from `last_sequence + 1`, so
   a message whose earlier transmission was lost may travel under a different sequence.
   `MessageRecord.sequence` holds the sequence the receiver settled it under.
-* The receiver accepts only sequence `last_sequence + 1`, processes deliveries strictly in
-  sequence order, and sends its batch receipts in sequence order.
+* The receiver MUST accept only sequence `last_sequence + 1`, process deliveries strictly in
+  sequence order, and send its batch receipts in sequence order [LINK-11].
 
 Precedence lanes
 ================
@@ -95,65 +118,84 @@ Precedence lanes
 FLASH is never queued behind lower precedence, neither in the outbox nor among deliveries
 already in flight:
 
-* The sender transmits its outbox in precedence order (FLASH, IMMEDIATE, PRIORITY, ROUTINE),
-  and within one precedence in journal order; so within one precedence, messages arrive in
-  the order they were journaled, and higher precedences overtake lower ones.
+* The sender MUST transmit its outbox in precedence order (FLASH, IMMEDIATE, PRIORITY,
+  ROUTINE), and within one precedence in journal order [LINK-12]; so within one precedence,
+  messages arrive in the order they were journaled, and higher precedences overtake lower
+  ones.
 * Each precedence has its own in-flight allowance: the number of its deliveries that may be
   unsettled on the stream at once. A receiver processes deliveries in sequence order, so
   every lower-precedence delivery in flight is work a new FLASH waits behind; the allowances
   bound that work. The defaults (this implementation): FLASH 256, IMMEDIATE 128, PRIORITY and
   ROUTINE 32 each, never more than 256 in all, and at most 32 deliveries or 1 MiB per batch.
-  A FLASH delivery is never held back by lower-precedence deliveries in flight; it waits at
-  most for the batches already sent, which the lower allowances keep small.
+  A FLASH delivery MUST NOT be held back by lower-precedence deliveries in flight [LINK-13];
+  it waits at most for the batches already sent, which the lower allowances keep small.
 
 Processing a delivery
 =====================
 
-For a delivery with the expected sequence, the receiver applies these checks in this order;
-the first that fails decides the rejection reason:
+For a delivery with the expected sequence, the receiver MUST apply these checks in this order,
+the first that fails deciding the rejection reason [LINK-14]:
 
   1. The signature: `envelope.payload_type` is the Envelope type, `key_id` names a
-     message-signing certificate of the sending party (issued by the sending party's CA, not
-     revoked), and the signature verifies over the payload bytes. This is checked BEFORE the
-     payload is parsed. Otherwise REJECTION_REASON_BAD_SIGNATURE.
-  2. The payload parses as an `Envelope`. Otherwise REJECTION_REASON_INVALID_MESSAGE.
-  3. The `message_id` has not been journaled before from this sender. Otherwise
-     REJECTION_REASON_DUPLICATE_MESSAGE_ID, with the batch receipt of the original delivery.
-     An id that names a message of the receiving party itself is refused as
-     REJECTION_REASON_INVALID_MESSAGE: message ids are unique across both parties, forever.
+     message-signing certificate of the sending party (see "Identities and roles": issued by
+     the sending party's CA, not revoked), and the signature verifies over the payload bytes.
+     This is checked BEFORE the payload is parsed. Otherwise REJECTION_REASON_BAD_SIGNATURE.
+  2. The payload parses as an `Envelope` (a string field that is not valid UTF-8 does not
+     parse). Otherwise REJECTION_REASON_INVALID_MESSAGE.
+  3. The `message_id` is new to the receiver. An id the receiver already journaled from this
+     sender is REJECTION_REASON_DUPLICATE_MESSAGE_ID, with the receiver's own batch receipt of
+     the original delivery as `original_receipt`. An id that names a message of the receiving
+     party itself is REJECTION_REASON_INVALID_MESSAGE: message ids are unique across both
+     parties, forever, and the receiver holds no receipt of its own for it.
   4. The envelope meets every constraint of this specification (see common.proto, "Field
      constraints"), including that the body is not empty. Otherwise
      REJECTION_REASON_INVALID_MESSAGE, listing the violations.
-  5. `sender_party` is the authenticated sender, `recipient_party` is the receiver, and
-     `originator` (and an acknowledgement's `responder`) lies in the sender's trust domain.
-     Otherwise REJECTION_REASON_WRONG_PARTY.
+  5. `sender_party` is the authenticated sender, `recipient_party` is the receiver, and the
+     identities the envelope names as its authors may originate it: `originator` is an
+     operator of the sending party, or the sending party's gateway for a scheduled link test
+     (`link_test` with `scheduled: true`); an acknowledgement's `responder` is an operator of
+     the sending party (see "Identities and roles"). Otherwise REJECTION_REASON_WRONG_PARTY.
   6. `handling.releasable_to` includes the receiver's party. Otherwise
      REJECTION_REASON_NOT_RELEASABLE.
+  7. For ACTION_UPDATE and ACTION_CANCEL, the rules of a message's life (see `Action` in
+     common.proto) hold against the receiver's journal, including the deliveries before it
+     in the same batch: `references[0]` names a message the receiver received from the
+     sender, not an acknowledgement or a cancellation, not cancelled; an UPDATE keeps its
+     body type; a CANCEL is of that type or `free_text`. Otherwise
+     REJECTION_REASON_INVALID_MESSAGE, with one violation on `references[0]` whose
+     description names the rule. (A sender never transmits an UPDATE or CANCEL before the
+     message it refers to, so an honest sender's message is refused here only if that
+     message was refused.)
+
+An envelope past its `expire_time` is not refused: it is journaled and receipted as any
+other, and flagged expired for the receiver's operators (no re-alert).
 
 The receiver processes a `DeliveryBatch` as one unit: it applies the checks to each delivery
 in sequence order, journals every delivery that passes (with its exact payload bytes) and
-every rejection (with the payload's SHA-256, as evidence) in ONE durable journal commit, then
-sends ONE `BatchReceipt`, signed once, that settles every sequence of the batch. Every
-sequence of the batch is consumed: it now has exactly one *settlement*, receipted or
-rejected, which the receiver keeps.
+every rejection (with the payload's SHA-256, as evidence) in ONE durable journal commit, and
+MUST NOT send the `BatchReceipt` that settles the batch before that commit is durable
+[LINK-15]. The batch receipt, signed once, settles every sequence of the batch. Every sequence
+of the batch is consumed: it now has exactly one *settlement*, receipted or rejected, which the
+receiver keeps, in the very bytes it signed.
 
 A delivery with a sequence other than expected is handled without journaling anything:
 
 * sequence <= last_sequence (a resend): if the payload bytes are identical to those held for
-  that sequence (same SHA-256), the receiver answers with the stored batch receipt that
-  settled it again, and nothing else happens. Otherwise the stream ends (see below).
+  that sequence (same SHA-256), the receiver MUST answer with the stored batch receipt that
+  settled it, and nothing else happens [LINK-16]. Otherwise the stream ends (see below).
 * sequence > last_sequence + 1 (a gap): the stream ends.
 
-Either way the receiver ends the stream with FAILED_PRECONDITION and a status message that
-starts `OUT_OF_ORDER:` and names the expected sequence. That consumes no sequence and says
-nothing about the message: the two sides disagree about the link's state, and the sender
+Either way the receiver MUST end the stream with FAILED_PRECONDITION and a status message that
+starts `OUT_OF_ORDER:` and names the expected sequence [LINK-17]. That consumes no sequence and
+says nothing about the message: the two sides disagree about the link's state, and the sender
 reconnects, resynchronising through Hello and Welcome.
 
-Every rejection in a batch receipt is final: the sender marks the message REJECTED and never
-resends it. The one exception is REJECTION_REASON_DUPLICATE_MESSAGE_ID whose
-`original_receipt` receipts the same bytes (its item for `message_id` has the
-`envelope_sha256` of the refused payload): the message was in fact delivered before, and the
-sender records it DELIVERED with the original batch receipt.
+Every rejection in a batch receipt is final: the sender MUST mark the message REJECTED and
+never resend it, except for REJECTION_REASON_DUPLICATE_MESSAGE_ID whose `original_receipt`
+receipts the same bytes (its item for `message_id` has the `envelope_sha256` of the refused
+payload), which the sender records DELIVERED with the original batch receipt [LINK-18]. An
+`original_receipt` is always a batch receipt the receiver itself signed, so the sender checks
+it like any batch receipt.
 
 Exactly once
 ============
@@ -169,12 +211,14 @@ Resume after a reconnect
 
 `Hello.last_receipted_sequence` tells the receiver the highest sequence S such that the sender
 holds the settlement of every sequence 1..S. The receiver answers with its `last_sequence` L
-(every sequence 1..L is settled and held) and the stored batch receipts that settle S+1..L,
-which the sender may have missed when the previous connection died (a batch receipt may also
-cover sequences <= S; the sender ignores settlements it holds). The sender records them, then
-treats every other unsettled message as not yet transmitted. If S > L, the receiver's journal
-has lost settled entries: the receiver ends the stream with DATA_LOSS, both gateways raise an
-event, and operators must intervene; the link is not resumed automatically.
+(every sequence 1..L is settled and held) and MUST resend, in the Welcome, the stored batch
+receipts that settle S+1..L, byte for byte as first signed, so that every rejection they hold
+keeps its violations and, for a duplicate, its original receipt [LINK-19]. (A batch receipt may
+also cover sequences <= S; the sender ignores settlements it holds.) The sender records them,
+then treats every other unsettled message as not yet transmitted. If S > L, the receiver's
+journal has lost settled entries: the receiver MUST end the stream with DATA_LOSS [LINK-20],
+both gateways raise an event, and operators must intervene; the link is not resumed
+automatically.
 
 Journal loss
 ============
@@ -189,11 +233,11 @@ an old copy) is detected, never papered over by adopting the other side's number
   on every attempt, and journals a security entry (once per distinct claim, not per
   attempt) that raises EVENT_KIND_SECURITY_REFUSAL for its operators.
 * The sender's side: when L > S, the Welcome's batch receipts MUST settle every sequence
-  S+1..L (a Welcome that leaves one unsettled is a protocol violation). If any of them
+  S+1..L [LINK-26] (a Welcome that leaves one unsettled is a protocol violation). If any of them
   settles a message id the sender does not hold as an unsettled message of its own, the
   receiver holds messages signed by the sender that the sender's journal has no record of:
-  the sender's journal lost history. The sender then MUST NOT adopt L (sending its next
-  message as L + 1 would build on a record it no longer has): it sends nothing more on this
+  the sender's journal lost history. The sender then MUST NOT adopt L [LINK-27] (sending its
+  next message as L + 1 would build on a record it no longer has): it sends nothing more on this
   direction — no delivery, no checkpoint — ends the stream, and stops dialling; it journals
   a DATA_LOSS security entry naming the missing sequences and message ids, raises
   EVENT_KIND_SECURITY_REFUSAL, and refuses its operators' `Send` with FAILED_PRECONDITION.
@@ -210,28 +254,32 @@ us that ours lacks.
 Window
 ======
 
-The sender keeps at most 256 unsettled deliveries in flight on a stream (pipelining: it does
-not wait for a batch receipt before sending the next batch), within the per-lane allowances
-above. A receiver MAY end a stream that exceeds the window with RESOURCE_EXHAUSTED.
+The sender MUST keep at most 256 unsettled deliveries in flight on a stream [LINK-21]
+(pipelining: it does not wait for a batch receipt before sending the next batch), within the
+per-lane allowances above. A receiver MAY end a stream that exceeds the window with
+RESOURCE_EXHAUSTED.
 
 Heartbeats and liveness
 =======================
 
-Each side sends a `Ping` every heartbeat interval (default 2 s, configurable) and answers
-every `Ping` it receives with a `Pong` at once: heartbeats never wait behind journal writes or
-batch receipts. From a Pong's four times — t1 = `origin_time` (the Ping's transmit time,
-sender's clock), t2 = `receive_time` and t3 = `transmit_time` (answerer's clock), t4 = the
+Each side MUST send a `Ping` at least every heartbeat interval while the stream is open, and
+MUST answer every `Ping` it receives with a `Pong` at once, never waiting behind journal writes
+or batch receipts [LINK-22]. From a Pong's four times — t1 = `origin_time` (the Ping's transmit
+time, sender's clock), t2 = `receive_time` and t3 = `transmit_time` (answerer's clock), t4 = the
 Pong's arrival (sender's clock) — the pinging side computes, as NTP does:
 
   round-trip time  = (t4 - t1) - (t3 - t2)
   clock offset     = ((t2 - t1) + (t3 - t4)) / 2     (the peer's clock minus ours)
 
-Any frame counts as a sign of life. A side that receives no frame for 3 heartbeat intervals
-(configurable; default 6 s) declares the link down: it ends the stream, journals a link-down
-entry, and tells its operators (EVENT_KIND_LINK_DOWN). The sender also declares the link down
-when its oldest delivery in flight stays unsettled that long. The sender then reconnects with
-jittered exponential backoff (this implementation's defaults: first delay 0.2 s, doubling to
-at most 10 s, each delay drawn uniformly between zero and its bound; reset by a connection
+Any frame counts as a sign of life. A side that receives no frame for its *dead-after* time
+(default 6 s, three heartbeat intervals) declares the link down: it ends the stream, journals a
+link-down entry, and tells its operators (EVENT_KIND_LINK_DOWN). The sender also declares the
+link down when its oldest delivery in flight stays unsettled that long. The heartbeat interval
+and the dead-after time are configuration, not negotiated on the wire: the two parties agree
+them (the defaults are 2 s and 6 s), and each side's dead-after MUST exceed its own heartbeat
+interval and SHOULD be at least three times the peer's [LINK-23]. The sender then reconnects
+with jittered exponential backoff (this implementation's defaults: first delay 0.2 s, doubling
+to at most 10 s, each delay drawn uniformly between zero and its bound; reset by a connection
 that lasted longer than the dead-after time), so that the two gateways do not reconnect in
 lockstep.
 
@@ -245,10 +293,11 @@ sequence and receive no receipt. The receiver *witnesses* them: it journals ever
 it accepts, and judges each new one against those it accepted before, from this stream,
 earlier streams and before its own restarts. Thereby each side witnesses the other's journal,
 and neither can later rewrite its history without contradicting a checkpoint the other holds.
+The head hash is defined in SPEC.md, "The journal's hash chain", with a test vector.
 
-An honest journal only grows, and its head after N entries never changes. The receiver
-applies these checks in this order; the first that fails refuses the checkpoint, for the
-reason named in quotes:
+An honest journal only grows, and its head after N entries never changes. The receiver MUST
+apply these checks in this order, and refuse the checkpoint at the first that fails, for the
+reason named in quotes [CHK-1]:
 
   1. The signature: `checkpoint.payload_type` is the Checkpoint type, `key_id` names a
      message-signing certificate of the sending party (issued by the sending party's CA,
@@ -268,34 +317,24 @@ between two checkpoints). A receiver needs only the latest witnessed checkpoint 
 it MAY forget older ones, and then refuses a fork below the latest as "stale".
 
 A checkpoint that passes is journaled and raises EVENT_KIND_CHECKPOINT. A refused checkpoint
-is not witnessed: the receiver journals a security entry that says what was wrong and holds
-the signed checkpoint (its payload bytes as received) as evidence, and raises
-EVENT_KIND_SECURITY_REFUSAL (link direction inbound) whose `detail` names the problem, for
-example "checkpoint fork: JP says entry 120 has head ab12…, but witnessed cd34… before".
+is not witnessed: the receiver MUST journal a security entry that says what was wrong and holds
+the signed checkpoint (its payload bytes as received) as evidence, and raise
+EVENT_KIND_SECURITY_REFUSAL (link direction inbound) whose `detail` names the problem [CHK-2],
+for example "checkpoint fork: JP says entry 120 has head ab12…, but witnessed cd34… before".
 The stream stays up and nothing is sent back, so that messages keep flowing; operators must
 find out what happened to the peer's journal. `create_time` is not compared between
 checkpoints, since clocks may step.
 
-The acknowledgement ladder
-==========================
-
-Every message climbs, as seen by its sender:
-
-  JOURNALED     the sending gateway made it durable in its own journal (`Send` returns);
-  DELIVERED     the receiving gateway made it durable and returned a signed batch receipt
-                that receipts it (the sender journals the batch receipt);
-  ACKNOWLEDGED  a watch officer of the receiving party answered with an `Acknowledgement`
-                (ROGER, WILCO, UNABLE, SAY_AGAIN), which travelled back as a message of its own.
-
-or ends REJECTED. Each precedence sets an acknowledgement deadline (see `Precedence`); past it,
-an unacknowledged message raises EVENT_KIND_ESCALATION at the sender and EVENT_KIND_REALERT at
-the receiver. Acknowledgements themselves stop at DELIVERED.
+What a message's settlement means for the acknowledgement ladder (JOURNALED, DELIVERED,
+ACKNOWLEDGED) is in SPEC.md, "The acknowledgement ladder".
 
 Ending a stream
 ===============
 
-The receiver ends a `Push` stream with one of these gRPC status codes:
+The receiver MUST end a `Push` stream with the status code this table gives for its reason
+[LINK-24]:
 
+  OK                   the sender half-closed the stream (a graceful close, below).
   UNAUTHENTICATED      the caller's certificate is missing, invalid or revoked.
   PERMISSION_DENIED    the caller is not the peer gateway, `Hello.party` is not its party, or
                        a signing certificate in the Hello is not one of that party's.
@@ -306,15 +345,22 @@ The receiver ends a `Push` stream with one of these gRPC status codes:
                        message id arrives again before the batch that first carried it is
                        settled (an honest sender never does this; nothing of the batch is
                        journaled, and the Welcome after the reconnect settles the first).
-  INVALID_ARGUMENT     a frame with no member of `frame` set, a malformed Hello, or a batch
-                       that is empty, too large, or not consecutive.
+  INVALID_ARGUMENT     a frame with no member of `frame` set, a malformed Hello (for example
+                       one with no signing certificate), or a batch that is empty, too large,
+                       or not consecutive.
   DATA_LOSS            `Hello.last_receipted_sequence` exceeds the receiver's last sequence
                        (the receiver's journal lost history: see "Journal loss").
-  RESOURCE_EXHAUSTED   the window is exceeded, a frame exceeds the maximum message size, or
+  RESOURCE_EXHAUSTED   the window is exceeded, a frame exceeds the maximum frame size, or
                        the peer gateway already holds its own allowance of calls at once
                        (by default 8; operators' calls never draw on it).
   ABORTED              a newer stream from the same sender replaced this one.
-  UNAVAILABLE          the receiver is shutting down.
+  UNAVAILABLE          the receiver declared the link down (no frame for its dead-after time;
+                       the status message starts `link down:`), its journal failed, or it is
+                       shutting down.
+
+Whatever the code, the sender treats the end of a stream alike: the link is down, and it
+reconnects after its backoff, resuming through Hello and Welcome; no settled message is sent
+again and no unsettled one is lost.
 
 The sender cancels the stream when it declares the link down, or when the receiver breaks the
 protocol: a Welcome that is unsigned, badly signed, for another nonce, party or version; a
@@ -324,6 +370,18 @@ EVENT_KIND_SECURITY_REFUSAL for the latter, and changes no other state. It SHOUL
 the stream when a revocation list it loads comes to list the receiver's certificate it checked
 before dialling. In every case the sender reconnects, and no journaled message is lost; before
 every connection attempt it checks the receiver's certificate again (see Topology).
+
+Closing a stream
+================
+
+There is no closing frame. A sender closes gracefully by half-closing its side of the stream
+(it may first stop sending batches and wait for the batch receipts of those in flight); the
+receiver then ends the stream with OK at once, and a batch receipt not yet sent goes out in the
+next Welcome instead. A side that is shutting down may also just end the stream: the sender by
+cancelling the call, the receiver with UNAVAILABLE. A receiver MUST finish the journal commits
+it started for a stream however the stream ends, so that the next Welcome reports them
+[LINK-25]. Nothing is lost either way: what was settled is in both journals, and what was not
+is sent again after the next Welcome.
 
 Changes from link protocol version 1: deliveries travel in batches (`DeliveryBatch`) and are
 settled by one signed `BatchReceipt` per batch (replacing per-delivery `Receipt` and unsigned

@@ -265,6 +265,11 @@ def parse_value_clause(text: str) -> ValueClause:
             re.compile(regex)
         except re.error as exc:
             raise ConstraintSyntaxError(f"pattern {regex!r} does not compile: {exc}") from None
+        problem = portable_regex_problem(regex)
+        if problem:
+            raise ConstraintSyntaxError(
+                f"pattern {regex!r} is outside the portable subset of common.proto: {problem}"
+            )
         return Pattern(regex)
     if text.startswith("format "):
         name = text.removeprefix("format ")
@@ -374,3 +379,77 @@ def parse_message_constraints(line: str) -> tuple[MessageRule, ...]:
             condition = parse_condition(condition_text)
         rules.append(MessageRule(condition, _parse_rule(body), text))
     return tuple(rules)
+
+
+# The characters a portable pattern may escape with a backslash: the syntax characters common
+# to RE2, ECMAScript (also in its `u` mode), Python `re`, Java and Go; `-` only in a class.
+_SYNTAX_CHARACTERS: Final = frozenset("^$\\.*+?()[]{}|/")
+_REPEAT_RE: Final = re.compile(r"\{[0-9]+(?:,[0-9]*)?\}")
+
+
+def portable_regex_problem(regex: str) -> str:
+    """Why `regex` is outside the portable subset stated in common.proto, or "".
+
+    The subset means the same in RE2, ECMAScript (with or without the `u` flag), Python `re`,
+    Java and Go: printable ASCII only; anchored `^...$` and otherwise no anchors; literal
+    characters, `\\` before a syntax character, bracket classes of literal characters and
+    ranges (optionally negated), groups `(...)` without `?`, alternation `|`, and the greedy
+    quantifiers `?`, `*`, `+`, `{n}`, `{n,}`, `{n,m}`. Not allowed: shorthand classes (`\\s`,
+    `\\d`, `\\w`, `\\b`, `\\p{...}`), `.` (which may or may not match a line break), escapes
+    of letters or digits, back-references, lookaround, flags, lazy or possessive quantifiers.
+    """
+    if not all(" " <= c <= "~" for c in regex):
+        return "only printable ASCII characters may appear (write a range for others)"
+    if not (regex.startswith("^") and regex.endswith("$")) or regex.endswith("\\$"):
+        return "it must be anchored: start with ^ and end with $"
+    body = regex[1:-1]
+    depth, i, repeatable = 0, 0, False
+    while i < len(body):
+        c = body[i]
+        if c == "\\":
+            escaped = body[i + 1 : i + 2]
+            if escaped not in _SYNTAX_CHARACTERS:
+                return f"escape \\{escaped} (only syntax characters may be escaped)"
+            i, repeatable = i + 2, True
+        elif c == "[":
+            j = i + 1 + (body[i + 1 : i + 2] == "^")
+            if body[j : j + 1] == "]":
+                return "a class may not start with ] (write \\])"
+            while j < len(body) and body[j] != "]":
+                if body[j] == "\\":
+                    if body[j + 1 : j + 2] not in _SYNTAX_CHARACTERS | {"-"}:
+                        return f"escape \\{body[j + 1 : j + 2]} in a class"
+                    j += 2
+                    continue
+                if body[j] == "[":
+                    return "[ inside a class (write \\[)"
+                j += 1
+            if j >= len(body):
+                return "a class is not closed"
+            i, repeatable = j + 1, True
+        elif c == "(":
+            if body[i + 1 : i + 2] == "?":
+                return "(? groups (lookaround, non-capturing groups, flags)"
+            depth, i, repeatable = depth + 1, i + 1, False
+        elif c == ")":
+            depth -= 1
+            if depth < 0:
+                return "unbalanced )"
+            i, repeatable = i + 1, True
+        elif c in "*+?{":
+            repeat = _REPEAT_RE.match(body, i) if c == "{" else None
+            if c == "{" and repeat is None:
+                return "{ that is not a quantifier {n}, {n,} or {n,m} (write \\{)"
+            if not repeatable:
+                return f"quantifier {c} with nothing to repeat"
+            i = repeat.end() if repeat is not None else i + 1
+            if body[i : i + 1] in ("?", "+"):
+                return "lazy or possessive quantifier"
+            repeatable = False
+        elif c == "|":
+            i, repeatable = i + 1, False
+        elif c in ".^$}]":
+            return f"unescaped {c} (`.` is not portable; ^ and $ only at the ends)"
+        else:
+            i, repeatable = i + 1, True
+    return "unbalanced (" if depth else ""

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final, Protocol, TypeAlias
-from urllib.parse import urlsplit
 
 from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -260,18 +259,61 @@ def pattern(regex: str) -> ValueTest:
 
 
 def _is_ip(value: str, version: int) -> bool:
-    """An address or a network (with a prefix length), written exactly as `ipaddress` prints it."""
-    try:
-        parsed: (
-            ipaddress.IPv4Address
-            | ipaddress.IPv6Address
-            | ipaddress.IPv4Network
-            | ipaddress.IPv6Network
-        )
-        parsed = ipaddress.ip_network(value) if "/" in value else ipaddress.ip_address(value)
-    except ValueError:
+    """An address, or a network with its prefix length, in the text the spec defines.
+
+    IPv4: dotted quad, four decimal octets 0..255 without leading zeros (RFC 791 text as
+    RFC 6943 section 3.1.1 recommends). IPv6: RFC 5952 (section 4; and section 5's mixed
+    notation `::ffff:a.b.c.d` for IPv4-mapped addresses), no zone. A network: the address with
+    host bits zero, `/`, and the prefix length in decimal without leading zeros.
+    """
+    address, slash, prefix = value.partition("/")
+    bits = 32 if version == 4 else 128
+    if slash and not (prefix.isascii() and prefix.isdigit() and str(int(prefix)) == prefix):
         return False
-    return parsed.version == version and str(parsed) == value
+    if slash and int(prefix) > bits:
+        return False
+    number: int
+    if version == 4:
+        if _IPV4.fullmatch(address) is None:
+            return False
+        number = int.from_bytes(bytes(int(octet) for octet in address.split(".")), "big")
+    else:
+        if "%" in address or not address.isascii():
+            return False
+        try:
+            parsed = ipaddress.IPv6Address(address)
+        except ValueError:
+            return False
+        if rfc5952_text(parsed) != address:
+            return False
+        number = int(parsed)
+    return not slash or number & ((1 << (bits - int(prefix))) - 1) == 0
+
+
+def rfc5952_text(address: ipaddress.IPv6Address) -> str:
+    """The one text of an IPv6 address per RFC 5952: lower-case hextets without leading zeros,
+    `::` for the first longest run of two or more zero hextets and for no other, and the mixed
+    notation `::ffff:a.b.c.d` for an IPv4-mapped address (section 5)."""
+    number = int(address)
+    if number >> 32 == 0xFFFF:
+        return "::ffff:" + str(ipaddress.IPv4Address(number & 0xFFFFFFFF))
+    hextets = [(number >> (112 - 16 * i)) & 0xFFFF for i in range(8)]
+    best_start, best_length, start, run = -1, 1, 0, 0
+    for index, hextet in enumerate(hextets):
+        if hextet:
+            run = 0
+            continue
+        if run == 0:
+            start = index
+        run += 1
+        if run > best_length:
+            best_start, best_length = start, run
+    text = [format(h, "x") for h in hextets]
+    if best_start < 0:
+        return ":".join(text)
+    left = ":".join(text[:best_start])
+    right = ":".join(text[best_start + best_length :])
+    return f"{left}::{right}"
 
 
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -282,7 +324,7 @@ _PREFIX6: Final = re.compile(r"12[0-8]|1[01][0-9]|[1-9]?[0-9]")
 
 
 def _quick_ipv4(value: str) -> bool:
-    """A quick yes for an IPv4 address or network in the form `ipaddress` prints.
+    """A quick yes for an IPv4 address or network in the form the spec defines.
 
     `ipaddress` takes some 3 µs for an address: the common forms are settled here, anything
     else (a no included) is left to `_is_ip`.
@@ -299,11 +341,11 @@ def _quick_ipv4(value: str) -> bool:
 
 
 def _quick_ipv6(value: str) -> bool:
-    """A quick yes for an IPv6 address or network in RFC 5952 form, as `ipaddress` prints it.
+    """A quick yes for an IPv6 address or network in RFC 5952 form.
 
     Lower-case hextets without leading zeros; `::` for the longest run of two or more zero
     hextets (the first, if two are as long), and for no other. Embedded IPv4 (`::ffff:1.2.3.4`),
-    IPv4-mapped addresses (printed differently by newer Pythons) and scopes are left to `_is_ip`.
+    IPv4-mapped addresses and zones are left to `_is_ip`.
     """
     address, slash, prefix = value.partition("/")
     if slash and _PREFIX6.fullmatch(prefix) is None:
@@ -338,25 +380,40 @@ def _quick_ipv6(value: str) -> bool:
     return not slash or number & ((1 << (128 - int(prefix))) - 1) == 0
 
 
-_URL_CHARS: Final = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
-_URL_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
+# The `url` format, in the portable regex subset of common.proto (with the port's range the only
+# check beyond it): RFC 3986 `scheme "://" authority path-abempty ["?" query] ["#" fragment]`,
+# ASCII only (an IRI is written percent-encoded), with a non-empty host.
+_UNRESERVED_OR_SUB = "A-Za-z0-9._~!$&'()*+,;="
+_PCT = "%[0-9A-Fa-f]{2}"
+URL_PATTERN: Final = (
+    "^[A-Za-z][A-Za-z0-9+.-]*://"
+    f"(([{_UNRESERVED_OR_SUB}:-]|{_PCT})*@)?"
+    f"(([{_UNRESERVED_OR_SUB}-]|{_PCT})+|\\[[0-9A-Fa-f:.]+\\])"
+    "(:[0-9]{1,5})?"
+    f"(/([{_UNRESERVED_OR_SUB}:@-]|{_PCT})*)*"
+    f"(\\?([{_UNRESERVED_OR_SUB}:@/?-]|{_PCT})*)?"
+    f"(#([{_UNRESERVED_OR_SUB}:@/?-]|{_PCT})*)?$"
+)
+_URL: Final = re.compile(URL_PATTERN)
 
 
 def _is_url(value: str) -> bool:
-    """An absolute RFC 3986 URL with a scheme and a host."""
-    if not _URL_CHARS.fullmatch(value):
+    """An absolute URL with a host, by URL_PATTERN; a port, if any, is 0..65535, and an IPv6
+    literal host is an IPv6 address."""
+    if _URL.fullmatch(value) is None:
         return False
-    try:
-        parts = urlsplit(value)
-        host = parts.hostname
-        _ = parts.port  # raises ValueError for a port that is not a number in range
-    except ValueError:
-        return False
-    return (
-        bool(_URL_SCHEME.fullmatch(parts.scheme))
-        and bool(host)
-        and value.startswith(parts.scheme + "://")
-    )
+    authority = value.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    host_port = authority.rsplit("@", 1)[-1]
+    if host_port.startswith("["):
+        literal, _, port = host_port[1:].partition("]")
+        try:
+            ipaddress.IPv6Address(literal)
+        except ValueError:
+            return False
+        port = port.removeprefix(":")
+    else:
+        _, _, port = host_port.partition(":")
+    return not port or int(port) <= 65535
 
 
 # A format's quick yes, its test, and the description of a value that fails it.

@@ -1,5 +1,6 @@
 # Hotline developer commands. Each target sets up what it needs (idempotently) first.
 #   make demo   - run the paired-endpoint demo (two gateways, one encounter)
+#   make demo-web - the same demo with the browser console; prints the page's URL
 #   make test   - run the whole test suite
 #   make lint   - ruff, ruff format --check, mypy --strict, buf lint, buf breaking
 #   make breaking - buf breaking against the committed wire baseline proto/baseline/hotline-v1.binpb
@@ -20,7 +21,7 @@ BENCH_ARGS ?=
 BUF_VERSION := 1.75.0
 BUF    := $(VENV)/node/node_modules/.bin/buf
 
-.PHONY: setup demo test lint gen ci buf breaking baseline bench clean
+.PHONY: setup demo demo-web test lint gen ci buf breaking baseline bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +41,9 @@ buf: $(BUF)
 
 demo: setup
 	$(VENV)/bin/hotline demo
+
+demo-web: setup
+	$(VENV)/bin/hotline demo --web
 
 test: setup
 	$(PY) -m pytest

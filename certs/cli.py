@@ -392,7 +392,12 @@ def register(parser: argparse.ArgumentParser) -> None:
         "crl",
         "re-sign a party's revocation list so it stays current",
         "Re-sign PARTY's revocation list unchanged, with the next CRL number and a next update\n"
-        "seven days on. Run it at least weekly; a stale list is a gateway's cue to refuse.",
+        "seven days on. Run it at least weekly. A gateway takes a list only if its CRL number\n"
+        "is greater than the one it holds (an older list put back is refused and raises an\n"
+        "alarm); once a list is past its next update (plus the gateway's crl_grace_s, default\n"
+        "0), the gateway refuses every call of PARTY's certificates, and raises an alarm, until\n"
+        "a current list is loaded. In a split deployment, deliver the new crl.pem to the peer\n"
+        "as its peer-crl.pem before the old one runs out.",
         "examples:\n  hotline certs crl --dir pki --party TW\n",
         _cmd_crl,
     )

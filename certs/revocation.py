@@ -4,6 +4,15 @@ gRPC's Python TLS has no revocation check, so a revoked certificate completes th
 gateway therefore loads `RevocationList`s (its own CA's and the peer CA's) and asks
 `is_revoked(leaf)` before any handler runs. A list is only as fresh as its file: there is no OCSP.
 
+Two rules keep a list trustworthy over time (the gateway applies them, `server.gateway`):
+
+* **No rollback.** A list replaces the one held only if its CRL number is greater
+  (`replacement_problem`): putting back an older, validly signed list would otherwise make a
+  revoked certificate good again.
+* **No stale list.** A list past its `nextUpdate` (plus a configured grace) no longer says
+  whether a certificate is revoked: the certificates of its CA are refused until a current list
+  is loaded (`RevocationList.refuse_after`, `RevocationSet.stale`).
+
 A CRL is trusted only after its signature verifies with the issuing CA's key and its issuer name
 equals the CA's subject; a revoked serial counts only for certificates with that same issuer, so
 two CAs' serial numbers can never be confused.
@@ -105,6 +114,32 @@ def build_crl(
     return builder.sign(ca_key, hashes.SHA256())
 
 
+def replacement_problem(held: RevocationList, new: RevocationList) -> str | None:
+    """Why `new` may not replace `held` (the list of the same CA in force), or None if it may.
+
+    CRL numbers only increase (RFC 5280, 5.2.3): a list whose number is not greater than the
+    one held is an old list put back (a rollback) or a forgery of the order, and is refused;
+    so is a list without a number once a numbered one is held. The same list again (the file
+    touched, or copied anew) is no replacement: the caller keeps what it holds, silently.
+    """
+    if held.same_list(new):
+        return None
+    if held.issuer != new.issuer:
+        return (
+            f"the new list was issued by {new.issuer_text!r}, the list held by {held.issuer_text!r}"
+        )
+    if held.number is None:
+        return None
+    if new.number is None:
+        return f"the new list has no CRL number; the one held has number {held.number}"
+    if new.number <= held.number:
+        return (
+            f"its CRL number {new.number} is not greater than {held.number}, the number of the "
+            "list held: an older list put back (a rollback) is never taken"
+        )
+    return None
+
+
 def revoked_entry(
     serial: int, *, reason: x509.ReasonFlags, when: datetime
 ) -> x509.RevokedCertificate:
@@ -191,6 +226,24 @@ class RevocationList:
         next_update = self.next_update
         return next_update is None or _now(now) <= next_update
 
+    def refuse_after(self, grace: timedelta = timedelta(0)) -> datetime | None:
+        """When this list stops vouching for its CA's certificates: `next_update` + `grace`
+        (None: the list names no next update, so it never turns stale)."""
+        next_update = self.next_update
+        return None if next_update is None else next_update + grace
+
+    def is_issuer_of(self, cert: x509.Certificate) -> bool:
+        """True if this is the list of the CA that issued `cert`."""
+        return cert.issuer == self._crl.issuer
+
+    def same_list(self, other: RevocationList) -> bool:
+        """True if `other` is this very list (the same signed bytes), e.g. a file touched."""
+        return self._crl.tbs_certlist_bytes == other._crl.tbs_certlist_bytes
+
+    @property
+    def issuer_text(self) -> str:
+        return self._crl.issuer.rfc4514_string()
+
     def is_revoked(self, cert: x509.Certificate) -> bool:
         """True if `cert` was issued by this list's CA and its serial number is listed."""
         return cert.issuer == self._crl.issuer and cert.serial_number in self._serials
@@ -239,6 +292,20 @@ class RevocationSet:
 
     def is_current(self, now: datetime | None = None) -> bool:
         return all(rl.is_current(now) for rl in self._lists)
+
+    def stale(
+        self, now: datetime | None = None, grace: timedelta = timedelta(0)
+    ) -> tuple[RevocationList, ...]:
+        """The lists past their `next_update` + `grace` at `now`: their CAs' certificates can
+        no longer be told revoked or not."""
+        at = _now(now)
+        return tuple(
+            rl for rl in self._lists if (end := rl.refuse_after(grace)) is not None and at > end
+        )
+
+    def list_for(self, cert: x509.Certificate) -> RevocationList | None:
+        """The list of the CA that issued `cert`, if this set holds one."""
+        return next((rl for rl in self._lists if rl.is_issuer_of(cert)), None)
 
     def __iter__(self) -> Iterator[RevocationList]:
         return iter(self._lists)

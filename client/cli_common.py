@@ -6,6 +6,12 @@ protocol's enums, JSON output (protobuf's JSON mapping, field names as in the .p
 stable and parseable), and the one-line and full renderings of events and messages, coloured
 on a terminal and plain when piped.
 
+Whatever reaches the terminal goes through `hotline.display.escaped` (JSON through
+`escaped_json`): every `Line` segment is escaped as it is added, the body of `show` line by
+line, error messages in `fail`. So text the other party wrote (free text, names, a rejection's
+detail, even a message id the gateway refused) can never move the cursor, clear the screen,
+turn a line around or forge a line of its own.
+
 Exit codes, the same for every operator command:
 
     0  done
@@ -47,6 +53,7 @@ from client.config import (
 )
 from client.errors import ClientError, MessageRejected, Timeout, Unavailable
 from client.operator import OperatorClient, state_name
+from hotline.display import escaped, escaped_json
 from hotline.errors import ConfigError, HotlineError
 from hotline.v1 import (
     bodies_pb2,
@@ -268,7 +275,7 @@ def run_command(
 
 
 def fail(name: str, message: str, code: int) -> int:
-    print(f"hotline {name}: error: {message}", file=sys.stderr)
+    print(f"hotline {name}: error: {escaped(message)}", file=sys.stderr)
     return code
 
 
@@ -280,14 +287,15 @@ def to_dict(message: Message) -> dict[str, Any]:
 
 
 def json_line(message: Message | Mapping[str, Any]) -> str:
-    """One compact JSON object (protobuf's JSON mapping, .proto field names)."""
+    """One compact JSON object (protobuf's JSON mapping, .proto field names), with anything
+    not printable in its strings escaped (`hotline.display.escaped_json`)."""
     data = message if isinstance(message, Mapping) else to_dict(message)
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return escaped_json(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
 
 
 def json_pretty(message: Message | Mapping[str, Any]) -> str:
     data = message if isinstance(message, Mapping) else to_dict(message)
-    return json.dumps(data, ensure_ascii=False, indent=2)
+    return escaped_json(json.dumps(data, ensure_ascii=False, indent=2))
 
 
 # ----------------------------------------------------------------------------- styling
@@ -346,13 +354,17 @@ def cell_width(text: str) -> int:
 
 @dataclass
 class Line:
-    """A line of styled segments, rendered with or without colour and cut to a width."""
+    """A line of styled segments, rendered with or without colour and cut to a width.
+
+    Text is escaped as it is added (`hotline.display.escaped`), so a line never carries a
+    character a terminal would obey; build lines with `add`, or from other lines' segments."""
 
     segments: list[tuple[str, str]]
 
     def add(self, text: str, style: str = "") -> Line:
         if not text:
             return self
+        text = escaped(text)
         if self.segments and self.segments[-1][1] == style:
             self.segments[-1] = (self.segments[-1][0] + text, style)
         else:
@@ -717,5 +729,6 @@ def record_text(record: operator_pb2.MessageRecord, colour: bool = False) -> str
     if member:
         body = text_format.MessageToString(getattr(env, member), as_utf8=True, indent=2)
         lines.append(f"{member}:")
-        lines.extend(body.rstrip("\n").splitlines())
+        # text format escapes C0 controls in strings itself, not C1 or format characters
+        lines.extend(escaped(line) for line in body.rstrip("\n").split("\n"))
     return "\n".join(lines)

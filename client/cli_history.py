@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from client.cli_common import (
     colour_wanted,
     describe_command,
     flatten,
+    json_line,
     record_line,
     run_command,
     to_dict,
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
             limit=args.limit,
         )
         if args.json:
-            print(json.dumps({"messages": [to_dict(r) for r in records]}, ensure_ascii=False))
+            print(json_line({"messages": [to_dict(r) for r in records]}))
             return EXIT_OK
         colour = colour_wanted(sys.stdout, args.colour)
         width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None

@@ -31,6 +31,7 @@ from client.cli_common import (
 )
 from client.errors import ClientError
 from client.operator import OperatorClient, SendResult, state_name
+from hotline.display import escaped
 from hotline.errors import ConfigError
 from hotline.ids import new_message_id
 from hotline.v1 import bodies_pb2, common_pb2, envelope_pb2, operator_pb2
@@ -465,7 +466,7 @@ async def _send_many(
     for e, result in zip(completed, await client.send_many(completed), strict=True):
         if isinstance(result, ClientError):
             refused += 1
-            print(f"{e.message_id} REFUSED {result}", file=sys.stderr)
+            print(f"{e.message_id} REFUSED {escaped(str(result))}", file=sys.stderr)
             continue
         state = result.state
         if args.wait is not None:

@@ -21,6 +21,7 @@ from client.cli_common import (
 )
 from client.errors import ClientError
 from client.operator import OperatorClient
+from hotline.display import escaped
 
 DESCRIPTION = """\
 Watch your gateway's events as they happen: messages sent and received, delivered,
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
     def reconnecting(error: ClientError, delay: float) -> None:
         print(
-            f"hotline watch: stream lost ({error}); reconnecting in {delay:.1f} s",
+            f"hotline watch: stream lost ({escaped(str(error))}); reconnecting in {delay:.1f} s",
             file=sys.stderr,
             flush=True,
         )

@@ -7,22 +7,31 @@ more, so here, for every call and before the handler sees it:
 1. the leaf certificate (`x509_pem_cert` in the auth context) is read; none: UNAUTHENTICATED;
 2. its identity is its single SPIFFE URI SAN, and the certificate must be issued by the CA of
    *that identity's* party (so one party's CA cannot mint the other's identities), be within
-   its validity, and not be on a revocation list: otherwise UNAUTHENTICATED;
+   its validity, and not be on a revocation list: otherwise UNAUTHENTICATED; nor may its CA's
+   revocation list be stale (past its nextUpdate by more than the configured grace): a list
+   that no longer says who is revoked cannot clear anyone, so that party's calls are refused
+   (UNAUTHENTICATED, naming the list) until a current one is loaded;
 3. the authorization matrix decides by service: the peer gateway may call only
    `PeerLinkService`; our own operators only `OperatorService` (and server reflection); any
    authenticated party may call the health service; everything else: PERMISSION_DENIED;
 4. admission control (`server.admission`) gives the call a slot in its lane (an operator's
    streams, an operator's unary calls, the peer link, health) or refuses it with
-   RESOURCE_EXHAUSTED, naming the limit.
+   RESOURCE_EXHAUSTED, naming the limit;
+5. a request whose bytes do not parse as the method's request message ends the call with
+   INVALID_ARGUMENT saying so (logged as one line, no traceback): grpc would answer UNKNOWN
+   and log a traceback per call. The bytes are parsed before step 1 but judged after step 4,
+   so a caller who may not call learns nothing about its bytes; in a stream, a malformed
+   message ends the requests the handler sees and the call then ends the same way.
 
 Steps 1-3 are cached per presented certificate (`Presented`; the auth context is per
 connection, so in effect per connection): a busy operator or a Watch stream parses and verifies
 its PEM once, not per call. The cache never outlives what it depends on: a new trust bundle
-empties it, new revocation lists make each entry's revocation status be decided again at its
-next use, and a certificate's chain is verified again at least every REVERIFY_S seconds.
+empties it, new revocation lists (or a list turning stale) make each entry's revocation status
+be decided again at its next use, and a certificate's chain is verified again at least every
+REVERIFY_S seconds.
 
 A stream is checked again before its next response whenever the revocation lists or the trust
-bundle change, so revoking a certificate also ends the streams open with it (the peer link, an
+bundle change or a list turns stale, so revoking a certificate also ends the streams open with it (the peer link, an
 operator's Watch) within one heartbeat, rather than at its next reconnection.
 
 Every authentication or authorization refusal is logged and journaled as a security event, with
@@ -37,9 +46,9 @@ import inspect
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import grpc
@@ -47,7 +56,7 @@ from cryptography import x509
 
 from certs.errors import CertsError
 from certs.identity import Identity, Role
-from certs.revocation import RevocationSet
+from certs.revocation import RevocationList, RevocationSet
 from certs.verify import verify_identity
 from server.admission import Admission, Lane, Limits
 
@@ -90,21 +99,35 @@ class Presented:
     connection: the auth context, and its leaf, are the connection's).
 
     The chain is verified again after `verified_until` (or at once when the trust bundle
-    changes); revocation is decided again whenever the revocation lists are replaced (`revoked`
-    holds for the lists in `revocations` only); authorization by method is remembered (it
-    depends only on the identity and the method)."""
+    changes); revocation is decided again whenever the revocation lists are replaced or one
+    turns stale (`refused` holds for the `_Lists` state it was decided with only); authorization
+    by method is remembered (it depends only on the identity and the method)."""
 
     identity: Identity
     who: str  # identity.spiffe_id, computed once
     leaf: x509.Certificate
     verified_until: float  # time.monotonic()
-    revocations: RevocationSet | None = None
-    revoked: bool = False
+    lists: _Lists | None = None
+    refused: str | None = None  # why the revocation lists refuse it (revoked, or list stale)
     allowed: dict[str, AuthError | None] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, eq=False)
+class _Lists:
+    """The revocation lists in force and which of them are stale: replaced as a whole (never
+    changed), so a cached decision compares it by identity."""
+
+    revocations: RevocationSet
+    stale: tuple[RevocationList, ...]
+    next_change: float  # wall-clock seconds when another list turns stale (inf: never)
+
+
 class Authorizer:
-    """Authenticates callers and applies the authorization matrix for one gateway."""
+    """Authenticates callers and applies the authorization matrix for one gateway.
+
+    `crl_grace` is how long past its nextUpdate a revocation list is still taken as current
+    (default none); `wall_clock` (seconds since the epoch) decides when that is.
+    """
 
     def __init__(
         self,
@@ -114,19 +137,42 @@ class Authorizer:
         revocations: RevocationSet,
         *,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        crl_grace: timedelta = timedelta(0),
     ) -> None:
         self.party = party
         self.peer_party = peer_party
         self._clock = clock
+        self._wall_clock = wall_clock
+        self.crl_grace = crl_grace
         self._cas = list(cas)
-        self._revocations = revocations
+        self._lists = self._judge(revocations)
         self._cache: OrderedDict[bytes, Presented] = OrderedDict()
         # Bumped by every update: open streams re-authenticate their caller when it changes.
         self.generation = 0
 
     @property
     def revocations(self) -> RevocationSet:
-        return self._revocations
+        return self._lists.revocations
+
+    def _judge(self, revocations: RevocationSet) -> _Lists:
+        """Which of `revocations` are stale now, and when the next one turns stale."""
+        now = datetime.fromtimestamp(self._wall_clock(), UTC)
+        stale = revocations.stale(now, self.crl_grace)
+        ends = [
+            end.timestamp()
+            for rl in revocations
+            if rl not in stale and (end := rl.refuse_after(self.crl_grace)) is not None
+        ]
+        return _Lists(revocations, stale, min(ends, default=float("inf")))
+
+    def stale(self) -> tuple[RevocationList, ...]:
+        """The revocation lists stale now (past nextUpdate + grace); their CAs' certificates
+        are refused. Cheap when nothing turned stale: one clock read."""
+        if self._wall_clock() > self._lists.next_change:
+            self._lists = self._judge(self._lists.revocations)
+            self.generation += 1
+        return self._lists.stale
 
     def update(
         self,
@@ -144,7 +190,7 @@ class Authorizer:
             self._cas = list(cas)
             self._cache.clear()
         if revocations is not None:
-            self._revocations = revocations
+            self._lists = self._judge(revocations)
         self.generation += 1
 
     def presented(self, pem: bytes) -> Presented:
@@ -154,7 +200,8 @@ class Authorizer:
         Chain verification (an ECDSA signature check) and parsing are the costly part; their
         result depends only on the certificate, the trust bundle and the time, so it is kept
         until the bundle changes, the certificate expires, or REVERIFY_S pass. A revocation
-        check costs ~15 µs (comparing issuer names): it is kept until the lists change.
+        check costs ~15 µs (comparing issuer names): it is kept until the lists change or one
+        turns stale (one clock read per call tells).
         """
         now = self._clock()
         entry = self._cache.get(pem)
@@ -175,16 +222,28 @@ class Authorizer:
             self._cache[pem] = entry
             if len(self._cache) > CACHED_CERTIFICATES:
                 self._cache.popitem(last=False)
-        if entry.revocations is not self._revocations:
-            entry.revoked = self._revocations.is_revoked(entry.leaf)
-            entry.revocations = self._revocations
-        if entry.revoked:
-            raise AuthError(
-                grpc.StatusCode.UNAUTHENTICATED,
-                f"certificate {entry.who} (serial {entry.leaf.serial_number:#x}) has been revoked",
-                entry.who,
-            )
+        self.stale()
+        if entry.lists is not self._lists:
+            entry.refused = self._refusal(entry)
+            entry.lists = self._lists
+        if entry.refused is not None:
+            raise AuthError(grpc.StatusCode.UNAUTHENTICATED, entry.refused, entry.who)
         return entry
+
+    def _refusal(self, entry: Presented) -> str | None:
+        """Why the revocation lists in force refuse `entry`'s certificate, or None."""
+        lists = self._lists
+        if lists.revocations.is_revoked(entry.leaf):
+            return (
+                f"certificate {entry.who} (serial {entry.leaf.serial_number:#x}) has been revoked"
+            )
+        for rl in lists.stale:
+            if rl.is_issuer_of(entry.leaf):
+                return (
+                    f"certificate {entry.who}: {stale_text(rl, self.crl_grace)}; its calls are "
+                    "refused until a current list is loaded"
+                )
+        return None
 
     def check(self, pem: bytes, method: str) -> Presented:
         """Authenticate the leaf `pem` and authorize it to call `method`, or raise AuthError."""
@@ -231,6 +290,16 @@ class Authorizer:
         if method.startswith(HEALTH_SERVICE):
             return
         raise AuthError(grpc.StatusCode.PERMISSION_DENIED, f"unknown method {method}")
+
+
+def stale_text(rl: RevocationList, grace: timedelta) -> str:
+    """`the revocation list of CA '...' (number 3) is stale: its next update was due ...`."""
+    due = rl.next_update.isoformat(timespec="seconds") if rl.next_update else "never"
+    allowed = f", grace {grace.total_seconds():g} s" if grace else ""
+    return (
+        f"the revocation list of CA {rl.issuer_text!r} (number {rl.number}) is stale: its next "
+        f"update was due {due}{allowed}"
+    )
 
 
 def lane_of(method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> Lane:
@@ -395,10 +464,61 @@ class _Gate:
         return current
 
 
+@dataclass(frozen=True)
+class Malformed:
+    """What the tolerant deserializer returns for bytes that do not parse: why not."""
+
+    problem: str
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+    """`deserializer`, returning a `Malformed` instead of raising (grpc would log a traceback
+    and answer UNKNOWN)."""
+    if deserializer is None:
+        return lambda data: data
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # DecodeError, or anything a parser may raise on bad bytes
+            return Malformed(str(exc) or type(exc).__name__)
+
+    return parse
+
+
+async def _refuse_malformed(
+    context: grpc.aio.ServicerContext[Any, Any], method: str, malformed: Malformed
+) -> None:
+    problem = f"the request does not parse: {malformed.problem}"
+    log.warning("refused %s from %s: INVALID_ARGUMENT %s", method, context.peer(), problem)
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+
+
+class _Requests:
+    """A request stream that ends at the first malformed message, and remembers it."""
+
+    def __init__(self, requests: AsyncIterator[Any]) -> None:
+        self._requests = requests
+        self.malformed: Malformed | None = None
+
+    def __aiter__(self) -> _Requests:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self.malformed is not None:
+            raise StopAsyncIteration
+        request = await anext(self._requests)
+        if isinstance(request, Malformed):
+            self.malformed = request
+            raise StopAsyncIteration
+        return request
+
+
 def _wrap(
     original: grpc.RpcMethodHandler[Any, Any], gate: _Gate
 ) -> grpc.RpcMethodHandler[Any, Any]:
     handler: Any = original  # grpc's stubs type behaviours for the sync API
+    deserializer = _tolerant(handler.request_deserializer)
 
     if handler.unary_unary is not None:
         inner_uu = handler.unary_unary
@@ -406,13 +526,15 @@ def _wrap(
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             who = await gate.admit(context)
             try:
+                if isinstance(request, Malformed):
+                    await _refuse_malformed(context, gate.method, request)
                 return await inner_uu(request, context)
             finally:
                 gate.release(who)
 
         return grpc.unary_unary_rpc_method_handler(
             unary_unary,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
     if handler.unary_stream is not None:
@@ -422,6 +544,8 @@ def _wrap(
             seen = gate.generation()
             who = await gate.admit(context)
             try:
+                if isinstance(request, Malformed):
+                    await _refuse_malformed(context, gate.method, request)
                 result = inner_us(request, context)
                 if inspect.isawaitable(result):  # a handler that writes with context.write()
                     await result
@@ -438,7 +562,7 @@ def _wrap(
 
         return grpc.unary_stream_rpc_method_handler(
             unary_stream,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
     if handler.stream_stream is not None:
@@ -447,24 +571,27 @@ def _wrap(
         async def stream_stream(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             seen = gate.generation()
             who = await gate.admit(context)
+            checked = _Requests(requests)
             try:
-                result = inner_ss(requests, context)
+                result = inner_ss(checked, context)
                 if inspect.isawaitable(result):
                     await result
-                    return
-                try:
-                    async for item in result:
-                        seen = await gate.recheck(context, seen)
-                        yield item
-                finally:  # end the handler now, not when its generator is collected
-                    if hasattr(result, "aclose"):
-                        await result.aclose()
+                else:
+                    try:
+                        async for item in result:
+                            seen = await gate.recheck(context, seen)
+                            yield item
+                    finally:  # end the handler now, not when its generator is collected
+                        if hasattr(result, "aclose"):
+                            await result.aclose()
+                if checked.malformed is not None:
+                    await _refuse_malformed(context, gate.method, checked.malformed)
             finally:
                 gate.release(who)
 
         return grpc.stream_stream_rpc_method_handler(
             stream_stream,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
     if handler.stream_unary is not None:
@@ -472,14 +599,18 @@ def _wrap(
 
         async def stream_unary(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             who = await gate.admit(context)
+            checked = _Requests(requests)
             try:
-                return await inner_su(requests, context)
+                response = await inner_su(checked, context)
+                if checked.malformed is not None:
+                    await _refuse_malformed(context, gate.method, checked.malformed)
+                return response
             finally:
                 gate.release(who)
 
         return grpc.stream_unary_rpc_method_handler(
             stream_unary,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
     return original

@@ -47,6 +47,11 @@ Every setting, with its default (paths are relative to the configuration file's 
                                       #   are not done by then (grpc's own default: 120 s)
     connection_idle_s = 600.0         # close (GOAWAY) an authenticated connection that has had
                                       #   no call for this long; clients reconnect; 0 = never
+    crl_grace_s = 0.0                 # how long past its nextUpdate a revocation list is still
+                                      #   taken as current; after that the calls of the party
+                                      #   whose CA issued it are refused (alarm on Watch) until
+                                      #   a current list is loaded: re-sign with `hotline certs
+                                      #   crl` (weekly) before then. 0 = no grace
     log_level = "INFO"
 
     [deadlines]                       # acknowledgement deadlines, seconds, per precedence
@@ -106,6 +111,7 @@ class GatewayConfig:
     max_connections: int = 4096
     handshake_timeout_s: float = 5.0
     connection_idle_s: float = 600.0
+    crl_grace_s: float = 0.0
     log_level: str = "INFO"
     deadlines: Deadlines = field(default_factory=Deadlines)
 
@@ -232,6 +238,11 @@ class GatewayConfig:
             raise ConfigError(
                 f"{source}: connection_idle_s must be a number of seconds (0 = never), "
                 f"got {self.connection_idle_s!r}"
+            )
+        if not _is_number(self.crl_grace_s) or self.crl_grace_s < 0:
+            raise ConfigError(
+                f"{source}: crl_grace_s must be a number of seconds (0 = no grace), "
+                f"got {self.crl_grace_s!r}"
             )
         for address_name in ("listen", "peer_address"):
             address = getattr(self, address_name)

@@ -9,6 +9,13 @@ and checked against the current revocation lists (`server.peerlink.peer_certific
 grpcio's client handshake does not check revocation; and when a reloaded revocation list lists
 the certificate checked before the current outbound connection, that connection is ended.
 
+A reloaded revocation list replaces the one in force only if its CRL number is greater: an
+older list put back is refused, journaled as a security event (`CRL_ROLLBACK`, an alarm on
+Watch), and the list held stays in force. A list past its nextUpdate by more than `crl_grace_s`
+is stale: the calls of the party whose CA issued it are refused (`server.auth`), the outbound
+link is not dialled if it is the peer's, and a `CRL_STALE` security event raises the alarm,
+once per list, until a current list is loaded.
+
 The journal is the gateway's alone: opening it takes an exclusive lock (a second gateway on
 the same file fails to start with "journal FILE is in use by pid N"). Every second a timer
 checks that the journal's path still names the file opened; if it was deleted or replaced, the
@@ -28,6 +35,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +48,7 @@ from grpc_reflection.v1alpha import reflection
 
 from certs.errors import CertsError
 from certs.pki import load_certificate, load_party_revocations, load_signing_key
+from certs.revocation import RevocationList, RevocationSet, replacement_problem
 from hotline import link
 from hotline.errors import ConfigError
 from hotline.signing import PAYLOAD_TYPE_CHECKPOINT, KeyRing, Signer
@@ -59,7 +68,7 @@ from server.admission import (
     connection_options,
     raise_open_file_limit,
 )
-from server.auth import AuthInterceptor, Authorizer, Refusal
+from server.auth import AuthInterceptor, Authorizer, Refusal, stale_text
 from server.config import GatewayConfig
 from server.journal import Journal, JournalError, Kind
 from server.operator_service import OperatorServicer
@@ -67,6 +76,7 @@ from server.peerlink.peer_certificate import (
     DEFAULT_TIMEOUT,
     PeerCertificateRefused,
     PeerCertificateRevoked,
+    PeerRevocationStale,
     check_not_revoked,
     read_peer_certificate,
     split_address,
@@ -125,7 +135,11 @@ class Gateway:
         self.keyring = KeyRing([self._own_ca, self._peer_ca], revocations=revocations)
         self.keyring.add_certificate(signing_cert)
         self.authorizer = Authorizer(
-            self.party, self.peer_party, [self._own_ca, self._peer_ca], revocations
+            self.party,
+            self.peer_party,
+            [self._own_ca, self._peer_ca],
+            revocations,
+            crl_grace=timedelta(seconds=config.crl_grace_s),
         )
         self.admission = Admission(config.limits)
         try:
@@ -196,6 +210,7 @@ class Gateway:
             watched.changed()
         self.port = 0
         self._stale_warned = float("-inf")
+        self._stale_alarmed: set[str] = set()  # issuers of the stale lists already alarmed
         # The peer certificate checked before the current outbound connection, if it passed.
         self._peer_certificate: x509.Certificate | None = None
         # Set when the journal file was deleted or replaced under the running gateway: why.
@@ -232,6 +247,9 @@ class Gateway:
         """Before each dial: the peer must present its gateway certificate, not revoked."""
         paths = self.config.paths
         self._peer_certificate = None
+        for stale in self.authorizer.stale():
+            if stale.issuer == self._peer_ca.subject:
+                raise PeerRevocationStale(stale_text(stale, self.authorizer.crl_grace))
         self._peer_certificate = await read_peer_certificate(
             self.config.peer_address,
             peer_party=self.peer_party,
@@ -244,31 +262,96 @@ class Gateway:
             timeout=max(DEFAULT_TIMEOUT, self.config.dead_after_s),
         )
 
-    def _reload_revocations(self) -> None:
+    async def _reload_revocations(self) -> None:
+        """Every 2 s: take changed revocation list files (never an older list), then see
+        whether a list in force has turned stale."""
         now = time.monotonic()
         if not self.authorizer.revocations.is_current() and now - self._stale_warned > 600:
             self._stale_warned = now
             log.warning(
                 "a revocation list is past its next-update time: re-sign it with "
-                "`hotline certs crl` (revocation is only as fresh as the newest list)"
+                "`hotline certs crl` (revocation is only as fresh as the newest list; after "
+                "crl_grace_s = %g s the calls of its party are refused)",
+                self.config.crl_grace_s,
             )
         changed = [w.changed() for w in self._crl_files]  # update every stamp
         if any(changed):
             try:
-                revocations = load_party_revocations(self.config.paths)
-                self.authorizer.update(revocations=revocations)
-                self.keyring.set_revocations(revocations)
-                log.info("revocation lists reloaded")
+                loaded = load_party_revocations(self.config.paths)
             except CertsError as exc:
                 log.error("kept the previous revocation lists: %s", exc)
-                return
-            if self._peer_certificate is not None:
-                try:
-                    check_not_revoked(self._peer_certificate, revocations)
-                except PeerCertificateRevoked as revoked:
-                    self._peer_certificate = None
-                    log.warning("ending the link to %s: %s", self.peer_party, revoked)
-                    self.sender.redial(revoked)
+            else:
+                await self._take_revocations(loaded)
+        await self._alarm_stale()
+
+    def _party_of(self, rl: RevocationList) -> str:
+        return self.party if rl.issuer == self._own_ca.subject else self.peer_party
+
+    async def _take_revocations(self, loaded: RevocationSet) -> None:
+        """Put `loaded` in force, list by list, except a list that may not replace the one held
+        (`certs.revocation.replacement_problem`): that one is refused and journaled."""
+        held = {rl.issuer: rl for rl in self.authorizer.revocations}
+        in_force: list[RevocationList] = []
+        taken: list[RevocationList] = []
+        for new in loaded:
+            old = held.get(new.issuer)
+            if old is not None and old.same_list(new):
+                in_force.append(old)
+                continue
+            problem = None if old is None else replacement_problem(old, new)
+            if old is not None and problem is not None:
+                in_force.append(old)
+                party = self._party_of(old)
+                detail = (
+                    f"refused the new {party} revocation list (CA {new.issuer_text!r}): "
+                    f"{problem}; the list held (number {old.number}) stays in force"
+                )
+                log.error("%s", detail)
+                await self.store.record_event(
+                    Kind.SECURITY, {"code": "CRL_ROLLBACK", "detail": detail}
+                )
+                continue
+            in_force.append(new)
+            taken.append(new)
+        if not taken:
+            return
+        revocations = RevocationSet(in_force)
+        self.authorizer.update(revocations=revocations)
+        self.keyring.set_revocations(revocations)
+        log.info(
+            "revocation lists reloaded: %s",
+            ", ".join(f"{self._party_of(rl)} number {rl.number}" for rl in taken),
+        )
+        if self._peer_certificate is not None:
+            try:
+                check_not_revoked(self._peer_certificate, revocations)
+            except PeerCertificateRevoked as revoked:
+                self._peer_certificate = None
+                log.warning("ending the link to %s: %s", self.peer_party, revoked)
+                self.sender.redial(revoked)
+
+    async def _alarm_stale(self) -> None:
+        """Raise the alarm once for each list that turned stale; end our link to the peer if
+        the peer's list did (the peer's calls to us are refused by the authorizer)."""
+        stale = {rl.issuer_text: rl for rl in self.authorizer.stale()}
+        for issuer, rl in stale.items():
+            if issuer in self._stale_alarmed:
+                continue
+            party = self._party_of(rl)
+            detail = (
+                f"{stale_text(rl, self.authorizer.crl_grace)}: every call of a {party} "
+                f"certificate is refused until a current list is loaded (`hotline certs crl "
+                f"--party {party}`"
+                + (", then deliver it as peer-crl.pem)" if party == self.peer_party else ")")
+            )
+            log.error("%s", detail)
+            await self.store.record_event(Kind.SECURITY, {"code": "CRL_STALE", "detail": detail})
+            if party == self.peer_party and self._peer_certificate is not None:
+                self._peer_certificate = None
+                self.sender.redial(PeerRevocationStale(f"ending the link: {detail}"))
+        for issuer in self._stale_alarmed - set(stale):
+            log.warning("the revocation list of CA %r is current again", issuer)
+        self._stale_alarmed = set(stale)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -278,6 +361,7 @@ class Gateway:
         # pay it now, not on the first message of the hot line.
         validate_envelope(envelope_pb2.Envelope())
         await self.store.record_key(self._signing_der[0], self.party)
+        await self._alarm_stale()  # a list already stale at start: say so at once
         open_files = raise_open_file_limit()
         max_connections = connection_cap(cfg.max_connections, open_files)
         server = grpc.aio.server(
@@ -323,9 +407,7 @@ class Gateway:
             asyncio.create_task(
                 self._every(cfg.deadline_check_s, self._check_deadlines), name="deadlines"
             ),
-            asyncio.create_task(
-                self._every(2.0, self._reload_revocations_async), name="crl-reload"
-            ),
+            asyncio.create_task(self._every(2.0, self._reload_revocations), name="crl-reload"),
             asyncio.create_task(
                 self._every(self.journal_check_s, self._check_journal_file), name="journal-file"
             ),
@@ -389,9 +471,6 @@ class Gateway:
                 raise
             except Exception:
                 log.exception("periodic task failed")
-
-    async def _reload_revocations_async(self) -> None:
-        self._reload_revocations()
 
     async def _check_journal_file(self) -> None:
         problem = self.journal.check_file()

@@ -31,6 +31,7 @@ log = logging.getLogger("hotline.operator")
 
 Context = grpc.aio.ServicerContext[Any, Any]
 WATCH_BUFFER = 10_000
+FIRST_PAGE = 2**62  # `before` of the first page: above every journal position
 
 
 # The one table from the gateway's refusals to gRPC status codes (client.errors inverts it).
@@ -177,7 +178,7 @@ class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
             overdue_only=request.overdue_only,
         )
         filters = request.SerializeToString(deterministic=True)
-        before = 2**62
+        before = FIRST_PAGE
         if request.page_token:
             before = await self._decode_token(request, filters, context)
         size = request.page_size or 100
@@ -198,8 +199,11 @@ class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
         expected = sha256(probe.SerializeToString(deterministic=True)).hex()[:16]
         try:
             data = json.loads(base64.urlsafe_b64decode(request.page_token.encode()))
-            position, digest = int(data["before"]), str(data["filters"])
-        except (ValueError, KeyError, TypeError):
+            position, digest = data["before"], str(data["filters"])
+        except (ValueError, KeyError, TypeError, RecursionError):
+            position, digest = None, ""
+        # a journal position as this gateway issues them, never a number SQLite cannot hold
+        if type(position) is not int or not 1 <= position <= FIRST_PAGE:
             await _abort(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,

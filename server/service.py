@@ -8,7 +8,8 @@ the peer link. A batch of one is the `Send` RPC.
 
 The steps for each envelope, in order (the spec's `OperatorService.Send` errors):
   1. sender_party / originator, if set, are the caller's      PERMISSION_DENIED (journaled)
-  2. recipient is the peer; not an acknowledgement body        INVALID_ARGUMENT
+  2. only fields the spec defines (hotline.strict), at any
+     depth; recipient is the peer; not an acknowledgement body INVALID_ARGUMENT
   3. fill (id, sender, originator, create_time), validate,
      releasable to the peer, not already expired                 INVALID_ARGUMENT
      the caller's role may originate the body                   PERMISSION_DENIED
@@ -44,6 +45,7 @@ from hotline.acceptance import originator_problem, releasability_problem
 from hotline.ids import new_message_id
 from hotline.link import MAX_ENVELOPE_BYTES
 from hotline.signing import PAYLOAD_TYPE_ENVELOPE, Signer
+from hotline.strict import describe, strip_unknown_fields
 from hotline.v1 import bodies_pb2, common_pb2, envelope_pb2, operator_pb2
 from hotline.validation import validate, validate_envelope
 from hotline.wire import timestamp_ns
@@ -281,6 +283,13 @@ class GatewayService:
                 {"code": "PERMISSION_DENIED", "detail": f"{who} calling Send: {impersonation}"},
             )
             raise PermissionDenied(impersonation)
+        unknown = strip_unknown_fields(envelope)
+        if unknown:
+            raise InvalidArgument(
+                "envelope: holds fields this specification does not define (a signed envelope "
+                "may not; the peer would refuse it as INVALID_MESSAGE): "
+                + describe(unknown, prefix="envelope")
+            )
         if len(envelope.references) > MAX_REFERENCES:
             raise InvalidArgument(
                 f"envelope.references: at most {MAX_REFERENCES} items, "
@@ -479,6 +488,12 @@ class GatewayService:
         )
         envelope.handling.CopyFrom(original.handling)
         envelope.create_time.FromNanoseconds(time.time_ns())
+        unknown = strip_unknown_fields(envelope)  # remarks and reason come from the request
+        if unknown:
+            raise InvalidArgument(
+                "remarks or reason: the acknowledgement would hold fields this specification "
+                "does not define: " + describe(unknown, prefix="envelope")
+            )
         violations = validate_envelope(envelope)
         if violations:
             raise InvalidArgument(violations_text(violations))

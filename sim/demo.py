@@ -17,6 +17,12 @@ message, the journal paths, and an offline verification of both journals (hash c
 signature, and each side's checkpoints as witnessed by the other). `--keep` leaves the gateways
 running, with an operator file per party, and prints how to talk to them by hand.
 
+`--web` also serves the browser console (`client.console`) on loopback and prints its URL: both
+watch floors, the map of the encounter, link status and a timeline. The encounter starts when
+the page is open (or after `--web-wait` seconds), at a pace a room can follow; the re-alerted
+FLASH report may be acknowledged from the page (the demo answers it itself if nobody does), and
+the console stays up after the encounter until Ctrl-C.
+
 The gateways are always stopped on the way out (normal end, failure, Ctrl-C or SIGTERM). The
 exit code is 0 only if every message was delivered and acknowledged, the escalation appeared,
 and both journals verified.
@@ -33,6 +39,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -56,6 +63,7 @@ from client.cli_common import (
     precedence_name,
 )
 from client.config import write_operator_config
+from client.console import Console
 from client.errors import ClientError
 from client.operator import ACKNOWLEDGED, DELIVERED, OperatorClient
 from hotline.errors import HotlineError
@@ -70,6 +78,9 @@ DEMO_DEADLINES_S: dict[str, float] = {
     "ROUTINE": 10.0,
 }
 SCENARIO_TIMEOUT_S = 45.0
+WEB_LISTEN = "127.0.0.1:8765"
+WEB_THINK_S = 3.0  # the scripted watch officers' think time when a room is watching the page
+WEB_ANSWER_S = 20.0  # how long the page has to answer the re-alerted FLASH before the script does
 COLUMNS_MIN_WIDTH = 100  # two columns need ~48 cells each; narrower terminals get lines
 WATCH_KINDS = [
     k for k in operator_pb2.EventKind.values() if k not in (0, operator_pb2.EVENT_KIND_CHECKPOINT)
@@ -82,6 +93,9 @@ encounter between their watch floors: an unplanned naval encounter near Yonaguni
 intercept in the overlapping ADIZs, where one side is slow to answer and the deadline escalates.
 Everything is real: processes, mutual TLS, signatures, journals. Acknowledgement deadlines are
 shortened for the demo (FLASH 4 s, IMMEDIATE 6 s, PRIORITY 8 s, ROUTINE 10 s).
+
+With --web, the browser console shows the same encounter: both watch floors, a map of the
+encounter, link status and a timeline; acknowledge the re-alerted FLASH report from the page.
 
 Exit code 0 if every message was delivered and acknowledged and both journals verify."""
 
@@ -99,6 +113,7 @@ class Floors:
         self.width = max(width, 60)
         self.col = (self.width - 3) // 2
         self.start = time.monotonic()
+        self.listeners: list[Callable[[str], None]] = []  # also told every narration line
 
     def _print(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -128,6 +143,8 @@ class Floors:
 
     def narrate(self, text: str, style: str = f"{BOLD};{CYAN}") -> None:
         elapsed = time.monotonic() - self.start
+        for listener in self.listeners:
+            listener(text)
         line = Line([]).add(f"▶ t+{elapsed:4.1f}s  {text}", style)
         if self.columns:
             self._print(line.render(self.colour, self.width))
@@ -199,7 +216,7 @@ async def _watch_floor(party: str, client: OperatorClient, floors: Floors, seen:
 # ----------------------------------------------------------------------------- the encounter
 
 YONAGUNI = (24.30, 122.95)  # about 12 nm south of Yonaguni
-OVERLAP = (23.85, 123.55)  # where the JADIZ and TWADIZ overlap, east of Taiwan
+OVERLAP = (24.40, 122.82)  # where the JADIZ and TWADIZ overlap, west of Yonaguni
 
 
 def _encounter_report() -> Message:
@@ -286,6 +303,8 @@ class Stage:
     seen: Seen
     clients: dict[str, OperatorClient]
     exchanges: list[Exchange] = field(default_factory=list)
+    think_s: float = 1.0  # the scripted watch officers' think time
+    page_answer_s: float = 0.0  # how long the console's page may answer a re-alert (0: no page)
 
 
 async def _exchange(
@@ -298,7 +317,6 @@ async def _exchange(
     precedence: int,
     level: int,
     remarks: str,
-    think_s: float = 1.0,
     slow: bool = False,
 ) -> Exchange:
     x = Exchange(label, sender, receiver, precedence, level)
@@ -319,10 +337,27 @@ async def _exchange(
             async with asyncio.timeout(deadline + 8):
                 await escalation.wait()
                 await realert.wait()
-            stage.floors.narrate(f"{receiver}'s watch officer answers the re-alert")
+            answered = False
+            if stage.page_answer_s > 0:
+                stage.floors.narrate(
+                    f"{receiver}'s watch is re-alerted: acknowledge the FLASH report from the "
+                    f"console page (the script answers in {stage.page_answer_s:g} s otherwise)"
+                )
+                from_page = stage.seen.flag(
+                    receiver, operator_pb2.EVENT_KIND_MESSAGE_ACKNOWLEDGED, x.message_id
+                )
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(stage.page_answer_s):
+                        await from_page.wait()
+                        answered = True
+            if answered:
+                stage.floors.narrate(f"{receiver}'s watch officer answered from the console")
+            else:
+                stage.floors.narrate(f"{receiver}'s watch officer answers the re-alert")
+                await into.acknowledge(x.message_id, level, remarks=remarks)
         else:
-            await asyncio.sleep(think_s)
-        await into.acknowledge(x.message_id, level, remarks=remarks)
+            await asyncio.sleep(stage.think_s)
+            await into.acknowledge(x.message_id, level, remarks=remarks)
         record = await out.wait_for(x.message_id, ACKNOWLEDGED, timeout=10)
         journaled = record.journal_time.ToNanoseconds()
         if record.HasField("deliver_time"):
@@ -365,7 +400,7 @@ async def play(stage: Stage) -> None:
         level=wilco,
         remarks="JS AOZORA will hold course and speed and keep 2 nm clear.",
     )
-    n("Phase 2: air intercept in the overlapping ADIZs, east of Taiwan")
+    n("Phase 2: air intercept where the ADIZs overlap, west of Yonaguni")
     n("TW fighters intercept an unidentified aircraft heading for Yonaguni; TW reports it FLASH")
     await _exchange(
         stage,
@@ -613,6 +648,8 @@ async def _demo(args: argparse.Namespace, leftovers: _Leftovers, out: TextIO) ->
     watchers: list[asyncio.Task[None]] = []
     exchanges: list[Exchange] = []
     configs: dict[str, Path] = {}
+    console: Console | None = None
+    stay = args.keep or args.web
     try:
         for party in pair.parties:
             side = pair.side(party)
@@ -628,6 +665,11 @@ async def _demo(args: argparse.Namespace, leftovers: _Leftovers, out: TextIO) ->
                 DIM,
             )
         say(f"  gateways up in {time.monotonic() - started:.1f} s")
+        if args.web:
+            console = await _open_console(args, clients, floors)
+            if console is None:
+                return 2
+            floors.listeners.append(console.note)
         say()
         floors.start = time.monotonic()
         floors.header()
@@ -639,16 +681,18 @@ async def _demo(args: argparse.Namespace, leftovers: _Leftovers, out: TextIO) ->
                 )
             )
         stage = Stage(floors, seen, clients, exchanges)
+        timeout = SCENARIO_TIMEOUT_S
+        if console is not None:
+            stage.think_s, stage.page_answer_s = WEB_THINK_S, WEB_ANSWER_S
+            timeout += WEB_ANSWER_S + 4 * WEB_THINK_S
         try:
-            async with asyncio.timeout(SCENARIO_TIMEOUT_S):
+            async with asyncio.timeout(timeout):
                 for party in pair.parties:
                     await seen.up(party).wait()
                 await play(stage)
                 await asyncio.sleep(0.3)  # let the last events reach the floors
         except TimeoutError:
-            floors.narrate(
-                f"the demo did not finish within {SCENARIO_TIMEOUT_S:g} s", f"{BOLD};{RED}"
-            )
+            floors.narrate(f"the demo did not finish within {timeout:g} s", f"{BOLD};{RED}")
             for x in exchanges:
                 x.error = x.error or "did not complete in time"
             if not exchanges:
@@ -657,7 +701,7 @@ async def _demo(args: argparse.Namespace, leftovers: _Leftovers, out: TextIO) ->
             task.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)
         watchers = []
-        if not args.keep:
+        if not stay:
             for client in clients.values():
                 await client.close()
             await pair.stop()
@@ -685,8 +729,13 @@ async def _demo(args: argparse.Namespace, leftovers: _Leftovers, out: TextIO) ->
                 json.dumps(summary_data(workdir, exchanges, verdicts, ok), indent=2) + "\n",
                 encoding="utf-8",
             )
-        if args.keep:
-            print_keep_instructions(floors, pair, configs)
+        if stay:
+            if args.keep:
+                print_keep_instructions(floors, pair, configs)
+            if console is not None:
+                say(f"The console stays open at {console.url}", BOLD)
+                if not args.keep:
+                    say("Press Ctrl-C to stop the console and the gateways.", BOLD)
             try:
                 await asyncio.Event().wait()
             except asyncio.CancelledError:
@@ -696,6 +745,8 @@ async def _demo(args: argparse.Namespace, leftovers: _Leftovers, out: TextIO) ->
                 say("\nstopping the gateways ...")
         return 0 if ok else 1
     finally:
+        if console is not None:
+            await console.stop()
         for task in watchers:
             task.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)
@@ -704,6 +755,32 @@ async def _demo(args: argparse.Namespace, leftovers: _Leftovers, out: TextIO) ->
                 await client.close()
         await pair.stop()
         leftovers.pair = None
+
+
+async def _open_console(
+    args: argparse.Namespace, clients: dict[str, OperatorClient], floors: Floors
+) -> Console | None:
+    """Serve the browser console over both floors and wait (bounded) for a page to open it."""
+    say = floors.say
+    host, _, port = args.web_listen.rpartition(":")
+    try:
+        console = Console(
+            clients, host=host.strip("[]"), port=int(port), title="Hotline demo: JP ⇄ TW"
+        )
+        url = await console.start()
+    except (ValueError, HotlineError) as exc:
+        say(f"hotline demo: error: cannot serve the console: {exc}", f"{BOLD};{RED}")
+        return None
+    say(f"  console: {url}", BOLD)
+    if args.web_wait > 0:
+        say(
+            f"  open it in a browser: the encounter starts when the page is open (at most {args.web_wait:g} s)"
+        )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(args.web_wait):
+                await console.followed.wait()
+        await asyncio.sleep(1.0)  # let the page draw the floors and the map first
+    return console
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -734,6 +811,25 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--summary-json", metavar="FILE", help="also write the summary as JSON to FILE"
+    )
+    web = parser.add_argument_group("browser console")
+    web.add_argument(
+        "--web",
+        action="store_true",
+        help="also serve the browser console and print its URL; it stays up until Ctrl-C",
+    )
+    web.add_argument(
+        "--web-listen",
+        metavar="HOST:PORT",
+        default=WEB_LISTEN,
+        help=f"where the console listens (default {WEB_LISTEN}; loopback only; port 0: any)",
+    )
+    web.add_argument(
+        "--web-wait",
+        metavar="SECONDS",
+        type=float,
+        default=60.0,
+        help="wait this long for the page to be opened before the encounter starts (default 60)",
     )
     parser.set_defaults(func=run)
 

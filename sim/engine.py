@@ -29,6 +29,7 @@ from typing import Any
 
 from client.errors import ClientError, RateLimited, Timeout, Unavailable
 from client.operator import OperatorClient
+from hotline.display import escaped
 from hotline.v1 import bodies_pb2, common_pb2, envelope_pb2, operator_pb2
 from sim.clock import VirtualClock
 from sim.metrics import Metrics
@@ -309,11 +310,11 @@ class Engine:
 
     def _failed(self, tracked: Tracked, exc: ClientError) -> bool:
         code = exc.code.name if exc.code is not None else type(exc).__name__
-        tracked.error = f"{code}: {exc.detail}"
+        tracked.error = f"{code}: {escaped(exc.detail)}"
         tracked.done.set()
         self.metrics.error(f"send {code}")
         self.progress.errors += 1
-        log.warning("send of %s %s failed: %s", tracked.body, tracked.message_id, exc)
+        log.warning("send of %s %s failed: %s", tracked.body, tracked.message_id, escaped(str(exc)))
         self._changed.set()
         return False
 
@@ -356,7 +357,7 @@ class Engine:
                 delay = min(delay * 2, 1.0)
             except ClientError as exc:
                 self.metrics.error(f"acknowledge {exc.code.name if exc.code else exc}")
-                log.warning("acknowledge of %s failed: %s", tracked.message_id, exc)
+                log.warning("acknowledge of %s failed: %s", tracked.message_id, escaped(str(exc)))
                 return
         tracked.ack_returned = time.monotonic()
         self.acks_sent += 1
@@ -390,7 +391,7 @@ class Engine:
         except asyncio.CancelledError:
             raise
         except ClientError as exc:
-            log.error("watch of %s ended: %s", side.party, exc)
+            log.error("watch of %s ended: %s", side.party, escaped(str(exc)))
             self.metrics.error(f"watch {side.party} {type(exc).__name__}")
 
     def _on_event(self, party: str, event: operator_pb2.Event) -> None:
@@ -446,7 +447,7 @@ class Engine:
         elif kind == EK.EVENT_KIND_MESSAGE_REJECTED and party == tracked.sender:
             tracked.rejected = True
             self.metrics.count("rejected")
-            log.warning("%s was rejected: %s", tracked.message_id, event.detail)
+            log.warning("%s was rejected: %s", tracked.message_id, escaped(event.detail))
         elif kind == EK.EVENT_KIND_ESCALATION and party == tracked.sender:
             self.metrics.overdue.add(tracked.message_id)
         elif kind == EK.EVENT_KIND_REALERT and party == tracked.recipient:

@@ -19,7 +19,9 @@ from certs.errors import IdentityError
 from certs.identity import Role, parse_spiffe_id
 from hotline import lifecycle, link
 from hotline.errors import SignatureError
+from hotline.ids import is_message_id
 from hotline.signing import PAYLOAD_TYPE_ENVELOPE, KeyRing
+from hotline.strict import describe, strip_unknown_fields
 from hotline.v1 import common_pb2, envelope_pb2
 from hotline.validation import validate_envelope
 
@@ -65,7 +67,7 @@ def check_delivery(
     ) -> link.RejectionItem:
         return link.RejectionItem(
             delivery.sequence,
-            message_id,
+            message_id if is_message_id(message_id) else "",  # the spec: empty if malformed
             reason,
             detail[:MAX_DETAIL],
             violations[:MAX_VIOLATIONS],
@@ -80,12 +82,20 @@ def check_delivery(
         payload = keyring.verify(signed, payload_type=PAYLOAD_TYPE_ENVELOPE, party=sender_party)
     except SignatureError as exc:
         return refuse(link.RejectReason.BAD_SIGNATURE, str(exc))
-    # 2. The payload parses.
+    # 2. The payload parses, into fields this specification defines only.
     envelope = envelope_pb2.Envelope()
     try:
         envelope.ParseFromString(payload)
     except Exception as exc:
         return refuse(link.RejectReason.INVALID_MESSAGE, f"envelope bytes do not parse: {exc}")
+    unknown = strip_unknown_fields(envelope)
+    if unknown:
+        return refuse(
+            link.RejectReason.INVALID_MESSAGE,
+            "the envelope holds fields this specification does not define: " + describe(unknown),
+            envelope.message_id,
+            tuple((f.path or "message_id", str(f)) for f in unknown),
+        )
     message_id = envelope.message_id
     # 3. Not journaled before: from this sender (a duplicate), or by us (ids are unique forever).
     held = seen(message_id) if message_id else None

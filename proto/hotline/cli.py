@@ -30,6 +30,11 @@ SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
     ("history", "client.cli_history", "list messages in your gateway's journal"),
     ("show", "client.cli_show", "show one message and where it stands"),
     ("status", "client.cli_status", "show the peer link's state"),
+    (
+        "console",
+        "client.console.cli",
+        "serve a browser console: both watch floors live, a map, acknowledgements",
+    ),
     ("demo", "sim.demo", "run two paired gateways and a short encounter, end to end"),
     ("sim", "sim.cli", "replay scenarios, generate load, benchmark"),
     (

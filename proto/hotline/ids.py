@@ -23,4 +23,4 @@ def new_message_id(now_ns: int | None = None) -> str:
 
 
 def is_message_id(text: str) -> bool:
-    return bool(MESSAGE_ID_PATTERN.match(text))
+    return MESSAGE_ID_PATTERN.fullmatch(text) is not None  # `$` alone lets "...\n" through

@@ -26,7 +26,10 @@ errors (this module's part of the tree under `hotline.errors.HotlineError`):
         ├── PeerCertificateUntrusted      not issued by the peer CA for the pinned name, or
         │                                 outside its validity
         ├── PeerCertificateWrongIdentity  not the peer gateway's SPIFFE ID
-        └── PeerCertificateRevoked        on the peer CA's revocation list
+        ├── PeerCertificateRevoked        on the peer CA's revocation list
+        └── PeerRevocationStale           the peer CA's revocation list is stale (past its
+                                          nextUpdate and grace): nothing can be cleared by it,
+                                          so the gateway does not dial (checked before reading)
 
 Each error carries a `code` (`PEER_CERTIFICATE_REVOKED`, ...), which the gateway journals.
 
@@ -120,6 +123,12 @@ class PeerCertificateRevoked(PeerCertificateRefused):
     """On the revocation list of the peer CA."""
 
     code = "PEER_CERTIFICATE_REVOKED"
+
+
+class PeerRevocationStale(PeerCertificateRefused):
+    """The peer CA's revocation list is stale, so no certificate of that CA can be cleared."""
+
+    code = "PEER_REVOCATION_STALE"
 
 
 def split_address(address: str) -> tuple[str, int]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hotline.display import escaped
+
 
 @dataclass
 class LinkStatus:
@@ -28,13 +30,10 @@ class LinkStatus:
 
 
 def printable(text: str, limit: int = 300) -> str:
-    """Peer-supplied text made safe for one log line: control characters escaped, length cut.
+    """Peer-supplied text made safe for one log line: cut to `limit` characters, anything not
+    printable escaped (`hotline.display.escaped`, the same escaping the CLI shows).
 
     Printable text of any script (ja, zh-Hant) stays as it is; a newline or escape sequence in
     a peer's rejection detail cannot forge a log line or drive a terminal.
     """
-    cut = text[:limit]
-    safe = "".join(
-        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in cut
-    )
-    return safe + ("…" if len(text) > limit else "")
+    return escaped(text[:limit]) + ("…" if len(text) > limit else "")

@@ -24,6 +24,7 @@ from hotline.validation import (
     FieldConstraints,
     Format,
     Length,
+    Multiline,
     OneOf,
     PathClause,
     Pattern,
@@ -198,6 +199,7 @@ def test_the_committed_table_compiles_against_the_descriptors() -> None:
         ("hotline.v1.HandlingMarking.releasable_to", "required; 1..3 chars", "use `each`"),
         ("hotline.v1.HandlingMarking.caveat", "optional; 1..3 items", "singular"),
         ("hotline.v1.LocalizedText.variants", "required; unique by lang", "no field"),
+        ("hotline.v1.Position.latitude_deg", "required; multiline", "not a string"),
     ],
 )
 def test_a_field_line_that_names_the_wrong_thing_is_reported(
@@ -423,6 +425,49 @@ def test_string_lengths_count_code_points() -> None:
     assert validate(text) == []
     variant.text = "波" * 4001
     assert only(validate(text), "variants[0].text") == "must be 1..4000 chars long, got 4001"
+
+
+def test_multiline_parses_as_a_clause() -> None:
+    spec = parse_field_constraints("required; 1..4000 chars; multiline")
+    assert spec.clauses == (Length("chars", 1, 4000), Multiline())
+
+
+@pytest.mark.must("VAL-6")
+@pytest.mark.parametrize(
+    "control", ["\x00", "\x07", "\x1b", "\r", "\x0b", "\x0c", "\x7f", "\x85", "\x9b"]
+)
+def test_no_string_holds_a_control_character(
+    encounter: envelope_pb2.Envelope, control: str
+) -> None:
+    name = encounter.maritime_encounter.contacts[0].identity
+    name.name = f"SHENG{control}FENG"
+    assert only(validate_envelope(encounter), "maritime_encounter.contacts[0].identity.name") == (
+        f"must not hold control characters, got U+{ord(control):04X} at character 5 of "
+        f"{f'SHENG{control}FENG'!r}"
+    )
+    text = common_pb2.LocalizedText()
+    variant = text.variants.add(language="en", kind=common_pb2.TRANSLATION_KIND_ORIGINAL)
+    variant.text = f"line one{control}[2J"
+    assert only(validate(text), "variants[0].text").startswith(
+        "must not hold control characters other than line feed and tab, got U+"
+    )
+
+
+def test_line_feeds_and_tabs_only_where_the_field_is_multiline(
+    encounter: envelope_pb2.Envelope,
+) -> None:
+    text = common_pb2.LocalizedText()
+    variant = text.variants.add(language="ja", kind=common_pb2.TRANSLATION_KIND_ORIGINAL)
+    variant.text = "第一行\n\t第二行\u3000（全角空白）\u202eشرق"  # printable or allowed
+    assert validate(text) == []
+    identity = encounter.maritime_encounter.contacts[0].identity
+    identity.platform_class = "tuna\u3000longliner"  # a non-ASCII space is not a control
+    assert validate_envelope(encounter) == []
+    for control in ("\n", "\t"):
+        identity.platform_class = f"tuna{control}longliner"
+        assert paths(validate_envelope(encounter)) == [
+            "maritime_encounter.contacts[0].identity.platform_class"
+        ]
 
 
 def test_bytes_lengths_are_exact_or_ranged() -> None:

@@ -42,6 +42,13 @@ Conventions used throughout the specification
   item of a repeated enum field is never the `*_UNSPECIFIED` zero value.
 * Every `double` is finite: a receiver MUST refuse NaN and the infinities wherever they
   appear [VAL-4].
+* No string holds a control character (Unicode general category Cc: U+0000..U+001F and
+  U+007F..U+009F), wherever it appears, and a receiver MUST refuse a message holding one
+  [VAL-6]: text crosses the border to be shown on a watch floor, and an escape sequence in
+  it could drive the operator's terminal or forge a line. Only a field whose constraints say
+  `multiline` may hold line feeds (U+000A) and tabs (U+0009). A receiver that shows the
+  other party's text escapes anything else that is not printable (format characters such as
+  U+202E, separators) rather than showing it raw.
 
 Field constraints
 -----------------
@@ -112,6 +119,8 @@ The remaining clauses restrict the value:
   one of "X", "Y" the string equals one of the quoted values.
   unique          the items of a repeated field are pairwise distinct; `unique by F` compares
                   the items' field F.
+  multiline       the string may hold line feeds (U+000A) and tabs (U+0009), the only
+                  control characters a string may hold (see the conventions above).
   each <clause>   the clause applies to every item of a repeated field.
 
 Rules that relate several fields are stated on a `Constraints:` line at the end of the
@@ -532,8 +541,9 @@ class LocalizedString(_message.Message):
     Constraints: required; 2..35 chars; pattern ^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$.
     """
     text: _builtins.str
-    """The text, in Unicode (NFC), plain text without markup. Line breaks are `\\n`.
-    Constraints: required; 1..4000 chars.
+    """The text, in Unicode (NFC), plain text without markup. Line breaks are `\\n`; tabs are
+    allowed; no other control character is.
+    Constraints: required; 1..4000 chars; multiline.
     """
     kind: Global___TranslationKind.ValueType
     """Where this variant came from.

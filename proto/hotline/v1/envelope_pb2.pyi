@@ -26,6 +26,16 @@ Life of an envelope:
      signed receipt (DELIVERED).
   4. A watch officer of the recipient acknowledges it with `OperatorService.Acknowledge`,
      which sends an `Acknowledgement` body back (ACKNOWLEDGED).
+
+Strict envelopes: an envelope holds only the fields this specification defines, at every
+level of nesting (the header, the body, and every message inside the body). A field number
+the specification does not define (an "unknown field" to a protobuf runtime, which would keep
+it and write it out again) makes the envelope invalid, as an undeclared enum value does: the
+parties sign and journal exactly what both can read and show. `OperatorService.Send` refuses
+such an envelope with INVALID_ARGUMENT and the peer link with
+REJECTION_REASON_INVALID_MESSAGE, each naming the path of the message holding the field and
+its number (`maritime_encounter.contacts[0]: unknown field number 999`). Adding a field is
+therefore a protocol version change.
 """
 
 from collections import abc as _abc

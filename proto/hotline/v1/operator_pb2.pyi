@@ -22,8 +22,15 @@ Every RPC may fail with:
   PERMISSION_DENIED    the caller is not an operator of this gateway's party.
   UNAVAILABLE          the gateway is shutting down or its journal is unavailable. Retrying is
                        safe: `Send` and `Acknowledge` are idempotent when their ids are set.
+  INVALID_ARGUMENT     the request's bytes do not parse as the request message; the status
+                       message says so (`the request does not parse: ...`). Judged after
+                       authentication and authorization, so a caller who may not call gets
+                       their refusal instead. In a stream, the first such message ends it.
 
-and with the codes listed on each RPC. For INVALID_ARGUMENT, the status message lists every
+and with the codes listed on each RPC. An envelope (of `Send`, `SendBatch`, `SendStream`)
+holding a field this specification does not define, at any depth, is INVALID_ARGUMENT naming
+the field's path and number (envelope.proto, "Strict envelopes"); so are remarks or a reason
+of `Acknowledge` that hold one. For INVALID_ARGUMENT, the status message lists every
 broken constraint as `<field>: <description>` joined with "; ", each field a dotted path from
 the request (see `FieldViolation.field`), for example
 `envelope.maritime_encounter.reporting_position.latitude_deg: must be in -90.0..90.0, got

@@ -24,8 +24,9 @@ message validated (`handling.releasable_to[1]`,
 No field of the protocol is named in this package: change a `Constraints:` line, run `make gen`,
 and the validator follows. Besides the grammar's clauses, the few rules every field obeys by the
 specification's conventions are built in: an enum holds a declared value (and an item of a
-repeated enum is never the `*_UNSPECIFIED` zero), a double is finite, and a Timestamp or Duration
-is within the range its well-known type defines. The one rule written by hand is the only
+repeated enum is never the `*_UNSPECIFIED` zero), a double is finite, a string holds no control
+character (a `multiline` one may hold line feeds and tabs), and a Timestamp or Duration is
+within the range its well-known type defines. The one rule written by hand is the only
 static rule in prose: `OperatorService.Send` refuses an acknowledgement body (checked when
 `filled=False`, which means "at Send time").
 
@@ -56,6 +57,7 @@ from hotline.validation._grammar import (
     Format,
     Length,
     MessageRule,
+    Multiline,
     OneOf,
     PathClause,
     Pattern,
@@ -82,6 +84,7 @@ __all__ = [
     "Format",
     "Length",
     "MessageRule",
+    "Multiline",
     "OneOf",
     "PathClause",
     "Pattern",

@@ -36,6 +36,7 @@ from hotline.validation._grammar import (
     ItemClause,
     Length,
     MessageRule,
+    Multiline,
     PathClause,
     Pattern,
     Range,
@@ -162,8 +163,13 @@ class _Compiler:
     # -- value clauses ----------------------------------------------------------------------
 
     @staticmethod
-    def builtin_tests(fd: FieldDescriptor, *, item: bool) -> list[ValueTest]:
-        """Tests every value of this field's type gets, whatever its constraints say."""
+    def builtin_tests(
+        fd: FieldDescriptor, *, item: bool, multiline: bool = False
+    ) -> list[ValueTest]:
+        """Tests every value of this field's type gets, whatever its constraints say (a string:
+        no control characters, but for line feeds and tabs if it is `multiline`)."""
+        if fd.type == _F.TYPE_STRING:
+            return [values.MULTILINE_TEXT if multiline else values.PLAIN_TEXT]
         if fd.enum_type is not None:
             return [values.enum_declared(fd.enum_type, item=item)]
         if fd.cpp_type in FLOAT_TYPES:
@@ -196,6 +202,8 @@ class _Compiler:
             return values.pattern(clause.regex)
         if isinstance(clause, Format):
             return values.format_(clause.name)
+        if isinstance(clause, Multiline):
+            return values.MULTILINE_TEXT
         return values.one_of(clause.values)
 
     @staticmethod
@@ -254,10 +262,22 @@ class _Compiler:
         """Compile a field's constraints (`builtins=False`: the clauses only, no recursion)."""
         tests: list[ValueTest] = []
         items_tests: list[ItemsTest] = []
+        multiline = any(
+            isinstance(c, Multiline) or (isinstance(c, Each) and isinstance(c.clause, Multiline))
+            for c in spec.clauses
+        )
+        if multiline and fd.type != _F.TYPE_STRING:
+            raise ConstraintSyntaxError(f"`multiline` on {fd.name}, which is not a string")
+        clauses = [
+            c
+            for c in spec.clauses
+            if not isinstance(c, Multiline)
+            and not (isinstance(c, Each) and isinstance(c.clause, Multiline))
+        ]
         if fd.is_repeated:
             if builtins:
-                tests.extend(self.builtin_tests(fd, item=True))
-            for clause in spec.clauses:
+                tests.extend(self.builtin_tests(fd, item=True, multiline=multiline))
+            for clause in clauses:
                 if isinstance(clause, Each):
                     tests.append(self.item_clause(fd, clause.clause))
                 elif isinstance(clause, Length | Unique):
@@ -266,8 +286,8 @@ class _Compiler:
                     raise ConstraintSyntaxError(f"{clause} on repeated field {fd.name}: use `each`")
         else:
             if builtins:
-                tests.extend(self.builtin_tests(fd, item=False))
-            for clause in spec.clauses:
+                tests.extend(self.builtin_tests(fd, item=False, multiline=multiline))
+            for clause in clauses:
                 if isinstance(clause, Unique | Each):
                     raise ConstraintSyntaxError(
                         f"`{type(clause).__name__.lower()}` on singular field {fd.name}"

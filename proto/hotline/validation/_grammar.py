@@ -31,6 +31,7 @@ __all__ = [
     "ItemClause",
     "Length",
     "MessageRule",
+    "Multiline",
     "OneOf",
     "PathClause",
     "Pattern",
@@ -103,6 +104,11 @@ class OneOf:
 
 
 @dataclass(frozen=True)
+class Multiline:
+    """`multiline`: the string may hold line feeds and tabs (no other control character)."""
+
+
+@dataclass(frozen=True)
 class Unique:
     """`unique`, or `unique by F`."""
 
@@ -116,8 +122,8 @@ class Each:
     clause: ItemClause
 
 
-ItemClause: TypeAlias = Length | Range | Pattern | Format | OneOf
-ValueClause: TypeAlias = Length | Range | Pattern | Format | OneOf | Unique | Each
+ItemClause: TypeAlias = Length | Range | Pattern | Format | OneOf | Multiline
+ValueClause: TypeAlias = Length | Range | Pattern | Format | OneOf | Multiline | Unique | Each
 
 
 @dataclass(frozen=True)
@@ -278,6 +284,8 @@ def parse_value_clause(text: str) -> ValueClause:
         raise ConstraintSyntaxError(f"unknown format {name!r} (known: {', '.join(_FORMATS)})")
     if match := _ONE_OF_RE.fullmatch(text):
         return OneOf(tuple(re.findall(r'"([^"]*)"', match[1])))
+    if text == "multiline":
+        return Multiline()
     if text == "unique":
         return Unique(None)
     if text.startswith("unique by "):

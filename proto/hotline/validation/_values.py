@@ -201,6 +201,44 @@ def _finite(value: float) -> str | None:
 FINITE: Final = ValueTest(math.isfinite, _finite)
 
 
+# Control characters, Unicode general category Cc: C0, DEL and C1. No string may hold one, but a
+# `multiline` string may hold line feeds and tabs (common.proto, "Conventions").
+_CONTROL: Final = re.compile("[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_LF_TAB: Final = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def plain_text(*, multiline: bool) -> ValueTest:
+    """A string holds no control character; `multiline`: but for line feeds and tabs.
+
+    The quick yes is `str.isprintable()` (a C loop, true for most text: it is false for any
+    control character, and also for a line feed, a tab or a non-ASCII space, which the regular
+    expression then clears)."""
+    control = _CONTROL_BUT_LF_TAB if multiline else _CONTROL
+    search = control.search
+    allowed = " other than line feed and tab" if multiline else ""
+
+    def explain(value: str) -> str | None:
+        found = search(value)
+        if found is None:
+            return None
+        return (
+            f"must not hold control characters{allowed}, got U+{ord(found[0]):04X} at "
+            f"character {found.start()} of {echo(value)}"
+        )
+
+    def accept(value: str) -> bool:
+        return value.isprintable() or search(value) is None
+
+    def quick(v: str, bind: Bind) -> str:
+        return f"({v}.isprintable() or {bind(search, 'control')}({v}) is None)"
+
+    return ValueTest(accept, explain, quick)
+
+
+PLAIN_TEXT: Final = plain_text(multiline=False)
+MULTILINE_TEXT: Final = plain_text(multiline=True)
+
+
 def _valid_timestamp(value: Any) -> str | None:
     if timestamp_ok(value):
         return None

@@ -740,6 +740,28 @@ class Store:
 
         await self.journal.run(op)
 
+    async def record_revocation(self, party: str, issuer: str, number: int) -> None:
+        """Journal that a revocation list of `issuer` (a CA's name, RFC 4514) with CRL number
+        `number` was taken into force."""
+        body = _json({"party": party, "issuer": issuer, "number": number})
+
+        def op(txn: Txn) -> None:
+            txn.append(Kind.REVOCATION, body, party=party)
+
+        await self.journal.run(op)
+
+    def revocation_numbers(self) -> dict[str, int]:
+        """The highest CRL number taken into force per issuer, as journaled."""
+        rows = self.journal.query(
+            "SELECT body FROM entries WHERE kind = ?", (Kind.REVOCATION.value,)
+        )
+        highest: dict[str, int] = {}
+        for row in rows:
+            data = json.loads(bytes(row["body"]))
+            issuer, number = str(data["issuer"]), int(data["number"])
+            highest[issuer] = max(number, highest.get(issuer, number))
+        return highest
+
     async def record_checkpoint(
         self, kind: Kind, signed: common_pb2.SignedPayload, party: str
     ) -> None:

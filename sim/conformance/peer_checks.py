@@ -9,6 +9,10 @@ gateway's connections.
 
 from __future__ import annotations
 
+import asyncio
+import secrets
+import time
+
 import grpc
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -136,6 +140,39 @@ async def heartbeat(s: PeerSession) -> str:
     rtt = wire.from_timestamp(pong.transmit_time) - wire.from_timestamp(pong.receive_time)
     expect(rtt >= 0, "the Pong's transmit_time is before its receive_time")
     return "Pong with the Ping's nonce and origin_time, and the target's two times"
+
+
+@check(
+    "peer.checkpoint.witnessed-in-welcome",
+    "a checkpoint of our journal the target witnessed comes back in its next Welcome",
+    spec="Journal loss",
+    musts=("welcome-carries-witnessed-checkpoint",),
+)
+async def witnessed_checkpoint(s: PeerSession) -> str:
+    # A checkpoint of a journal of ours larger than any we could have sent before (a size
+    # from the clock), so that the target's witness takes it as the newest, never as a fork.
+    count = time.time_ns() // 1_000_000
+    body = peer_link_pb2.CheckpointBody(
+        party=s.us, entry_count=count, head_hash=secrets.token_bytes(32)
+    )
+    body.create_time.FromNanoseconds(time.time_ns())
+    signed = s.signer.sign(PAYLOAD_TYPE_CHECKPOINT, body.SerializeToString())
+    opened = await s.open()
+    await opened.stream.send(
+        peer_link_pb2.PushRequest(checkpoint=peer_link_pb2.Checkpoint(checkpoint=signed))
+    )
+    await opened.stream.ping()  # the checkpoint frame was read before the Ping was answered
+    deadline = time.monotonic() + s.timeout
+    while True:
+        carried = (await s.open()).frame
+        if carried.witnessed_checkpoint == signed:
+            return f"our checkpoint at {count} entries came back byte for byte"
+        if time.monotonic() > deadline:
+            raise Failed(
+                "the next Welcome does not carry the checkpoint we sent"
+                + ("" if carried.HasField("witnessed_checkpoint") else " (it carries none)")
+            )
+        await asyncio.sleep(0.1)
 
 
 # ---------------------------------------------------------------------------- deliveries

@@ -94,6 +94,7 @@ MUST_IDS: dict[str, tuple[str, ...]] = {
     "one-stream-per-sender-older-aborted": ("LINK-24",),
     "answer-ping-with-pong": ("LINK-22",),
     "checkpoint-signed-by-sender": ("JRN-1",),
+    "welcome-carries-witnessed-checkpoint": ("LINK-28",),
 }
 
 CheckFn = Callable[[Any], Awaitable[str]]

@@ -75,7 +75,9 @@ def assert_marks_name_the_checks_musts(request: pytest.FixtureRequest, role: Rol
 @pytest.mark.timeout(240)
 @pytest.mark.must("ID-2", "ID-4", "ID-5", "JRN-1", "LINK-2", "LINK-3", "LINK-4", "LINK-5")
 @pytest.mark.must("LINK-6", "LINK-7", "LINK-10", "LINK-11", "LINK-14", "LINK-15", "LINK-16")
-@pytest.mark.must("LINK-17", "LINK-18", "LINK-19", "LINK-20", "LINK-22", "LINK-24", "LINK-26")
+@pytest.mark.must(
+    "LINK-17", "LINK-18", "LINK-19", "LINK-20", "LINK-22", "LINK-24", "LINK-26", "LINK-28"
+)
 @pytest.mark.must("SIG-1", "SIG-2", "VAL-5", "VER-1")
 async def test_our_gateway_passes_every_peer_check(
     tw_alone: GatewayPair, request: pytest.FixtureRequest

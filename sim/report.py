@@ -299,7 +299,7 @@ def terminal_summary(result: RunResult) -> str:
                 f"     {name:<10}{d['count']:>6}   {_pair(d):>17}   {_pair(a):>26}   {think:>9}"
             )
     breakdown = doc["breakdown"]
-    if breakdown and len(breakdown) > 1:
+    if len({row["type"] for row in breakdown}) > 1:
         lines.append("   by precedence and type        n   delivered p50/p99   acked p50/p99 ms")
         for row in breakdown:
             d = row.get("delivered", {})

@@ -35,7 +35,9 @@ async def test_the_report_renders_its_charts_and_a_working_message_table(tmp_pat
             await page.goto(path.as_uri())
             for chart in ("precedence-delivered", "precedence-ack_system", "throughput", "backlog"):
                 box = await page.locator(f'svg[data-chart="{chart}"]').first.bounding_box()
-                assert box is not None and box["width"] > 500 and box["height"] > 100, chart
+                assert box is not None, chart
+                assert box["width"] > 500, chart
+                assert box["height"] > 100, chart
             # one line per precedence in the per-precedence chart, and shaded periods
             lines = page.locator('svg[data-chart="precedence-delivered"] polyline')
             assert await lines.count() == 2

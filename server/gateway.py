@@ -11,7 +11,9 @@ the certificate checked before the current outbound connection, that connection 
 
 A reloaded revocation list replaces the one in force only if its CRL number is greater: an
 older list put back is refused, journaled as a security event (`CRL_ROLLBACK`, an alarm on
-Watch), and the list held stays in force. A list past its nextUpdate by more than `crl_grace_s`
+Watch), and the list held stays in force. The numbers taken into force are journaled
+(`Kind.REVOCATION`), so at start a list older than one taken before is refused too (the
+gateway does not start on it). A list past its nextUpdate by more than `crl_grace_s`
 is stale: the calls of the party whose CA issued it are refused (`server.auth`), the outbound
 link is not dialled if it is the peer's, and a `CRL_STALE` security event raises the alarm,
 once per list, until a current list is loaded.
@@ -361,6 +363,29 @@ class Gateway:
                 await self._take_revocations(loaded)
         await self._alarm_stale()
 
+    async def _check_revocation_numbers(self) -> None:
+        """At start: refuse a revocation list older than one this gateway already took into
+        force (its CRL number is journaled, so a list put back while the gateway was stopped
+        is caught as surely as one put back while it runs); journal the numbers in force."""
+        held = self.store.revocation_numbers()
+        for rl in self.authorizer.revocations:
+            if rl.number is None:
+                continue
+            issuer = rl.issuer.rfc4514_string()
+            before = held.get(issuer)
+            if before is not None and rl.number < before:
+                detail = (
+                    f"the {self._party_of(rl)} revocation list (CA {issuer!r}) has CRL number "
+                    f"{rl.number}, but this gateway already took number {before} into force: an "
+                    "older list was put back; install the current list (or a newer one)"
+                )
+                await self.store.record_event(
+                    Kind.SECURITY, {"code": "CRL_ROLLBACK", "detail": detail}
+                )
+                raise ConfigError(detail)
+            if before is None or rl.number > before:
+                await self.store.record_revocation(self._party_of(rl), issuer, rl.number)
+
     def _party_of(self, rl: RevocationList) -> str:
         return self.party if rl.issuer == self._own_ca.subject else self.peer_party
 
@@ -392,6 +417,11 @@ class Gateway:
             taken.append(new)
         if not taken:
             return
+        for rl in taken:
+            if rl.number is not None:
+                await self.store.record_revocation(
+                    self._party_of(rl), rl.issuer.rfc4514_string(), rl.number
+                )
         revocations = RevocationSet(in_force)
         self.authorizer.update(revocations=revocations)
         self.keyring.set_revocations(revocations)
@@ -444,6 +474,7 @@ class Gateway:
         # pay it now, not on the first message of the hot line.
         validate_envelope(envelope_pb2.Envelope())
         await self.store.record_key(self._signing_der[0], self.party)
+        await self._check_revocation_numbers()
         await self._alarm_stale()  # a list already stale at start: say so at once
         open_files = raise_open_file_limit()
         max_connections = connection_cap(cfg.max_connections, open_files)

@@ -61,6 +61,8 @@ class Kind(StrEnum):
     SECURITY = "security"  # body: JSON; a refused connection or call
     CHECKPOINT_OWN = "checkpoint-own"  # body: SignedPayload(CheckpointBody) we sent the peer
     CHECKPOINT_PEER = "checkpoint-peer"  # body: SignedPayload(CheckpointBody) from the peer
+    REVOCATION = "revocation"  # body: JSON {party, issuer, number}; a revocation list taken
+    # into force, so that an older one put back is refused even across a restart
 
 
 @dataclass(frozen=True)

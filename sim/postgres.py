@@ -147,6 +147,18 @@ class PostgresServer:
             raise RuntimeError(f"createdb {name} failed: {done.stderr.strip()}")
         return self.url(name)
 
+    def version(self) -> str:
+        """The server's version ("postgres (PostgreSQL) 15.x"), or "" if it cannot be read."""
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            done = subprocess.run(
+                [str(self.bin_dir / "postgres"), "--version"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+            return done.stdout.strip()
+        return ""
+
     def log_tail(self) -> str:
         with contextlib.suppress(OSError):
             return (self.directory / "log").read_text(errors="replace")[-3000:]

@@ -1129,18 +1129,26 @@ async def measure_link(
 
 
 async def measure_postgresql(
-    workdir: Path, payload_bytes: int, budget: Budget, echo: Callable[[str], None]
+    workdir: Path,
+    payload_bytes: int,
+    budget: Budget,
+    echo: Callable[[str], None],
+    *,
+    steps: Sequence[tuple[int, int]] = POSTGRESQL_STEPS,
+    server: postgres.PostgresServer | None = None,
 ) -> dict[str, Any]:
     """The hot line with both gateways' journals in PostgreSQL (latency at one in flight, the
-    POSTGRESQL_STEPS throughput steps, CPU per message with the database server's), then the
-    failover of JP's active/standby pair (`sim.failover`), on one throwaway server
-    (`sim.postgres`). {"skipped": why} if no server can start here; a part that fails is
-    reported {"failed": error} and the other still runs."""
-    echo("postgresql: start a throwaway server ...")
-    try:
-        server = await asyncio.to_thread(postgres.start)
-    except PostgresUnavailable as exc:
-        return {"skipped": str(exc).strip().splitlines()[0][:300]}
+    `steps` throughput steps, CPU per message with the database server's), then the failover
+    of JP's active/standby pair (`sim.failover`), on one throwaway server (`sim.postgres`;
+    or on `server`, left running). {"skipped": why} if no server can start here; a part that
+    fails is reported {"failed": error} and the other still runs."""
+    owned = server is None
+    if server is None:
+        echo("postgresql: start a throwaway server ...")
+        try:
+            server = await asyncio.to_thread(postgres.start)
+        except PostgresUnavailable as exc:
+            return {"skipped": str(exc).strip().splitlines()[0][:300]}
     out: dict[str, Any] = {"server": server.version()}
     try:
         try:
@@ -1151,7 +1159,7 @@ async def measure_postgresql(
                 budget,
                 echo,
                 journals=journals,
-                steps_wanted=POSTGRESQL_STEPS,
+                steps_wanted=steps,
                 stream=False,
                 server_cpu=server.cpu_seconds,
                 label="postgresql",
@@ -1165,7 +1173,8 @@ async def measure_postgresql(
         except Exception as exc:
             out["failover"] = {"failed": f"{type(exc).__name__}: {exc}"[:500]}
     finally:
-        await asyncio.to_thread(postgres.stop, server)
+        if owned:
+            await asyncio.to_thread(postgres.stop, server)
     return out
 
 
@@ -1237,7 +1246,7 @@ def format_postgresql(result: BenchResult, width: int = 52) -> list[str]:
         return []
     why = _failure(pg)
     if why is not None:
-        return [f"   {'PostgreSQL':<10}both journals, and an active/standby failover: {why}"]
+        return [f"   PostgreSQL both journals, and an active/standby failover: {why}"]
     lines: list[str] = []
     h, sqlite = pg.get("hotline", {}), result.hotline
     why = _failure(h)

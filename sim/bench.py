@@ -49,6 +49,30 @@ from TW serving until JP's outbound queue depth is 0 (polled every 10 ms; no Wat
 no sends during the drain): msgs/s = N / drain time, with the time to the first receipt and the
 rate after it, and the CPU per delivered message of each process over the drain.
 
+PostgreSQL (the journal backend of README "Running on PostgreSQL"), in the same run, on a
+throwaway server the bench starts and removes (`sim.postgres`: `initdb` in a temporary folder,
+Unix socket only, `fsync`, `synchronous_commit` and `full_page_writes` on; as root it runs as
+the `postgres` user):
+
+    (a) the hot line again with both gateways' journals in PostgreSQL, one database each, as
+        (a) and (b) above: Send → DELIVERED p50 / p99 at one in flight, and the most delivered
+        per second, over fewer steps (POSTGRESQL_STEPS: 16 unary senders, then SendBatch 2 x 32,
+        4 x 64, 8 x 128, where SQLite's best is found; no SendStream), with the ratios
+        PostgreSQL / SQLite; CPU per delivered message of JP, TW, this load generator and the
+        database server as one process ("PostgreSQL": the connections of both journals and
+        its background processes, from the postmaster and its children in /proc);
+    (b) failover (`sim.failover`): JP runs an active and a standby gateway on one database
+        (TW on its own), operators and TW name both; under a steady load (4 senders, one Send
+        at a time each) the active is killed with SIGKILL, and the time is taken from the kill
+        to the first Send answered and to the first DELIVERED event of a message sent after
+        the kill; the killed gateway then comes back as the standby and the next round kills
+        the other (2 to 5 rounds, 5 from `--duration 50` up); p50 and max, and at the end
+        both journals are compared: lost, duplicated, reordered.
+
+If PostgreSQL is not installed or cannot start, the part is reported skipped with the reason;
+a part that fails is reported failed; neither stops the bench. `python -m sim.bench postgresql
+--duration 5` runs this part alone (no SQLite figures, so no ratio).
+
 So a hot-line delivery costs one request/response on the operator API, one hop on the peer
 link, three durable SQLite commits (group-committed under load), three signatures or
 verifications and an event stream; the baseline is one hop and nothing else, and a peer is one

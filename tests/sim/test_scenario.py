@@ -11,7 +11,7 @@ import pytest
 
 from hotline.v1 import common_pb2
 from sim.scenario import (
-    FORMAT,
+    FORMAT_V1,
     ScenarioError,
     builtin_names,
     load_scenario,
@@ -119,8 +119,8 @@ def test_answers_are_drawn_with_the_given_probabilities() -> None:
     ("text", "expected"),
     [
         (edit('title = "Tiny"', 'title = "Tiny'), "bad.toml:3: not valid TOML"),
-        (edit(f'format = "{FORMAT}"', 'format = "hotline-scenario/9"'), "bad.toml:1: format"),
-        (edit(f'format = "{FORMAT}"\n', ""), "bad.toml:1: missing `format"),
+        (edit(f'format = "{FORMAT_V1}"', 'format = "hotline-scenario/9"'), "bad.toml:1: format"),
+        (edit(f'format = "{FORMAT_V1}"\n', ""), "bad.toml:1: missing `format"),
         (
             edit('name = "tiny"', 'name = "tiny"\ncolour = "red"'),
             "bad.toml:3: unknown key 'colour'",

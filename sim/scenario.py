@@ -719,6 +719,7 @@ class _Parser:
         ]
         if isinstance(raw.get("defaults"), dict):
             tables.append((raw["defaults"], None, None, ["defaults"]))
+        section: str | None
         for section in ("event", "fault"):
             items = raw.get(section, [])
             if isinstance(items, list):
@@ -1181,8 +1182,8 @@ class _Parser:
                 target = lookup(current.trigger.label, current, "after")
                 if target is event or target in chain:
                     raise self.fail(
-                        f"after {event.trigger.text!r}: the triggers wait for each other in a "
-                        "circle",  # type: ignore[union-attr]
+                        f"after {current.trigger.label!r}: the triggers wait for each other in a "
+                        "circle",
                         ["after"],
                         "event",
                         event.index,
@@ -1644,15 +1645,15 @@ __all__ = [
     "FORMATS",
     "FORMAT_V1",
     "Answer",
-    "Expectation",
-    "Resend",
-    "Trigger",
     "EventSpec",
+    "Expectation",
     "FaultSpec",
     "Repeat",
+    "Resend",
     "Scenario",
     "ScenarioError",
     "ThinkTime",
+    "Trigger",
     "builtin_names",
     "load_scenario",
     "parse_fault_option",

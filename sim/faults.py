@@ -117,7 +117,7 @@ class FaultController:
             elif kind == "resume":
                 proxy.resume()
             elif kind == "drop":
-                if fault.duration_s:
+                if fault.duration_s or fault.wall_duration_s:
                     proxy.refuse(True)
                 proxy.drop()
             elif kind == "refuse":

@@ -1217,9 +1217,13 @@ class _Parser:
                         "event",
                         event.index,
                     )
-                if not sure and (target.at >= event.at or target is event):
+                number = int(ref.partition("#")[2] or 1)
+                target_at = target.times()[number - 1][0]
+                # (a triggered event is armed after the timed sends of its `at`)
+                late = target_at > event.at if event.trigger else target_at >= event.at
+                if not sure and (late or target is event):
                     raise self.fail(
-                        f"refs {ref!r}: that event (t={target.at:g}) is not before this one "
+                        f"refs {ref!r}: that event (t={target_at:g}) is not before this one "
                         f"(t={event.at:g})",
                         ["refs"],
                         "event",

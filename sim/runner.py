@@ -229,7 +229,9 @@ class _Timeline:
     re-send it follows). Each message sent at scenario time `t` holds the clock at `t` until it
     is journaled (and delivered, if a trigger waits on that); one with a scripted answer holds
     it at `t + think` until the answer is journaled at both ends (and, after SAY_AGAIN, its
-    re-send is on the clock). A hold runs out after the engine's send timeout."""
+    re-send is on the clock). A burst does not hold the clock until it is journaled: it is a
+    backlog, and what follows is submitted while it is still being taken in. A hold runs out
+    after the engine's send timeout."""
 
     def __init__(self, scenario: Scenario, engine: Engine, options: RunOptions) -> None:
         self.scenario = scenario
@@ -333,7 +335,7 @@ class _Timeline:
         elif label:
             self.labels[label] = tracked
         tracked.on_stage = self.on_stage
-        self.hold(tracked, at, again_of)
+        self.hold(tracked, at, burst=bool(event.burst))
         self.engine.track(tracked)
         return tracked
 
@@ -385,7 +387,7 @@ class _Timeline:
 
     # -- max-speed ordering
 
-    def hold(self, tracked: Tracked, at: float, again_of: str) -> None:
+    def hold(self, tracked: Tracked, at: float, *, burst: bool) -> None:
         if not self.clock.max_speed:
             return
         timeout = self.engine.send_timeout_s
@@ -396,7 +398,11 @@ class _Timeline:
                 return True
             return t.journaled is not None and (not watched or t.delivered is not None)
 
-        holds: list[tuple[Hold, Callable[[Tracked], bool]]] = [(self.clock.hold(at, timeout), sent)]
+        holds: list[tuple[Hold, Callable[[Tracked], bool]]] = []
+        if not burst or watched:
+            # (a burst is a backlog: what comes after it is submitted while it is still being
+            # journaled, as it would be at any finite speed)
+            holds.append((self.clock.hold(at, timeout), sent))
         if tracked.expects_ack:
 
             def answered(t: Tracked) -> bool:

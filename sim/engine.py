@@ -182,6 +182,9 @@ class Engine:
     checkpoints: dict[str, int] = field(default_factory=dict)
     # called with (direction "A->B", up) for each link change reported after the start
     link_listeners: list[Callable[[str, bool], None]] = field(default_factory=list)
+    # watch only the message events about messages these operators (SPIFFE IDs) originated:
+    # a load worker's own messages and its peer-side twin's (WatchRequest.originators)
+    originators: tuple[str, ...] = ()
 
     @property
     def parties(self) -> tuple[str, str]:
@@ -421,7 +424,9 @@ class Engine:
 
     async def _watch(self, side: Side, cursor: int) -> None:
         try:
-            async for event in side.watcher.watch(cursor, WATCHED_KINDS, reconnect=True):
+            async for event in side.watcher.watch(
+                cursor, WATCHED_KINDS, reconnect=True, originators=self.originators
+            ):
                 self.cursors[side.party] = max(self.cursors[side.party], int(event.cursor))
                 try:
                     self._on_event(side.party, event)

@@ -345,8 +345,8 @@ async def run_distributed_load(
         who = f"worker {share['index']} ({share['worker']}, {share['operator']})"
         if share["lag_ms"]["p99"] > LAG_WARN_MS:
             warnings.append(
-                f"{who} started sends up to {share['lag_ms']['p99']:g} ms late (p99): it was "
-                "saturated, and offered less than its share of the plan on time"
+                f"{who} started sends up to {share['lag_ms']['p99']:g} ms late (p99): it (or its "
+                "machine) was saturated, and offered less than its share of the plan on time"
             )
         if share["cpu_percent"] > CPU_WARN_PCT:
             warnings.append(

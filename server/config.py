@@ -5,8 +5,17 @@ Every setting, with its default (paths are relative to the configuration file's 
     party = "JP"                      # this gateway's party code (required)
     peer_party = "TW"                 # the other party's code (required)
     listen = "127.0.0.1:50051"        # host:port to serve on (port 0 = any free port)
-    peer_address = "127.0.0.1:50052"  # host:port of the peer gateway (required)
-    journal = "journal.db"            # the SQLite journal file (created if missing)
+    peer_address = "127.0.0.1:50052"  # host:port of the peer gateway (required); for a peer
+                                      #   running active/standby, "host1:port,host2:port",
+                                      #   dialled in order (README "Running on PostgreSQL")
+    journal = "journal.db"            # the journal: a SQLite file (created if missing), or a
+                                      #   PostgreSQL database, "postgresql://user@host/db"
+                                      #   (README "Running on PostgreSQL"; no password here:
+                                      #   use ~/.pgpass or PGPASSWORD)
+    standby = false                   # PostgreSQL only: if another gateway holds the journal,
+                                      #   wait as its standby (health NOT_SERVING, every other
+                                      #   call UNAVAILABLE) and take over when its lock frees;
+                                      #   false: refuse to start ("in use by another gateway")
     pki_dir = "pki"                   # folder made by `hotline certs init` (see certs/README.md)
     heartbeat_interval_s = 2.0        # ping every this many seconds on each link
     dead_after_s = 6.0                # declare a link down after this long without a frame
@@ -77,6 +86,7 @@ from certs.identity import validate_party
 from certs.pki import PartyPaths
 from hotline.deadlines import Deadlines
 from hotline.errors import ConfigError
+from hotline.journal_file import is_database_url
 from hotline.link import MAX_FRAME_BYTES
 from server.admission import REFUSAL_HEADROOM, Limits
 
@@ -87,7 +97,8 @@ class GatewayConfig:
     peer_party: str
     peer_address: str
     listen: str = "127.0.0.1:50051"
-    journal: Path = Path("journal.db")
+    journal: Path | str = Path("journal.db")  # a SQLite file, or a postgresql:// URL
+    standby: bool = False
     pki_dir: Path = Path("pki")
     heartbeat_interval_s: float = 2.0
     dead_after_s: float = 6.0
@@ -166,6 +177,8 @@ class GatewayConfig:
                     values[name] = Deadlines.from_names(value)
                 except ValueError as exc:
                     raise ConfigError(f"{source}: [deadlines]: {exc}") from None
+            elif name == "journal" and is_database_url(value):
+                values[name] = value  # a PostgreSQL database, not a path
             elif name in ("journal", "pki_dir"):
                 if not isinstance(value, str):
                     raise ConfigError(f"{source}: {name} must be a path string")
@@ -184,6 +197,13 @@ class GatewayConfig:
     def check(self, source: str = "configuration") -> None:
         if self.party == self.peer_party:
             raise ConfigError(f"{source}: party and peer_party are both {self.party}")
+        if not isinstance(self.standby, bool):
+            raise ConfigError(f"{source}: standby must be true or false, got {self.standby!r}")
+        if self.standby and not is_database_url(self.journal):
+            raise ConfigError(
+                f"{source}: standby needs a journal in PostgreSQL (journal = "
+                '"postgresql://..."): a SQLite file cannot be shared by two hosts'
+            )
         for name in (
             "heartbeat_interval_s",
             "dead_after_s",

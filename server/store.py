@@ -548,8 +548,8 @@ class Store:
                     sequence=item.sequence,
                 )
                 txn.execute(
-                    "INSERT OR IGNORE INTO settlements (sender_party, sequence, message_id,"
-                    " outcome, digest, batch_first) VALUES (?,?,?,?,?,?)",
+                    "INSERT INTO settlements (sender_party, sequence, message_id,"
+                    " outcome, digest, batch_first) VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                     (
                         self.party,
                         item.sequence,
@@ -572,8 +572,9 @@ class Store:
                     sequence=rejection.sequence,
                 )
                 txn.execute(
-                    "INSERT OR IGNORE INTO settlements (sender_party, sequence, message_id,"
-                    " outcome, digest, batch_first, detail) VALUES (?,?,?,?,?,?,?)",
+                    "INSERT INTO settlements (sender_party, sequence, message_id,"
+                    " outcome, digest, batch_first, detail) VALUES (?,?,?,?,?,?,?)"
+                    " ON CONFLICT DO NOTHING",
                     (
                         self.party,
                         rejection.sequence,

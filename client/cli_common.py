@@ -52,7 +52,7 @@ from client.config import (
     resolve,
 )
 from client.errors import ClientError, MessageRejected, Timeout, Unavailable
-from client.operator import OperatorClient, state_name
+from client.operator import OperatorClient, RetryPolicy, state_name
 from hotline.display import escaped, escaped_json
 from hotline.errors import ConfigError, HotlineError
 from hotline.v1 import (
@@ -243,6 +243,7 @@ def client_from_args(args: argparse.Namespace) -> OperatorClient:
         ca=cfg.ca,
         party=cfg.party,
         timeout=cfg.timeout_s,
+        retry=RetryPolicy(window_s=cfg.retry_window_s),
     )
 
 

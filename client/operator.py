@@ -49,6 +49,7 @@ from certs.pki import PartyPaths
 from client.bodies import body_field, localized, timestamp
 from client.errors import (
     ClientError,
+    InvalidMessage,
     MessageRejected,
     NotFound,
     RateLimited,
@@ -58,7 +59,7 @@ from client.errors import (
     from_status,
 )
 from hotline.errors import ConfigError
-from hotline.ids import new_message_id
+from hotline.ids import is_message_id, new_message_id
 from hotline.transport import credentials, secure_channel
 from hotline.v1 import (
     common_pb2,
@@ -198,16 +199,20 @@ class OperatorClient:
         timeout: float = DEFAULT_TIMEOUT_S,
         retry: RetryPolicy | None = None,
         options: Sequence[tuple[str, int | str]] = (),
+        on_retry: Callable[[ClientError], Awaitable[None]] | None = None,
     ) -> None:
         """`party` is the gateway's party: its server name is pinned to that party's gateway,
         and `ca` (that party's CA certificate) is the only root trusted. Reads the certificate
-        files now, so a missing file fails here (`ConfigError`), not at the first call."""
+        files now, so a missing file fails here (`ConfigError`), not at the first call.
+        `on_retry(error)` is awaited before the first retry of each call and may raise to stop
+        retrying (the CLI checks there whether a certificate is the problem)."""
         self.address = address
         self.party = party
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self._credentials = credentials(Path(cert), Path(key), Path(ca))
         self._options = tuple(options)
+        self._on_retry = on_retry
         self._channel: grpc.aio.Channel | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stub: operator_pb2_grpc.OperatorServiceAsyncStub | None = None
@@ -303,6 +308,8 @@ class OperatorClient:
             if not retryable or not self.retry.allows(attempt, time.monotonic() - started + delay):
                 raise error
             if attempt == 1:
+                if self._on_retry is not None:
+                    await self._on_retry(error)
                 log.warning(
                     "gateway at %s: %s; retrying the same request for up to %g s",
                     self.address,
@@ -440,6 +447,38 @@ class OperatorClient:
         return AckResult(response.ack_message_id, response.journal_position)
 
     # ------------------------------------------------------------------ reading
+
+    async def resolve_id(self, text: str, *, search: int = 5000) -> str:
+        """The full message id that `text` stands for: a full id as it is, or a short unique
+        part of one among the latest `search` messages, either its start (`0192f3c4`) or,
+        after "…" or "...", its end as `hotline watch` and the demo show it (`…440eeac7`).
+        Raises `NotFound` if none matches and `InvalidMessage` if several do."""
+        if is_message_id(text):
+            return text
+        parsed = id_part(text)
+        if parsed is None:
+            raise InvalidMessage(f"{text!r} is not a message id or a short part of one")
+        part, tail = parsed
+        matches = [
+            r.envelope.message_id
+            for r in await self.list(limit=search)
+            if (
+                r.envelope.message_id.lower().endswith(part)
+                if tail
+                else r.envelope.message_id.lower().startswith(part)
+            )
+        ]
+        if not matches:
+            raise NotFound(
+                f"no message id {'ends' if tail else 'starts'} with {part!r} "
+                f"among the latest {search} messages"
+            )
+        if len(set(matches)) > 1:
+            raise InvalidMessage(
+                f"{text!r} matches {len(set(matches))} messages ({', '.join(sorted(set(matches))[:3])}"
+                f"{', ...' if len(set(matches)) > 3 else ''}): give more of the id"
+            )
+        return matches[0]
 
     async def get(self, message_id: str) -> MessageRecord:
         """One message, inbound or outbound, as it stands now (NotFound if not journaled)."""
@@ -598,6 +637,16 @@ class OperatorClient:
                 f"(it is {current})"
             ) from None
         raise AssertionError("unreachable: watch reconnects until cancelled")
+
+
+def id_part(text: str) -> tuple[str, bool] | None:
+    """A short id as typed: (its hex part, whether it is the end of the id: "…" or "..." in
+    front), or None if it cannot be part of a message id (fewer than 4 hex digits)."""
+    tail = text.startswith(("…", "..."))
+    part = text.lstrip(".…").strip().lower()
+    if len(part.replace("-", "")) < 4 or not all(c in "0123456789abcdef-" for c in part):
+        return None
+    return part, tail
 
 
 def _acknowledges(event: Event, message_id: str) -> bool:

@@ -236,6 +236,12 @@ class GatewayConfig(BaseModel):
         le=365 * DAY_S,
         description="how long past its nextUpdate a revocation list is still taken as current; 0 = no grace",
     )
+    metrics_listen: str = Field(
+        "",
+        description="serve Prometheus metrics at http://HOST:PORT/metrics, on a port of its "
+        "own (keep it on loopback: 127.0.0.1:9464); empty: no metrics endpoint",
+        json_schema_extra={"allowed": f"empty, or {_ADDRESS_RULE}"},
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "INFO", description="least severe log level written (any case)"
     )
@@ -255,6 +261,11 @@ class GatewayConfig(BaseModel):
     @classmethod
     def _check_address(cls, value: str) -> str:
         return _host_port(value)
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _check_metrics_address(cls, value: str) -> str:
+        return value and _host_port(value)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -71,6 +71,7 @@ from server.admission import (
 from server.auth import AuthInterceptor, Authorizer, Refusal, stale_text
 from server.config import GatewayConfig
 from server.journal import Journal, JournalError, Kind
+from server.metrics import GatewayMetrics
 from server.operator_service import OperatorServicer
 from server.peerlink.peer_certificate import (
     DEFAULT_TIMEOUT,
@@ -209,6 +210,9 @@ class Gateway:
         for watched in self._tls_files + self._crl_files:
             watched.changed()
         self.port = 0
+        self.metrics = GatewayMetrics()
+        self.metrics_port = 0  # the /metrics endpoint's port (0: not served)
+        self._metrics_unsubscribe: Callable[[], None] | None = None
         self._stale_warned = float("-inf")
         self._stale_alarmed: set[str] = set()  # issuers of the stale lists already alarmed
         # The peer certificate checked before the current outbound connection, if it passed.
@@ -360,6 +364,7 @@ class Gateway:
         # Validation compiles each message type's check on first use (~35 ms for an envelope):
         # pay it now, not on the first message of the hot line.
         validate_envelope(envelope_pb2.Envelope())
+        self._start_metrics()
         await self.store.record_key(self._signing_der[0], self.party)
         await self._alarm_stale()  # a list already stale at start: say so at once
         open_files = raise_open_file_limit()
@@ -399,6 +404,7 @@ class Gateway:
             raise ConfigError(f"cannot listen on {cfg.listen}: {exc}") from None
         await server.start()
         self._server = server
+        self._serve_metrics()
         for name in names[:3]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -437,8 +443,39 @@ class Gateway:
         )
         return self.port
 
+    def _start_metrics(self) -> None:
+        """Count what the journal commits from now on (before the gateway writes anything)."""
+        paths = self.config.paths
+        self._metrics_unsubscribe = self.journal.subscribe(self.metrics.observe)
+        self.metrics.watch_sender(
+            lambda: self.sender.queue_depth, lambda: self.sender.link.lanes_in_flight
+        )
+        self.metrics.read_certificates(
+            {
+                "gateway": paths.gateway_cert,
+                "signing": paths.signing_cert,
+                "ca": paths.ca_cert,
+                "peer_ca": paths.peer_ca_cert,
+            },
+            {self.party: paths.crl, self.peer_party: paths.peer_crl},
+        )
+        self.metrics.refresh_overdue(self.store.overdue_count)
+
+    def _serve_metrics(self) -> None:
+        """Serve /metrics if `metrics_listen` is set."""
+        if self.config.metrics_listen:
+            try:
+                self.metrics_port = self.metrics.serve(self.config.metrics_listen)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot serve metrics on {self.config.metrics_listen}: {exc}"
+                ) from None
+
     async def stop(self, grace: float = 2.0) -> None:
         """Drain: stop taking calls, let calls in progress finish, then close the journal."""
+        self.metrics.stop()
+        if self._metrics_unsubscribe is not None:
+            self._metrics_unsubscribe()
         await self.health.enter_graceful_shutdown()
         self.peer_service.shutdown()  # inbound streams end with UNAVAILABLE, as the spec says
         if self._server is not None:

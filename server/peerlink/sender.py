@@ -172,6 +172,7 @@ class PeerSender:
             channel = self._channel_factory()
             started = time.monotonic()
             self._redial = None  # a connection not yet made is checked anyway
+            vetted = False
             try:
                 await self._vet()
                 await self._connection(channel)
@@ -180,6 +181,7 @@ class PeerSender:
                 raise
             except PeerCertificateError as exc:
                 reason = str(exc)
+                vetted = True  # `_vet` has logged it, once per reason
             except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
                 # expected network faults: one line in words, no traceback
                 reason = in_words(exc)
@@ -210,7 +212,8 @@ class PeerSender:
                 self.status.detail = reason
             if reason != self._logged_down:  # once per change of reason, not per attempt
                 self._logged_down = reason
-                log.warning("link to %s down: %s", self.peer_party, printable(reason))
+                if not vetted:
+                    log.warning("link to %s down: %s", self.peer_party, printable(reason))
             if self.link.lost is not None:
                 await self._journal_lost(self.link.lost)
                 return

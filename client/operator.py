@@ -205,8 +205,16 @@ class OperatorClient:
         and `ca` (that party's CA certificate) is the only root trusted. Reads the certificate
         files now, so a missing file fails here (`ConfigError`), not at the first call.
         `on_retry(error)` is awaited before the first retry of each call and may raise to stop
-        retrying (the CLI checks there whether a certificate is the problem)."""
+        retrying (the CLI checks there whether a certificate is the problem).
+
+        `address` may list an active/standby pair, `"host1:port,host2:port"`: calls go to the
+        first; a call that fails UNAVAILABLE (the gateway is down, or is a standby) is retried
+        on the next one, in order and round again, within the retry policy."""
         self.address = address
+        self.addresses = [a.strip() for a in address.split(",") if a.strip()] or [address]
+        self._current = 0  # the address in use
+        self._retired: list[grpc.aio.Channel] = []  # channels of addresses left, closed at close()
+        self._retired_stubs: list[Any] = []
         self.party = party
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
@@ -265,15 +273,20 @@ class OperatorClient:
     async def close(self) -> None:
         """Close the channel (calls in progress are cancelled). The client may be reused."""
         channel, self._channel, self._stub = self._channel, None, None
-        if channel is not None:
-            await channel.close()
+        retired, self._retired = self._retired, []
+        for old in [*retired, channel]:
+            if old is not None:
+                await old.close()
 
     def _service(self) -> operator_pb2_grpc.OperatorServiceAsyncStub:
         loop = asyncio.get_running_loop()
         if self._stub is None or self._loop is not loop:
             # A channel is bound to the loop that made it; a new loop needs a new channel.
             self._channel = secure_channel(
-                self.address, self._credentials, server_party=self.party, options=self._options
+                self.addresses[self._current],
+                self._credentials,
+                server_party=self.party,
+                options=self._options,
             )
             self._loop = loop
             self._stub = operator_pb2_grpc.OperatorServiceStub(self._channel)
@@ -307,6 +320,7 @@ class OperatorClient:
             attempt += 1
             if not retryable or not self.retry.allows(attempt, time.monotonic() - started + delay):
                 raise error
+            rpc = self._fail_over(rpc)
             if attempt == 1:
                 if self._on_retry is not None:
                     await self._on_retry(error)
@@ -317,6 +331,30 @@ class OperatorClient:
                     self.retry.window_s,
                 )
             await asyncio.sleep(delay)
+
+    def _next_address(self) -> None:
+        """Leave the address in use for the next one (several addresses only)."""
+        if len(self.addresses) < 2:
+            return
+        self._current = (self._current + 1) % len(self.addresses)
+        if self._channel is not None:
+            self._retired.append(self._channel)  # closed at close(), after its calls
+        self._channel, self._stub = None, None
+
+    def _fail_over(self, rpc: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+        """After UNAVAILABLE, with several addresses: move on to the next one (unless another
+        call already did), and return `rpc` on the address now in use."""
+        if len(self.addresses) < 2 or self._stub is None:
+            return rpc
+        current = self._stub
+        if any(method is rpc for method in vars(current).values()):
+            self._next_address()
+        for old in (current, *self._retired_stubs):
+            for name, method in vars(old).items():
+                if method is rpc:
+                    self._retired_stubs = [*self._retired_stubs[-7:], current]
+                    return cast(Callable[..., Awaitable[R]], getattr(self._service(), name))
+        return rpc
 
     # ------------------------------------------------------------------ sending
 
@@ -569,7 +607,8 @@ class OperatorClient:
         request = operator_pb2.WatchRequest(after_cursor=after_cursor, kinds=cast(Any, kinds))
         failures = 0
         while True:
-            call = self._service().Watch(request)
+            stub = self._service()
+            call = stub.Watch(request)
             try:
                 async for response in call:
                     failures = 0
@@ -585,6 +624,8 @@ class OperatorClient:
                 call.cancel()
             if not reconnect or not (error.retryable or isinstance(error, RateLimited)):
                 raise error
+            if error.retryable and not isinstance(error, RateLimited) and stub is self._stub:
+                self._next_address()  # an active/standby pair: try the other gateway
             delay = self.retry.delay(failures)
             failures += 1
             if on_reconnect is not None:

@@ -35,8 +35,14 @@ status 2 and "journal FILE is in use by pid N". If the journal file is deleted o
 while the gateway runs, the gateway stops taking work within about a second, raises an alarm
 on its operators' Watch streams, and exits with status 3.
 
-Exit status: 0 stopped by a signal; 2 could not start (configuration, PKI, journal in use);
-3 the journal file was deleted or replaced while running.
+A journal in PostgreSQL (journal = "postgresql://...") is held by a database lock instead;
+with standby = true a second gateway waits as the standby and takes over when the lock frees
+(README, "Running on PostgreSQL"). A gateway that loses its database connection stops taking
+work and exits with status 3.
+
+Exit status: 0 stopped by a signal; 2 could not start (configuration, PKI, journal in use,
+database unreachable); 3 the journal file was deleted or replaced, or the journal database
+connection was lost, while running.
 """
 
 EXIT_JOURNAL_LOST = 3

@@ -13,7 +13,8 @@ tools/settings_tables.py`; a test fails when it is stale), and `hotline serve
     peer_party = "TW"
     listen = "127.0.0.1:50051"
     peer_address = "127.0.0.1:50052"
-    journal = "jp-journal.db"
+    journal = "jp-journal.db"         # or "postgresql://user@host/db" (README "Running on PostgreSQL")
+    standby = false                   # PostgreSQL only: wait as the standby of the holder
     pki_dir = "pki"
 
     [deadlines]                       # acknowledgement deadlines, seconds, per precedence
@@ -46,6 +47,7 @@ from certs.identity import validate_party
 from certs.pki import PartyPaths
 from hotline.deadlines import DEFAULT_DEADLINES_S, NAMES, Deadlines
 from hotline.errors import ConfigError
+from hotline.journal_file import is_database_url
 from hotline.link import MAX_FRAME_BYTES
 from hotline.settings import allowed, config_error, markdown_table, toml_value
 from server.admission import REFUSAL_HEADROOM, Limits
@@ -112,16 +114,26 @@ class GatewayConfig(BaseModel):
         description="the other party's code", json_schema_extra={"allowed": _PARTY_RULE}
     )
     peer_address: str = Field(
-        description="the peer gateway's address", json_schema_extra={"allowed": _ADDRESS_RULE}
+        description="the peer gateway's address; for a peer running active/standby, "
+        '"host1:port,host2:port", dialled in order',
+        json_schema_extra={"allowed": _ADDRESS_RULE + ", or several, comma-separated"},
     )
     listen: str = Field(
         "127.0.0.1:50051",
         description="address to serve operators and the peer on (port 0: any free port)",
         json_schema_extra={"allowed": _ADDRESS_RULE},
     )
-    journal: Path = Field(
+    journal: Path | str = Field(
         Path("journal.db"),
-        description="the SQLite journal file (created if missing); relative to the file",
+        description="the journal: a SQLite file (created if missing; relative to the file), or "
+        'a PostgreSQL database, "postgresql://user@host/db" (no password here: use ~/.pgpass '
+        'or PGPASSWORD; README "Running on PostgreSQL")',
+    )
+    standby: bool = Field(
+        False,
+        description="PostgreSQL only: if another gateway holds the journal, wait as its standby "
+        "(health NOT_SERVING, every other call UNAVAILABLE) and take over when its lock frees; "
+        'false: refuse to start ("in use by another gateway")',
     )
     pki_dir: Path = Field(
         Path("pki"), description="folder made by `hotline certs init`; relative to the file"
@@ -257,10 +269,17 @@ class GatewayConfig(BaseModel):
     def _check_party(cls, value: str) -> str:
         return _party(value)
 
-    @field_validator("listen", "peer_address")
+    @field_validator("listen")
     @classmethod
     def _check_address(cls, value: str) -> str:
         return _host_port(value)
+
+    @field_validator("peer_address")
+    @classmethod
+    def _check_peer_addresses(cls, value: str) -> str:
+        for address in value.split(","):
+            _host_port(address.strip())
+        return value
 
     @field_validator("metrics_listen")
     @classmethod
@@ -316,8 +335,9 @@ class GatewayConfig(BaseModel):
         """Check a parsed file; raises `ConfigError` naming every bad key, value and range."""
         values = dict(raw)
         for name in ("journal", "pki_dir"):
-            if isinstance(values.get(name), str):
-                values[name] = (base / Path(values[name]).expanduser()).resolve()
+            value = values.get(name)
+            if isinstance(value, str) and not (name == "journal" and is_database_url(value)):
+                values[name] = (base / Path(value).expanduser()).resolve()
         if "deadlines" in values:
             table = values["deadlines"]
             if not isinstance(table, dict):
@@ -341,6 +361,11 @@ class GatewayConfig(BaseModel):
         """The rules between settings (each setting's own range is the model's)."""
         if self.party == self.peer_party:
             raise ConfigError(f"{source}: party and peer_party are both {self.party}")
+        if self.standby and not is_database_url(self.journal):
+            raise ConfigError(
+                f"{source}: standby needs a journal in PostgreSQL (journal = "
+                '"postgresql://..."): a SQLite file cannot be shared by two hosts'
+            )
         if self.dead_after_s <= self.heartbeat_interval_s:
             raise ConfigError(
                 f"{source}: dead_after_s = {self.dead_after_s:g}: must exceed "

@@ -11,7 +11,9 @@ the certificate checked before the current outbound connection, that connection 
 
 A reloaded revocation list replaces the one in force only if its CRL number is greater: an
 older list put back is refused, journaled as a security event (`CRL_ROLLBACK`, an alarm on
-Watch), and the list held stays in force. A list past its nextUpdate by more than `crl_grace_s`
+Watch), and the list held stays in force. The numbers taken into force are journaled
+(`Kind.REVOCATION`), so at start a list older than one taken before is refused too (the
+gateway does not start on it). A list past its nextUpdate by more than `crl_grace_s`
 is stale: the calls of the party whose CA issued it are refused (`server.auth`), the outbound
 link is not dialled if it is the peer's, and a `CRL_STALE` security event raises the alarm,
 once per list, until a current list is loaded.
@@ -23,6 +25,13 @@ gateway stops taking work at once (the journal refuses every write), raises an a
 operators' Watch streams (an EVENT_KIND_SECURITY_REFUSAL that cannot be journaled, since the
 journal is gone), logs it, and `fatal` is set: `hotline serve` then stops and exits 3.
 
+A journal in PostgreSQL (`journal = "postgresql://..."`) is held by an advisory lock on the
+writer's connection instead. With `standby = true`, a gateway that finds the lock held stands
+by: it listens, answers health NOT_SERVING and every other call UNAVAILABLE, and polls the
+lock; once it takes the lock it serves on the same port (README "Running on PostgreSQL").
+`peer_address` may name the peer's active/standby pair, "host1:port,host2:port": each dial
+that did not bring the link up moves on to the next address.
+
 At start the gateway raises its open-file limit to the hard limit and sets up admission control
 (`server.admission`): per-lane allowances enforced by the auth interceptor, and grpc's bounds on
 connections (a cap, a handshake timeout, an idle timeout).
@@ -31,6 +40,7 @@ connections (a cap, a handshake timeout, an idle timeout).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -51,6 +61,7 @@ from certs.pki import load_certificate, load_party_revocations, load_signing_key
 from certs.revocation import RevocationList, RevocationSet, replacement_problem
 from hotline import link
 from hotline.errors import ConfigError
+from hotline.journal_file import is_database_url, redact
 from hotline.signing import PAYLOAD_TYPE_CHECKPOINT, KeyRing, Signer
 from hotline.transport import SERVER_OPTIONS, credentials, secure_channel
 from hotline.v1 import (
@@ -70,7 +81,7 @@ from server.admission import (
 )
 from server.auth import AuthInterceptor, Authorizer, Refusal, stale_text
 from server.config import GatewayConfig
-from server.journal import Journal, JournalError, Kind
+from server.journal import Journal, JournalError, JournalInUse, Kind
 from server.metrics import GatewayMetrics
 from server.operator_service import OperatorServicer
 from server.peerlink.peer_certificate import (
@@ -91,6 +102,36 @@ from server.store import Store
 log = logging.getLogger("hotline.gateway")
 
 JOURNAL_CHECK_S = 1.0  # how often the journal file is checked (deleted or replaced?)
+STANDBY_POLL_S = 0.5  # how often a standby tries the journal's lock
+SERVICE_NAMES = (
+    operator_pb2.DESCRIPTOR.services_by_name["OperatorService"].full_name,
+    peer_link_pb2.DESCRIPTOR.services_by_name["PeerLinkService"].full_name,
+    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+)
+# A standby's server: few connections, closed when idle (operators and the peer move on).
+STANDBY_OPTIONS = (("grpc.max_connection_idle_ms", 10_000),)
+STANDBY_DETAIL = "this gateway is a standby, not serving: call the active gateway (next address)"
+
+
+async def _refuse_standby(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    await context.abort(grpc.StatusCode.UNAVAILABLE, STANDBY_DETAIL)
+
+
+class _StandbyHandler(grpc.GenericRpcHandler):
+    """Every call but health, on a standby: UNAVAILABLE (retryable: clients try the next
+    address)."""
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        if handler_call_details.method.startswith("/grpc.health.v1.Health/"):
+            return None
+        return grpc.stream_stream_rpc_method_handler(_refuse_standby)
+
+
+def _close_opened(opening: asyncio.Future[Journal]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
 
 
 @dataclass
@@ -126,7 +167,14 @@ class Gateway:
             signing_cert = load_certificate(paths.signing_cert)
         except CertsError as exc:
             raise ConfigError(f"cannot load the PKI for party {self.party}: {exc}") from None
-        split_address(config.peer_address)  # refuse an address the certificate check cannot dial
+        # The peer's gateway: one address, or its active/standby pair "host1:port,host2:port",
+        # dialled in order (each failed attempt moves on to the next one; see _vet_peer).
+        self.peer_addresses = [a.strip() for a in config.peer_address.split(",") if a.strip()]
+        for address in self.peer_addresses:
+            split_address(address)  # refuse an address the certificate check cannot dial
+        self._peer_index = 0
+        self._peer_attempted = False  # an attempt was made ...
+        self._peer_came_up = False  # ... and the link came up since
         self.signer = Signer.from_certificate(signing_key, signing_cert)
         if self.signer.party != self.party:
             raise ConfigError(
@@ -143,10 +191,48 @@ class Gateway:
             crl_grace=timedelta(seconds=config.crl_grace_s),
         )
         self.admission = Admission(config.limits)
+        self.health = HealthServicer()
+        # A standby (config.standby, PostgreSQL): another gateway holds the journal, so this
+        # one serves only health (NOT_SERVING) until it takes the journal's lock over.
+        self.standing_by = False
+        self._standby_server: grpc.aio.Server | None = None
+        self._takeover: asyncio.Task[None] | None = None
         try:
-            self.journal = Journal(config.journal, party=self.party)
+            journal = Journal(config.journal, party=self.party)
+        except JournalInUse as exc:
+            if not config.standby:
+                raise ConfigError(str(exc)) from None
+            log.warning("%s: standing by until it frees", exc)
+            self.standing_by = True
         except JournalError as exc:
             raise ConfigError(str(exc)) from None
+        else:
+            self._serve_journal(journal)
+        self._server: grpc.aio.Server | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._tls_files = [
+            _Watched(p) for p in (paths.gateway_cert, paths.gateway_key, paths.bundle)
+        ]
+        self._crl_files = [_Watched(p) for p in (paths.crl, paths.peer_crl)]
+        for watched in self._tls_files + self._crl_files:
+            watched.changed()
+        self.port = 0
+        self.metrics = GatewayMetrics()
+        self.metrics_port = 0  # the /metrics endpoint's port (0: not served)
+        self._metrics_unsubscribe: Callable[[], None] | None = None
+        self._stale_warned = float("-inf")
+        self._stale_alarmed: set[str] = set()  # issuers of the stale lists already alarmed
+        # The peer certificate checked before the current outbound connection, if it passed.
+        self._peer_certificate: x509.Certificate | None = None
+        # Set when the journal file was deleted or replaced under the running gateway: why.
+        self.fatal = ""
+        self.fatal_event = asyncio.Event()
+        self.journal_check_s = JOURNAL_CHECK_S
+
+    def _serve_journal(self, journal: Journal) -> None:
+        """Build the parts that work on the journal (once this gateway holds it)."""
+        config = self.config
+        self.journal = journal
         self.store = Store(
             self.journal,
             party=self.party,
@@ -200,27 +286,6 @@ class Gateway:
             inbound_status=lambda: self.peer_service.status,
             queue_depth=lambda: self.sender.queue_depth,
         )
-        self.health = HealthServicer()
-        self._server: grpc.aio.Server | None = None
-        self._tasks: list[asyncio.Task[Any]] = []
-        self._tls_files = [
-            _Watched(p) for p in (paths.gateway_cert, paths.gateway_key, paths.bundle)
-        ]
-        self._crl_files = [_Watched(p) for p in (paths.crl, paths.peer_crl)]
-        for watched in self._tls_files + self._crl_files:
-            watched.changed()
-        self.port = 0
-        self.metrics = GatewayMetrics()
-        self.metrics_port = 0  # the /metrics endpoint's port (0: not served)
-        self._metrics_unsubscribe: Callable[[], None] | None = None
-        self._stale_warned = float("-inf")
-        self._stale_alarmed: set[str] = set()  # issuers of the stale lists already alarmed
-        # The peer certificate checked before the current outbound connection, if it passed.
-        self._peer_certificate: x509.Certificate | None = None
-        # Set when the journal file was deleted or replaced under the running gateway: why.
-        self.fatal = ""
-        self.fatal_event = asyncio.Event()
-        self.journal_check_s = JOURNAL_CHECK_S
 
     # ------------------------------------------------------------------ credentials
 
@@ -245,17 +310,31 @@ class Gateway:
     def _peer_channel(self) -> grpc.aio.Channel:
         paths = self.config.paths
         creds = credentials(paths.gateway_cert, paths.gateway_key, paths.peer_ca_cert)
-        return secure_channel(self.config.peer_address, creds, server_party=self.peer_party)
+        return secure_channel(self.peer_address, creds, server_party=self.peer_party)
+
+    @property
+    def peer_address(self) -> str:
+        """The peer address dialled now (one of `peer_address`'s list)."""
+        return self.peer_addresses[self._peer_index]
+
+    def _next_peer_address(self) -> None:
+        """Before each attempt: if the last one never brought the link up, move on to the
+        next address (the peer's standby, or back to its first), in order, round again."""
+        if self._peer_attempted and not self._peer_came_up and len(self.peer_addresses) > 1:
+            self._peer_index = (self._peer_index + 1) % len(self.peer_addresses)
+            log.info("dialling %s's next address, %s", self.peer_party, self.peer_address)
+        self._peer_attempted, self._peer_came_up = True, False
 
     async def _vet_peer(self) -> None:
         """Before each dial: the peer must present its gateway certificate, not revoked."""
         paths = self.config.paths
         self._peer_certificate = None
+        self._next_peer_address()
         for stale in self.authorizer.stale():
             if stale.issuer == self._peer_ca.subject:
                 raise PeerRevocationStale(stale_text(stale, self.authorizer.crl_grace))
         self._peer_certificate = await read_peer_certificate(
-            self.config.peer_address,
+            self.peer_address,
             peer_party=self.peer_party,
             cert=paths.gateway_cert,
             key=paths.gateway_key,
@@ -288,6 +367,29 @@ class Gateway:
                 await self._take_revocations(loaded)
         await self._alarm_stale()
 
+    async def _check_revocation_numbers(self) -> None:
+        """At start: refuse a revocation list older than one this gateway already took into
+        force (its CRL number is journaled, so a list put back while the gateway was stopped
+        is caught as surely as one put back while it runs); journal the numbers in force."""
+        held = self.store.revocation_numbers()
+        for rl in self.authorizer.revocations:
+            if rl.number is None:
+                continue
+            issuer = rl.issuer.rfc4514_string()
+            before = held.get(issuer)
+            if before is not None and rl.number < before:
+                detail = (
+                    f"the {self._party_of(rl)} revocation list (CA {issuer!r}) has CRL number "
+                    f"{rl.number}, but this gateway already took number {before} into force: an "
+                    "older list was put back; install the current list (or a newer one)"
+                )
+                await self.store.record_event(
+                    Kind.SECURITY, {"code": "CRL_ROLLBACK", "detail": detail}
+                )
+                raise ConfigError(detail)
+            if before is None or rl.number > before:
+                await self.store.record_revocation(self._party_of(rl), issuer, rl.number)
+
     def _party_of(self, rl: RevocationList) -> str:
         return self.party if rl.issuer == self._own_ca.subject else self.peer_party
 
@@ -319,6 +421,11 @@ class Gateway:
             taken.append(new)
         if not taken:
             return
+        for rl in taken:
+            if rl.number is not None:
+                await self.store.record_revocation(
+                    self._party_of(rl), rl.issuer.rfc4514_string(), rl.number
+                )
         revocations = RevocationSet(in_force)
         self.authorizer.update(revocations=revocations)
         self.keyring.set_revocations(revocations)
@@ -360,12 +467,19 @@ class Gateway:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> int:
+        """Bind and serve (or, a standby, bind and wait to take over); the port bound."""
+        if self.standing_by:
+            return await self._start_standby()
+        return await self._start_serving(self.config.listen)
+
+    async def _start_serving(self, listen: str) -> int:
         cfg = self.config
         # Validation compiles each message type's check on first use (~35 ms for an envelope):
         # pay it now, not on the first message of the hot line.
         validate_envelope(envelope_pb2.Envelope())
         self._start_metrics()
         await self.store.record_key(self._signing_der[0], self.party)
+        await self._check_revocation_numbers()
         await self._alarm_stale()  # a list already stale at start: say so at once
         open_files = raise_open_file_limit()
         max_connections = connection_cap(cfg.max_connections, open_files)
@@ -393,15 +507,10 @@ class Gateway:
             reflection.SERVICE_NAME,
         )
         reflection.enable_server_reflection(names, server)
-        creds = grpc.dynamic_ssl_server_credentials(
-            self._server_certificate_configuration(),
-            self._fetch_server_configuration,
-            require_client_authentication=True,
-        )
         try:
-            self.port = server.add_secure_port(cfg.listen, creds)
+            self.port = server.add_secure_port(listen, self._server_credentials())
         except RuntimeError as exc:
-            raise ConfigError(f"cannot listen on {cfg.listen}: {exc}") from None
+            raise ConfigError(f"cannot listen on {listen}: {exc}") from None
         await server.start()
         self._server = server
         self._serve_metrics()
@@ -422,7 +531,7 @@ class Gateway:
             "gateway %s serving on port %d; journal %s; dialling peer %s at %s",
             self.party,
             self.port,
-            cfg.journal,
+            self.journal.location,
             self.peer_party,
             cfg.peer_address,
         )
@@ -471,11 +580,98 @@ class Gateway:
                     f"cannot serve metrics on {self.config.metrics_listen}: {exc}"
                 ) from None
 
+    # ------------------------------------------------------------------ standby
+
+    def _server_credentials(self) -> grpc.ServerCredentials:
+        return grpc.dynamic_ssl_server_credentials(
+            self._server_certificate_configuration(),
+            self._fetch_server_configuration,
+            require_client_authentication=True,
+        )
+
+    async def _start_standby(self) -> int:
+        """Serve health (NOT_SERVING) and refuse every other call UNAVAILABLE, on the address
+        this gateway will serve on, while waiting for the journal's lock."""
+        cfg = self.config
+        server = grpc.aio.server(options=[*SERVER_OPTIONS, *STANDBY_OPTIONS])
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        server.add_generic_rpc_handlers((_StandbyHandler(),))
+        try:
+            self.port = server.add_secure_port(cfg.listen, self._server_credentials())
+        except RuntimeError as exc:
+            raise ConfigError(f"cannot listen on {cfg.listen}: {exc}") from None
+        for name in (*SERVICE_NAMES, ""):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await server.start()
+        self._standby_server = server
+        self._takeover = asyncio.create_task(self._take_over(), name="standby")
+        log.warning(
+            "gateway %s standing by on port %d (health NOT_SERVING): journal %s is held by "
+            "another gateway; taking over when its lock frees",
+            self.party,
+            self.port,
+            redact(str(cfg.journal)),
+        )
+        return self.port
+
+    async def _take_over(self) -> None:
+        """Poll for the journal's lock; once taken, serve on the same port."""
+        warned = float("-inf")
+        while True:
+            opening = asyncio.ensure_future(
+                asyncio.to_thread(Journal, self.config.journal, party=self.party)
+            )
+            try:
+                journal = await asyncio.shield(opening)
+                break
+            except asyncio.CancelledError:  # stopped: a journal opened meanwhile is let go
+                opening.add_done_callback(_close_opened)
+                raise
+            except JournalInUse:
+                pass
+            except JournalError as exc:  # the database is unreachable: keep standing by
+                if time.monotonic() - warned > 60:
+                    warned = time.monotonic()
+                    log.error("standby: %s", exc)
+            await asyncio.sleep(STANDBY_POLL_S)
+        started = time.monotonic()
+        log.warning("gateway %s took over journal %s", self.party, journal.location)
+        server, self._standby_server = self._standby_server, None
+        if server is not None:
+            await server.stop(0)
+        try:
+            self._serve_journal(journal)
+            self.standing_by = False
+            host = self.config.listen.rsplit(":", 1)[0]
+            await self._start_serving(f"{host}:{self.port}")
+        except Exception as exc:
+            log.exception("standby: could not take over")
+            if self.standing_by:  # the parts were not built: nothing else will close it
+                journal.close()
+            self.fatal = f"could not take over as the active gateway: {exc}"
+            self.fatal_event.set()
+            return
+        log.warning(
+            "gateway %s active after taking over (%.2f s to serve)",
+            self.party,
+            time.monotonic() - started,
+        )
+
     async def stop(self, grace: float = 2.0) -> None:
         """Drain: stop taking calls, let calls in progress finish, then close the journal."""
         self.metrics.stop()
         if self._metrics_unsubscribe is not None:
             self._metrics_unsubscribe()
+        if self._takeover is not None and not self._takeover.done():
+            self._takeover.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._takeover
+        if self._standby_server is not None:
+            await self._standby_server.stop(0)
+            self._standby_server = None
+        if self.standing_by:
+            log.info("gateway %s (standby) stopped", self.party)
+            return
         await self.health.enter_graceful_shutdown()
         self.peer_service.shutdown()  # inbound streams end with UNAVAILABLE, as the spec says
         if self._server is not None:
@@ -524,6 +720,12 @@ class Gateway:
             "after this was journaled. Restore the journal before restarting (see README: "
             '"Recovering a lost journal").'
         )
+        if is_database_url(self.config.journal):  # the database lives on; this gateway lost it
+            detail = (
+                f"JOURNAL DATABASE CONNECTION LOST: {problem}. This gateway stopped taking "
+                "work and exits; its standby, if any, takes the journal over (see README: "
+                '"Running on PostgreSQL").'
+            )
         log.critical("%s (this alarm could not be journaled: the journal is gone)", detail)
         self.journal.announce(
             Kind.SECURITY, {"code": "JOURNAL_LOST", "detail": detail}, self.store.event_for
@@ -562,7 +764,7 @@ class Gateway:
                 # the peer chose parts of this text (key ids, payload types): bounded, escaped
                 "detail": f"the {self.peer_party} gateway broke the peer link protocol: "
                 + printable(detail, 500),
-                "peer": self.config.peer_address,
+                "peer": self.peer_address,
             },
         )
 
@@ -600,10 +802,11 @@ class Gateway:
     async def _peer_refused(self, refused: PeerCertificateRefused) -> None:
         await self.store.record_event(
             Kind.SECURITY,
-            {"code": refused.code, "detail": str(refused), "peer": self.config.peer_address},
+            {"code": refused.code, "detail": str(refused), "peer": self.peer_address},
         )
 
     async def _outbound_link_event(self, up: bool, detail: str) -> None:
+        self._peer_came_up = self._peer_came_up or up
         await self._link_event(up, "outbound", detail)
 
     async def _inbound_link_event(self, up: bool, detail: str) -> None:

@@ -1,4 +1,5 @@
-"""The gateway's journal: an append-only, hash-chained, durable record in SQLite.
+"""The gateway's journal: an append-only, hash-chained, durable record in SQLite (a file, the
+default) or PostgreSQL (a `postgresql://` URL: `server.journal_pg`).
 
 Every message, receipt, rejection, acknowledgement, escalation, link event, checkpoint and
 security refusal is an *entry*. Entries are numbered 1, 2, 3, ... with no gaps, and each
@@ -6,8 +7,17 @@ carries `hash = SHA-256(prev_hash || encode(entry))`, so editing, inserting, del
 truncating entries breaks the chain; the peer's signed checkpoints of our head make a rewrite
 of the whole chain detectable too.
 
-Durability: WAL mode with `synchronous=FULL`, so a COMMIT has been fsynced when it returns.
-Nothing is reported journaled (no reply, no receipt, no event) before its COMMIT returns.
+Durability: SQLite in WAL mode with `synchronous=FULL`, so a COMMIT has been fsynced when it
+returns; PostgreSQL with `fsync` and `synchronous_commit` on (`server.journal_pg`). Nothing is
+reported journaled (no reply, no receipt, no event) before its COMMIT returns.
+
+Backends: everything below (the writer thread, group commit, savepoints, the chain, the
+tables) is the same on both. A `Backend` supplies the writer's `Session` with the lock held
+and the schema in place, the reads, and the periodic check; the journal's SQL (here and in
+`server.store`) is written once, with `?` placeholders and statements both engines take
+(`INSERT ... ON CONFLICT DO NOTHING`, partial indexes), and the backend adapts the rest
+(placeholders, `BIGINT`/`BYTEA`, rows by name). The schema carries its version in `meta`;
+`MIGRATIONS` take an older one forward at start; a newer one is refused.
 
 Group commit: one writer thread owns the write connection. Callers submit *operations*
 (functions that run inside a transaction); the writer takes every operation waiting, runs each
@@ -21,12 +31,14 @@ Beside the chain, mutable *index* tables (messages, settlements) answer queries 
 are updated in the same transaction as the entries they derive from, and
 `hotline journal verify` recomputes them from the chain and reports every row that disagrees.
 
-One gateway owns one journal: opening it takes an exclusive `flock` on a lock file beside it
-(`<journal>.lock`, holding the owner's pid), so a second gateway on the same file is refused
-(`JournalInUse`) instead of interleaving its writes. While open, `check_file()` tells whether
+One gateway owns one journal: opening a file takes an exclusive `flock` on a lock file beside
+it (`<journal>.lock`, holding the owner's pid), and opening a database takes an advisory lock
+on the writer's connection, so a second gateway on the same journal is refused
+(`JournalInUse`) instead of interleaving its writes (or, configured as a standby, waits). While open, `check_file()` tells whether
 the file at the journal's path is still the one opened (a deleted or replaced journal keeps
-taking writes into an inode nobody will read again); the gateway calls it on a timer and, when
-it is not, calls `fail()`, after which every write is refused.
+taking writes into an inode nobody will read again), or for a database whether the writer's
+connection, and so its lock, still holds; the gateway calls it on a timer and, when it is not,
+calls `fail()`, after which every write is refused.
 
 What an entry is and how the chain is hashed is the journal file's format, in
 `hotline.journal_file`, beside the read-only `JournalReader` that everyone who is not this
@@ -52,10 +64,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from hotline import link
-from hotline.journal_file import ENTRY_COLUMNS, GENESIS, entry_hash, entry_of
+from hotline.journal_file import ENTRY_COLUMNS, GENESIS, entry_hash, entry_of, is_database_url
 
 # What an entry is belongs to the journal file's format; the gateway imports it from here.
 from hotline.journal_file import Entry as Entry
@@ -67,6 +79,12 @@ T = TypeVar("T")
 log = logging.getLogger("hotline.journal")
 
 SCHEMA_VERSION = 3  # 2: batch receipts (link protocol version 2); 3: chains and expiry
+
+# The statements that take a journal's schema from version N to N + 1, applied in order at
+# start, in one transaction, by `check_meta` (both backends: write them in the SQL both take).
+# Versions 1 and 2 were SQLite-only prototypes whose new columns are computed from the entries'
+# bodies, not by SQL: they are refused (start a new journal), never half-migrated.
+MIGRATIONS: dict[int, tuple[str, ...]] = {}
 
 JOURNALED = operator_pb2.DELIVERY_STATE_JOURNALED
 DELIVERED = operator_pb2.DELIVERY_STATE_DELIVERED
@@ -92,6 +110,13 @@ OVERDUE = f"escalated = 1 AND expired = 0 AND state IN ({JOURNALED}, {DELIVERED}
 EXPIRING = (
     f"expired = 0 AND expire_ns > 0 AND deadline_ns > 0 AND state IN ({JOURNALED}, {DELIVERED})"
 )
+
+
+def schema(integer: str = "INTEGER", blob: str = "BLOB") -> str:
+    """The journal's tables in one SQL dialect: `integer` is the 64-bit integer type (SQLite's
+    `INTEGER`, PostgreSQL's `BIGINT`) and `blob` the bytes type (`BLOB`, `BYTEA`). Everything
+    else (partial indexes, `CREATE ... IF NOT EXISTS`) is written so both engines take it."""
+    return _SCHEMA.replace("INTEGER", integer).replace("BLOB", blob)
 
 
 _SCHEMA = f"""
@@ -199,12 +224,211 @@ def take_lock(path: Path) -> int:
     return fd
 
 
+class Session(Protocol):
+    """One connection of a backend, as the journal's writer uses it: the SQL it is given uses
+    `?` placeholders and the statements both engines take; the session adapts the rest."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any: ...
+    def row(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+    def begin(self) -> None: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...  # never raises: the transaction is abandoned either way
+    def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    """The database a journal lives in: SQLite (a file, the default) or PostgreSQL (a
+    `postgresql://` URL, `server.journal_pg`). The writer thread, group commit, the hash chain
+    and every rule of the journal are the same on both; a backend supplies connections that
+    take and hold the journal's lock (one writer per journal), the schema in its dialect, the
+    read side, and the check the gateway runs on a timer."""
+
+    location: str  # for messages: the file, or the URL without its password
+    # How long the writer may sit idle before it checks its connection (None: never; a SQLite
+    # file has no connection to lose).
+    idle_check_s: float | None
+
+    def open_writer(self, party: str) -> Session:
+        """The writer's session: the lock taken, the schema created or migrated, the journal
+        checked to be `party`'s (JournalInUse, JournalError otherwise)."""
+        ...
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Rows of a read outside the writer (committed state), by column name or index."""
+        ...
+
+    def explain(self, sql: str, params: Sequence[Any] = ()) -> list[str]: ...
+    def check(self) -> str: ...  # "" while the journal is still this gateway's, else why not
+    def lost(self, exc: BaseException) -> str: ...  # after a failed commit: why no write may follow
+    def ping(
+        self, session: Session
+    ) -> None: ...  # the idle check (raises if the connection is gone)
+    def close(self) -> None: ...
+
+
+def backend_for(location: Path | str) -> Backend:
+    """The backend of a configured journal: a `postgresql://` URL or a SQLite file path."""
+    if is_database_url(location):
+        from server.journal_pg import PostgresBackend  # only deployments on PostgreSQL load it
+
+        return PostgresBackend(str(location))
+    return SqliteBackend(Path(location))
+
+
+class _SqliteSession:
+    """A SQLite connection: it speaks the journal's SQL as written."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.execute = conn.execute
+        self.executemany = conn.executemany
+
+    def row(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        cursor = self.conn.cursor()
+        cursor.row_factory = sqlite3.Row
+        row: sqlite3.Row | None = cursor.execute(sql, params).fetchone()
+        return row
+
+    def begin(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class SqliteBackend:
+    """A journal in one SQLite file, WAL mode with `synchronous=FULL` (a COMMIT has been
+    fsynced when it returns). The lock is an exclusive `flock` on `<journal>.lock`; `check()`
+    tells whether the file at the path is still the one opened."""
+
+    idle_check_s: float | None = None
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.location = str(path)
+        self._lock_fd: int | None = None
+        self._identity = (0, 0)
+        self._read: sqlite3.Connection | None = None
+        self._read_lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        return conn
+
+    def open_writer(self, party: str) -> Session:
+        self._lock_fd = take_lock(self.path)
+        try:
+            session = _SqliteSession(self._connect())
+            session.conn.executescript(schema())
+            check_meta(session, party, self.location)
+            st = os.stat(self.path)
+            self._identity = (st.st_dev, st.st_ino)  # the file opened, for check()
+            self._read = self._connect()
+        except BaseException:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            raise
+        return session
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        assert self._read is not None
+        with self._read_lock:
+            self._read.row_factory = sqlite3.Row
+            return self._read.execute(sql, params).fetchall()
+
+    def explain(self, sql: str, params: Sequence[Any] = ()) -> list[str]:
+        return [str(row["detail"]) for row in self.query(f"EXPLAIN QUERY PLAN {sql}", params)]
+
+    def check(self) -> str:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return f"journal {self.path} was deleted while the gateway was running"
+        except OSError as exc:
+            return f"journal {self.path} cannot be checked: {exc}"
+        if (st.st_dev, st.st_ino) != self._identity:
+            return f"journal {self.path} was replaced by another file while the gateway was running"
+        return ""
+
+    def lost(self, exc: BaseException) -> str:
+        return ""  # a failed commit of a file loses that commit only
+
+    def ping(self, session: Session) -> None:
+        pass
+
+    def close(self) -> None:
+        if self._read is not None:
+            with self._read_lock:
+                self._read.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
+
+
+def check_meta(session: Session, party: str, location: str) -> None:
+    """Whose journal this is and its schema: a new journal is marked `party`'s at
+    `SCHEMA_VERSION`; an older schema is migrated (`MIGRATIONS`, in one transaction); a newer
+    one, or another party's journal, is refused."""
+    rows = {r[0]: r[1] for r in session.execute("SELECT key, value FROM meta").fetchall()}
+    if not rows:
+        session.begin()
+        session.executemany(
+            "INSERT INTO meta VALUES (?, ?)",
+            [("schema_version", str(SCHEMA_VERSION)), ("party", party)],
+        )
+        session.commit()
+        return
+    if rows.get("party") != party:
+        raise JournalError(
+            f"{location} is party {rows.get('party')}'s journal, not party {party}'s"
+        )
+    found = rows.get("schema_version", "")
+    version = int(found) if found.isdigit() else -1
+    if version > SCHEMA_VERSION:
+        raise JournalError(
+            f"{location} has journal schema {found}, newer than this gateway's "
+            f"({SCHEMA_VERSION}): run the hotline release that wrote it, or a later one"
+        )
+    if version == SCHEMA_VERSION:
+        return
+    if version < 0 or any(v not in MIGRATIONS for v in range(version, SCHEMA_VERSION)):
+        raise JournalError(
+            f"{location} has journal schema {found}, which this gateway cannot migrate to "
+            f"{SCHEMA_VERSION}"
+        )
+    session.begin()
+    try:
+        for v in range(version, SCHEMA_VERSION):
+            for statement in MIGRATIONS[v]:
+                session.execute(statement)
+            log.warning("journal %s: schema migrated from %d to %d", location, v, v + 1)
+        session.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+        )
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+
+
 class Txn:
     """The writer's view inside one operation: append entries and update the index."""
 
-    def __init__(self, journal: Journal, conn: sqlite3.Connection) -> None:
+    def __init__(self, journal: Journal, session: Session) -> None:
         self._journal = journal
-        self.conn = conn
+        self.session = session
         self.appended: list[Entry] = []
 
     def append(
@@ -224,7 +448,7 @@ class Txn:
             j._head_hash, position, kind.value, when, message_id, party, sequence, body
         )
         entry = Entry(position, kind, when, message_id, party, sequence, body, j._head_hash, digest)
-        self.conn.execute(
+        self.session.execute(
             "INSERT INTO entries VALUES (?,?,?,?,?,?,?,?,?)",
             (position, kind.value, when, message_id, party, sequence, body, j._head_hash, digest),
         )
@@ -232,15 +456,13 @@ class Txn:
         self.appended.append(entry)
         return entry
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
-        return self.conn.execute(sql, params)
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Run one statement (`?` placeholders); a cursor to fetch its rows from."""
+        return self.session.execute(sql, params)
 
-    def row(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+    def row(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """One row, by column name, as this transaction sees it (its own writes included)."""
-        cursor = self.conn.cursor()
-        cursor.row_factory = sqlite3.Row
-        row: sqlite3.Row | None = cursor.execute(sql, params).fetchone()
-        return row
+        return self.session.row(sql, params)
 
     def attach(self, entry: Entry, event: object) -> None:
         """Give an entry of this transaction the event it stands for (published with it)."""
@@ -249,8 +471,8 @@ class Txn:
                 self.appended[index] = replace(entry, event=event)
                 return
 
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> sqlite3.Cursor:
-        return self.conn.executemany(sql, rows)
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
+        return self.session.executemany(sql, rows)
 
 
 Operation = Callable[[Txn], T]
@@ -289,17 +511,23 @@ class _Subscriber:
 class Journal:
     """One gateway's journal. Thread-safe: writes go through the writer thread."""
 
-    def __init__(self, path: Path | str, *, party: str, max_batch: int = 1024) -> None:
-        self.path = Path(path)
+    def __init__(
+        self,
+        location: Path | str,
+        *,
+        party: str,
+        max_batch: int = 1024,
+        backend: Backend | None = None,
+    ) -> None:
+        """Open the journal at `location`: a SQLite file, or a `postgresql://` URL."""
+        self.backend = backend or backend_for(location)
+        self.location = self.backend.location
+        # the SQLite file (for PostgreSQL, the URL as given: nothing on disk is the journal)
+        self.path = Path(location) if isinstance(self.backend, SqliteBackend) else location
         self.party = party
         self.max_batch = max_batch
         self.stats = JournalStats()
-        self._lock_fd = take_lock(self.path)
-        try:
-            self._open()
-        except BaseException:
-            os.close(self._lock_fd)
-            raise
+        self._open()
 
     def _open(self) -> None:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -309,46 +537,20 @@ class Journal:
         self._sub_lock = threading.Lock()
         self._closed = False
         self._failed = ""  # why writes are refused (the file was deleted or replaced)
-        self._write = self._connect()
-        self._write.executescript(_SCHEMA)
-        self._check_meta()
-        st = os.stat(self.path)
-        self._identity = (st.st_dev, st.st_ino)  # the file opened, for check_file()
-        row = self._write.execute(
-            "SELECT position, hash FROM entries ORDER BY position DESC LIMIT 1"
-        ).fetchone()
+        self._write = self.backend.open_writer(self.party)
+        try:
+            row = self._write.execute(
+                "SELECT position, hash FROM entries ORDER BY position DESC LIMIT 1"
+            ).fetchone()
+        except BaseException:
+            self._write.close()
+            self.backend.close()
+            raise
         self._head_position: int = row[0] if row else 0
         self._head_hash: bytes = bytes(row[1]) if row else GENESIS
         self._committed_head = (self._head_position, self._head_hash)
-        self._read = self._connect()
-        self._read_lock = threading.Lock()
         self._writer = threading.Thread(target=self._run, name=f"journal-{self.party}", daemon=True)
         self._writer.start()
-
-    def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        return conn
-
-    def _check_meta(self) -> None:
-        rows = dict(self._write.execute("SELECT key, value FROM meta").fetchall())
-        if not rows:
-            self._write.execute("BEGIN")
-            self._write.executemany(
-                "INSERT INTO meta VALUES (?, ?)",
-                [("schema_version", str(SCHEMA_VERSION)), ("party", self.party)],
-            )
-            self._write.execute("COMMIT")
-            return
-        if rows.get("party") != self.party:
-            raise JournalError(
-                f"{self.path} is party {rows.get('party')}'s journal, not party {self.party}'s"
-            )
-        if rows.get("schema_version") != str(SCHEMA_VERSION):
-            raise JournalError(f"{self.path} has journal schema {rows.get('schema_version')}")
 
     # ------------------------------------------------------------------ writing
 
@@ -388,7 +590,11 @@ class Journal:
         stop = False
         while not stop or carry or self._urgent:
             if not stop and not carry and not self._urgent:
-                first = self._jobs.get()
+                try:
+                    first = self._jobs.get(timeout=self.backend.idle_check_s)
+                except queue.Empty:
+                    self._idle_check()
+                    continue
                 if first is None:
                     stop = True
                 elif first is not _WAKE:
@@ -417,6 +623,15 @@ class Journal:
                             job.future.set_exception(JournalError(f"journal writer failed: {exc}"))
                     carry = []
 
+    def _idle_check(self) -> None:
+        """The writer has been idle: make sure its connection (and so its lock) still holds."""
+        if self._failed:
+            return
+        try:
+            self.backend.ping(self._write)
+        except Exception as exc:
+            self.fail(self.backend.lost(exc) or f"journal {self.location}: {exc}")
+
     def _take_urgent(self) -> list[_Job]:
         taken = []
         while self._urgent:
@@ -426,26 +641,28 @@ class Journal:
     def _commit(self, batch: list[_Job]) -> list[_Job]:
         """Run `batch` in one transaction and commit; returns the jobs left for the next
         commit because urgent ones arrived (they are run at once and committed first)."""
-        conn = self._write
+        session = self._write
         start_head = (self._head_position, self._head_hash)
         results: list[tuple[_Job, Any, BaseException | None, list[Entry]]] = []
         work = deque(batch)
         ran: list[_Job] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            session.begin()
             while work or self._urgent:
                 urgent = self._take_urgent() if self._urgent else []
                 if not urgent and not work:
                     break  # the urgent ones were cancelled
                 for job in urgent or [work.popleft()]:
                     ran.append(job)
-                    results.append(self._apply(conn, job))
+                    results.append(self._apply(session, job))
                 if urgent:
                     break  # commit now: the urgent ones wait for nothing else
-            conn.execute("COMMIT")
+            session.commit()
         except BaseException as exc:  # the commit itself failed: nothing of it is durable
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
+            session.rollback()
+            lost = self.backend.lost(exc)
+            if lost:  # the connection, and with it the lock, is gone: no write may follow
+                self.fail(lost)
             self._head_position, self._head_hash = start_head
             self._rolled_back()
             for job in ran:
@@ -469,21 +686,21 @@ class Journal:
         return list(work)
 
     def _apply(
-        self, conn: sqlite3.Connection, job: _Job
+        self, session: Session, job: _Job
     ) -> tuple[_Job, Any, BaseException | None, list[Entry]]:
         """Run one job's operation in its own savepoint: its failure undoes only it."""
-        txn = Txn(self, conn)
+        txn = Txn(self, session)
         savepoint_head = (self._head_position, self._head_hash)
-        conn.execute("SAVEPOINT op")
+        session.execute("SAVEPOINT op")
         try:
             value = job.operation(txn)
         except BaseException as exc:
-            conn.execute("ROLLBACK TO op")
-            conn.execute("RELEASE op")
+            session.execute("ROLLBACK TO op")
+            session.execute("RELEASE op")
             self._head_position, self._head_hash = savepoint_head
             self._rolled_back()
             return (job, None, exc, [])
-        conn.execute("RELEASE op")
+        session.execute("RELEASE op")
         return (job, value, None, txn.appended)
 
     def on_rollback(self, callback: Callable[[], None]) -> None:
@@ -504,26 +721,19 @@ class Journal:
         self._closed = True
         self._jobs.put(None)
         self._writer.join(timeout=30)
-        self._write.close()
-        with self._read_lock:
-            self._read.close()
-        os.close(self._lock_fd)  # releases the lock
+        with contextlib.suppress(Exception):  # a lost connection has nothing left to close
+            self._write.close()
+        self.backend.close()  # releases the lock
 
     # ------------------------------------------------------------------ the file itself
 
     def check_file(self) -> str:
-        """Whether the journal's path still names the file opened: "" if so, else what
-        happened to it (deleted, or replaced by another file). A few microseconds: call it on
-        a timer, never per write."""
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return f"journal {self.path} was deleted while the gateway was running"
-        except OSError as exc:
-            return f"journal {self.path} cannot be checked: {exc}"
-        if (st.st_dev, st.st_ino) != self._identity:
-            return f"journal {self.path} was replaced by another file while the gateway was running"
-        return ""
+        """Whether the journal is still this gateway's: "" if so, else what happened. For a
+        SQLite file, whether its path still names the file opened (deleted? replaced?); for
+        PostgreSQL, whether the writer still holds its connection and so its lock. Cheap (no
+        I/O on PostgreSQL: the writer checks its connection when idle): call it on a timer,
+        never per write."""
+        return self.backend.check()
 
     @property
     def failed(self) -> str:
@@ -571,10 +781,9 @@ class Journal:
 
     # ------------------------------------------------------------------ reading
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self._read_lock:
-            self._read.row_factory = sqlite3.Row
-            return self._read.execute(sql, params).fetchall()
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """A read of committed state (`?` placeholders); rows by column name or index."""
+        return self.backend.query(sql, params)
 
     def entries(self, after: int = 0, limit: int = 1000) -> list[Entry]:
         rows = self.query(
@@ -588,8 +797,8 @@ class Journal:
         return entry_of(rows[0]) if rows else None
 
     def explain(self, sql: str, params: Sequence[Any] = ()) -> list[str]:
-        """SQLite's query plan for `sql` (EXPLAIN QUERY PLAN), one line per step."""
-        return [str(row["detail"]) for row in self.query(f"EXPLAIN QUERY PLAN {sql}", params)]
+        """The database's query plan for `sql`, one line per step."""
+        return self.backend.explain(sql, params)
 
     # -- the link's reads: where each direction stands, and the receiving end's archive
 
@@ -607,7 +816,7 @@ class Journal:
         ).fetchone()
         return int(row[0] or 0)
 
-    def _archived(self, rows: list[sqlite3.Row], sender_party: str) -> list[link.BatchReceipt]:
+    def _archived(self, rows: list[Any], sender_party: str) -> list[link.BatchReceipt]:
         return [
             batch_receipt_from_bytes(
                 bytes(r["receipt"]), receiver_party=self.party, sender_party=sender_party

@@ -12,7 +12,7 @@ from google.protobuf import json_format
 
 from certs.errors import CertsError
 from certs.pki import PartyPaths, load_certificate
-from hotline.journal_file import JournalFileError, JournalReader, Kind
+from hotline.journal_file import JournalFileError, JournalReader, Kind, journal_location, redact
 from hotline.journal_verify import (
     VerifyReport,
     check_index,
@@ -38,6 +38,7 @@ reads and show a row out of step).
 Examples:
   hotline journal verify jp.db --ca pki/jp/ca.crt --ca pki/tw/ca.crt
   hotline journal verify jp.db --pki pki --peer-journal tw.db
+  hotline journal verify 'postgresql://hotline@db1/jp' --pki pki --peer-journal tw.db
 """
 
 
@@ -50,7 +51,9 @@ def register(parser: argparse.ArgumentParser) -> None:
         epilog=VERIFY_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    verify.add_argument("path", type=Path, help="the journal file (SQLite)")
+    verify.add_argument(
+        "path", type=journal_location, help="the journal: a SQLite file or a postgresql:// URL"
+    )
     verify.add_argument(
         "--ca", type=Path, action="append", default=[], help="a party's CA certificate (give both)"
     )
@@ -58,7 +61,9 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--pki", type=Path, help="a `hotline certs init` folder: take both CAs from it"
     )
     verify.add_argument(
-        "--peer-journal", type=Path, help="the other party's journal, to cross-check checkpoints"
+        "--peer-journal",
+        type=journal_location,
+        help="the other party's journal (file or URL), to cross-check checkpoints",
     )
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.set_defaults(func=run_verify)
@@ -67,7 +72,9 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="write every entry as JSON lines",
         description="Write every journal entry as one JSON object per line (signed payloads decoded).",
     )
-    export.add_argument("path", type=Path, help="the journal file (SQLite)")
+    export.add_argument(
+        "path", type=journal_location, help="the journal: a SQLite file or a postgresql:// URL"
+    )
     export.add_argument("--output", "-o", type=Path, help="write here instead of standard output")
     export.set_defaults(func=run_export)
 
@@ -113,7 +120,7 @@ def run_verify(args: argparse.Namespace) -> int:
         for r in reports:
             verdict = "OK" if r.ok else "BAD"
             print(
-                f"{r.path}: {verdict} party {r.party}: {r.entries} entries, "
+                f"{redact(str(r.path))}: {verdict} party {r.party}: {r.entries} entries, "
                 f"{r.signatures_checked} signatures, {r.checkpoints_matched} witnessed checkpoints; head {r.head_hash[:16]}"
             )
             if r.problem and r.first_bad is not None:
@@ -132,7 +139,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def _as_json(report: VerifyReport) -> dict[str, object]:
     return {
-        "path": str(report.path),
+        "path": redact(str(report.path)),
         "party": report.party,
         "ok": report.ok,
         "entries": report.entries,

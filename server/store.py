@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from hotline import lifecycle, link
+from hotline.journal_file import GENESIS
 from hotline.signing import Signer, sha256
 from hotline.v1 import bodies_pb2, common_pb2, envelope_pb2, operator_pb2, peer_link_pb2
 from hotline.wire import reason_to_wire, sign_batch_receipt, signed_of, timestamp_ns
@@ -547,8 +548,8 @@ class Store:
                     sequence=item.sequence,
                 )
                 txn.execute(
-                    "INSERT OR IGNORE INTO settlements (sender_party, sequence, message_id,"
-                    " outcome, digest, batch_first) VALUES (?,?,?,?,?,?)",
+                    "INSERT INTO settlements (sender_party, sequence, message_id,"
+                    " outcome, digest, batch_first) VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                     (
                         self.party,
                         item.sequence,
@@ -571,8 +572,9 @@ class Store:
                     sequence=rejection.sequence,
                 )
                 txn.execute(
-                    "INSERT OR IGNORE INTO settlements (sender_party, sequence, message_id,"
-                    " outcome, digest, batch_first, detail) VALUES (?,?,?,?,?,?,?)",
+                    "INSERT INTO settlements (sender_party, sequence, message_id,"
+                    " outcome, digest, batch_first, detail) VALUES (?,?,?,?,?,?,?)"
+                    " ON CONFLICT DO NOTHING",
                     (
                         self.party,
                         rejection.sequence,
@@ -739,6 +741,28 @@ class Store:
 
         await self.journal.run(op)
 
+    async def record_revocation(self, party: str, issuer: str, number: int) -> None:
+        """Journal that a revocation list of `issuer` (a CA's name, RFC 4514) with CRL number
+        `number` was taken into force."""
+        body = _json({"party": party, "issuer": issuer, "number": number})
+
+        def op(txn: Txn) -> None:
+            txn.append(Kind.REVOCATION, body, party=party)
+
+        await self.journal.run(op)
+
+    def revocation_numbers(self) -> dict[str, int]:
+        """The highest CRL number taken into force per issuer, as journaled."""
+        rows = self.journal.query(
+            "SELECT body FROM entries WHERE kind = ?", (Kind.REVOCATION.value,)
+        )
+        highest: dict[str, int] = {}
+        for row in rows:
+            data = json.loads(bytes(row["body"]))
+            issuer, number = str(data["issuer"]), int(data["number"])
+            highest[issuer] = max(number, highest.get(issuer, number))
+        return highest
+
     async def record_checkpoint(
         self, kind: Kind, signed: common_pb2.SignedPayload, party: str
     ) -> None:
@@ -748,6 +772,26 @@ class Store:
             txn.append(kind, raw, party=party)
 
         await self.journal.run(op)
+
+    def latest_witnessed_checkpoint(self) -> common_pb2.SignedPayload | None:
+        """The latest checkpoint of the peer's journal we witnessed, as the peer signed it."""
+        rows = self.journal.query(
+            "SELECT body FROM entries WHERE kind = ? ORDER BY position DESC LIMIT 1",
+            (Kind.CHECKPOINT_PEER.value,),
+        )
+        if not rows:
+            return None
+        signed = common_pb2.SignedPayload()
+        signed.ParseFromString(bytes(rows[0]["body"]))
+        return signed
+
+    def journal_hash_at(self, entry_count: int) -> bytes | None:
+        """Our journal's chain hash after its first `entry_count` entries (the genesis hash
+        for 0); None if it holds fewer."""
+        if entry_count == 0:
+            return GENESIS
+        entry = self.journal.entry(entry_count)
+        return entry.hash if entry is not None else None
 
     def witnessed_checkpoints(self, limit: int) -> list[peer_link_pb2.CheckpointBody]:
         """The latest `limit` checkpoints of the peer's journal we witnessed, oldest first.

@@ -12,9 +12,14 @@ fault proxies on both links) in a temporary folder. With `--target-jp`, `--targe
 are then skipped with a warning, and the integrity check reads the journals only if they are
 named (`--journal-jp`, `--journal-tw`), otherwise it compares records over the operator API.
 
-Exit status: 0 when every run passed its integrity check, 1 when any found a message lost,
-duplicated, reordered or forged (or a journal failed verification), 2 for bad arguments or
-scenario files.
+Thresholds (`--slo delivered.p99<50ms --slo flash.delivered.p99<20ms --slo errors==0`, and a
+scenario file's `slo` list; grammar in `sim.slo`) join the integrity check in the verdict.
+Raw exports: `--hgrm DIR` (HdrHistogram percentile distributions), `--csv FILE` (one row per
+message); the JSON report carries every histogram encoded.
+
+Exit status: 0 when every run passed (integrity and thresholds), 1 when any found a message
+lost, duplicated, reordered or forged (or a journal failed verification) or missed a
+threshold, 2 for bad arguments or scenario files.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from sim.scenario import (
     parse_fault_option,
     speed_hint,
 )
+from sim.slo import parse_thresholds
 
 
 def _echo(text: str) -> None:
@@ -140,7 +146,19 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--drain", type=float, default=30.0, help="seconds to wait for delivery (30)")
     p.add_argument("--progress", type=float, default=5.0, help="seconds between progress lines")
+    p.add_argument(
+        "--slo",
+        action="append",
+        default=[],
+        metavar="THRESHOLD",
+        help="a threshold the verdict also needs, e.g. delivered.p99<50ms, "
+        "flash.delivered.p99<20ms, errors==0, ack_ratio>=99%% (repeatable)",
+    )
     p.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
+    p.add_argument(
+        "--hgrm", type=Path, metavar="DIR", help="write HdrHistogram .hgrm files into DIR"
+    )
+    p.add_argument("--csv", type=Path, metavar="FILE", help="write every message's latencies")
     p.add_argument("--html", type=Path, metavar="FILE", help="write a self-contained HTML report")
     p.add_argument("--workdir", type=Path, help="start the pair here (kept afterwards)")
     p.add_argument("--target-jp", metavar="ADDR", help="drive this JP gateway (host:port)")
@@ -232,6 +250,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         scenarios = [load_scenario(name) for name in args.scenarios]
         faults = _parse_faults(args.fault)
         external = _external(args)
+        args.thresholds = parse_thresholds(args.slo)
     except (ValueError, ConfigError) as exc:
         print(f"hotline sim run: {exc}", file=sys.stderr)
         return 2
@@ -261,6 +280,7 @@ async def _run(
         extra_faults=tuple(faults),
         verify=not args.no_verify,
         echo=_echo,
+        thresholds=tuple(args.thresholds),
     )
     results: list[RunResult] = []
     with _workdir(args) as workdir:
@@ -295,9 +315,12 @@ def _write_reports(
     extra: dict[str, Any] | None = None,
     title: str = "",
 ) -> int:
+    from sim.report import write_csv, write_hgrm
+
     command = _command()
+    sweep = bool(extra and extra.get("sweep"))
     if args.json is not None:
-        doc = document(results, command=command)
+        doc = document(results, command=command, merge=not sweep)
         if extra:
             doc.update(extra)
         write_json(args.json, doc)
@@ -305,9 +328,30 @@ def _write_reports(
     if args.html is not None:
         write_html(args.html, html_report(results, title=title, command=command, sweep=extra))
         _echo(f"wrote {args.html}")
-    failed = [r.name for r in results if not r.ok]
+    if args.hgrm is not None:
+        written = write_hgrm(args.hgrm, results)
+        _echo(f"wrote {len(written)} .hgrm files into {args.hgrm}")
+    if args.csv is not None:
+        rows = write_csv(args.csv, results)
+        _echo(f"wrote {args.csv} ({rows} messages)")
+    failed = [r for r in results if not r.ok]
     if failed:
-        _echo(f"INTEGRITY FAILED: {', '.join(failed)}")
+        _echo(
+            "FAILED: "
+            + ", ".join(
+                f"{r.name} ("
+                + " and ".join(
+                    why
+                    for why, bad in (
+                        ("integrity", not r.integrity.ok),
+                        ("thresholds", not all(t.passed for t in r.thresholds)),
+                    )
+                    if bad
+                )
+                + ")"
+                for r in failed
+            )
+        )
         return 1
     return 0
 
@@ -368,6 +412,7 @@ def cmd_load(args: argparse.Namespace) -> int:
             raise ValueError("--duration must be positive and --ramp within it")
         if args.payload_bytes < 64:
             raise ValueError("--payload-bytes must be at least 64")
+        args.thresholds = parse_thresholds(args.slo)
     except (ValueError, ConfigError) as exc:
         print(f"hotline sim load: {exc}", file=sys.stderr)
         return 2
@@ -397,7 +442,7 @@ async def _load(
     *,
     sweep: bool,
 ) -> int:
-    from sim.load import find_saturation, run_load, step_summary
+    from sim.load import find_knee, find_saturation, run_load, step_summary
     from sim.report import document, html_report, terminal_summary, write_html, write_json
     from sim.runner import RunOptions, RunResult
     from sim.target import UNLIMITED
@@ -409,6 +454,7 @@ async def _load(
         extra_faults=tuple(faults),
         verify=not args.no_verify,
         echo=_echo,
+        thresholds=tuple(args.thresholds),
     )
     results: list[RunResult] = []
     with _workdir(args) as workdir:
@@ -442,7 +488,16 @@ async def _load(
     if sweep:
         steps = [step_summary(r) for r in results]
         saturation, reason = find_saturation(steps)
-        extra = {"sweep": {"steps": steps, "saturation_per_s": saturation, "reason": reason}}
+        knee, knee_reason = find_knee(steps)
+        extra = {
+            "sweep": {
+                "steps": steps,
+                "saturation_per_s": saturation,
+                "reason": reason,
+                "latency_knee_per_s": knee,
+                "knee_reason": knee_reason,
+            }
+        }
         print("== latency versus load (submit → delivered, ms)")
         print(f"   {'rate':>8}{'offered':>10}{'achieved':>10}{'p50':>9}{'p99':>9}{'max':>9}")
         for step in steps:
@@ -455,6 +510,8 @@ async def _load(
             print(f"   saturation: {reason}")
         else:
             print(f"   saturation at {saturation:g} msg/s: {reason}")
+        if knee is not None:
+            print(f"   latency knee at {knee:g} msg/s: {knee_reason}")
     rates = ", ".join(f"{spec.rate:g}" for spec in specs)
     return _write_reports(
         args,

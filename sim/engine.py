@@ -44,8 +44,10 @@ WATCHED_KINDS = (
     EK.EVENT_KIND_MESSAGE_REJECTED,
     EK.EVENT_KIND_ESCALATION,
     EK.EVENT_KIND_REALERT,
+    EK.EVENT_KIND_MESSAGE_EXPIRED,
     EK.EVENT_KIND_LINK_UP,
     EK.EVENT_KIND_LINK_DOWN,
+    EK.EVENT_KIND_CHECKPOINT,
 )
 LEVELS = {
     "roger": bodies_pb2.ACKNOWLEDGEMENT_LEVEL_ROGER,
@@ -93,6 +95,8 @@ class Tracked:
     acknowledged: float | None = None
     ack_level: int = 0
     received: float | None = None  # the responder saw it arrive
+    ack_called: float | None = None  # the responder called Acknowledge (after its think time)
+    resend_of: str = ""  # the message this one says again (after a SAY_AGAIN answer)
     ack_returned: float | None = None  # the responder's Acknowledge returned
     rejected: bool = False
     error: str = ""
@@ -161,6 +165,8 @@ class Engine:
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     acks_sent: int = 0
     _acks_pending: int = 0
+    # the wall time (ns) of the latest checkpoint each party witnessed of its peer
+    checkpoints: dict[str, int] = field(default_factory=dict)
 
     @property
     def parties(self) -> tuple[str, str]:
@@ -329,6 +335,11 @@ class Engine:
 
     async def _acknowledge_once(self, tracked: Tracked) -> None:
         side = self.sides[tracked.recipient]
+        tracked.ack_called = time.monotonic()
+        if tracked.received is not None:
+            self.metrics.record(
+                "think", tracked.body, tracked.precedence, tracked.ack_called - tracked.received
+            )
         level = LEVELS[tracked.answer]
         language = PARTY_LANGUAGE.get(side.party, "en")
         reason = None
@@ -400,6 +411,12 @@ class Engine:
         if kind in (EK.EVENT_KIND_LINK_UP, EK.EVENT_KIND_LINK_DOWN):
             self._on_link(party, event)
             return
+        if kind == EK.EVENT_KIND_CHECKPOINT:
+            self.checkpoints[party] = max(
+                self.checkpoints.get(party, 0), event.event_time.ToNanoseconds()
+            )
+            self._changed.set()
+            return
         tracked = self.tracked.get(event.message_id)
         if tracked is None:
             return
@@ -442,6 +459,14 @@ class Engine:
                 )
                 if tracked.ack_returned is not None:
                     self._record_ack_return(tracked)
+                if tracked.ack_called is not None and tracked.received is not None:
+                    think = tracked.ack_called - tracked.received
+                    self.metrics.record(
+                        "ack_system",
+                        tracked.body,
+                        tracked.precedence,
+                        max(0.0, now - tracked.planned - think),
+                    )
                 if tracked.on_answer is not None:
                     tracked.on_answer(tracked)
         elif kind == EK.EVENT_KIND_MESSAGE_REJECTED and party == tracked.sender:
@@ -452,6 +477,8 @@ class Engine:
             self.metrics.overdue.add(tracked.message_id)
         elif kind == EK.EVENT_KIND_REALERT and party == tracked.recipient:
             self.metrics.realerts.add(tracked.message_id)
+        elif kind == EK.EVENT_KIND_MESSAGE_EXPIRED:
+            self.metrics.expired.add(tracked.message_id)
         self._changed.set()
 
     def _count_level(self, level: int, change: int) -> None:
@@ -526,6 +553,21 @@ class Engine:
                 return True
             await asyncio.sleep(0.1)
         return False
+
+    async def wait_checkpoints(self, after_ns: int, timeout: float) -> bool:
+        """Wait until each party has witnessed a checkpoint of its peer's journal made after
+        `after_ns` (wall time): the run's last entries are then covered by a checkpoint that
+        the integrity check compares. False when `timeout` passed first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._changed.clear()
+            if all(self.checkpoints.get(party, 0) > after_ns for party in self.sides):
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(left, 0.5))
 
     def status_line(self) -> str:
         p = self.progress

@@ -37,7 +37,15 @@ from sim.engine import Engine, Side, Tracked
 from sim.faults import FaultController
 from sim.machine import CpuMeter
 from sim.metrics import Metrics, new_histogram, record_seconds, summarize
-from sim.runner import RunOptions, RunResult, active_seconds, check_integrity, tally
+from sim.runner import (
+    RunOptions,
+    RunResult,
+    active_seconds,
+    check_integrity,
+    exchange_checkpoints,
+    message_rows,
+    tally,
+)
 from sim.scenario import PRECEDENCE_NAMES, PRECEDENCES
 from sim.target import Target
 
@@ -290,13 +298,14 @@ async def run_load(
                 await asyncio.sleep(0.02)
             await faults.lift_all(clock.now())
             drained = await engine.drain(options.drain_s)
+            end_wall = time.time()
+            await exchange_checkpoints(engine, options, warnings)
     finally:
         progress.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await progress
         await engine.stop()
     cpu_result = cpu.stop()
-    end_wall = time.time()
     if not drained:
         warnings.append(
             f"{len(engine.unsettled())} message(s) were not settled after the "
@@ -335,7 +344,7 @@ async def run_load(
         "generator_cpu_percent": sim_cpu,
         "operators_per_side": len(next(iter(sides.values())).clients),
     }
-    return RunResult(
+    result = RunResult(
         kind="load",
         name=name or f"load-{spec.rate:g}",
         title=f"Open-loop load, {spec.rate:g} messages/s for {spec.duration_s:g} s",
@@ -356,8 +365,15 @@ async def run_load(
         drained=drained,
         warnings=warnings,
         cpu=cpu_result,
-        extra={"load": load_info, "link_down_s": metrics.link_down_seconds(end_wall)},
+        extra={
+            "load": load_info,
+            "link_down_s": metrics.link_down_seconds(end_wall),
+            "axis": {"origin_wall": engine.start_wall_ns / 1e9},
+        },
+        messages=message_rows(engine),
     )
+    result.check(options.thresholds)
+    return result
 
 
 async def _progress(engine: Engine, options: RunOptions, planned: int) -> None:
@@ -381,28 +397,38 @@ def step_summary(result: RunResult) -> dict[str, Any]:
         "generator_lag_ms": load["generator_lag_ms"],
         "cpu_percent": result.cpu,
         "send_errors": result.counts.get("send_errors", 0),
-        "verdict": result.integrity.verdict,
+        "verdict": result.verdict,
     }
 
 
 def find_saturation(steps: Sequence[dict[str, Any]]) -> tuple[float | None, str]:
     """The first offered rate the system could not carry: achieved below 95 % of offered, or
-    p99 (submit → delivered) ten times that of the lightest step, or send errors."""
+    send errors. (A step whose latency grew but whose achieved rate kept up with the offered
+    one is not saturated: see `find_knee`.)"""
     if not steps:
         return None, "no steps"
-    base_p99 = max(float(steps[0]["latency_ms"]["delivered"]["p99"]), 1.0)
     for step in steps:
         offered = float(step["offered_per_s"])
         achieved = float(step["achieved_per_s"])
-        p99 = float(step["latency_ms"]["delivered"]["p99"])
         if offered > 0 and achieved < 0.95 * offered:
             return float(step["rate_per_s"]), (
                 f"achieved {achieved:g}/s is below 95% of the offered {offered:g}/s"
             )
+        if step["send_errors"]:
+            return float(step["rate_per_s"]), f"{step['send_errors']} send errors"
+    return None, "not reached at the rates tried"
+
+
+def find_knee(steps: Sequence[dict[str, Any]]) -> tuple[float | None, str]:
+    """The first offered rate whose p99 (submit → delivered) is ten times that of the lightest
+    step: latency's knee, which may come before saturation."""
+    if not steps:
+        return None, "no steps"
+    base_p99 = max(float(steps[0]["latency_ms"]["delivered"]["p99"]), 1.0)
+    for step in steps:
+        p99 = float(step["latency_ms"]["delivered"]["p99"])
         if p99 > 10 * base_p99:
             return float(step["rate_per_s"]), (
                 f"p99 {p99:g} ms is more than 10x the {base_p99:g} ms at the lightest load"
             )
-        if step["send_errors"]:
-            return float(step["rate_per_s"]), f"{step['send_errors']} send errors"
-    return None, "not reached at the rates tried"
+    return None, "p99 stayed within 10x of the lightest load's"

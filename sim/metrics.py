@@ -8,8 +8,13 @@ simulator process with `time.monotonic()` from the message's *planned* submit ti
     journaled     Send returned (the sender's gateway made the message durable)
     delivered     the sender's Watch stream reported EVENT_KIND_MESSAGE_DELIVERED
     acknowledged  the sender's Watch stream reported EVENT_KIND_MESSAGE_ACKNOWLEDGED
+    ack_system    acknowledged minus the responder's think time: the system's own share of
+                  the answer's latency (both paths, both gateways), without the watch officer
     ack_return    from the responder's Acknowledge returning to that ACKNOWLEDGED event: the
                   return path of the answer, without the watch officer's think-time
+    think         operator response time, apart from the system: from the responder seeing
+                  the message (MESSAGE_RECEIVED) to it calling Acknowledge (scripted think time
+                  plus the responder's own scheduling)
 
 For scenario runs the planned time is the moment the send is started; in load mode it is the
 arrival time planned in advance, so a stalled system is charged for every message it delayed
@@ -28,7 +33,9 @@ from hdrh.histogram import HdrHistogram
 
 from sim.scenario import PRECEDENCE_NAMES
 
-STAGES = ("journaled", "delivered", "acknowledged", "ack_return")
+STAGES = ("journaled", "delivered", "acknowledged", "ack_system", "ack_return", "think")
+# the stages that are the system's latency (think is the operator's, not the system's)
+SYSTEM_STAGES = ("journaled", "delivered", "ack_system", "ack_return")
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000
 SIGNIFICANT = 3
@@ -44,36 +51,14 @@ def record_seconds(histogram: HdrHistogram, seconds: float) -> None:
     histogram.record_value(min(max(micros, LOWEST_US), HIGHEST_US))
 
 
-def _recorded(histogram: HdrHistogram) -> list[tuple[int, int]]:
-    """(bucket value, count) of every non-empty bucket, in value order: one pass over the
-    counts array, so that several percentiles and the mean cost one scan (the library's own
-    `get_mean_value` walks every bucket in Python and takes ~0.1 s per histogram)."""
-    counts = histogram.counts
-    return [
-        (histogram.get_value_from_index(i), counts[i])
-        for i in range(histogram.counts_len)
-        if counts[i]
-    ]
-
-
 def percentiles(histogram: HdrHistogram, wanted: Iterable[float]) -> dict[float, int]:
-    """Values (µs) at the given percentiles, with HdrHistogram's own rounding rules."""
-    total = int(histogram.get_total_count())
-    result: dict[float, int] = {}
-    if total == 0:
+    """Values (µs) at the given percentiles: the library's own one-pass percentile call (the
+    same values as `get_value_at_percentile`, HdrHistogram's rounding rules)."""
+    wanted = list(wanted)
+    if histogram.get_total_count() == 0:
         return dict.fromkeys(wanted, 0)
-    buckets = _recorded(histogram)
-    for p in sorted(wanted):
-        target = max(int(p / 100.0 * total + 0.5), 1)
-        running = 0
-        value = buckets[-1][0]
-        for bucket, count in buckets:
-            running += count
-            if running >= target:
-                value = bucket
-                break
-        result[p] = int(histogram.get_highest_equivalent_value(value))
-    return result
+    found = histogram.get_percentile_to_value_dict(wanted)
+    return {p: int(found[p]) for p in wanted}
 
 
 def summarize(histogram: HdrHistogram) -> dict[str, float | int]:
@@ -86,8 +71,17 @@ def summarize(histogram: HdrHistogram) -> dict[str, float | int]:
     def ms(value: float) -> float:
         return round(value / 1000.0, 3)
 
-    buckets = _recorded(histogram)
-    mean = sum((b + histogram.get_highest_equivalent_value(b)) / 2 * n for b, n in buckets) / count
+    # (the library's `get_mean_value` walks every bucket in Python, ~0.1 s per histogram: one
+    # pass over the non-empty buckets gives the same mean)
+    counts = histogram.counts
+    mean = (
+        sum(
+            _middle(histogram, histogram.get_value_from_index(i)) * counts[i]
+            for i in range(histogram.counts_len)
+            if counts[i]
+        )
+        / count
+    )
     at = percentiles(histogram, (50.0, 90.0, 99.0, 99.9))
     return {
         "count": count,
@@ -99,6 +93,10 @@ def summarize(histogram: HdrHistogram) -> dict[str, float | int]:
         "p999": ms(at[99.9]),
         "max": ms(histogram.get_max_value()),
     }
+
+
+def _middle(histogram: HdrHistogram, value: int) -> float:
+    return (value + float(histogram.get_highest_equivalent_value(value))) / 2
 
 
 # Percentiles for the percentile-distribution plot, HdrHistogram style: ever closer to 100.
@@ -120,13 +118,24 @@ PLOT_PERCENTILES = (
 )
 
 
+def supported_percentile(count: int) -> float:
+    """The highest percentile `count` samples can tell apart from the maximum: 1 - 1/count
+    (5 samples say nothing about the 99.999th percentile; their curve stops at 80 %)."""
+    return 100.0 * (1.0 - 1.0 / count) if count > 0 else 0.0
+
+
 def percentile_curve(histogram: HdrHistogram) -> list[tuple[float, float]]:
-    """(percentile, latency ms) points for a percentile plot."""
-    if histogram.get_total_count() == 0:
+    """(percentile, latency ms) points for a percentile plot, limited by the sample count:
+    the percentiles the samples support, then the maximum at 100."""
+    count = int(histogram.get_total_count())
+    if count == 0:
         return []
-    at = percentiles(histogram, PLOT_PERCENTILES[:-1])
-    at[100.0] = int(histogram.get_max_value())
-    return [(p, round(at[p] / 1000.0, 3)) for p in PLOT_PERCENTILES]
+    limit = supported_percentile(count)
+    wanted = [p for p in PLOT_PERCENTILES[:-1] if p <= limit + 1e-9]
+    at = percentiles(histogram, wanted)
+    points = [(p, round(at[p] / 1000.0, 3)) for p in wanted]
+    points.append((100.0, round(histogram.get_max_value() / 1000.0, 3)))
+    return points
 
 
 @dataclass
@@ -151,6 +160,7 @@ class Metrics:
     ack_levels: Counter[str] = field(default_factory=Counter)
     overdue: set[str] = field(default_factory=set)
     realerts: set[str] = field(default_factory=set)
+    expired: set[str] = field(default_factory=set)
     link_windows: list[LinkWindow] = field(default_factory=list)
     # Scatter samples: (seconds since the run began, stage, latency ms, precedence name).
     samples: list[tuple[float, str, float, str]] = field(default_factory=list)
@@ -173,7 +183,7 @@ class Metrics:
             histogram = self.histograms[key] = new_histogram()
         record_seconds(histogram, seconds)
         record_seconds(self.totals[stage], seconds)
-        if at is not None and stage != "ack_return":
+        if at is not None and stage in ("journaled", "delivered", "acknowledged"):
             self._sample((round(at, 4), stage, round(seconds * 1000.0, 3), _prec(precedence)))
 
     def _sample(self, point: tuple[float, str, float, str]) -> None:
@@ -218,6 +228,30 @@ class Metrics:
         result["any"] = _union_length(spans)
         return {k: round(v, 3) for k, v in result.items()}
 
+    def by_precedence(self, stage: str) -> dict[int, HdrHistogram]:
+        """One stage's histograms per precedence (message types merged), FLASH first."""
+        result: dict[int, HdrHistogram] = {}
+        for (s, _body, precedence), histogram in sorted(
+            self.histograms.items(), key=lambda kv: (kv[0][2], kv[0][1])
+        ):
+            if s == stage:
+                result.setdefault(precedence, new_histogram()).add(histogram)
+        return dict(sorted(result.items()))
+
+    def encoded(self) -> dict[str, str]:
+        """Every histogram in HdrHistogram's compressed, base64 encoding (`encode()`), keyed
+        `stage/PRECEDENCE/type` and `stage` for the totals: any HdrHistogram library decodes
+        them (`decode_and_add` in Python), and histograms of several runs merge exactly."""
+        found: dict[str, str] = {}
+        for stage, histogram in self.totals.items():
+            if histogram.get_total_count():
+                found[stage] = histogram.encode().decode("ascii")
+        for (stage, body, precedence), histogram in sorted(
+            self.histograms.items(), key=lambda kv: (STAGES.index(kv[0][0]), kv[0][2], kv[0][1])
+        ):
+            found[f"{stage}/{_prec(precedence)}/{body}"] = histogram.encode().decode("ascii")
+        return found
+
     def breakdown(self) -> list[dict[str, Any]]:
         """Latency per (body type, precedence), for the report's table."""
         keys = sorted({(body, prec) for _, body, prec in self.histograms}, key=_breakdown_order)
@@ -244,6 +278,7 @@ class Metrics:
         self.ack_levels.update(other.ack_levels)
         self.overdue |= other.overdue
         self.realerts |= other.realerts
+        self.expired |= other.expired
         self.link_windows += other.link_windows
         for point in other.samples:
             self._sample(point)

@@ -6,19 +6,26 @@ The JSON document of one run has at least
     forged}, latency_ms {journaled, delivered, acknowledged: {p50, p90, p99, p999, max}},
     ack_ratio, overdue, link_down_s, throughput_msgs_per_s
 
-and beside them the per type-and-precedence breakdown, the integrity details, the faults, the
-CPU used, the run's configuration and the machine. Several runs in one command make one
+and beside them the per type-and-precedence breakdown, latencies per precedence, the thresholds with
+their measured values, the per-message table (`messages_table`), every histogram in
+HdrHistogram's encoding (`histograms`), the integrity details, the faults, the CPU used, the
+run's configuration and the machine. `verdict` is integrity **and** thresholds;
+`integrity.verdict` is the integrity check's alone. Several runs in one command make one
 document whose top level aggregates them (histograms merged, counts summed) with the
-individual runs under `runs`.
+individual runs under `runs`, except a load sweep: its steps are different rates, never merged,
+so its top level carries only the verdict, the sweep's table and the steps under `runs`.
 
-The HTML page needs nothing from the network: its charts are SVG written here, inline.
+The HTML page needs nothing from the network: its charts are SVG written here, inline, and its
+per-message table sorts and filters with a few lines of inline script.
 """
 
 from __future__ import annotations
 
+import csv
 import html
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,8 +33,15 @@ from typing import Any
 
 from sim.integrity import PROBLEM_KINDS, DirectionReport, IntegrityReport
 from sim.machine import machine_info
-from sim.metrics import STAGES, Metrics, percentile_curve, summarize
+from sim.metrics import (
+    STAGES,
+    Metrics,
+    percentile_curve,
+    summarize,
+    supported_percentile,
+)
 from sim.runner import RunResult
+from sim.scenario import PRECEDENCE_NAMES
 
 MAIN_STAGES = ("journaled", "delivered", "acknowledged")
 STAGE_COLOURS = {
@@ -35,7 +49,27 @@ STAGE_COLOURS = {
     "delivered": "#2f855a",
     "acknowledged": "#c05621",
     "ack_return": "#6b46c1",
+    "ack_system": "#b7791f",
+    "think": "#718096",
 }
+PRECEDENCE_COLOURS = {
+    "FLASH": "#c53030",
+    "IMMEDIATE": "#dd6b20",
+    "PRIORITY": "#2b6cb0",
+    "ROUTINE": "#718096",
+}
+# the stages charted and tabled per precedence: delivery, and the answer without think time
+PRECEDENCE_STAGES = ("delivered", "ack_system")
+STAGE_TITLES = {
+    "journaled": "submit → journaled",
+    "delivered": "submit → delivered",
+    "acknowledged": "submit → acknowledged (includes the operator's think time)",
+    "ack_system": "submit → acknowledged, less the operator's think time (the system's share)",
+    "ack_return": "Acknowledge → ACKNOWLEDGED at the sender (the answer's return path)",
+    "think": "operator think time (received → Acknowledge called)",
+}
+MESSAGE_ROWS_JSON = 20_000  # rows of the per-message table in the JSON (flagged, slowest first)
+MESSAGE_ROWS_HTML = 2_000  # and in the HTML page
 
 
 # ---------------------------------------------------------------------------------------------
@@ -51,12 +85,15 @@ def run_json(result: RunResult) -> dict[str, Any]:
     counts = result.counts
     integrity = result.integrity
     sent = counts.get("sent", 0)
+    expected = counts.get("acks_expected", 0)
     link = result.extra.get("link_down_s", {}) or {}
+    table, left_out = interesting_rows(result.messages, MESSAGE_ROWS_JSON)
     doc: dict[str, Any] = {
         "scenario": result.name,
         "title": result.title,
         "kind": result.kind,
-        "verdict": integrity.verdict,
+        "verdict": result.verdict,
+        "thresholds": [t.to_json() for t in result.thresholds],
         "started": _iso(result.started_wall),
         "wall_s": round(result.wall_s, 3),
         "messages": {
@@ -72,14 +109,25 @@ def run_json(result: RunResult) -> dict[str, Any]:
             "acks_sent": counts.get("acks_sent", 0),
         },
         "latency_ms": {stage: summarize(metrics.total(stage)) for stage in STAGES},
-        "ack_ratio": round(counts.get("acknowledged", 0) / sent, 4) if sent else 0.0,
+        "latency_by_precedence_ms": {
+            stage: {_prec(p): summarize(h) for p, h in result.metrics.by_precedence(stage).items()}
+            for stage in STAGES
+        },
+        # answered over the answers the scenario (or --ack) expected, not over all messages
+        "ack_ratio": round(counts.get("acknowledged", 0) / expected, 4) if expected else None,
+        "operator_think_ms": summarize(metrics.total("think")),
         "ack_levels": dict(metrics.ack_levels),
         "overdue": counts.get("overdue", 0),
         "realerts": counts.get("realerts", 0),
+        "expired": len(metrics.expired),
         "link_down_s": link.get("any", 0.0),
         "link_down_by_direction": {k: v for k, v in link.items() if k != "any"},
+        # (a load run's figure; a scenario's messages follow its timeline, not a rate)
         "throughput_msgs_per_s": round(result.throughput, 3),
         "breakdown": metrics.breakdown(),
+        "messages_table": table,
+        "messages_table_left_out": left_out,
+        "histograms": metrics.encoded(),
         "integrity": integrity.to_json(),
         "faults": [
             {"at": f.at, "fault": f.description, "outcome": f.outcome} for f in result.faults
@@ -93,6 +141,26 @@ def run_json(result: RunResult) -> dict[str, Any]:
     if result.extra.get("load"):
         doc["load"] = result.extra["load"]
     return doc
+
+
+def _prec(precedence: int) -> str:
+    return PRECEDENCE_NAMES.get(precedence, str(precedence))
+
+
+def interesting_rows(
+    rows: Sequence[dict[str, Any]], limit: int
+) -> tuple[list[dict[str, Any]], int]:
+    """At most `limit` rows of the per-message table, in send order: all of them when they
+    fit, else the flagged ones and then the slowest delivered. Returns (rows, left out)."""
+    if len(rows) <= limit:
+        return list(rows), 0
+
+    def interest(row: dict[str, Any]) -> tuple[int, float]:
+        delivered = row.get("delivered_ms")
+        return (0 if row.get("flags") else 1, -(delivered if delivered is not None else 1e12))
+
+    keep = sorted(range(len(rows)), key=lambda i: interest(rows[i]))[:limit]
+    return [rows[i] for i in sorted(keep)], len(rows) - limit
 
 
 def aggregate(results: Sequence[RunResult]) -> RunResult:
@@ -129,6 +197,8 @@ def aggregate(results: Sequence[RunResult]) -> RunResult:
         warnings=[f"{r.name}: {w}" for r in results for w in r.warnings],
         cpu={},
         extra={"link_down_s": link_total},
+        thresholds=[t for r in results for t in r.thresholds],
+        messages=[m for r in results for m in r.messages],
     )
 
 
@@ -147,8 +217,21 @@ def _add_direction(integrity: IntegrityReport, more: DirectionReport) -> None:
     _add_direction(integrity, more)
 
 
-def document(results: Sequence[RunResult], *, command: str = "") -> dict[str, Any]:
-    """The JSON document for a command's runs (one run: that run's document)."""
+def document(
+    results: Sequence[RunResult], *, command: str = "", merge: bool = True
+) -> dict[str, Any]:
+    """The JSON document for a command's runs (one run: that run's document). `merge=False`
+    (a sweep's steps): the top level holds no merged figures, only the verdict and the runs."""
+    if not merge and len(results) > 1:
+        top: dict[str, Any] = {
+            "kind": "sweep",
+            "verdict": "PASS" if all(r.ok for r in results) else "FAIL",
+            "machine": machine_info(),
+            "runs": [run_json(r) for r in results],
+        }
+        if command:
+            top["command"] = command
+        return top
     top = run_json(aggregate(results))
     top["machine"] = machine_info()
     if command:
@@ -181,10 +264,9 @@ def terminal_summary(result: RunResult) -> str:
     lines = []
     verdict = doc["verdict"]
     lines.append(f"== {result.name} — {result.title}   [{verdict}]")
-    acked_pct = f"{100 * doc['ack_ratio']:.0f}%" if m["sent"] else "-"
     lines.append(
         f"   messages   sent {m['sent']}  journaled {m['journaled']}  delivered {m['delivered']}"
-        f"  acknowledged {m['acknowledged']} ({acked_pct})  rejected {m['rejected']}"
+        f"  acknowledged {_ack_ratio(doc)}  rejected {m['rejected']}"
         f"  send errors {m['send_errors']}"
     )
     lines.append(
@@ -203,8 +285,21 @@ def terminal_summary(result: RunResult) -> str:
             f"     {stage:<12}{s['count']:>7}"
             + "".join(f"{_fmt_ms(s[k]):>9}" for k in ("p50", "p90", "p99", "p999", "max"))
         )
+    by_prec = doc["latency_by_precedence_ms"]
+    if len(by_prec["delivered"]) > 1 or by_prec["ack_system"]:
+        lines.append(
+            "   by precedence    n   delivered p50/p99   answered p50/p99 (system)   think p50"
+        )
+        for name in by_prec["delivered"]:
+            d = by_prec["delivered"][name]
+            a = by_prec["ack_system"].get(name, {})
+            t = by_prec["think"].get(name, {})
+            think = _fmt_ms(t["p50"]) if t.get("count") else "-"
+            lines.append(
+                f"     {name:<10}{d['count']:>6}   {_pair(d):>17}   {_pair(a):>26}   {think:>9}"
+            )
     breakdown = doc["breakdown"]
-    if breakdown and len(breakdown) > 1:
+    if len({row["type"] for row in breakdown}) > 1:
         lines.append("   by precedence and type        n   delivered p50/p99   acked p50/p99 ms")
         for row in breakdown:
             d = row.get("delivered", {})
@@ -215,12 +310,13 @@ def terminal_summary(result: RunResult) -> str:
                 f"     {row['precedence']:<10}{row['type']:<20}{n:>4}"
                 f"   {_pair(d):>17}   {_pair(a):>13}"
             )
-    extra = (
-        f"   overdue {doc['overdue']}  re-alerts {doc['realerts']}"
-        f"  link down {doc['link_down_s']:.1f} s"
-        f"  throughput {doc['throughput_msgs_per_s']:.3g} msg/s  wall {doc['wall_s']:.1f} s"
+    throughput = (
+        f"  throughput {doc['throughput_msgs_per_s']:.3g} msg/s" if result.kind == "load" else ""
     )
-    lines.append(extra)
+    lines.append(
+        f"   overdue {doc['overdue']}  expired {doc['expired']}  re-alerts {doc['realerts']}"
+        f"  link down {doc['link_down_s']:.1f} s{throughput}  wall {doc['wall_s']:.1f} s"
+    )
     if doc["ack_levels"]:
         lines.append(
             "   answers    " + "  ".join(f"{k} {v}" for k, v in sorted(doc["ack_levels"].items()))
@@ -235,11 +331,29 @@ def terminal_summary(result: RunResult) -> str:
         lines.append(f"   warning    {warning}")
     for problem in result.integrity.problems:
         lines.append(f"   PROBLEM    {problem}")
+    for note in result.integrity.notes:
+        lines.append(f"   note       {note}")
+    for threshold in result.thresholds:
+        lines.append(f"   threshold  {threshold.describe()}")
+    if result.thresholds:
+        lines.append(
+            f"   verdict    {doc['verdict']}: integrity {result.integrity.verdict}, "
+            f"{sum(t.passed for t in result.thresholds)}/{len(result.thresholds)} thresholds met"
+        )
     for direction in result.integrity.directions:
         for kind, examples in direction.examples.items():
             for example in examples[:5]:
                 lines.append(f"   {kind:<10} {direction.direction}: {example}")
     return "\n".join(lines)
+
+
+def _ack_ratio(doc: dict[str, Any]) -> str:
+    """ "9/10 expected (90%)": answers over the answers expected."""
+    m = doc["messages"]
+    expected = m["acks_expected"]
+    if not expected:
+        return f"{m['acknowledged']} (none expected)"
+    return f"{m['acknowledged']}/{expected} expected ({100 * doc['ack_ratio']:.0f}%)"
 
 
 def _pair(stats: dict[str, Any]) -> str:
@@ -288,6 +402,10 @@ svg text { font: 11px system-ui, sans-serif; fill: #2d3748; }
 .legend i { display: inline-block; width: 12px; height: 12px; margin-right: 4px;
   vertical-align: -1px; border-radius: 2px; }
 footer { color: #718096; font-size: 12px; margin-top: 30px; }
+.scroll { max-height: 480px; overflow: auto; border: 1px solid #e2e8f0; }
+table.messages { margin: 0; font-size: 12px; } table.messages th { cursor: pointer;
+  position: sticky; top: 0; } table.messages tr.flagged td { background: #fffaf0; }
+tr.bad td { color: #c53030; } tr.good td { color: #2f855a; }
 """
 
 
@@ -384,6 +502,18 @@ class _Chart:
                 f"<title>{_esc(label)} {x:g}: {y:g} ms</title></circle>"
             )
 
+    def shade(self, start: float, end: float, colour: str, label: str) -> None:
+        """A shaded band over [start, end] on the x axis (a link-down or fault period)."""
+        x0 = max(self.px(start), self.left)
+        x1 = min(self.px(end), self.width - self.right)
+        if x1 <= x0:
+            return
+        self.parts.append(
+            f'<rect class="period" x="{x0:.1f}" y="{self.top}" width="{x1 - x0:.1f}" '
+            f'height="{self.height - self.bottom - self.top}" fill="{colour}" '
+            f'fill-opacity="0.18"><title>{_esc(label)}</title></rect>'
+        )
+
     def dots(self, points: Sequence[tuple[float, float]], colour: str) -> None:
         radius = 3.0 if len(points) < 300 else 1.8
         for x, y in points:
@@ -392,9 +522,10 @@ class _Chart:
                 f'fill="{colour}" fill-opacity="0.55"/>'
             )
 
-    def svg(self) -> str:
+    def svg(self, name: str = "") -> str:
+        named = f' class="chart" data-chart="{_esc(name)}"' if name else ""
         return (
-            f'<svg width="{self.width}" '
+            f'<svg{named} width="{self.width}" '
             f'height="{self.height}" viewBox="0 0 {self.width} {self.height}" role="img">'
             + "".join(self.parts)
             + "</svg>"
@@ -421,36 +552,54 @@ def _percentile_x(p: float) -> float:
     return math.log10(1.0 / max(1.0 - p / 100.0, 1e-6))
 
 
-def percentile_chart(metrics: Metrics, stages: Sequence[str] = MAIN_STAGES) -> str:
-    curves = {s: percentile_curve(metrics.total(s)) for s in stages}
-    curves = {s: c for s, c in curves.items() if c}
+_PERCENTILE_TICKS = (0.0, 90.0, 99.0, 99.9, 99.99, 99.999)
+
+
+def _curves_chart(
+    curves: dict[str, tuple[list[tuple[float, float]], int]],
+    colours: dict[str, str],
+    name: str,
+) -> str:
+    """Percentile curves, each up to the percentile its sample count supports (1 - 1/count),
+    where it rises to its maximum; the axis ends at the best supported percentile."""
+    curves = {k: v for k, v in curves.items() if v[0]}
     if not curves:
         return "<p>No latencies were recorded.</p>"
-    values = [v for c in curves.values() for _, v in c]
+    values = [v for c, _ in curves.values() for _, v in c]
     lo, hi = min(values), max(values)
     log_y = hi / max(lo, 1e-3) > 50
+    x_hi = min(max(max(supported_percentile(n) for _, n in curves.values()), 50.0), 99.999)
     chart = _Chart(
-        x=(0.0, 99.999),
+        x=(0.0, x_hi),
         y=(lo, hi),
-        x_label="percentile",
+        x_label="percentile (each curve ends where its sample count does: 1 - 1/n)",
         y_label="latency (ms)",
         log_y=log_y,
         x_transform=_percentile_x,
     )
-    chart.axes(
-        [
-            (0.0, "0%"),
-            (90.0, "90%"),
-            (99.0, "99%"),
-            (99.9, "99.9%"),
-            (99.99, "99.99%"),
-            (99.999, "99.999%"),
-        ]
-    )
-    for stage, curve in curves.items():
-        points = [(min(p, 99.999), v) for p, v in curve]
-        chart.line(points, STAGE_COLOURS[stage], stage)
-    return _legend(curves) + chart.svg()
+    chart.axes([(p, f"{p:g}%") for p in _PERCENTILE_TICKS if p <= x_hi + 1e-9])
+    for key, (curve, count) in curves.items():
+        end = min(supported_percentile(count), x_hi)
+        points = [(p if p < 100.0 else end, v) for p, v in curve]
+        chart.line(points, colours.get(key, "#4a5568"), f"{key} (n={count})")
+    return _legend(curves, colours) + chart.svg(name)
+
+
+def percentile_chart(metrics: Metrics, stages: Sequence[str] = MAIN_STAGES) -> str:
+    curves = {
+        s: (percentile_curve(metrics.total(s)), int(metrics.total(s).get_total_count()))
+        for s in stages
+    }
+    return _curves_chart(curves, STAGE_COLOURS, "percentiles")
+
+
+def precedence_chart(metrics: Metrics, stage: str) -> str:
+    """One stage's percentile curves, one per precedence: was FLASH fast under the backlog?"""
+    curves = {
+        _prec(p): (percentile_curve(h), int(h.get_total_count()))
+        for p, h in metrics.by_precedence(stage).items()
+    }
+    return _curves_chart(curves, PRECEDENCE_COLOURS, f"precedence-{stage}")
 
 
 def scatter_chart(metrics: Metrics, stages: Sequence[str] = MAIN_STAGES) -> str:
@@ -474,17 +623,144 @@ def scatter_chart(metrics: Metrics, stages: Sequence[str] = MAIN_STAGES) -> str:
     for stage in stages:
         chart.dots([(s[0], s[2]) for s in samples if s[1] == stage], STAGE_COLOURS[stage])
     present = {s[1]: True for s in samples}
-    return _legend(present) + chart.svg()
+    return _legend(present) + chart.svg("scatter")
 
 
-def _legend(stages: Iterable[str]) -> str:
+def _legend(keys: Iterable[str], colours: dict[str, str] = STAGE_COLOURS) -> str:
     return (
         '<div class="legend">'
         + "".join(
-            f'<span><i style="background:{STAGE_COLOURS[s]}"></i>{_esc(s)}</span>' for s in stages
+            f'<span><i style="background:{colours.get(k, "#4a5568")}"></i>{_esc(k)}</span>'
+            for k in keys
         )
         + "</div>"
     )
+
+
+def _periods(result: RunResult, end: float) -> list[tuple[float, float, str, str]]:
+    """(start, end, kind, label) in seconds since the run began: link-down windows and the
+    spans during which a fault was in force."""
+    origin = float(result.extra.get("axis", {}).get("origin_wall", result.started_wall))
+    found = []
+    for window in result.metrics.link_windows:
+        up = window.up if window.up is not None else origin + end
+        found.append((window.down - origin, up - origin, "link", f"link {window.direction} down"))
+    applied: dict[str, float] = {}
+    for record in result.faults:
+        if record.outcome == "applied":
+            applied[record.description] = record.wall - origin
+        elif record.outcome == "lifted" and record.description in applied:
+            start = applied.pop(record.description)
+            found.append((start, record.wall - origin, "fault", record.description))
+    for description, start in applied.items():
+        found.append((start, end, "fault", description))
+    return found
+
+
+def series(result: RunResult) -> dict[str, Any]:
+    """Messages per second (planned and delivered), backlog and errors over time, in bins of
+    the run's time (or scenario time, at a finite speed), from the per-message rows."""
+    rows = result.messages
+    if not rows:
+        return {}
+    planned = [float(r["at_s"]) for r in rows]
+    delivered = sorted(
+        float(r["at_s"]) + float(r["delivered_ms"]) / 1000.0
+        for r in rows
+        if r.get("delivered_ms") is not None
+    )
+    failed = [float(r["at_s"]) for r in rows if {"error", "rejected"} & set(r.get("flags", ()))]
+    end = max([*planned, *delivered, 1e-3])
+    width = max(_nice_step(end / 60.0), 0.01)
+    bins = int(end / width) + 1
+    per_bin = [[0, 0, 0] for _ in range(bins)]  # planned, delivered, errors
+    for t in planned:
+        per_bin[min(int(t / width), bins - 1)][0] += 1
+    for t in delivered:
+        per_bin[min(int(t / width), bins - 1)][1] += 1
+    for t in failed:
+        per_bin[min(int(t / width), bins - 1)][2] += 1
+    axis = result.extra.get("axis", {})
+    speed = axis.get("speed")
+    scenario_origin = float(axis.get("scenario_origin_s", 0.0))
+
+    def x(t: float) -> float:
+        return round((t - scenario_origin) * speed, 4) if speed else round(t, 4)
+
+    points = []
+    waiting = 0
+    for i, (p, d, e) in enumerate(per_bin):
+        waiting += p - d - e
+        points.append(
+            {
+                "t": x((i + 1) * width),
+                "planned_per_s": round(p / width, 3),
+                "delivered_per_s": round(d / width, 3),
+                "errors": e,
+                "backlog": max(waiting, 0),
+            }
+        )
+    return {
+        "axis": "scenario time (s)" if speed else "time since the run began (s)",
+        "bin_s": width * speed if speed else width,
+        "points": points,
+        "periods": [
+            {"start": x(a), "end": x(b), "kind": kind, "what": label}
+            for a, b, kind, label in _periods(result, end)
+        ],
+    }
+
+
+_PERIOD_COLOURS = {"link": "#e53e3e", "fault": "#805ad5"}
+
+
+def series_charts(result: RunResult) -> str:
+    """Throughput, backlog and errors over time, with link-down and fault periods shaded."""
+    data = series(result)
+    if not data:
+        return "<p>No messages were sent.</p>"
+    points = data["points"]
+    xs = [p["t"] for p in points]
+    x_lo, x_hi = min(0.0, xs[0]), max(xs[-1], 1e-3)
+    step = _nice_step((x_hi - x_lo) / 8)
+    ticks = [(i * step, f"{i * step:g}") for i in range(int(x_lo / step), int(x_hi / step) + 1)]
+    html_parts = [
+        '<div class="legend"><span><i style="background:#a0aec0"></i>planned/s</span>'
+        '<span><i style="background:#2f855a"></i>delivered/s</span>'
+        '<span><i style="background:#c53030"></i>errors per bin</span>'
+        '<span><i style="background:#2b6cb0"></i>backlog (sent, not yet delivered)</span>'
+        '<span><i style="background:#e53e3e;opacity:.35"></i>link down</span>'
+        '<span><i style="background:#805ad5;opacity:.35"></i>fault in force</span></div>'
+    ]
+    for name, keys, label in (
+        ("throughput", ("planned_per_s", "delivered_per_s", "errors"), "messages per second"),
+        ("backlog", ("backlog",), "messages waiting"),
+    ):
+        top = max(max(float(p[k]) for p in points) for k in keys)
+        chart = _Chart(
+            height=220,
+            x=(x_lo, x_hi),
+            y=(0.0, max(top, 1.0)),
+            x_label=f"{data['axis']}, bins of {data['bin_s']:.3g} s",
+            y_label=label,
+        )
+        chart.axes(ticks)
+        for period in data["periods"]:
+            chart.shade(
+                period["start"], period["end"], _PERIOD_COLOURS[period["kind"]], period["what"]
+            )
+        colours = {
+            "planned_per_s": "#a0aec0",
+            "delivered_per_s": "#2f855a",
+            "errors": "#c53030",
+            "backlog": "#2b6cb0",
+        }
+        for key in keys:
+            if key == "errors" and not any(p["errors"] for p in points):
+                continue
+            chart.line([(p["t"], float(p[key])) for p in points], colours[key], key)
+        html_parts.append(chart.svg(name))
+    return "".join(html_parts)
 
 
 def sweep_chart(steps: Sequence[dict[str, Any]]) -> str:
@@ -542,6 +818,118 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], left: int = 1)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+MESSAGE_COLUMNS = (
+    ("at_s", "sent at (s)", "n"),
+    ("sender", "from", "s"),
+    ("recipient", "to", "s"),
+    ("label", "label", "s"),
+    ("type", "type", "s"),
+    ("precedence", "precedence", "p"),
+    ("expected_answer", "expected", "s"),
+    ("answer", "answer", "s"),
+    ("journaled_ms", "journaled ms", "n"),
+    ("delivered_ms", "delivered ms", "n"),
+    ("acknowledged_ms", "acknowledged ms", "n"),
+    ("think_ms", "think ms", "n"),
+    ("ack_system_ms", "answered (system) ms", "n"),
+    ("flags", "flags", "s"),
+    ("id", "message id", "s"),
+)
+_PRECEDENCE_RANK = {"FLASH": 0, "IMMEDIATE": 1, "PRIORITY": 2, "ROUTINE": 3}
+
+
+def message_table(result: RunResult) -> str:
+    """Every message (or the flagged and slowest, past `MESSAGE_ROWS_HTML`): sortable by
+    clicking a heading, filterable by typing; the inline script needs no network."""
+    rows, left_out = interesting_rows(result.messages, MESSAGE_ROWS_HTML)
+    if not rows:
+        return "<p>No messages were sent.</p>"
+    head = "".join(
+        f'<th class="l" data-kind="{kind}" title="sort">{_esc(title)}</th>'
+        for _, title, kind in MESSAGE_COLUMNS
+    )
+    body = []
+    for row in rows:
+        cells = []
+        for key, _, kind in MESSAGE_COLUMNS:
+            value = row.get(key)
+            if key == "flags":
+                value = " ".join(value or ())
+            text = "" if value is None else str(value)
+            sort = text
+            if kind == "p":
+                sort = str(_PRECEDENCE_RANK.get(text, 9))
+            elif kind == "n":
+                sort = text if text else "-1"
+            cls = "l" if kind != "n" else ""
+            cells.append(f'<td class="{cls}" data-v="{_esc(sort)}">{_esc(text)}</td>')
+        flagged = " flagged" if row.get("flags") else ""
+        body.append(f'<tr class="msg{flagged}">{"".join(cells)}</tr>')
+    table_id = "messages-" + re.sub(r"[^a-z0-9]+", "-", result.name.lower())[:60]
+    note = (
+        f" Showing {len(rows)} of {len(rows) + left_out}: the flagged and the slowest delivered."
+        if left_out
+        else ""
+    )
+    return (
+        f'<p class="sub">Click a heading to sort; type to filter (every column).{_esc(note)}</p>'
+        f'<input class="msg-filter" data-for="{table_id}" placeholder="filter, e.g. FLASH or '
+        'overdue" size="40">'
+        f'<div class="scroll"><table class="messages" id="{table_id}"><thead><tr>{head}</tr>'
+        f"</thead><tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+# Sorting and filtering of the per-message tables: inline, no library, no network.
+_SCRIPT = """
+document.querySelectorAll('table.messages').forEach(function (table) {
+  var heads = table.querySelectorAll('th');
+  heads.forEach(function (th, col) {
+    th.addEventListener('click', function () {
+      var numeric = th.dataset.kind !== 's';
+      var down = th.dataset.dir !== 'asc';
+      heads.forEach(function (h) { delete h.dataset.dir; });
+      th.dataset.dir = down ? 'asc' : 'desc';
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = a.cells[col].dataset.v, y = b.cells[col].dataset.v;
+        var r = numeric ? parseFloat(x) - parseFloat(y) : x.localeCompare(y);
+        return down ? r : -r;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+});
+document.querySelectorAll('input.msg-filter').forEach(function (input) {
+  var table = document.getElementById(input.dataset.for);
+  input.addEventListener('input', function () {
+    var words = input.value.toLowerCase().split(/\\s+/).filter(Boolean);
+    Array.prototype.forEach.call(table.tBodies[0].rows, function (row) {
+      var text = row.textContent.toLowerCase();
+      row.hidden = !words.every(function (w) { return text.indexOf(w) >= 0; });
+    });
+  });
+});
+"""
+
+
+def thresholds_box(result: RunResult) -> str:
+    if not result.thresholds:
+        return ""
+    rows = []
+    for t in result.thresholds:
+        measured = t.describe().split("(measured ", 1)[1].rstrip(")")
+        rows.append(
+            f'<tr class="{"good" if t.passed else "bad"}"><td class="l">{_esc(t.threshold.text)}'
+            f"</td><td>{_esc(measured)}</td><td>{'pass' if t.passed else 'FAIL'}</td></tr>"
+        )
+    return (
+        '<table class="thresholds"><thead><tr><th class="l">threshold</th><th>measured</th>'
+        f"<th>result</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
 def _run_section(result: RunResult, *, heading: str = "h2") -> str:
     doc = run_json(result)
     m = doc["messages"]
@@ -550,13 +938,19 @@ def _run_section(result: RunResult, *, heading: str = "h2") -> str:
         f"<{heading}>{_esc(result.name)} — {_esc(result.title)}"
         f'<span class="verdict {verdict}">{verdict}</span></{heading}>'
     ]
-    cards = [
+    cards: list[tuple[str, Any]] = [
         ("sent", m["sent"]),
         ("delivered", m["delivered"]),
-        ("acknowledged", f"{m['acknowledged']} ({100 * doc['ack_ratio']:.0f}%)"),
-        ("delivered p50", f"{doc['latency_ms']['delivered']['p50']:g} ms"),
-        ("delivered p99", f"{doc['latency_ms']['delivered']['p99']:g} ms"),
-        ("throughput", f"{doc['throughput_msgs_per_s']:.3g} msg/s"),
+        ("acknowledged / expected", _ack_ratio(doc).replace(" expected", "")),
+    ]
+    for name, stats in doc["latency_by_precedence_ms"]["delivered"].items():
+        cards.append((f"{name} delivered p50 / p99", f"{_pair(stats)} ms"))
+    if result.kind == "load":
+        cards.append(("throughput", f"{doc['throughput_msgs_per_s']:.3g} msg/s"))
+    cards += [
+        ("operator think p50", f"{doc['operator_think_ms']['p50']:g} ms")
+        if doc["operator_think_ms"]["count"]
+        else ("operator think", "-"),
         ("overdue", doc["overdue"]),
         ("link down", f"{doc['link_down_s']:.1f} s"),
     ]
@@ -565,15 +959,53 @@ def _run_section(result: RunResult, *, heading: str = "h2") -> str:
         + "".join(f"<div class=card><b>{_esc(v)}</b><span>{_esc(k)}</span></div>" for k, v in cards)
         + "</div>"
     )
+    if result.thresholds:
+        parts.append("<h3>Thresholds</h3>")
+        parts.append(thresholds_box(result))
     parts.append(_integrity_box(result.integrity))
-    parts.append("<h3>Latency distribution (percentiles)</h3>")
+    for stage in PRECEDENCE_STAGES:
+        if result.metrics.total(stage).get_total_count():
+            parts.append(f"<h3>By precedence: {_esc(STAGE_TITLES[stage])}</h3>")
+            parts.append(precedence_chart(result.metrics, stage))
+    prows = []
+    by_prec = doc["latency_by_precedence_ms"]
+    for name, d in by_prec["delivered"].items():
+        a = by_prec["ack_system"].get(name, {})
+        t = by_prec["think"].get(name, {})
+        prows.append(
+            [name, d["count"], d["p50"], d["p99"], d["max"]]
+            + [a.get(k, "-") for k in ("p50", "p99")]
+            + [t.get(k, "-") for k in ("p50", "p99")]
+        )
+    if prows:
+        parts.append(
+            _table(
+                [
+                    "precedence",
+                    "n",
+                    "delivered p50",
+                    "delivered p99",
+                    "delivered max",
+                    "answered p50 (system)",
+                    "answered p99 (system)",
+                    "think p50",
+                    "think p99",
+                ],
+                prows,
+            )
+        )
+    parts.append("<h3>Throughput, backlog and errors over time</h3>")
+    parts.append(series_charts(result))
+    parts.append("<h3>Latency distribution by stage (percentiles)</h3>")
     parts.append(percentile_chart(result.metrics))
     parts.append("<h3>Latency over time</h3>")
     parts.append(scatter_chart(result.metrics))
     rows = []
     for stage in STAGES:
         s = doc["latency_ms"][stage]
-        rows.append([stage, s["count"], s["p50"], s["p90"], s["p99"], s["p999"], s["max"]])
+        rows.append(
+            [STAGE_TITLES[stage], s["count"], s["p50"], s["p90"], s["p99"], s["p999"], s["max"]]
+        )
     parts.append("<h3>Latency (ms)</h3>")
     parts.append(_table(["stage", "count", "p50", "p90", "p99", "p99.9", "max"], rows))
     if doc["breakdown"]:
@@ -634,6 +1066,9 @@ def _run_section(result: RunResult, *, heading: str = "h2") -> str:
         if load.get("steps"):
             parts.append("<h3>Latency and throughput against offered load</h3>")
             parts.append(sweep_chart(load["steps"]))
+    if result.messages:
+        parts.append("<h3>Messages</h3>")
+        parts.append(message_table(result))
     details = [
         ["answers", ", ".join(f"{k} {v}" for k, v in sorted(doc["ack_levels"].items())) or "-"],
         ["re-alerts", doc["realerts"]],
@@ -726,8 +1161,9 @@ def html_report(
     sweep: dict[str, Any] | None = None,
 ) -> str:
     """A self-contained HTML page: summary, integrity verdict and charts for every run."""
+    is_sweep = bool(sweep and sweep.get("sweep"))
     overall = aggregate(results)
-    verdict = overall.integrity.verdict
+    verdict = "PASS" if all(r.ok for r in results) else "FAIL"
     heading = title or (results[0].title if len(results) == 1 else f"{len(results)} scenarios")
     machine = machine_info()
     body = [
@@ -742,6 +1178,15 @@ def html_report(
         body.append(
             f"<p>Saturation: {_esc(f'{saturation:g} msg/s' if saturation else 'not reached')}"
             f" — {_esc(info.get('reason', ''))}</p>"
+        )
+        if info.get("latency_knee_per_s"):
+            body.append(
+                f"<p>Latency knee: {info['latency_knee_per_s']:g} msg/s — "
+                f"{_esc(info.get('knee_reason', ''))}</p>"
+            )
+        body.append(
+            '<p class="sub">Each step is reported on its own below: steps at different rates '
+            "are never merged.</p>"
         )
         body.append(sweep_chart(info["steps"]))
         body.append(
@@ -772,7 +1217,7 @@ def html_report(
                 left=0,
             )
         )
-    if len(results) > 1:
+    if len(results) > 1 and not is_sweep:
         body.append("<h2>All runs</h2>")
         rows = []
         for r in results:
@@ -787,6 +1232,7 @@ def html_report(
                     d["latency_ms"]["delivered"]["p50"],
                     d["latency_ms"]["delivered"]["p99"],
                     sum(d["messages"][k] for k in PROBLEM_KINDS),
+                    f"{sum(t.passed for t in r.thresholds)}/{len(r.thresholds)}",
                 ]
             )
         body.append(
@@ -800,6 +1246,7 @@ def html_report(
                     "delivered p50 ms",
                     "delivered p99 ms",
                     "integrity problems",
+                    "thresholds met",
                 ],
                 rows,
             )
@@ -817,10 +1264,80 @@ def html_report(
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>Hotline simulator — {_esc(heading)}</title>"
         f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+        f"<style>{_CSS}</style></head><body>\n"
+        + "\n".join(body)
+        + f"\n<script>{_SCRIPT}</script>\n</body></html>\n"
     )
 
 
 def write_html(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw exports
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:80] or "run"
+
+
+def write_hgrm(folder: Path, results: Sequence[RunResult]) -> list[Path]:
+    """HdrHistogram percentile distributions (`.hgrm`, values in ms), written by the library's
+    own `output_percentile_distribution`: one file per run and stage, and one per run, stage
+    and precedence. HdrHistogram's plotter and any tool that reads .hgrm can read them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for result in results:
+        run = _slug(result.name)
+        for stage in STAGES:
+            histograms = {"": result.metrics.total(stage)}
+            histograms |= {
+                f"-{_prec(p).lower()}": h for p, h in result.metrics.by_precedence(stage).items()
+            }
+            for suffix, histogram in histograms.items():
+                if not histogram.get_total_count():
+                    continue
+                path = folder / f"{run}-{stage}{suffix}.hgrm"
+                with path.open("wb") as out:
+                    histogram.output_percentile_distribution(out, 1000.0)
+                written.append(path)
+    return written
+
+
+CSV_COLUMNS = (
+    "run",
+    "id",
+    "label",
+    "sender",
+    "recipient",
+    "type",
+    "precedence",
+    "at_s",
+    "expected_answer",
+    "answer",
+    "journaled_ms",
+    "delivered_ms",
+    "acknowledged_ms",
+    "think_ms",
+    "ack_system_ms",
+    "flags",
+    "error",
+    "resend_of",
+)
+
+
+def write_csv(path: Path, results: Sequence[RunResult]) -> int:
+    """The raw samples: one row per message of every run (latencies in ms from its planned
+    send time, empty when that stage never came). Returns the number of rows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.DictWriter(out, CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for result in results:
+            for row in result.messages:
+                writer.writerow({**row, "run": result.name, "flags": " ".join(row["flags"])})
+                count += 1
+    return count

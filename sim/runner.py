@@ -6,8 +6,12 @@ The run puts every message of the scenario's timeline and every fault on the vir
 starts the clock, and lets the engine's scripted responders answer what arrives. When the
 timeline is over it lifts any fault still in force and *drains*: it waits (up to `drain_s`
 real seconds) until every message is delivered and every answer scripted for it has come back.
-Then both journals are compared end to end (`sim.integrity`). A run passes when the integrity
-check finds nothing lost, duplicated, reordered or forged.
+Then it waits (up to `checkpoint_wait_s`) until each gateway has witnessed a checkpoint of its
+peer's journal made after the run settled, so that the checkpoint comparison covers the run's
+last entries, and both journals are compared end to end (`sim.integrity`); when no checkpoint
+was witnessed the integrity report says there was none to compare. A run passes when the
+integrity check finds nothing lost, duplicated, reordered or forged **and** every threshold
+(`sim.slo`: `--slo` and the scenario's `slo` list) holds.
 
 Answers are drawn per message from a generator seeded with (seed, event, repetition), so the
 same seed gives the same answers and think-times whatever order messages arrive in. A message
@@ -23,19 +27,20 @@ import logging
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from hotline.ids import new_message_id
 from hotline.v1 import bodies_pb2, common_pb2
 from sim.clock import VirtualClock
-from sim.engine import Engine, Side, Tracked
+from sim.engine import LEVEL_NAMES, Engine, Side, Tracked
 from sim.faults import FaultController, FaultRecord
 from sim.integrity import IntegrityReport, RecordView, check_journals, compare_records, load_cas
 from sim.machine import CpuMeter
 from sim.metrics import Metrics
-from sim.scenario import EventSpec, FaultSpec, Scenario
+from sim.scenario import PRECEDENCE_NAMES, EventSpec, FaultSpec, Scenario
+from sim.slo import Threshold, ThresholdResult, evaluate
 from sim.target import Target
 
 log = logging.getLogger("hotline.sim")
@@ -54,6 +59,9 @@ class RunOptions:
     extra_faults: tuple[FaultSpec, ...] = ()
     verify: bool = True
     echo: Callable[[str], None] = _stderr
+    thresholds: tuple[Threshold, ...] = ()
+    # seconds to wait, once the run has settled, for a checkpoint exchange covering it
+    checkpoint_wait_s: float = 8.0
 
 
 @dataclass
@@ -75,10 +83,22 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)
     cpu: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    thresholds: list[ThresholdResult] = field(default_factory=list)
+    # one row per message sent (see `message_rows`), for the per-message table and the series
+    messages: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.integrity.ok
+        """The verdict: integrity and every threshold."""
+        return self.integrity.ok and all(t.passed for t in self.thresholds)
+
+    @property
+    def verdict(self) -> str:
+        return "PASS" if self.ok else "FAIL"
+
+    def check(self, thresholds: Sequence[Threshold]) -> None:
+        """Measure the thresholds on this run (its verdict then includes them)."""
+        self.thresholds = evaluate(thresholds, self)
 
     @property
     def throughput(self) -> float:
@@ -130,6 +150,7 @@ async def run_scenario(
             answer=answer,
             think_s=think,
             ack_id=new_message_id(),
+            resend_of=again_of,
         )
         if not again_of:
             tracked.on_answer = lambda t: on_answer(event, n, t)
@@ -185,12 +206,13 @@ async def run_scenario(
                 await asyncio.sleep(0.02)
             await faults.lift_all(clock.now())
             drained = await engine.drain(options.drain_s)
+            end_wall = time.time()
+            await exchange_checkpoints(engine, options, warnings)
     finally:
         progress.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await progress
         await engine.stop()
-    end_wall = time.time()
     cpu_result = cpu.stop()
     if not drained:
         left = engine.unsettled()
@@ -201,7 +223,12 @@ async def run_scenario(
     counts = tally(engine)
     active = active_seconds(engine)
     metrics_end = end_wall
-    return RunResult(
+    axis: dict[str, Any] = {"origin_wall": engine.start_wall_ns / 1e9}
+    if clock.speed is not None:
+        axis.update(
+            scenario_origin_s=clock.real_time_of(0.0) - engine.start_mono, speed=clock.speed
+        )
+    result = RunResult(
         kind="scenario",
         name=scenario.name,
         title=scenario.title,
@@ -225,8 +252,79 @@ async def run_scenario(
         drained=drained,
         warnings=warnings,
         cpu=cpu_result,
-        extra={"link_down_s": metrics.link_down_seconds(end_wall)},
+        extra={"link_down_s": metrics.link_down_seconds(end_wall), "axis": axis},
+        messages=message_rows(engine),
     )
+    result.check([*options.thresholds, *scenario.slo])
+    return result
+
+
+async def exchange_checkpoints(engine: Engine, options: RunOptions, warnings: list[str]) -> None:
+    """Wait for a checkpoint exchange covering the settled run (both directions)."""
+    if options.checkpoint_wait_s <= 0:
+        return
+    if not await engine.wait_checkpoints(time.time_ns(), options.checkpoint_wait_s):
+        warnings.append(
+            f"no checkpoint exchange covering the end of the run within "
+            f"{options.checkpoint_wait_s:g} s: the integrity check compares only the "
+            "checkpoints witnessed before"
+        )
+
+
+def message_rows(engine: Engine) -> list[dict[str, Any]]:
+    """One row per message the run sent: who sent what, its answer, each stage's latency (ms
+    from its planned send time), and flags (resend, overdue, expired, realerted, rejected,
+    error). `at_s` is the planned send time in seconds since the run began."""
+    metrics = engine.metrics
+
+    def ms(at: float | None, since: float) -> float | None:
+        return None if at is None else round((at - since) * 1000.0, 3)
+
+    rows = []
+    for t in sorted(engine.tracked.values(), key=lambda t: t.planned):
+        flags = []
+        if t.resend_of:
+            flags.append("resend")
+        if t.message_id in metrics.overdue:
+            flags.append("overdue")
+        if t.message_id in metrics.expired:
+            flags.append("expired")
+        if t.message_id in metrics.realerts:
+            flags.append("realerted")
+        if t.rejected:
+            flags.append("rejected")
+        if t.error:
+            flags.append("error")
+        think = (
+            None
+            if t.ack_called is None or t.received is None
+            else round((t.ack_called - t.received) * 1000.0, 3)
+        )
+        acked = ms(t.acknowledged, t.planned)
+        rows.append(
+            {
+                "id": t.message_id,
+                "label": t.label,
+                "sender": t.sender,
+                "recipient": t.recipient,
+                "type": t.body,
+                "precedence": PRECEDENCE_NAMES.get(t.precedence, str(t.precedence)),
+                "at_s": round(engine.elapsed(t.planned), 4),
+                "expected_answer": t.answer.upper() if t.expects_ack else "",
+                "answer": LEVEL_NAMES.get(t.ack_level, "") if t.acknowledged else "",
+                "journaled_ms": ms(t.journaled, t.planned),
+                "delivered_ms": ms(t.delivered, t.planned),
+                "acknowledged_ms": acked,
+                "think_ms": think,
+                "ack_system_ms": None
+                if acked is None or think is None
+                else round(max(0.0, acked - think), 3),
+                "flags": flags,
+                "error": t.error,
+                "resend_of": t.resend_of,
+            }
+        )
+    return rows
 
 
 async def _progress(engine: Engine, options: RunOptions) -> None:
@@ -277,9 +375,16 @@ async def check_integrity(
     scope = run_scope(engine)
     if target.journals:
         cas = load_cas(target.pki, target.parties) if verify else []
-        return await asyncio.to_thread(
+        report = await asyncio.to_thread(
             check_journals, target.journals, cas, scope=scope, verify=verify
         )
+        for party, info in report.journals.items():
+            if info.get("ok") and not info.get("checkpoints_matched"):
+                report.notes.append(
+                    f"{party}'s journal: no checkpoint of it was witnessed by the peer, so the "
+                    "checkpoint comparison had nothing to compare"
+                )
+        return report
     sent: dict[str, RecordView] = {}
     received: dict[str, RecordView | None] = {}
     from client.errors import ClientError, NotFound

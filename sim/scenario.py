@@ -113,6 +113,7 @@ _TOP_KEYS = {
     "defaults",
     "event",
     "fault",
+    "slo",
 }
 _DEFAULT_KEYS = {
     "status",
@@ -335,6 +336,8 @@ class Scenario:
     faults: tuple[FaultSpec, ...]
     source: str
     duration_s: float
+    # thresholds the run must meet (`sim.slo.Threshold`), from the file's `slo` list
+    slo: tuple[Any, ...] = ()
 
     @property
     def message_count(self) -> int:
@@ -540,6 +543,7 @@ class _Parser:
                 f"duration_s must be a number at least the last event's time ({last:g})",
                 ["duration_s"],
             )
+        slo = self.slo(raw.get("slo", []))
         scenario = Scenario(
             name=name,
             title=title,
@@ -549,9 +553,22 @@ class _Parser:
             faults=tuple(faults),
             source=self.source,
             duration_s=float(duration),
+            slo=slo,
         )
         self.check_bodies(scenario)
         return scenario
+
+    def slo(self, raw: Any) -> tuple[Any, ...]:
+        from sim.slo import ThresholdError, parse_threshold  # sim.slo imports this module
+
+        if not isinstance(raw, list) or not all(isinstance(t, str) for t in raw):
+            raise self.fail(
+                'slo must be a list of thresholds, e.g. ["delivered.p99<50ms"]', ["slo"]
+            )
+        try:
+            return tuple(parse_threshold(text) for text in raw)
+        except ThresholdError as exc:
+            raise self.fail(str(exc), ["slo"]) from None
 
     def _string(
         self, table: Mapping[str, Any], key: str, *, required: bool = False, default: str = ""
@@ -800,7 +817,7 @@ class _Parser:
                 first = by_label[event.refs[0]]
                 if first.sender != event.sender:
                     raise self.fail(
-                        f"an {_name_of(ACTIONS, event.action)} must replace a message of the "
+                        f"{_article(_name_of(ACTIONS, event.action))} must replace a message of the "
                         f"same sender ({ref_owner(first)} sent {event.refs[0]!r})",
                         ["refs"],
                         "event",
@@ -1134,6 +1151,11 @@ def _unknown(what: str, value: str, known: Any) -> str:
     close = difflib.get_close_matches(value, names, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"unknown {what} {value!r}{hint}"
+
+
+def _article(word: str) -> str:
+    """ "an update", "a cancel": the indefinite article the word takes."""
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
 
 
 def _name_of(table: Mapping[str, int], value: int) -> str:

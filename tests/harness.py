@@ -40,7 +40,7 @@ def config(
     *,
     port: int,
     peer_port: int,
-    journal: Path,
+    journal: Path | str,
     **overrides: Any,
 ) -> GatewayConfig:
     peer = "TW" if party == "JP" else "JP"
@@ -86,8 +86,14 @@ class Pair:
 
 @contextlib.asynccontextmanager
 async def running_pair(
-    tmp: Path, pki: Path | None = None, overrides: Mapping[str, Any] | None = None
+    tmp: Path,
+    pki: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    journals: Callable[[str], Path | str] | None = None,
 ) -> AsyncIterator[Pair]:
+    """Two gateways on loopback; their journals `jp.db` and `tw.db` in `tmp`, or where
+    `journals(name)` says (`journal_at` in tests/conftest.py: a file or a PostgreSQL database)."""
     pki = pki or make_pki(tmp / "pki")
     ports = {"JP": free_port(), "TW": free_port()}
     sides: dict[str, Side] = {}
@@ -98,7 +104,7 @@ async def running_pair(
                 party,
                 port=ports[party],
                 peer_port=ports[peer],
-                journal=tmp / f"{party.lower()}.db",
+                journal=(journals or tmp.joinpath)(f"{party.lower()}.db"),
                 **dict(overrides or {}),
             )
             gateway = Gateway(cfg)

@@ -22,6 +22,10 @@ SQLITE = {
     "proto/hotline/journal_file.py",  # the journal file's read-only reader
     "sim/machine.py",  # reports sqlite3.sqlite_version with the machine's description, no SQL
 }
+POSTGRESQL = {  # the PostgreSQL driver and its pool, likewise only in the journal modules
+    "server/journal_pg.py",  # the PostgreSQL backend of the writer
+    "proto/hotline/journal_file.py",  # the read-only reader of a journal in PostgreSQL
+}
 
 
 def imports(path: Path) -> set[str]:
@@ -52,3 +56,13 @@ def test_only_the_journal_modules_open_sqlite() -> None:
         if "sqlite3" in imports(path)
     }
     assert users <= SQLITE
+
+
+def test_only_the_journal_modules_open_postgresql() -> None:
+    users = {
+        str(path.relative_to(ROOT))
+        for folder in MAY_NOT_IMPORT
+        for path in (ROOT / folder).rglob("*.py")
+        if imports(path) & {"psycopg", "psycopg_pool", "psycopg2"}
+    }
+    assert users <= POSTGRESQL

@@ -37,6 +37,11 @@ SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
     ),
     ("demo", "sim.demo", "run two paired gateways and a short encounter, end to end"),
     ("sim", "sim.cli", "replay scenarios, generate load, benchmark"),
+    (
+        "conformance",
+        "sim.conformance.cli",
+        "check a gateway implementation against the specification (peer or operator role)",
+    ),
 )
 
 Handler = Callable[[argparse.Namespace], int]

@@ -270,6 +270,7 @@ FIELDS: Final[dict[str, str]] = {
     "hotline.v1.Welcome.signing_certificates": "required; 1..4 items; each 1..8192 bytes",
     "hotline.v1.Welcome.batch_receipts": "optional; 0..65536 items",
     "hotline.v1.Welcome.welcome": "required",
+    "hotline.v1.Welcome.witnessed_checkpoint": "optional",
     "hotline.v1.WelcomeBody.protocol_version": "required; 1..65535",
     "hotline.v1.WelcomeBody.receiver_party": "required; pattern ^[A-Z]{2,8}$",
     "hotline.v1.WelcomeBody.sender_party": "required; pattern ^[A-Z]{2,8}$",

@@ -1,14 +1,15 @@
 """The journal file: what an entry is, how entries are chained, and a read-only reader.
 
-A gateway's journal is one SQLite file that its gateway alone writes (`server.journal`, which
-creates the tables and owns `SCHEMA_VERSION`, and `server.store`). This module is the part of
-its format that everyone else relies on:
+A gateway's journal is one SQLite file, or one PostgreSQL database (a `postgresql://` URL),
+that its gateway alone writes (`server.journal`, which creates the tables and owns
+`SCHEMA_VERSION`, and `server.store`). This module is the part of its format that everyone
+else relies on:
 
 * `Entry` and `Kind`: one record of the append-only journal, and what it records;
 * `entry_hash` and `verify_chain`: the hash chain (`hash = SHA-256(prev_hash || entry)`) that
   makes editing, inserting, deleting or truncating entries detectable;
-* `JournalReader`: a journal file opened read-only (`mode=ro`), for everyone who reads a journal
-  without being its gateway: `hotline journal verify|export` (`hotline.journal_verify`), the
+* `JournalReader`: a journal opened read-only (SQLite `mode=ro`; PostgreSQL in read-only
+  transactions), for everyone who reads a journal without being its gateway: `hotline journal verify|export` (`hotline.journal_verify`), the
   simulator's integrity check (`sim.integrity`), tests.
 
 It sits in the protocol package, below `server` and `sim`, because both need it and `sim` may
@@ -24,16 +25,18 @@ from the chain and compare.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sqlite3
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 GENESIS = b"\x00" * 32  # the prev_hash of entry 1
 
@@ -58,6 +61,8 @@ class Kind(StrEnum):
     SECURITY = "security"  # body: JSON; a refused connection or call
     CHECKPOINT_OWN = "checkpoint-own"  # body: SignedPayload(CheckpointBody) we sent the peer
     CHECKPOINT_PEER = "checkpoint-peer"  # body: SignedPayload(CheckpointBody) from the peer
+    REVOCATION = "revocation"  # body: JSON {party, issuer, number}; a revocation list taken
+    # into force, so that an older one put back is refused even across a restart
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,63 @@ def entry_of(row: Any) -> Entry:
     )
 
 
+# ---------------------------------------------------------------------- where a journal is
+
+JournalLocation = Path | str  # a SQLite file, or a postgresql:// URL (kept as a string)
+
+
+def is_database_url(location: object) -> bool:
+    """Whether a journal location names a PostgreSQL database rather than a SQLite file."""
+    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+
+
+def journal_location(text: str) -> JournalLocation:
+    """A journal named on a command line: a `postgresql://` URL as given, else a file path."""
+    return text if is_database_url(text) else Path(text)
+
+
+def redact(url: str) -> str:
+    """A database URL fit for a log line or an error: without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@functools.lru_cache(maxsize=1024)
+def pg_sql(sql: str) -> str:
+    """The journal's SQL (`?` placeholders, as SQLite takes it) for psycopg (`%s`). The
+    journal's statements hold no `%` and no `?` inside a literal."""
+    return sql.replace("?", "%s")
+
+
+class Row(tuple[Any, ...]):
+    """A PostgreSQL row that answers by column name and by index, as `sqlite3.Row` does."""
+
+    names: dict[str, int]
+
+    def __new__(cls, values: Sequence[Any], names: dict[str, int]) -> Row:
+        row = super().__new__(cls, values)
+        row.names = names
+        return row
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return super().__getitem__(self.names[key])
+        return super().__getitem__(key)
+
+    def keys(self) -> list[str]:
+        return list(self.names)
+
+
+def row_factory(cursor: Any) -> Callable[[Sequence[Any]], Row]:
+    """psycopg's row factory for `Row`s."""
+    names = {column.name: i for i, column in enumerate(cursor.description or ())}
+    return lambda values: Row(values, names)
+
+
 # ---------------------------------------------------------------------- reading a journal file
 
 
@@ -146,13 +208,46 @@ class Settlement:
     outcome: str  # "receipt", or the RejectReason name of a rejection
 
 
-class JournalReader:
-    """One journal file, opened read-only. Safe beside the gateway that writes it (WAL mode:
-    each call reads one committed state of the journal; calls made one after the other may see
-    later commits). Use as a context manager, or `close()` it."""
+class _PgReadConnection:
+    """A PostgreSQL journal read the way `JournalReader` reads a SQLite file."""
 
-    def __init__(self, path: Path | str, *, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, timeout: float) -> None:
+        import psycopg  # only readers of a PostgreSQL journal need the driver
+
+        self.error: type[Exception] = psycopg.Error
+        self._conn = psycopg.connect(
+            url,
+            autocommit=True,
+            row_factory=row_factory,
+            connect_timeout=max(1, int(timeout)),
+            options="-c default_transaction_read_only=on",
+            application_name="hotline-journal-reader",
+        )
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._conn.execute(pg_sql(sql), tuple(params))
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class JournalReader:
+    """One journal, opened read-only: a SQLite file or a `postgresql://` URL. Safe beside the
+    gateway that writes it (each call reads one committed state of the journal; calls made one
+    after the other may see later commits). Use as a context manager, or `close()` it."""
+
+    def __init__(self, path: JournalLocation, *, timeout: float = 10.0) -> None:
+        self._conn: Any
+        if is_database_url(path):
+            self.path: JournalLocation = redact(str(path))
+            try:
+                self._conn = _PgReadConnection(str(path), timeout)
+            except Exception as exc:
+                raise JournalFileError(f"cannot open journal {self.path}: {exc}") from exc
+            self._errors: tuple[type[Exception], ...] = (self._conn.error,)
+            return
         self.path = Path(path)
+        self._errors = (sqlite3.Error,)
         if not self.path.exists():
             raise JournalFileError(f"journal {self.path} does not exist")
         uri = self.path.resolve().as_uri() + "?mode=ro"
@@ -178,7 +273,7 @@ class JournalReader:
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> Iterator[Any]:
         try:
             yield from self._conn.execute(sql, tuple(params))
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             raise JournalFileError(f"cannot read journal {self.path}: {exc}") from exc
 
     def _one(self, sql: str, params: Iterable[Any] = ()) -> Any:
@@ -188,7 +283,7 @@ class JournalReader:
         """Whose journal this is (raises JournalFileError for a file that is not a journal)."""
         try:
             row = self._conn.execute("SELECT value FROM meta WHERE key = 'party'").fetchone()
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             raise JournalFileError(f"{self.path} is not a Hotline journal ({exc})") from exc
         if row is None:
             raise JournalFileError(f"{self.path} is not a Hotline journal")
@@ -238,12 +333,11 @@ class JournalReader:
         `batch_receipts`), as column -> value: what `journal verify` compares with the chain."""
         if table not in INDEX_TABLES:
             raise ValueError(f"not an index table: {table}")
-        cursor = self._conn.cursor()
         try:
-            cursor.execute(f"SELECT * FROM {table}")  # a fixed name, checked above
+            cursor = self._conn.execute(f"SELECT * FROM {table}")  # a fixed name, checked above
             names = [d[0] for d in cursor.description]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             raise JournalFileError(f"cannot read journal {self.path}: {exc}") from exc
 
 

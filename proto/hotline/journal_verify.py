@@ -33,7 +33,15 @@ from cryptography import x509
 
 from hotline import lifecycle
 from hotline.errors import SignatureError
-from hotline.journal_file import Entry, JournalFileError, JournalReader, Kind, verify_chain
+from hotline.journal_file import (
+    Entry,
+    JournalFileError,
+    JournalLocation,
+    JournalReader,
+    Kind,
+    is_database_url,
+    verify_chain,
+)
 from hotline.link import ReceiptItem, RejectionItem
 from hotline.signing import (
     PAYLOAD_TYPE_CHECKPOINT,
@@ -50,7 +58,7 @@ MAX_INDEX_PROBLEMS = 1000  # rows reported by check_index; the rest are counted
 
 @dataclass
 class VerifyReport:
-    path: Path
+    path: JournalLocation  # a SQLite file, or a postgresql:// URL
     party: str = ""
     entries: int = 0
     head_hash: str = ""
@@ -82,16 +90,16 @@ _SIGNED = {
 }
 
 
-def journal_party(path: Path) -> str:
+def journal_party(path: JournalLocation) -> str:
     """Whose journal `path` is (raises JournalFileError, a ValueError, if it is not one)."""
     with JournalReader(path) as journal:
         return journal.party()
 
 
-def verify_journal(path: Path, cas: Iterable[x509.Certificate]) -> VerifyReport:
+def verify_journal(path: JournalLocation, cas: Iterable[x509.Certificate]) -> VerifyReport:
     """Verify one journal's chain and signatures."""
     report = VerifyReport(path)
-    if not path.exists():
+    if not is_database_url(path) and not Path(path).exists():
         return report.fail(None, f"{path} does not exist")
     try:
         with JournalReader(path) as journal:
@@ -178,7 +186,9 @@ def _check_signature(entry: Entry, payload_type: str, party: str, keyring: KeyRi
     return ""
 
 
-def checkpoints_of(path: Path, kind: Kind) -> list[tuple[int, peer_link_pb2.CheckpointBody]]:
+def checkpoints_of(
+    path: JournalLocation, kind: Kind
+) -> list[tuple[int, peer_link_pb2.CheckpointBody]]:
     found = []
     with JournalReader(path) as journal:
         for entry in journal.entries([kind]):
@@ -190,7 +200,7 @@ def checkpoints_of(path: Path, kind: Kind) -> list[tuple[int, peer_link_pb2.Chec
     return found
 
 
-def check_witnessed(report: VerifyReport, witness_path: Path) -> VerifyReport:
+def check_witnessed(report: VerifyReport, witness_path: JournalLocation) -> VerifyReport:
     """Compare our chain with the checkpoints of it that the peer's journal holds.
 
     Safe on live journals: the witness is read first and our chain after it, so every
@@ -228,7 +238,9 @@ def check_witnessed(report: VerifyReport, witness_path: Path) -> VerifyReport:
 # ---------------------------------------------------------------------- what the peer holds of ours
 
 
-def check_peer_holds(report: VerifyReport, peer_path: Path, *, examples: int = 3) -> VerifyReport:
+def check_peer_holds(
+    report: VerifyReport, peer_path: JournalLocation, *, examples: int = 3
+) -> VerifyReport:
     """Find what the peer's journal holds of ours that our journal lacks.
 
     The peer's journal holds our signed envelopes (its MESSAGE_IN entries from our party) and

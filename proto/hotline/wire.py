@@ -12,7 +12,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from hotline import link
 from hotline.errors import RemoteProtocolError, SignatureError
-from hotline.signing import PAYLOAD_TYPE_RECEIPT, PAYLOAD_TYPE_WELCOME, KeyRing, Signer, sha256
+from hotline.signing import (
+    PAYLOAD_TYPE_CHECKPOINT,
+    PAYLOAD_TYPE_RECEIPT,
+    PAYLOAD_TYPE_WELCOME,
+    KeyRing,
+    Signer,
+    sha256,
+)
 from hotline.v1 import common_pb2, peer_link_pb2
 
 _REASONS: dict[link.RejectReason, peer_link_pb2.RejectionReason.ValueType] = {
@@ -206,6 +213,8 @@ def batch_receipt_from_bytes(
 def welcome_to_wire(
     welcome: link.Welcome, signer: Signer, signing_certificates: list[bytes], now_ns: int
 ) -> peer_link_pb2.Welcome:
+    """The Welcome frame; `welcome.witnessed`, if set, is the sender's signed checkpoint to
+    carry as `witnessed_checkpoint`."""
     body = peer_link_pb2.WelcomeBody(
         protocol_version=welcome.protocol_version,
         receiver_party=welcome.receiver_party,
@@ -220,6 +229,8 @@ def welcome_to_wire(
     frame.signing_certificates.extend(signing_certificates)
     for receipt in welcome.batch_receipts:
         frame.batch_receipts.append(batch_receipt_to_wire(receipt))
+    if isinstance(welcome.witnessed, common_pb2.SignedPayload):
+        frame.witnessed_checkpoint.CopyFrom(welcome.witnessed)
     return frame
 
 
@@ -267,7 +278,38 @@ def welcome_from_wire(
         bytes(body.hello_nonce),
         receipts,
         body.protocol_version,
+        witnessed_checkpoint_from_wire(frame, keyring, sender_party=sender_party),
     )
+
+
+def witnessed_checkpoint_from_wire(
+    frame: peer_link_pb2.Welcome, keyring: KeyRing, *, sender_party: str
+) -> link.WitnessedCheckpoint | None:
+    """The Welcome's witnessed checkpoint of our own journal, verified with our own signing
+    keys (LINK-28); None if absent, or signed by a key of ours we no longer hold (a rotated
+    one: it cannot be checked, and must not keep the link down until a new one is
+    witnessed). A bad signature by a key we hold, or another party's checkpoint, is a
+    protocol violation."""
+    if not frame.HasField("witnessed_checkpoint"):
+        return None
+    signed = frame.witnessed_checkpoint
+    if keyring.key(signed.key_id) is None:
+        return None
+    try:
+        payload = keyring.verify(signed, payload_type=PAYLOAD_TYPE_CHECKPOINT, party=sender_party)
+    except SignatureError as exc:
+        raise RemoteProtocolError(f"the Welcome's witnessed checkpoint: {exc}") from None
+    body = peer_link_pb2.CheckpointBody()
+    try:
+        body.ParseFromString(payload)
+    except Exception as exc:
+        raise RemoteProtocolError(f"the Welcome's witnessed checkpoint: malformed: {exc}") from None
+    if body.party != sender_party:
+        raise RemoteProtocolError(
+            f"the Welcome's witnessed checkpoint is of party {body.party}'s journal, "
+            f"not ours ({sender_party})"
+        )
+    return link.WitnessedCheckpoint(body.entry_count, bytes(body.head_hash))
 
 
 # ---------------------------------------------------------------------- sender side

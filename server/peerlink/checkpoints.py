@@ -34,6 +34,8 @@ class PeerCheckpoints:
         self._store = store
         self._keyring = keyring
         self.witness = CheckpointWitness(store.peer_party)
+        # The latest checkpoint witnessed, as signed: every Welcome carries it back (LINK-28)
+        self.latest: common_pb2.SignedPayload | None = store.latest_witnessed_checkpoint()
         # Replayed through the same rule: a journal written before the rule existed may hold
         # checkpoints it would refuse; they are reported and not witnessed again.
         for body in store.witnessed_checkpoints(limit=self.witness.history):
@@ -71,6 +73,7 @@ class PeerCheckpoints:
         decision = self.witness.observe(body.party, body.entry_count, body.head_hash)
         if isinstance(decision, CheckpointAccepted):
             await self._store.record_checkpoint(Kind.CHECKPOINT_PEER, signed, peer)
+            self.latest = signed
             log.debug(
                 "witnessed %s's checkpoint: %d entries, head %s",
                 peer,

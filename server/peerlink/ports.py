@@ -22,3 +22,7 @@ class Outbox(Protocol):
         """Submit a verified batch receipt's settlements to the journal now (in arrival
         order); the result resolves once they are durable."""
         ...
+
+    def journal_hash_at(self, entry_count: int) -> bytes | None:
+        """Our journal's chain hash after `entry_count` entries; None if it holds fewer."""
+        ...

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -240,6 +240,8 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
                 if queue is not None:
                     frame = action.frame
                     assert not isinstance(frame, link.Hello | link.DeliveryBatch)
+                    if isinstance(frame, link.Welcome):  # with what we witnessed (LINK-28)
+                        frame = replace(frame, witnessed=self._checkpoints.latest)
                     queue.put_nowait(
                         wire.receiver_frame_to_wire(
                             frame, self._signer, self._certs, time.time_ns()

@@ -135,6 +135,7 @@ class PeerSender:
             batch_count=self._batch_count,
             heartbeat_interval=self._heartbeat_interval,
             dead_after=self._dead_after,
+            journal_hash_at=self._outbox.journal_hash_at,
         )
         for message in self._outbox.unsettled_outbound():
             core.enqueue(message)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hotline.v1 import bodies_pb2, operator_pb2
+from tests.conftest import JournalAt
 from tests.harness import free_text, running_pair, wait_state
 
 DELIVERED = operator_pb2.DELIVERY_STATE_DELIVERED
@@ -12,9 +13,9 @@ ACKNOWLEDGED = operator_pb2.DELIVERY_STATE_ACKNOWLEDGED
 
 
 async def test_a_signed_message_is_journaled_delivered_receipted_and_acknowledged(
-    tmp_path: Path,
+    tmp_path: Path, journal_at: JournalAt
 ) -> None:
-    async with running_pair(tmp_path) as pair:
+    async with running_pair(tmp_path, journals=journal_at) as pair:
         sent = await pair.jp.stub.Send(operator_pb2.SendRequest(envelope=free_text("hello TW")))
         assert sent.state == operator_pb2.DELIVERY_STATE_JOURNALED
         await wait_state(pair.jp.stub, sent.message_id, DELIVERED)

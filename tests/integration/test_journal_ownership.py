@@ -179,6 +179,47 @@ async def test_a_journal_replaced_by_an_empty_one_is_found_on_reconnect_and_noth
     assert "5 message(s) signed by JP that this journal lacks" in verified.stdout
 
 
+@pytest.mark.must("LINK-28")
+async def test_a_journal_that_lost_only_link_history_is_found_by_the_witnessed_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """No message at stake: JP's journal held only link events and checkpoints when it was
+    replaced. TW's Welcome carries the latest checkpoint of JP's journal it witnessed, which
+    JP's new journal cannot match: JP holds its sending end."""
+    async with processes(tmp_path) as pair:
+        tw_channel = operator_channel(pair.pki, "TW", pair.tw.port)
+        try:
+            # the first checkpoint goes out right after the Welcome: wait until TW holds one
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                with JournalReader(pair.tw.journal) as reader:
+                    if any(e.kind is Kind.CHECKPOINT_PEER for e in reader.entries()):
+                        break
+                await asyncio.sleep(0.1)
+            else:
+                pytest.fail("TW witnessed no checkpoint of JP's journal")
+            await pair.jp.terminate()
+            for path in pair.jp.journal.parent.glob(pair.jp.journal.name + "*"):
+                if not path.name.endswith(".lock"):
+                    path.unlink()
+            Journal(pair.jp.journal, party="JP").close()
+            await pair.jp.restart()
+            jp_channel = operator_channel(pair.pki, "JP", pair.jp.port)
+            try:
+                jp = operator_pb2_grpc.OperatorServiceStub(jp_channel)
+                alarms = await security_events(jp, 1)
+                outbound = [a for a in alarms if a.link == operator_pb2.LINK_DIRECTION_OUTBOUND]
+                assert outbound, [a.detail for a in alarms]
+                assert "the peer witnessed our journal at" in outbound[0].detail
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await send(jp, "after the loss", "TW")
+                assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            finally:
+                await jp_channel.close()
+        finally:
+            await tw_channel.close()
+
+
 async def test_journal_verify_recomputes_the_index_tables_and_finds_a_reset_journal(
     tmp_path: Path,
 ) -> None:

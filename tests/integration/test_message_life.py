@@ -18,6 +18,7 @@ from certs.pki import PartyPaths, load_certificate
 from client.cli_common import event_line, record_line, record_text
 from hotline.journal_verify import check_index, verify_journal
 from hotline.v1 import bodies_pb2, common_pb2, envelope_pb2, operator_pb2, operator_pb2_grpc
+from tests.conftest import JournalAt
 from tests.harness import Pair, free_text, running_pair, wait_for, wait_state
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "proto" / "examples" / "valid"
@@ -58,13 +59,13 @@ async def watch_until(
     return events[:count]
 
 
-def assert_index_agrees_with_the_chain(tmp_path: Path) -> None:
+def assert_index_agrees_with_the_chain(tmp_path: Path, journal_at: JournalAt) -> None:
     """`hotline journal verify` recomputes both journals' index tables (the chain, the
     acknowledgements, expiry) from their entries and finds every row as the store wrote it."""
     pki = tmp_path / "pki"
     cas = [load_certificate(PartyPaths.of(pki, party).ca_cert) for party in ("JP", "TW")]
     for name in ("jp.db", "tw.db"):
-        report = check_index(verify_journal(tmp_path / name, cas))
+        report = check_index(verify_journal(journal_at(name), cas))
         assert report.ok, report
         assert report.index_problems == [], report.index_problems
 
@@ -88,9 +89,9 @@ def unable_reason(text: str) -> common_pb2.LocalizedText:
 
 
 async def test_roger_then_wilco_then_unable_stands_as_unable_with_its_history_at_both_ends(
-    tmp_path: Path,
+    tmp_path: Path, journal_at: JournalAt
 ) -> None:
-    async with running_pair(tmp_path) as pair:
+    async with running_pair(tmp_path, journals=journal_at) as pair:
         sent = await pair.jp.stub.Send(operator_pb2.SendRequest(envelope=free_text("assist?")))
         message_id = sent.message_id
         await wait_state(pair.jp.stub, message_id, operator_pb2.DELIVERY_STATE_DELIVERED)
@@ -156,12 +157,14 @@ async def test_roger_then_wilco_then_unable_stands_as_unable_with_its_history_at
         # TW's own record of its answers, replayed
         tw_events = await watch_until(pair.tw.stub, [ACKNOWLEDGED_EVENT], message_id, 3)
         assert [e.message.acknowledgement.level for e in tw_events] == [ROGER, WILCO, UNABLE]
-    assert_index_agrees_with_the_chain(tmp_path)
+    assert_index_agrees_with_the_chain(tmp_path, journal_at)
 
 
-async def test_a_restarted_sender_still_shows_the_latest_acknowledgement(tmp_path: Path) -> None:
+async def test_a_restarted_sender_still_shows_the_latest_acknowledgement(
+    tmp_path: Path, journal_at: JournalAt
+) -> None:
     """The history is read back from the journal, not only from the writer's cache."""
-    async with running_pair(tmp_path) as pair:
+    async with running_pair(tmp_path, journals=journal_at) as pair:
         sent = await pair.jp.stub.Send(operator_pb2.SendRequest(envelope=free_text("x")))
         await wait_state(pair.jp.stub, sent.message_id, operator_pb2.DELIVERY_STATE_DELIVERED)
         for level in (ROGER, WILCO):
@@ -175,7 +178,7 @@ async def test_a_restarted_sender_still_shows_the_latest_acknowledgement(tmp_pat
             ),
             what="WILCO at JP",
         )
-    async with running_pair(tmp_path, pki=tmp_path / "pki") as again:
+    async with running_pair(tmp_path, journals=journal_at, pki=tmp_path / "pki") as again:
         record = await record_of(again.jp.stub, sent.message_id)
         assert record.acknowledgement.level == WILCO
         assert levels(record) == [ROGER, WILCO]
@@ -216,9 +219,11 @@ async def send(pair: Pair, envelope: envelope_pb2.Envelope) -> str:
     return (await pair.jp.stub.Send(operator_pb2.SendRequest(envelope=envelope))).message_id
 
 
-async def test_send_applies_every_rule_of_update_and_cancel(tmp_path: Path) -> None:
+async def test_send_applies_every_rule_of_update_and_cancel(
+    tmp_path: Path, journal_at: JournalAt
+) -> None:
     failed = grpc.StatusCode.FAILED_PRECONDITION
-    async with running_pair(tmp_path) as pair:
+    async with running_pair(tmp_path, journals=journal_at) as pair:
         first = await send(pair, free_text("original"))
 
         # An UPDATE keeps the body type; a CANCEL restates it or gives a reason in free text.
@@ -276,13 +281,13 @@ async def test_send_applies_every_rule_of_update_and_cancel(tmp_path: Path) -> N
             assert f"action: CANCEL of {first}" in flat(
                 record_text(await record_of(side.stub, cancel))
             )
-    assert_index_agrees_with_the_chain(tmp_path)
+    assert_index_agrees_with_the_chain(tmp_path, journal_at)
 
 
 async def test_send_batch_and_send_stream_apply_the_rules_within_one_request(
-    tmp_path: Path,
+    tmp_path: Path, journal_at: JournalAt
 ) -> None:
-    async with running_pair(tmp_path) as pair:
+    async with running_pair(tmp_path, journals=journal_at) as pair:
         new = free_text("new in the batch")
         update = referring(UPDATE, new.message_id)
         cancel = referring(CANCEL, new.message_id)
@@ -322,8 +327,10 @@ async def test_send_batch_and_send_stream_apply_the_rules_within_one_request(
 # --------------------------------------------------------------------------------- expiry
 
 
-async def test_send_refuses_an_envelope_already_expired(tmp_path: Path) -> None:
-    async with running_pair(tmp_path) as pair:
+async def test_send_refuses_an_envelope_already_expired(
+    tmp_path: Path, journal_at: JournalAt
+) -> None:
+    async with running_pair(tmp_path, journals=journal_at) as pair:
         stale = free_text("too late")
         stale.create_time.FromNanoseconds(time.time_ns() - 120 * 10**9)
         stale.expire_time.FromNanoseconds(time.time_ns() - 60 * 10**9)
@@ -335,11 +342,11 @@ async def test_send_refuses_an_envelope_already_expired(tmp_path: Path) -> None:
 
 
 async def test_a_message_that_expires_unanswered_stops_escalating_at_both_ends(
-    tmp_path: Path,
+    tmp_path: Path, journal_at: JournalAt
 ) -> None:
     short = {"FLASH": 0.3, "IMMEDIATE": 60, "PRIORITY": 60, "ROUTINE": 60}
     expired_kind = operator_pb2.EVENT_KIND_MESSAGE_EXPIRED
-    async with running_pair(tmp_path, overrides={"deadlines": short}) as pair:
+    async with running_pair(tmp_path, journals=journal_at, overrides={"deadlines": short}) as pair:
         envelope = free_text("brief window", precedence=common_pb2.PRECEDENCE_FLASH)
         envelope.expire_time.FromNanoseconds(time.time_ns() + 3 * 10**9)
         sent = await pair.jp.stub.Send(operator_pb2.SendRequest(envelope=envelope))
@@ -378,4 +385,4 @@ async def test_a_message_that_expires_unanswered_stops_escalating_at_both_ends(
             operator_pb2.AcknowledgeRequest(message_id=sent.message_id, level=ROGER)
         )
         await wait_state(pair.jp.stub, sent.message_id, operator_pb2.DELIVERY_STATE_ACKNOWLEDGED)
-    assert_index_agrees_with_the_chain(tmp_path)
+    assert_index_agrees_with_the_chain(tmp_path, journal_at)

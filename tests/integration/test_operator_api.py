@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from hotline.v1 import bodies_pb2, common_pb2, operator_pb2, operator_pb2_grpc
+from tests.conftest import JournalAt
 from tests.harness import free_text, running_pair, wait_state
 
 SHORT_DEADLINES = {"FLASH": 0.5, "IMMEDIATE": 60, "PRIORITY": 60, "ROUTINE": 60}
@@ -33,9 +34,11 @@ async def collect(
 
 
 async def test_an_unanswered_flash_escalates_at_the_sender_and_realerts_at_the_receiver(
-    tmp_path: Path,
+    tmp_path: Path, journal_at: JournalAt
 ) -> None:
-    async with running_pair(tmp_path, overrides={"deadlines": SHORT_DEADLINES}) as pair:
+    async with running_pair(
+        tmp_path, journals=journal_at, overrides={"deadlines": SHORT_DEADLINES}
+    ) as pair:
         sent = await pair.jp.stub.Send(
             operator_pb2.SendRequest(
                 envelope=free_text("FLASH test", precedence=common_pb2.PRECEDENCE_FLASH)
@@ -63,8 +66,12 @@ async def test_an_unanswered_flash_escalates_at_the_sender_and_realerts_at_the_r
         assert status.overdue_count == 0
 
 
-async def test_an_oversized_request_is_refused_with_resource_exhausted(tmp_path: Path) -> None:
-    async with running_pair(tmp_path, overrides={"max_message_bytes": 1 << 20}) as pair:
+async def test_an_oversized_request_is_refused_with_resource_exhausted(
+    tmp_path: Path, journal_at: JournalAt
+) -> None:
+    async with running_pair(
+        tmp_path, journals=journal_at, overrides={"max_message_bytes": 1 << 20}
+    ) as pair:
         oversized = free_text("x")
         oversized.references.extend(["y" * 100_000] * 11)  # > 1 MiB: refused before parsing
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -76,9 +83,11 @@ async def test_an_oversized_request_is_refused_with_resource_exhausted(tmp_path:
         assert ok.message_id
 
 
-async def test_an_operator_over_the_rate_limit_is_told_to_back_off(tmp_path: Path) -> None:
+async def test_an_operator_over_the_rate_limit_is_told_to_back_off(
+    tmp_path: Path, journal_at: JournalAt
+) -> None:
     async with running_pair(
-        tmp_path, overrides={"operator_rate_per_s": 1.0, "operator_burst": 3}
+        tmp_path, journals=journal_at, overrides={"operator_rate_per_s": 1.0, "operator_burst": 3}
     ) as pair:
         for _ in range(3):
             await pair.jp.stub.Send(operator_pb2.SendRequest(envelope=free_text("ok")))
@@ -89,9 +98,9 @@ async def test_an_operator_over_the_rate_limit_is_told_to_back_off(tmp_path: Pat
 
 
 async def test_send_is_idempotent_by_message_id_and_refuses_reuse_for_other_content(
-    tmp_path: Path,
+    tmp_path: Path, journal_at: JournalAt
 ) -> None:
-    async with running_pair(tmp_path) as pair:
+    async with running_pair(tmp_path, journals=journal_at) as pair:
         env = free_text("once")
         first = await pair.jp.stub.Send(operator_pb2.SendRequest(envelope=env))
         again = await pair.jp.stub.Send(operator_pb2.SendRequest(envelope=env))
@@ -104,8 +113,8 @@ async def test_send_is_idempotent_by_message_id_and_refuses_reuse_for_other_cont
         assert [m.envelope.message_id for m in listed.messages] == [env.message_id]
 
 
-async def test_list_pages_newest_first_and_filters(tmp_path: Path) -> None:
-    async with running_pair(tmp_path) as pair:
+async def test_list_pages_newest_first_and_filters(tmp_path: Path, journal_at: JournalAt) -> None:
+    async with running_pair(tmp_path, journals=journal_at) as pair:
         ids = []
         for i in range(7):
             precedence = (
@@ -139,8 +148,10 @@ async def test_list_pages_newest_first_and_filters(tmp_path: Path) -> None:
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_watch_replays_from_a_cursor_then_follows_live(tmp_path: Path) -> None:
-    async with running_pair(tmp_path) as pair:
+async def test_watch_replays_from_a_cursor_then_follows_live(
+    tmp_path: Path, journal_at: JournalAt
+) -> None:
+    async with running_pair(tmp_path, journals=journal_at) as pair:
         first = await pair.jp.stub.Send(operator_pb2.SendRequest(envelope=free_text("one")))
         events = await collect(pair.jp.stub, [operator_pb2.EVENT_KIND_MESSAGE_SENT], 1)
         cursor = events[0].cursor

@@ -20,6 +20,7 @@ from client.errors import (
 from hotline.v1 import common_pb2, envelope_pb2, operator_pb2
 from server.gateway import Gateway
 from server.journal import Kind
+from tests.conftest import JournalAt
 from tests.harness import config, free_text, running_pair, wait_for, wait_state
 
 FLASH = common_pb2.PRECEDENCE_FLASH
@@ -37,9 +38,9 @@ def message_in_order(gateway: Gateway) -> list[str]:
 
 
 async def test_a_batch_journals_the_good_and_answers_each_bad_one_as_send_would(
-    tmp_path: Path,
+    tmp_path: Path, journal_at: JournalAt
 ) -> None:
-    async with running_pair(tmp_path) as pair:
+    async with running_pair(tmp_path, journals=journal_at) as pair:
         good = free_text("good")
         invalid = free_text("bad")
         invalid.language = "not a language"
@@ -61,8 +62,8 @@ async def test_a_batch_journals_the_good_and_answers_each_bad_one_as_send_would(
         assert message_in_order(pair.tw.gateway) == [good.message_id]
 
 
-async def test_retrying_a_whole_batch_is_idempotent(tmp_path: Path) -> None:
-    async with running_pair(tmp_path) as pair:
+async def test_retrying_a_whole_batch_is_idempotent(tmp_path: Path, journal_at: JournalAt) -> None:
+    async with running_pair(tmp_path, journals=journal_at) as pair:
         envelopes = [free_text(f"m{i}") for i in range(5)]
         first = await pair.jp.stub.SendBatch(batch(*envelopes))
         again = await pair.jp.stub.SendBatch(batch(*envelopes))
@@ -85,8 +86,10 @@ async def test_retrying_a_whole_batch_is_idempotent(tmp_path: Path) -> None:
 
 
 @pytest.mark.must("LINK-12")
-async def test_within_a_precedence_a_batch_travels_in_request_order(tmp_path: Path) -> None:
-    async with running_pair(tmp_path) as pair:
+async def test_within_a_precedence_a_batch_travels_in_request_order(
+    tmp_path: Path, journal_at: JournalAt
+) -> None:
+    async with running_pair(tmp_path, journals=journal_at) as pair:
         client = OperatorClient.from_pki(pair.pki, "JP", address=f"127.0.0.1:{pair.jp.port}")
         envelopes = [free_text(f"r{i}", precedence=ROUTINE) for i in range(300)]
         try:
@@ -100,9 +103,9 @@ async def test_within_a_precedence_a_batch_travels_in_request_order(tmp_path: Pa
 
 
 async def test_send_many_reports_each_refusal_as_the_error_send_would_raise(
-    tmp_path: Path,
+    tmp_path: Path, journal_at: JournalAt
 ) -> None:
-    async with running_pair(tmp_path) as pair:
+    async with running_pair(tmp_path, journals=journal_at) as pair:
         client = OperatorClient.from_pki(pair.pki, "JP", address=f"127.0.0.1:{pair.jp.port}")
         good = free_text("good")
         invalid = free_text("bad")
@@ -123,8 +126,10 @@ async def test_send_many_reports_each_refusal_as_the_error_send_would_raise(
         assert "twice in this batch" in str(results[4])
 
 
-async def test_a_full_outbox_refuses_new_sends_and_loses_nothing_accepted(tmp_path: Path) -> None:
-    async with running_pair(tmp_path, overrides={"outbox_limit": 5}) as pair:
+async def test_a_full_outbox_refuses_new_sends_and_loses_nothing_accepted(
+    tmp_path: Path, journal_at: JournalAt
+) -> None:
+    async with running_pair(tmp_path, journals=journal_at, overrides={"outbox_limit": 5}) as pair:
         tw_config = pair.tw.gateway.config
         await pair.tw.gateway.stop(0.2)  # the peer is away: the outbox fills
         await wait_for(lambda: not pair.jp.gateway.sender.status.up, 10, "the link down")
@@ -155,9 +160,9 @@ async def test_a_full_outbox_refuses_new_sends_and_loses_nothing_accepted(tmp_pa
 
 
 async def test_oversized_references_and_filters_get_bounded_invalid_argument(
-    tmp_path: Path,
+    tmp_path: Path, journal_at: JournalAt
 ) -> None:
-    async with running_pair(tmp_path) as pair:
+    async with running_pair(tmp_path, journals=journal_at) as pair:
         envelope = free_text("many references")
         envelope.references.extend([envelope.message_id] * 26_000)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -176,9 +181,9 @@ async def test_oversized_references_and_filters_get_bounded_invalid_argument(
 
 
 async def test_a_watch_resumed_from_any_cursor_sees_what_it_would_have_seen_live(
-    tmp_path: Path,
+    tmp_path: Path, journal_at: JournalAt
 ) -> None:
-    async with running_pair(tmp_path) as pair:
+    async with running_pair(tmp_path, journals=journal_at) as pair:
         live: list[operator_pb2.Event] = []
         commits: list[int] = []
 
@@ -225,9 +230,11 @@ async def test_a_watch_resumed_from_any_cursor_sees_what_it_would_have_seen_live
                 assert a.message.envelope == b.message.envelope
 
 
-async def test_a_flash_in_a_batch_of_routine_goes_first(tmp_path: Path) -> None:
+async def test_a_flash_in_a_batch_of_routine_goes_first(
+    tmp_path: Path, journal_at: JournalAt
+) -> None:
     """Lanes: a FLASH journaled after ROUTINE of the same batch is delivered before them."""
-    async with running_pair(tmp_path) as pair:
+    async with running_pair(tmp_path, journals=journal_at) as pair:
         await pair.tw.gateway.stop(0.2)
         await wait_for(lambda: not pair.jp.gateway.sender.status.up, 10, "the link down")
         routine = [free_text(f"r{i}") for i in range(100)]
@@ -246,9 +253,9 @@ _ = config
 
 
 async def test_a_send_stream_answers_each_request_in_order_and_survives_refusals(
-    tmp_path: Path,
+    tmp_path: Path, journal_at: JournalAt
 ) -> None:
-    async with running_pair(tmp_path, overrides={"outbox_limit": 50}) as pair:
+    async with running_pair(tmp_path, journals=journal_at, overrides={"outbox_limit": 50}) as pair:
         client = OperatorClient.from_pki(pair.pki, "JP", address=f"127.0.0.1:{pair.jp.port}")
         try:
             async with client.stream() as stream:

@@ -29,6 +29,7 @@ from hotline.link import (
     SenderState,
     SettleOutbound,
     Welcome,
+    WitnessedCheckpoint,
 )
 from tests.link.test_link_properties import digest_of
 from tests.link.test_link_states import SENDER_FRAMES
@@ -153,3 +154,49 @@ def test_a_held_sender_stays_held_across_disconnects_and_refuses_to_dial() -> No
     assert link.queue_depth == 1  # journaled messages wait in the outbox ...
     with pytest.raises(LocalProtocolError, match="held"):
         link.connect(3.0, NONCE)  # ... and are never sent until a restart on a recovered journal
+
+
+# --------------------------------------------------------------------------- LINK-28
+
+
+def _checked_sender(journal: dict[int, bytes]) -> OutboundLink:
+    """A sender whose own journal holds `journal` (entry count -> chain hash after it)."""
+    sender = OutboundLink("JP", "TW", journal_hash_at=journal.get)
+    sender.connect(0.0, NONCE)
+    sender.drain()
+    return sender
+
+
+def _welcome_with(checkpoint: WitnessedCheckpoint | None) -> Welcome:
+    return Welcome("TW", "JP", 0, NONCE, witnessed=checkpoint)
+
+
+@pytest.mark.must("LINK-28")
+def test_a_witnessed_checkpoint_beyond_our_journal_holds_the_sender() -> None:
+    sender = _checked_sender({0: b"g" * 32, 1: b"a" * 32, 2: b"b" * 32})
+    sender.receive(_welcome_with(WitnessedCheckpoint(11, b"x" * 32)), 1.0)
+    assert sender.state is SenderState.HELD
+    assert sender.lost is not None
+    assert sender.lost.checkpoint == (11, 2)
+    assert "witnessed our journal at 11 entries, but this journal holds only 2" in (
+        sender.lost.detail
+    )
+    events = [a.event for a in sender.drain() if isinstance(a, Event)]
+    assert events == [sender.lost]
+
+
+@pytest.mark.must("LINK-28")
+def test_a_witnessed_checkpoint_off_our_chain_holds_the_sender() -> None:
+    sender = _checked_sender({0: b"g" * 32, 1: b"a" * 32, 2: b"b" * 32})
+    sender.receive(_welcome_with(WitnessedCheckpoint(2, b"other" * 6 + b"..")), 1.0)
+    assert sender.state is SenderState.HELD
+    assert sender.lost is not None
+    assert sender.lost.forked
+    assert "rewritten or replaced" in sender.lost.detail
+
+
+def test_a_witnessed_checkpoint_on_our_chain_lets_the_link_up() -> None:
+    sender = _checked_sender({0: b"g" * 32, 1: b"a" * 32, 2: b"b" * 32})
+    sender.receive(_welcome_with(WitnessedCheckpoint(1, b"a" * 32)), 1.0)
+    assert sender.state is SenderState.OPEN
+    assert sender.lost is None

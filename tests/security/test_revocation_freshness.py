@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from certs.pki import PartyPaths, load_certificate, load_party_revocations, revoke
 from certs.revocation import RevocationList, RevocationSet, build_crl, replacement_problem
+from hotline.errors import ConfigError
 from hotline.v1 import operator_pb2, operator_pb2_grpc
 from server.auth import AuthError, Authorizer
 from server.gateway import Gateway
@@ -135,6 +136,32 @@ async def test_an_older_crl_put_back_is_refused_and_the_revocation_stands(jp: Lo
     # the alarm is on the watch floor
     [shown] = await watch_details(jp.pki, jp.port, "not greater than")
     assert "refused the new JP revocation list" in shown
+
+
+async def test_an_older_crl_put_back_while_the_gateway_is_stopped_is_refused_at_start(
+    tmp_path: Path, pki: Path
+) -> None:
+    """The CRL number taken into force is journaled: a list rolled back while the gateway was
+    stopped is refused at the next start (the gateway does not serve on it), not taken."""
+    cfg = config(pki, "JP", port=free_port(), peer_port=free_port(), journal=tmp_path / "jp.db")
+    older = write_crl(pki, "JP", cfg.paths.crl, number=5, next_update_in=timedelta(days=7))
+    old_bytes = cfg.paths.crl.read_bytes()
+    write_crl(pki, "JP", cfg.paths.crl, number=6, next_update_in=timedelta(days=7))
+    gateway = Gateway(cfg)
+    await gateway.start()
+    await gateway.stop(0.5)
+    cfg.paths.crl.write_bytes(old_bytes)  # put back while stopped: validly signed, but older
+    assert older.number == 5
+    gateway = Gateway(cfg)
+    with pytest.raises(ConfigError, match="already took number 6 into force"):
+        await gateway.start()
+    assert "CRL_ROLLBACK" in codes(gateway)
+    await gateway.stop(0.5)
+    # the current list lets it start again
+    write_crl(pki, "JP", cfg.paths.crl, number=7, next_update_in=timedelta(days=7))
+    gateway = Gateway(cfg)
+    await gateway.start()
+    await gateway.stop(0.5)
 
 
 # ------------------------------------------------------------------------------ stale lists

@@ -51,7 +51,7 @@ def value(
     return found.get((name, frozenset(labels.items())), 0.0)
 
 
-def journal_kinds(path: Path) -> Counter[str]:
+def journal_kinds(path: Path | str) -> Counter[str]:
     with JournalReader(path) as reader:
         return Counter(e.kind.value for e in reader.entries(list(Kind)))
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -16,6 +15,7 @@ from hotline.journal_file import JournalReader, verify_chain
 from hotline.v1 import common_pb2, envelope_pb2
 from server.journal import Journal, Kind, Txn
 from server.service import PrecedenceGate
+from tests.conftest import JournalAt
 
 
 def _envelope(precedence: int) -> envelope_pb2.Envelope:
@@ -60,8 +60,10 @@ def _append(
     return op
 
 
-def test_an_urgent_operation_cuts_the_group_commit_in_progress_short(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "j.db", party="JP")
+def test_an_urgent_operation_cuts_the_group_commit_in_progress_short(
+    journal_at: JournalAt,
+) -> None:
+    journal = Journal(journal_at("j.db"), party="JP")
     try:
         first_hold, second_hold = threading.Event(), threading.Event()
         in_first, in_slow = threading.Event(), threading.Event()
@@ -84,12 +86,12 @@ def test_an_urgent_operation_cuts_the_group_commit_in_progress_short(tmp_path: P
         assert journal.stats.commits == 3  # [first], [slow, urgent], [quick, quick]
     finally:
         journal.close()
-    with JournalReader(tmp_path / "j.db") as reader:
+    with JournalReader(journal_at("j.db")) as reader:
         assert verify_chain(reader.entries()).first_bad is None
 
 
-def test_cancelled_urgent_operations_are_skipped(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "j.db", party="JP")
+def test_cancelled_urgent_operations_are_skipped(journal_at: JournalAt) -> None:
+    journal = Journal(journal_at("j.db"), party="JP")
     try:
         hold, inside = threading.Event(), threading.Event()
         first = journal.submit(_append(b'{"n": "first"}', hold, inside))

@@ -1,6 +1,7 @@
 """Every built-in scenario replayed against two real gateway processes (real mTLS, real SQLite,
 fault proxies), each ending with both journals proving nothing lost, duplicated, reordered or
-forged, and a link failure mid-incident that still ends with zero.
+forged (the run ending with a checkpoint exchange the check compares), and a link failure
+mid-incident that still ends with zero.
 
 One pair of gateways serves all the scenario replays (a replay only ever adds to the journals,
 and the integrity check covers the whole of both journals each time)."""
@@ -45,6 +46,10 @@ def assert_clean(result: object) -> None:
     for kind in ("lost", "duplicated", "reordered", "forged"):
         assert integrity.total(kind) == 0, kind
     assert all(info["ok"] for info in integrity.journals.values()), integrity.journals
+    # the run ends with a checkpoint exchange covering it, and the check compared it
+    assert all(info["checkpoints_matched"] > 0 for info in integrity.journals.values())
+    assert not any("checkpoint" in w for w in result.warnings), result.warnings
+    assert not integrity.notes, integrity.notes
     counts = result.counts
     assert counts["send_errors"] == 0, result.metrics.errors
     assert counts["rejected"] == 0

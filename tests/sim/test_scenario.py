@@ -211,7 +211,9 @@ fields.text = "x"
     text = text.replace(
         'from = "JP"\ntype = "link_test"\naction', 'from = "TW"\ntype = "link_test"\naction'
     )
-    assert "must replace a message of the same sender" in problem(text, tmp_path)
+    assert "an update must replace a message of the same sender" in problem(text, tmp_path)
+    cancel = text.replace('action = "update"', 'action = "cancel"')
+    assert "a cancel must replace a message of the same sender" in problem(cancel, tmp_path)
 
 
 def test_a_reference_must_point_back_in_time(tmp_path: Path) -> None:

@@ -82,6 +82,7 @@ from hotline.link.values import (
     SettleOutbound,
     StreamEnd,
     Welcome,
+    WitnessedCheckpoint,
 )
 
 __all__ = [
@@ -133,4 +134,5 @@ __all__ = [
     "StreamEnd",
     "Verdict",
     "Welcome",
+    "WitnessedCheckpoint",
 ]

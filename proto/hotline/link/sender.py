@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from types import MappingProxyType
@@ -35,6 +35,7 @@ from hotline.link.values import (
     RejectReason,
     SettleOutbound,
     Welcome,
+    WitnessedCheckpoint,
     _Actions,
 )
 
@@ -91,7 +92,10 @@ class OutboundLink(_Actions):
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
         dead_after: float = DEFAULT_DEAD_AFTER,
+        journal_hash_at: Callable[[int], bytes | None] | None = None,
     ) -> None:
+        """`journal_hash_at(n)`: our journal's chain hash after its first n entries, None if it
+        holds fewer (to check a Welcome's witnessed checkpoint; without it none is checked)."""
         super().__init__()
         if window < 1:
             raise ValueError("window must be at least 1")
@@ -114,6 +118,7 @@ class OutboundLink(_Actions):
         self._transmitted: set[str] = set()  # message ids in flight on this connection
         self._unconfirmed: set[int] = set()  # persist tokens not yet durable
         self.lost: JournalLost | None = None  # set when a Welcome showed our journal lost history
+        self._journal_hash_at = journal_hash_at
         self._hello: Hello | None = None  # the Hello to send once persists are confirmed
         self._nonce = b""
         self._heartbeat = Heartbeat(heartbeat_interval, dead_after)
@@ -233,6 +238,13 @@ class OutboundLink(_Actions):
             )
         # Check everything before changing anything: a bad Welcome changes no state.
         missing = self._unknown_to_us(welcome)
+        witnessed = self._witnessed_problem(welcome)
+        if witnessed is not None and not missing:
+            self.state = SenderState.HELD
+            self._requeue_in_flight()
+            self.lost = witnessed
+            self._event(self.lost)
+            return
         if missing:
             # The peer holds messages of ours that our journal does not: our journal lost
             # history (deleted, replaced, restored from an old copy). Adopting the peer's
@@ -241,7 +253,13 @@ class OutboundLink(_Actions):
             # restart release it) and tell the gateway.
             self.state = SenderState.HELD
             self._requeue_in_flight()
-            self.lost = JournalLost(self.last_settled, welcome.last_sequence, missing)
+            self.lost = JournalLost(
+                self.last_settled,
+                welcome.last_sequence,
+                missing,
+                checkpoint=witnessed.checkpoint if witnessed else None,
+                forked=witnessed.forked if witnessed else False,
+            )
             self._event(self.lost)
             return
         plans: list[SettleOutbound | None] = []
@@ -259,6 +277,40 @@ class OutboundLink(_Actions):
         self._next_sequence = welcome.last_sequence + 1
         self.state = SenderState.OPEN
         self._event(LinkUp(welcome.last_sequence))
+
+    def _witnessed_problem(self, welcome: Welcome) -> JournalLost | None:
+        """A `JournalLost` if the Welcome's witnessed checkpoint of our journal is beyond or
+        off our own chain (LINK-28); None if it agrees, or there is none to check."""
+        checkpoint = welcome.witnessed
+        if checkpoint is None or self._journal_hash_at is None:
+            return None
+        if not isinstance(checkpoint, WitnessedCheckpoint):
+            raise LocalProtocolError("the Welcome's witnessed checkpoint was not verified")
+        ours = self._journal_hash_at(checkpoint.entry_count)
+        if ours == checkpoint.head_hash:
+            return None
+        size = checkpoint.entry_count if ours is not None else self._journal_size()
+        return JournalLost(
+            self.last_settled,
+            welcome.last_sequence,
+            (),
+            checkpoint=(checkpoint.entry_count, size),
+            forked=ours is not None,
+        )
+
+    def _journal_size(self) -> int:
+        """Our journal's entry count, found by bisection over `journal_hash_at`."""
+        assert self._journal_hash_at is not None
+        low, high = 0, 1
+        while self._journal_hash_at(high) is not None:
+            low, high = high, high * 2
+        while high - low > 1:
+            middle = (low + high) // 2
+            if self._journal_hash_at(middle) is None:
+                high = middle
+            else:
+                low = middle
+        return low
 
     def _unknown_to_us(self, welcome: Welcome) -> tuple[tuple[int, str], ...]:
         """The (sequence, message id) pairs the Welcome settles above our last settled sequence

@@ -135,6 +135,17 @@ class Welcome:
     hello_nonce: bytes
     batch_receipts: tuple[BatchReceipt, ...] = ()
     protocol_version: int = PROTOCOL_VERSION
+    # The latest checkpoint of the sender's journal the receiver witnessed. Receiver side: the
+    # signed payload to carry (opaque); sender side, once verified: a `WitnessedCheckpoint`.
+    witnessed: object = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class WitnessedCheckpoint:
+    """A checkpoint of our own journal the peer witnessed (its signature verified: ours)."""
+
+    entry_count: int
+    head_hash: bytes
 
 
 @dataclass(frozen=True)
@@ -212,16 +223,35 @@ class JournalLost:
     last_settled: int  # ours
     peer_last_sequence: int  # the Welcome's
     missing: tuple[tuple[int, str], ...]
+    # Or found by the witnessed checkpoint: (its entry count, our journal's entry count), and
+    # whether our chain differs at that count (False: our journal is shorter than it)
+    checkpoint: tuple[int, int] | None = None
+    forked: bool = False
 
     @property
     def detail(self) -> str:
-        first, last = self.missing[0][0], self.missing[-1][0]
-        return (
-            f"the peer holds {len(self.missing)} of our messages (sequences {first}..{last}, "
-            f"e.g. {self.missing[0][1]}) that this journal has no record of: it holds "
-            f"settlements up to sequence {self.last_settled}, the peer up to "
-            f"{self.peer_last_sequence}; this journal lost history"
-        )
+        found = []
+        if self.missing:
+            first, last = self.missing[0][0], self.missing[-1][0]
+            found.append(
+                f"the peer holds {len(self.missing)} of our messages (sequences {first}..{last}, "
+                f"e.g. {self.missing[0][1]}) that this journal has no record of: it holds "
+                f"settlements up to sequence {self.last_settled}, the peer up to "
+                f"{self.peer_last_sequence}"
+            )
+        if self.checkpoint is not None:
+            witnessed, ours = self.checkpoint
+            if self.forked:
+                found.append(
+                    f"the peer witnessed our journal at {witnessed} entries with another head "
+                    "hash than this journal has there: it was rewritten or replaced"
+                )
+            else:
+                found.append(
+                    f"the peer witnessed our journal at {witnessed} entries, but this journal "
+                    f"holds only {ours}"
+                )
+        return "; ".join(found) + "; this journal lost history"
 
 
 LinkEvent = LinkUp | LinkDown | Measured | JournalLost

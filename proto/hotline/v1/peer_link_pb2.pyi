@@ -246,6 +246,15 @@ an old copy) is detected, never papered over by adopting the other side's number
   Messages journaled before the check stay in its outbox, unsent. Only operators release
   the hold, by restoring a journal that holds what the peer holds (`hotline journal verify
   --peer-journal` says when it does) and restarting the gateway.
+* The witnessed checkpoint: a Welcome carries in `witnessed_checkpoint` the latest
+  checkpoint of the sender's own journal that the receiver witnessed (signed by the sender,
+  as it arrived), so a loss is found even when no message is at stake (a journal that lost
+  only link events, or was restored from a copy taken after the last message). The sender
+  verifies it with its own party's signing certificates (one that does not verify, or is of
+  another party's journal, is a protocol violation: the stream ends, nothing changes). If
+  its `entry_count` exceeds the sender's journal, or the sender's chain hash after that many
+  entries differs from its `head_hash`, the sender's journal lost or rewrote history the
+  receiver witnessed, and the sender MUST hold exactly as above [LINK-28].
 
 A gateway checks this on every Welcome it sends or receives, so after a restart on a
 damaged journal the first connection in each direction finds it. Offline, `hotline journal
@@ -676,6 +685,7 @@ class Welcome(_message.Message):
     SIGNING_CERTIFICATES_FIELD_NUMBER: _builtins.int
     BATCH_RECEIPTS_FIELD_NUMBER: _builtins.int
     WELCOME_FIELD_NUMBER: _builtins.int
+    WITNESSED_CHECKPOINT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def signing_certificates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """The receiver's current message-signing certificates (DER), issued by the receiver's CA,
@@ -704,16 +714,26 @@ class Welcome(_message.Message):
         Constraints: required.
         """
 
+    @_builtins.property
+    def witnessed_checkpoint(self) -> _common_pb2.SignedPayload:
+        """The latest checkpoint of the sender's journal the receiver witnessed: the sender's own
+        signed `CheckpointBody`, byte for byte as it arrived in a `Checkpoint` frame; absent if the
+        receiver has witnessed none. Being signed by the sender, it needs no signature of the
+        receiver's. The sender checks it against its own journal (see "Journal loss", LINK-28).
+        Constraints: optional.
+        """
+
     def __init__(
         self,
         *,
         signing_certificates: _abc.Iterable[_builtins.bytes] | None = ...,
         batch_receipts: _abc.Iterable[Global___BatchReceipt] | None = ...,
         welcome: _common_pb2.SignedPayload | None = ...,
+        witnessed_checkpoint: _common_pb2.SignedPayload | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["welcome", b"welcome", "witnessed_checkpoint", b"witnessed_checkpoint"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_receipts", b"batch_receipts", "signing_certificates", b"signing_certificates", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_receipts", b"batch_receipts", "signing_certificates", b"signing_certificates", "welcome", b"welcome", "witnessed_checkpoint", b"witnessed_checkpoint"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

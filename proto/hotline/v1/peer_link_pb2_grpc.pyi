@@ -246,6 +246,15 @@ an old copy) is detected, never papered over by adopting the other side's number
   Messages journaled before the check stay in its outbox, unsent. Only operators release
   the hold, by restoring a journal that holds what the peer holds (`hotline journal verify
   --peer-journal` says when it does) and restarting the gateway.
+* The witnessed checkpoint: a Welcome carries in `witnessed_checkpoint` the latest
+  checkpoint of the sender's own journal that the receiver witnessed (signed by the sender,
+  as it arrived), so a loss is found even when no message is at stake (a journal that lost
+  only link events, or was restored from a copy taken after the last message). The sender
+  verifies it with its own party's signing certificates (one that does not verify, or is of
+  another party's journal, is a protocol violation: the stream ends, nothing changes). If
+  its `entry_count` exceeds the sender's journal, or the sender's chain hash after that many
+  entries differs from its `head_hash`, the sender's journal lost or rewrote history the
+  receiver witnessed, and the sender MUST hold exactly as above [LINK-28].
 
 A gateway checks this on every Welcome it sends or receives, so after a restart on a
 damaged journal the first connection in each direction finds it. Offline, `hotline journal

@@ -595,8 +595,11 @@ class OperatorClient:
         *,
         reconnect: bool = True,
         on_reconnect: Callable[[ClientError, float], None] | None = None,
+        originators: Sequence[str] = (),
     ) -> AsyncGenerator[Event, None]:
-        """Events after `after_cursor` (0: from the start of the journal), then live ones.
+        """Events after `after_cursor` (0: from the start of the journal), then live ones;
+        with `originators` (SPIFFE IDs), only the message events about messages they originated
+        (and every event about no message: `WatchRequest.originators`).
 
         With `reconnect`, a lost stream (UNAVAILABLE, the gateway ending it while shutting down,
         or RESOURCE_EXHAUSTED because we fell behind its buffer) is reopened after a backoff
@@ -604,7 +607,9 @@ class OperatorClient:
         repeated. `on_reconnect(error, delay_s)` is told
         each time. Any other failure is raised. Stop by leaving the loop (or cancelling).
         """
-        request = operator_pb2.WatchRequest(after_cursor=after_cursor, kinds=cast(Any, kinds))
+        request = operator_pb2.WatchRequest(
+            after_cursor=after_cursor, kinds=cast(Any, kinds), originators=list(originators)
+        )
         failures = 0
         while True:
             stub = self._service()

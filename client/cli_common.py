@@ -52,7 +52,7 @@ from client.config import (
     resolve,
 )
 from client.errors import ClientError, MessageRejected, Timeout, Unavailable
-from client.operator import OperatorClient, state_name
+from client.operator import OperatorClient, RetryPolicy, state_name
 from hotline.display import escaped, escaped_json
 from hotline.errors import ConfigError, HotlineError
 from hotline.v1 import (
@@ -235,7 +235,25 @@ def operator_config(args: argparse.Namespace) -> OperatorConfig:
 
 
 def client_from_args(args: argparse.Namespace) -> OperatorClient:
+    """A client for the configured operator. Our own certificate is checked first, from the
+    files (expired, not yet valid, not issued by the trusted CA: `ConfigError`, exit 2); if a
+    call then fails with UNAVAILABLE, one plain TLS handshake tells a certificate problem (named,
+    with the file to fix: exit 2) from a gateway that is down (retried, then exit 3)."""
+    from client.diagnose import certificate_problem, local_certificate_problem
+
     cfg = operator_config(args)
+    local = local_certificate_problem(cfg.cert, cfg.ca)
+    if local is not None:
+        raise ConfigError(local)
+
+    async def before_retrying(error: ClientError) -> None:
+        if isinstance(error, Unavailable):
+            problem = await certificate_problem(
+                cfg.address, cert=cfg.cert, key=cfg.key, ca=cfg.ca, party=cfg.party
+            )
+            if problem is not None:
+                raise ConfigError(problem)
+
     return OperatorClient(
         cfg.address,
         cert=cfg.cert,
@@ -243,6 +261,8 @@ def client_from_args(args: argparse.Namespace) -> OperatorClient:
         ca=cfg.ca,
         party=cfg.party,
         timeout=cfg.timeout_s,
+        retry=RetryPolicy(window_s=cfg.retry_window_s),
+        on_retry=before_retrying,
     )
 
 

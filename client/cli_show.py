@@ -16,7 +16,7 @@ from client.cli_common import (
     record_text,
     run_command,
 )
-from client.operator import OperatorClient
+from client.operator import OperatorClient, id_part
 from hotline.ids import is_message_id
 
 DESCRIPTION = """\
@@ -31,7 +31,11 @@ verification."""
 
 def register(parser: argparse.ArgumentParser) -> None:
     describe_command(parser, DESCRIPTION)
-    parser.add_argument("message_id", metavar="MESSAGE_ID")
+    parser.add_argument(
+        "message_id",
+        metavar="MESSAGE_ID",
+        help="the id, or a short unique part of it: its start, or its end as shown (…440eeac7)",
+    )
     parser.add_argument("--json", action="store_true", help="the MessageRecord as JSON")
     parser.add_argument(
         "--color",
@@ -46,11 +50,16 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not is_message_id(args.message_id):
-        return fail("show", f"not a message id: {args.message_id!r}", EXIT_USAGE)
+    if not is_message_id(args.message_id) and id_part(args.message_id) is None:
+        return fail(
+            "show",
+            f"not a message id: {args.message_id!r} (give the id, or at least 4 hex digits "
+            "of its start, or of its end after …)",
+            EXIT_USAGE,
+        )
 
     async def work(client: OperatorClient) -> int:
-        record = await client.get(args.message_id)
+        record = await client.get(await client.resolve_id(args.message_id))
         if args.json:
             print(json_pretty(record))
         else:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
+from datetime import UTC, datetime
 
 from client.cli_common import (
     EVENT_KINDS,
@@ -33,15 +34,34 @@ replaces or withdraws, and a message received past its expiry is marked EXPIRED.
 
 Each line shows the precedence (FLASH in red), the status (EXERCISE and TEST are marked on
 every line, so that a drill is never read as real), and how long is left before an
-acknowledgement is due. Events are replayed from --from-cursor (0: the whole journal), then
+acknowledgement is due. Events are replayed from --from (0: the whole journal; now: none), then
 followed live; if the gateway goes away the watch reconnects and resumes where it stopped,
-missing nothing. Lines are coloured on a terminal and plain when piped; --json prints one
+missing nothing. A gateway that cannot be reached at the start is retried for the client's
+retry window (15 s), then the watch exits with status 3. Lines are coloured on a terminal and plain when piped; --json prints one
 JSON object (a hotline.v1.Event) per line.
 
 examples:
   hotline watch
+  hotline watch --from now
   hotline watch --kinds received,escalation,realert
   hotline watch --json --from-cursor 120 --until-idle 5"""
+
+NOW = -1
+
+
+def _cursor(text: str) -> int:
+    if text.strip().lower() == "now":
+        return NOW
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a cursor (0, 1, ...) nor now"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"cursor {value} is negative")
+    return value
+
 
 DEFAULT_KINDS = [k for name, k in EVENT_KINDS.items() if name != "checkpoint"]
 
@@ -50,10 +70,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     describe_command(parser, DESCRIPTION)
     parser.add_argument(
         "--from-cursor",
-        type=int,
+        "--from",
+        dest="from_cursor",
+        type=_cursor,
         default=0,
-        metavar="N",
-        help="replay events after journal position N, then follow (default 0: everything)",
+        metavar="N|now",
+        help="replay events after journal position N, then follow (default 0: everything); "
+        "now: only events from now on",
     )
     parser.add_argument(
         "--kinds",
@@ -104,8 +127,18 @@ def run(args: argparse.Namespace) -> int:
         shown = 0
         if args.count is not None and args.count <= 0:
             return EXIT_OK
+        # Reach the gateway once before watching: a gateway that never answers is given up on
+        # after the retry window (exit 3), while a watch that was connected reconnects forever.
+        await client.link_status()
+        after, since = args.from_cursor, None
+        if after == NOW:
+            # The journal's newest message is where "now" starts; entries after it but from
+            # before this moment (link events, checkpoints) are skipped by their time.
+            newest = await client.list(limit=1)
+            after = newest[0].journal_position if newest else 0
+            since = datetime.now(UTC)
         events = client.watch(
-            args.from_cursor,
+            after,
             kinds,
             reconnect=not args.no_reconnect,
             on_reconnect=reconnecting,
@@ -119,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
                         event = await anext(events)
                 except (TimeoutError, StopAsyncIteration):
                     return EXIT_OK
+                if since is not None and event.event_time.ToDatetime(tzinfo=UTC) < since:
+                    continue
                 if args.json:
                     print(json_line(event), flush=True)
                 else:

@@ -18,9 +18,14 @@ The file (relative paths are relative to the file's folder):
     # ... or a PKI folder made by `hotline certs init` and your operator name
     pki_dir = "pki"
     operator = "watch-1"            # default watch-1
-    timeout_s = 10.0                # per-call deadline (optional)
+    timeout_s = 10.0                # per-call deadline, seconds (optional; >0, <= 3600)
+    retry_window_s = 15.0           # retry UNAVAILABLE / DEADLINE_EXCEEDED this long with the
+                                    #   same request (optional; 0 = never, <= 600)
 
 `cert`, `key` and `ca` given explicitly win over those derived from `pki_dir` and `operator`.
+The file is checked by a strict typed model (`OperatorFile`): an unknown key is refused with a
+"did you mean", a value of the wrong type or out of range with the key, the value and what is
+allowed; the commands exit 2. The README's "Operator settings" table is generated from it.
 """
 
 from __future__ import annotations
@@ -32,10 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
 from certs.errors import CertsError
-from certs.identity import validate_party
+from certs.identity import validate_operator_name, validate_party
 from certs.pki import PartyPaths
 from hotline.errors import ConfigError
+from hotline.settings import config_error, markdown_table
 
 __all__ = [
     "DEFAULT_OPERATOR",
@@ -45,6 +53,7 @@ __all__ = [
     "ENV_PARTY",
     "ENV_PKI",
     "OperatorConfig",
+    "OperatorFile",
     "default_config_path",
     "resolve",
     "write_operator_config",
@@ -57,8 +66,94 @@ ENV_OPERATOR = "HOTLINE_OPERATOR"
 ENV_CONFIG = "HOTLINE_CONFIG"
 DEFAULT_OPERATOR = "watch-1"
 
-_KEYS = ("address", "party", "cert", "key", "ca", "pki_dir", "operator", "timeout_s")
 _PATHS = ("cert", "key", "ca", "pki_dir")
+DEFAULT_RETRY_WINDOW_S = 15.0  # client.operator.DEFAULT_RETRY_WINDOW_S
+_PARTY_RULE = "2 to 8 uppercase letters A-Z, such as JP or TW"
+_ADDRESS_RULE = "HOST:PORT, such as 127.0.0.1:50051"
+_PATH: dict[str, Any] = {"allowed": "a path, relative to the file's folder"}
+_OPERATOR_RULE = "1 to 63 of a-z, 0-9 and '-', such as watch-1"
+
+
+class OperatorFile(BaseModel):
+    """An operator's TOML file: every key optional (the environment and flags may give it)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
+
+    address: str | None = Field(
+        None,
+        description="your own party's gateway",
+        json_schema_extra={"allowed": _ADDRESS_RULE},
+    )
+    party: str | None = Field(
+        None,
+        description="your party, which is the gateway's",
+        json_schema_extra={"allowed": _PARTY_RULE},
+    )
+    cert: str | None = Field(
+        None, min_length=1, description="your operator certificate file", json_schema_extra=_PATH
+    )
+    key: str | None = Field(
+        None, min_length=1, description="its private key file", json_schema_extra=_PATH
+    )
+    ca: str | None = Field(
+        None,
+        min_length=1,
+        description="your party's CA: the only root trusted for the gateway",
+        json_schema_extra=_PATH,
+    )
+    pki_dir: str | None = Field(
+        None,
+        min_length=1,
+        description="instead of the three files: a `hotline certs init` folder",
+        json_schema_extra=_PATH,
+    )
+    operator: str | None = Field(
+        None,
+        description="your operator name in that folder (default watch-1)",
+        json_schema_extra={"allowed": _OPERATOR_RULE},
+    )
+    timeout_s: float | None = Field(
+        None, gt=0, le=3600, description="deadline of each call to the gateway (default 10)"
+    )
+    retry_window_s: float | None = Field(
+        None,
+        ge=0,
+        le=600,
+        description="how long a call failing with UNAVAILABLE or DEADLINE_EXCEEDED is retried "
+        "with the same request (default 15; 0 = never)",
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, value: str | None) -> str | None:
+        if value is not None and (":" not in value or not value.rsplit(":", 1)[1].isdigit()):
+            raise ValueError(f"must be {_ADDRESS_RULE}")
+        return value
+
+    @field_validator("party")
+    @classmethod
+    def _check_party(cls, value: str | None) -> str | None:
+        try:
+            return None if value is None else validate_party(value)
+        except CertsError:
+            raise ValueError(f"must be {_PARTY_RULE}") from None
+
+    @field_validator("operator")
+    @classmethod
+    def _check_operator(cls, value: str | None) -> str | None:
+        try:
+            return None if value is None else validate_operator_name(value)
+        except CertsError:
+            raise ValueError(f"must be {_OPERATOR_RULE}") from None
+
+
+def readme_table() -> str:
+    """The README's operator settings table (generated; a test compares it)."""
+    return markdown_table(OperatorFile).replace("| (not set) |", "| |")
+
+
+BEGIN = "<!-- operator-settings:begin (generated by `python tools/settings_tables.py`) -->"
+END = "<!-- operator-settings:end -->"
 
 
 def default_config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -79,6 +174,7 @@ class OperatorConfig:
     ca: Path
     timeout_s: float = 10.0
     source: str = ""
+    retry_window_s: float = DEFAULT_RETRY_WINDOW_S
 
     def describe(self) -> str:
         return f"gateway {self.party} at {self.address}, operator certificate {self.cert}"
@@ -91,26 +187,17 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"configuration file {path} does not exist") from None
     except OSError as exc:
         raise ConfigError(f"cannot read configuration file {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    unknown = sorted(set(raw) - set(_KEYS))
-    if unknown:
-        raise ConfigError(
-            f"{path}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(_KEYS)})"
-        )
-    values: dict[str, Any] = {}
+    try:
+        checked = OperatorFile.model_validate(raw)
+    except ValidationError as exc:
+        raise config_error(OperatorFile, exc, str(path)) from None
+    values: dict[str, Any] = checked.model_dump(exclude_none=True)
     base = path.resolve().parent
-    for name, value in raw.items():
-        if name == "timeout_s":
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{path}: timeout_s must be a positive number")
-            values[name] = float(value)
-        elif not isinstance(value, str) or not value:
-            raise ConfigError(f"{path}: {name} must be a non-empty string")
-        elif name in _PATHS:
-            values[name] = base / Path(value).expanduser()
-        else:
-            values[name] = value
+    for name in _PATHS:
+        if name in values:
+            values[name] = base / Path(values[name]).expanduser()
     return values
 
 
@@ -152,6 +239,9 @@ def resolve(
         else f"a configuration file (--config, ${ENV_CONFIG} or {default_config_path(env)})"
     )
 
+    timeout = merged.get("timeout_s", 10.0)
+    if not 0 < float(timeout) <= 3600:
+        raise ConfigError(f"call timeout {timeout:g} s: must be more than 0 and at most 3600")
     address = merged.get("address")
     if not address:
         raise ConfigError(
@@ -198,6 +288,7 @@ def resolve(
         ca=files["ca"],
         timeout_s=float(merged.get("timeout_s", 10.0)),
         source=str(path) if path is not None else "",
+        retry_window_s=float(merged.get("retry_window_s", DEFAULT_RETRY_WINDOW_S)),
     )
 
 

@@ -18,8 +18,11 @@
         └── ServerError               any other status (INTERNAL, UNKNOWN, ...): a gateway bug
 
 Lower-layer errors (`grpc.aio.AioRpcError`) never escape the client: `from_rpc_error` is the one
-place where they become these classes, so callers catch Hotline's words, not gRPC's. Only
-`Unavailable` is retryable: every other code means the same request would fail again.
+place where they become these classes, so callers catch Hotline's words, not gRPC's.
+`Unavailable` is retryable; `Timeout` (DEADLINE_EXCEEDED) is retried only on idempotent calls
+(all unary calls of the operator API are: they carry the id of what they create). Every other
+code means the same request would fail again. An error raised by a send carries the message id
+it was sent with (`message_id`): retry with that id, never a new one.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class ClientError(HotlineError):
     def __init__(self, detail: str, *, code: grpc.StatusCode | None = None) -> None:
         self.detail = detail
         self.code = code if code is not None else self.default_code
+        self.message_id = ""  # set by a send: the id to retry with
         super().__init__(detail)
 
     def __str__(self) -> str:

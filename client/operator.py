@@ -10,11 +10,15 @@ with the server's identity pinned (see `hotline.transport`):
         record = await jp.wait_for(sent.message_id, DELIVERY_STATE_ACKNOWLEDGED)
 
 Failures are raised as `client.errors` exceptions, translated from gRPC status codes in one
-place (`_call`). Each unary call has a deadline (10 s by default). Only UNAVAILABLE is retried,
-with capped exponential backoff and jitter: retrying is safe because every request that creates
-something carries an id chosen here, before the first attempt (`message_id` for Send,
-`ack_message_id` for Acknowledge), so the gateway recognises a retry and answers it without
-sending twice (AIP-155). `watch` resumes a lost stream from the last cursor it yielded, so the
+place (`_call`). Each unary call has a deadline (10 s by default). A call that fails with
+UNAVAILABLE, or with DEADLINE_EXCEEDED (every unary call of the operator API is idempotent), is
+retried with capped exponential backoff and jitter for a window (`RetryPolicy.window_s`, 15 s by
+default: long enough for a supervisor to restart a killed gateway). Retrying is safe because
+every request that creates something carries an id chosen here, before the first attempt
+(`message_id` for Send, `ack_message_id` for Acknowledge), and the same request is sent again,
+so the gateway recognises a retry and answers it without sending twice (AIP-155). When the
+window runs out, the error raised carries that id (`ClientError.message_id`), so a script that
+retries on its own can send again with the same id. `watch` resumes a lost stream from the last cursor it yielded, so the
 consumer sees every event once, in journal order, across reconnects.
 
 A client belongs to one event loop (a gRPC channel does); its channel is opened on first use.
@@ -26,7 +30,9 @@ import asyncio
 import builtins
 import collections
 import contextlib
+import logging
 import random
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,6 +49,7 @@ from certs.pki import PartyPaths
 from client.bodies import body_field, localized, timestamp
 from client.errors import (
     ClientError,
+    InvalidMessage,
     MessageRejected,
     NotFound,
     RateLimited,
@@ -52,7 +59,7 @@ from client.errors import (
     from_status,
 )
 from hotline.errors import ConfigError
-from hotline.ids import new_message_id
+from hotline.ids import is_message_id, new_message_id
 from hotline.transport import credentials, secure_channel
 from hotline.v1 import (
     common_pb2,
@@ -61,6 +68,8 @@ from hotline.v1 import (
     operator_pb2_grpc,
     peer_link_pb2,
 )
+
+log = logging.getLogger("hotline.client")
 
 SEND_BATCH_MAX = 256  # envelopes per SendBatch call (the spec's bound)
 _STATUS_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
@@ -138,21 +147,42 @@ class AckResult:
     journal_position: int
 
 
+DEFAULT_RETRY_WINDOW_S = 15.0
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How UNAVAILABLE is retried: `attempts` in all, backoff doubling from `initial_s` up to
-    `max_s`, each delay drawn from its upper half ("equal jitter") so retries spread out but
-    always back off."""
+    """How a failed call is retried (UNAVAILABLE; DEADLINE_EXCEEDED too on idempotent calls).
 
-    attempts: int = 4
+    Retries go on while a new attempt would start within `window_s` seconds of the first one
+    (0: never retry) and, if `attempts` is set, up to that many attempts in all. The backoff
+    doubles from `initial_s` up to `max_s`, each delay drawn from its upper half ("equal
+    jitter") so that clients spread out but always back off. The default window outlasts a
+    gateway restarted by its supervisor (back in 1-3 s after a SIGKILL)."""
+
+    window_s: float = DEFAULT_RETRY_WINDOW_S
     initial_s: float = 0.1
     max_s: float = 2.0
     multiplier: float = 2.0
+    attempts: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.window_s < 0 or self.initial_s <= 0 or self.max_s < self.initial_s:
+            raise ValueError("RetryPolicy needs window_s >= 0 and 0 < initial_s <= max_s")
+        if self.multiplier < 1 or (self.attempts is not None and self.attempts < 1):
+            raise ValueError("RetryPolicy needs multiplier >= 1 and attempts >= 1")
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number `attempt` (0-based)."""
         cap = min(self.max_s, self.initial_s * self.multiplier ** min(attempt, 32))
         return cap / 2 + random.uniform(0, cap / 2)
+
+    def allows(self, attempt: int, elapsed_s: float) -> bool:
+        """Whether attempt number `attempt` (0-based) may start `elapsed_s` seconds after the
+        first one began."""
+        if self.attempts is not None and attempt >= self.attempts:
+            return False
+        return elapsed_s <= self.window_s
 
 
 class OperatorClient:
@@ -169,10 +199,13 @@ class OperatorClient:
         timeout: float = DEFAULT_TIMEOUT_S,
         retry: RetryPolicy | None = None,
         options: Sequence[tuple[str, int | str]] = (),
+        on_retry: Callable[[ClientError], Awaitable[None]] | None = None,
     ) -> None:
         """`party` is the gateway's party: its server name is pinned to that party's gateway,
         and `ca` (that party's CA certificate) is the only root trusted. Reads the certificate
         files now, so a missing file fails here (`ConfigError`), not at the first call.
+        `on_retry(error)` is awaited before the first retry of each call and may raise to stop
+        retrying (the CLI checks there whether a certificate is the problem).
 
         `address` may list an active/standby pair, `"host1:port,host2:port"`: calls go to the
         first; a call that fails UNAVAILABLE (the gateway is down, or is a standby) is retried
@@ -187,6 +220,7 @@ class OperatorClient:
         self.retry = retry or RetryPolicy()
         self._credentials = credentials(Path(cert), Path(key), Path(ca))
         self._options = tuple(options)
+        self._on_retry = on_retry
         self._channel: grpc.aio.Channel | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stub: operator_pb2_grpc.OperatorServiceAsyncStub | None = None
@@ -259,20 +293,44 @@ class OperatorClient:
         return self._stub
 
     async def _call(
-        self, rpc: Callable[..., Awaitable[R]], request: Message, timeout: float | None = None
+        self,
+        rpc: Callable[..., Awaitable[R]],
+        request: Message,
+        timeout: float | None = None,
+        *,
+        idempotent: bool = True,
     ) -> R:
-        """One unary call: a deadline per attempt, UNAVAILABLE retried, errors translated."""
+        """One unary call: a deadline per attempt; UNAVAILABLE (and DEADLINE_EXCEEDED when the
+        call is idempotent) retried with the same request within the retry window; errors
+        translated. The first retry of a call is logged as one WARNING line, without a
+        traceback: a gateway restarting is an expected fault, not a bug."""
+        started = time.monotonic()
         attempt = 0
         while True:
             try:
-                return await rpc(request, timeout=self.timeout if timeout is None else timeout)
+                result = await rpc(request, timeout=self.timeout if timeout is None else timeout)
             except grpc.aio.AioRpcError as exc:
                 error = from_rpc_error(exc)
-            if not error.retryable or attempt + 1 >= self.retry.attempts:
+            else:
+                if attempt:
+                    log.info("gateway at %s answered after %d retries", self.address, attempt)
+                return result
+            retryable = error.retryable or (idempotent and isinstance(error, Timeout))
+            delay = self.retry.delay(attempt)
+            attempt += 1
+            if not retryable or not self.retry.allows(attempt, time.monotonic() - started + delay):
                 raise error
             rpc = self._fail_over(rpc)
-            await asyncio.sleep(self.retry.delay(attempt))
-            attempt += 1
+            if attempt == 1:
+                if self._on_retry is not None:
+                    await self._on_retry(error)
+                log.warning(
+                    "gateway at %s: %s; retrying the same request for up to %g s",
+                    self.address,
+                    error.code.name if error.code is not None else type(error).__name__,
+                    self.retry.window_s,
+                )
+            await asyncio.sleep(delay)
 
     def _next_address(self) -> None:
         """Leave the address in use for the next one (several addresses only)."""
@@ -307,7 +365,12 @@ class OperatorClient:
         request.envelope.CopyFrom(envelope)
         if not request.envelope.message_id:
             request.envelope.message_id = new_message_id()
-        response = await self._call(self._service().Send, request)
+        try:
+            response = await self._call(self._service().Send, request)
+        except ClientError as exc:
+            # whoever retries after us must reuse this id, or the gateway may send it twice
+            exc.message_id = exc.message_id or request.envelope.message_id
+            raise
         return _send_result(response)
 
     async def send_many(
@@ -362,7 +425,10 @@ class OperatorClient:
 
         The body goes into the `Envelope.body` member of its type. The recipient defaults to
         the peer party (asked of the gateway once), releasability to both parties, and the
-        message id to a new UUIDv7. `sender_party`, `originator` and `create_time` are left for
+        message id to a new UUIDv7, chosen once and kept across this call's own retries. A
+        script that retries on its own passes the same `message_id` each time (choose it with
+        `hotline.ids.new_message_id()` before the loop, or take it from the error's
+        `message_id`), so the gateway journals and sends the message once. `sender_party`, `originator` and `create_time` are left for
         the gateway to fill from our certificate and its clock.
         """
         member = body_field(body)
@@ -419,6 +485,38 @@ class OperatorClient:
         return AckResult(response.ack_message_id, response.journal_position)
 
     # ------------------------------------------------------------------ reading
+
+    async def resolve_id(self, text: str, *, search: int = 5000) -> str:
+        """The full message id that `text` stands for: a full id as it is, or a short unique
+        part of one among the latest `search` messages, either its start (`0192f3c4`) or,
+        after "…" or "...", its end as `hotline watch` and the demo show it (`…440eeac7`).
+        Raises `NotFound` if none matches and `InvalidMessage` if several do."""
+        if is_message_id(text):
+            return text
+        parsed = id_part(text)
+        if parsed is None:
+            raise InvalidMessage(f"{text!r} is not a message id or a short part of one")
+        part, tail = parsed
+        matches = [
+            r.envelope.message_id
+            for r in await self.list(limit=search)
+            if (
+                r.envelope.message_id.lower().endswith(part)
+                if tail
+                else r.envelope.message_id.lower().startswith(part)
+            )
+        ]
+        if not matches:
+            raise NotFound(
+                f"no message id {'ends' if tail else 'starts'} with {part!r} "
+                f"among the latest {search} messages"
+            )
+        if len(set(matches)) > 1:
+            raise InvalidMessage(
+                f"{text!r} matches {len(set(matches))} messages ({', '.join(sorted(set(matches))[:3])}"
+                f"{', ...' if len(set(matches)) > 3 else ''}): give more of the id"
+            )
+        return matches[0]
 
     async def get(self, message_id: str) -> MessageRecord:
         """One message, inbound or outbound, as it stands now (NotFound if not journaled)."""
@@ -497,8 +595,11 @@ class OperatorClient:
         *,
         reconnect: bool = True,
         on_reconnect: Callable[[ClientError, float], None] | None = None,
+        originators: Sequence[str] = (),
     ) -> AsyncGenerator[Event, None]:
-        """Events after `after_cursor` (0: from the start of the journal), then live ones.
+        """Events after `after_cursor` (0: from the start of the journal), then live ones;
+        with `originators` (SPIFFE IDs), only the message events about messages they originated
+        (and every event about no message: `WatchRequest.originators`).
 
         With `reconnect`, a lost stream (UNAVAILABLE, the gateway ending it while shutting down,
         or RESOURCE_EXHAUSTED because we fell behind its buffer) is reopened after a backoff
@@ -506,7 +607,9 @@ class OperatorClient:
         repeated. `on_reconnect(error, delay_s)` is told
         each time. Any other failure is raised. Stop by leaving the loop (or cancelling).
         """
-        request = operator_pb2.WatchRequest(after_cursor=after_cursor, kinds=cast(Any, kinds))
+        request = operator_pb2.WatchRequest(
+            after_cursor=after_cursor, kinds=cast(Any, kinds), originators=list(originators)
+        )
         failures = 0
         while True:
             stub = self._service()
@@ -580,6 +683,16 @@ class OperatorClient:
                 f"(it is {current})"
             ) from None
         raise AssertionError("unreachable: watch reconnects until cancelled")
+
+
+def id_part(text: str) -> tuple[str, bool] | None:
+    """A short id as typed: (its hex part, whether it is the end of the id: "…" or "..." in
+    front), or None if it cannot be part of a message id (fewer than 4 hex digits)."""
+    tail = text.startswith(("…", "..."))
+    part = text.lstrip(".…").strip().lower()
+    if len(part.replace("-", "")) < 4 or not all(c in "0123456789abcdef-" for c in part):
+        return None
+    return part, tail
 
 
 def _acknowledges(event: Event, message_id: str) -> bool:

@@ -14,8 +14,10 @@ from pathlib import Path
 from hotline.errors import ConfigError, HotlineError
 
 EPILOG = """\
-The configuration file is TOML; every setting and its default is listed in
-`server/config.py` and the README. A minimal one:
+The configuration file is TOML. Every setting, its default, what it allows and what it means
+is in the README's "Gateway settings" table; `hotline serve --print-config-schema` writes the
+JSON Schema. A bad value (wrong type, out of range, unknown key) stops the gateway with exit
+status 2 and a line naming the key, the value and what is allowed. A minimal file:
 
     party = "JP"
     peer_party = "TW"
@@ -77,7 +79,12 @@ def setup_logging(level: str, fmt: str, party: str = "") -> None:
 def register(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
-    parser.add_argument("--config", "-c", type=Path, required=True, help="the gateway's TOML file")
+    parser.add_argument("--config", "-c", type=Path, help="the gateway's TOML file (required)")
+    parser.add_argument(
+        "--print-config-schema",
+        action="store_true",
+        help="write the configuration file's JSON Schema to stdout and exit",
+    )
     parser.add_argument(
         "--grace", type=float, default=5.0, help="seconds to drain on SIGTERM (default 5)"
     )
@@ -98,8 +105,17 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from server.config import GatewayConfig
+    from server.config import GatewayConfig, json_schema
 
+    if args.print_config_schema:
+        print(json.dumps(json_schema(), indent=2, ensure_ascii=False))
+        return 0
+    if args.config is None:
+        print(
+            "hotline serve: error: --config FILE is required (see `hotline serve --help`)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         config = GatewayConfig.load(args.config)
     except ConfigError as exc:

@@ -1,73 +1,24 @@
-"""Gateway configuration: one TOML file per party's gateway.
+"""Gateway configuration: one TOML file per party's gateway, checked by a typed model.
 
-Every setting, with its default (paths are relative to the configuration file's folder):
+`GatewayConfig` is a strict pydantic model: an unknown key is refused (with a "did you mean"),
+every value must have the right type (`window = "256"` is a string, not a number) and every
+number lies in a stated range. A bad file is refused with one line per bad key naming the key,
+the value and what is allowed (`ConfigError`; `hotline serve` exits 2). Paths are relative to
+the configuration file's folder. Every setting, its default, range and meaning is in the
+README's settings table, which is generated from this model (`python
+tools/settings_tables.py`; a test fails when it is stale), and `hotline serve
+--print-config-schema` writes the JSON Schema.
 
-    party = "JP"                      # this gateway's party code (required)
-    peer_party = "TW"                 # the other party's code (required)
-    listen = "127.0.0.1:50051"        # host:port to serve on (port 0 = any free port)
-    peer_address = "127.0.0.1:50052"  # host:port of the peer gateway (required); for a peer
-                                      #   running active/standby, "host1:port,host2:port",
-                                      #   dialled in order (README "Running on PostgreSQL")
-    journal = "journal.db"            # the journal: a SQLite file (created if missing), or a
-                                      #   PostgreSQL database, "postgresql://user@host/db"
-                                      #   (README "Running on PostgreSQL"; no password here:
-                                      #   use ~/.pgpass or PGPASSWORD)
-    standby = false                   # PostgreSQL only: if another gateway holds the journal,
-                                      #   wait as its standby (health NOT_SERVING, every other
-                                      #   call UNAVAILABLE) and take over when its lock frees;
-                                      #   false: refuse to start ("in use by another gateway")
-    pki_dir = "pki"                   # folder made by `hotline certs init` (see certs/README.md)
-    heartbeat_interval_s = 2.0        # ping every this many seconds on each link
-    dead_after_s = 6.0                # declare a link down after this long without a frame
-    reconnect_min_s = 0.2             # first reconnect delay; doubles up to reconnect_max_s,
-    reconnect_max_s = 10.0            #   each delay drawn with full jitter
-    window = 256                      # at most this many unreceipted deliveries in flight
-    checkpoint_interval_s = 60.0      # sign and send a journal checkpoint this often
-    deadline_check_s = 1.0            # how often to look for messages past their deadline
-    max_message_bytes = 1048576       # largest request accepted (RESOURCE_EXHAUSTED above; >= 1 MiB)
-    operator_rate_per_s = 200.0       # sends per second per operator (token bucket) ...
-    operator_burst = 400              #   ... with this burst; RESOURCE_EXHAUSTED above
-    outbox_limit = 100000             # messages journaled but not yet settled by the peer;
-                                      #   a Send beyond it gets RESOURCE_EXHAUSTED "outbox full"
-    submit_slots = 8                  # PRIORITY/ROUTINE submissions checked and signed at once;
-                                      #   FLASH/IMMEDIATE never wait for one (server/service.py)
-
-    # Admission control (server/admission.py): calls held at once, per lane. A call over its
-    # allowance is refused with RESOURCE_EXHAUSTED naming the limit; nothing is journaled.
-    operator_streams = 32             # streams (Watch, reflection) open at once per operator
-    operator_calls = 128              # unary calls (Send, GetMessage, ...) at once per operator
-    operators_total = 1024            # both of the above, all operators together
-    peer_link_calls = 8               # PeerLinkService calls of the peer gateway: an allowance
-                                      #   of its own, never drawn on by operators
-    health_calls = 8                  # health checks at once per caller (any authenticated
-    health_total = 64                 #   caller), and for all callers together: also separate
-    max_concurrent_rpcs = 0           # grpc's global cap on calls at once, counted before the
-                                      #   caller is known (so it refuses the peer link too):
-                                      #   0 = operators_total + peer_link_calls + health_total
-                                      #   + 64, so it never binds before the allowances above;
-                                      #   a smaller value is refused
-
-    # Connections (grpc core, before any call): a bound on descriptors, not on who holds them.
-    max_connections = 4096            # TCP connections at once, handshake or not; beyond this
-                                      #   a connection is closed at accept (fewer if the
-                                      #   open-file limit, raised to its hard limit at start,
-                                      #   leaves no room: 256 descriptors are kept free)
-    handshake_timeout_s = 5.0         # close a connection whose TLS handshake and HTTP/2 set-up
-                                      #   are not done by then (grpc's own default: 120 s)
-    connection_idle_s = 600.0         # close (GOAWAY) an authenticated connection that has had
-                                      #   no call for this long; clients reconnect; 0 = never
-    crl_grace_s = 0.0                 # how long past its nextUpdate a revocation list is still
-                                      #   taken as current; after that the calls of the party
-                                      #   whose CA issued it are refused (alarm on Watch) until
-                                      #   a current list is loaded: re-sign with `hotline certs
-                                      #   crl` (weekly) before then. 0 = no grace
-    log_level = "INFO"
+    party = "JP"
+    peer_party = "TW"
+    listen = "127.0.0.1:50051"
+    peer_address = "127.0.0.1:50052"
+    journal = "jp-journal.db"         # or "postgresql://user@host/db" (README "Running on PostgreSQL")
+    standby = false                   # PostgreSQL only: wait as the standby of the holder
+    pki_dir = "pki"
 
     [deadlines]                       # acknowledgement deadlines, seconds, per precedence
     FLASH = 600                       #   (defaults after ACP 121: 10 min, 30 min, 3 h, 6 h)
-    IMMEDIATE = 1800
-    PRIORITY = 10800
-    ROUTINE = 21600
 
 The certificate files are taken from `pki_dir` in the layout `hotline certs init` writes
 (`<pki_dir>/<party>/gateway.crt`, ...); in a real deployment each party's folder holds only its
@@ -77,54 +28,270 @@ publishes it, the peer's revocation list as `peer-crl.pem`).
 
 from __future__ import annotations
 
+import re
 import tomllib
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
+
+from certs.errors import CertsError
 from certs.identity import validate_party
 from certs.pki import PartyPaths
-from hotline.deadlines import Deadlines
+from hotline.deadlines import DEFAULT_DEADLINES_S, NAMES, Deadlines
 from hotline.errors import ConfigError
 from hotline.journal_file import is_database_url
 from hotline.link import MAX_FRAME_BYTES
+from hotline.settings import allowed, config_error, markdown_table, toml_value
 from server.admission import REFUSAL_HEADROOM, Limits
 
+__all__ = ["DeadlineSettings", "GatewayConfig", "readme_table"]
 
-@dataclass(frozen=True)
-class GatewayConfig:
-    party: str
-    peer_party: str
-    peer_address: str
-    listen: str = "127.0.0.1:50051"
-    journal: Path | str = Path("journal.db")  # a SQLite file, or a postgresql:// URL
-    standby: bool = False
-    pki_dir: Path = Path("pki")
-    heartbeat_interval_s: float = 2.0
-    dead_after_s: float = 6.0
-    reconnect_min_s: float = 0.2
-    reconnect_max_s: float = 10.0
-    window: int = 256
-    checkpoint_interval_s: float = 60.0
-    deadline_check_s: float = 1.0
-    max_message_bytes: int = 1_048_576
-    operator_rate_per_s: float = 200.0
-    operator_burst: int = 400
-    outbox_limit: int = 100_000
-    submit_slots: int = 8
-    operator_streams: int = 32
-    operator_calls: int = 128
-    operators_total: int = 1024
-    peer_link_calls: int = 8
-    health_calls: int = 8
-    health_total: int = 64
-    max_concurrent_rpcs: int = 0
-    max_connections: int = 4096
-    handshake_timeout_s: float = 5.0
-    connection_idle_s: float = 600.0
-    crl_grace_s: float = 0.0
-    log_level: str = "INFO"
-    deadlines: Deadlines = field(default_factory=Deadlines)
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):(\d{1,5})$")
+_STRICT = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
+DAY_S = 86_400.0
+MILLION = 1_000_000
+
+
+def _host_port(value: str) -> str:
+    match = _HOST_PORT.match(value)
+    if match is None or int(match.group(2)) > 65535:
+        raise ValueError(f"must be {_ADDRESS_RULE}")
+    return value
+
+
+def _party(value: str) -> str:
+    try:
+        return validate_party(value)
+    except CertsError:
+        raise ValueError(f"must be {_PARTY_RULE}") from None
+
+
+_PARTY_RULE = "2 to 8 uppercase letters A-Z, such as JP or TW"
+_ADDRESS_RULE = "HOST:PORT with a port 0-65535, such as 127.0.0.1:50051"
+_default = {name: DEFAULT_DEADLINES_S[p] for p, name in NAMES.items()}
+
+
+class DeadlineSettings(BaseModel):
+    """`[deadlines]`: seconds from journaling to the acknowledgement deadline, per precedence."""
+
+    model_config = _STRICT
+
+    FLASH: float = Field(_default["FLASH"], gt=0, le=30 * DAY_S, description="FLASH")
+    IMMEDIATE: float = Field(_default["IMMEDIATE"], gt=0, le=30 * DAY_S, description="IMMEDIATE")
+    PRIORITY: float = Field(_default["PRIORITY"], gt=0, le=30 * DAY_S, description="PRIORITY")
+    ROUTINE: float = Field(_default["ROUTINE"], gt=0, le=30 * DAY_S, description="ROUTINE")
+
+    def deadlines(self) -> Deadlines:
+        return Deadlines.from_names(self.model_dump())
+
+
+_DEADLINES_SCHEMA = DeadlineSettings.model_json_schema()
+
+
+class GatewayConfig(BaseModel):
+    """Everything `hotline serve` reads from its TOML file (see the module docstring)."""
+
+    model_config = ConfigDict(
+        strict=True,
+        extra="forbid",
+        frozen=True,
+        allow_inf_nan=False,
+        arbitrary_types_allowed=True,
+    )
+
+    party: str = Field(
+        description="this gateway's party code", json_schema_extra={"allowed": _PARTY_RULE}
+    )
+    peer_party: str = Field(
+        description="the other party's code", json_schema_extra={"allowed": _PARTY_RULE}
+    )
+    peer_address: str = Field(
+        description="the peer gateway's address; for a peer running active/standby, "
+        '"host1:port,host2:port", dialled in order',
+        json_schema_extra={"allowed": _ADDRESS_RULE + ", or several, comma-separated"},
+    )
+    listen: str = Field(
+        "127.0.0.1:50051",
+        description="address to serve operators and the peer on (port 0: any free port)",
+        json_schema_extra={"allowed": _ADDRESS_RULE},
+    )
+    journal: Path | str = Field(
+        Path("journal.db"),
+        description="the journal: a SQLite file (created if missing; relative to the file), or "
+        'a PostgreSQL database, "postgresql://user@host/db" (no password here: use ~/.pgpass '
+        'or PGPASSWORD; README "Running on PostgreSQL")',
+    )
+    standby: bool = Field(
+        False,
+        description="PostgreSQL only: if another gateway holds the journal, wait as its standby "
+        "(health NOT_SERVING, every other call UNAVAILABLE) and take over when its lock frees; "
+        'false: refuse to start ("in use by another gateway")',
+    )
+    pki_dir: Path = Field(
+        Path("pki"), description="folder made by `hotline certs init`; relative to the file"
+    )
+    heartbeat_interval_s: float = Field(
+        2.0, gt=0, le=3600, description="ping every this many seconds on each link"
+    )
+    dead_after_s: float = Field(
+        6.0,
+        gt=0,
+        le=DAY_S,
+        description="declare a link down after this long without a frame; must exceed "
+        "heartbeat_interval_s",
+    )
+    reconnect_min_s: float = Field(
+        0.2,
+        gt=0,
+        le=3600,
+        description="first reconnect delay; doubles up to reconnect_max_s, each delay drawn "
+        "with full jitter",
+    )
+    reconnect_max_s: float = Field(
+        10.0, gt=0, le=DAY_S, description="longest reconnect delay; at least reconnect_min_s"
+    )
+    window: int = Field(
+        256, ge=1, le=65536, description="at most this many unreceipted deliveries in flight"
+    )
+    checkpoint_interval_s: float = Field(
+        60.0, gt=0, le=DAY_S, description="sign and send a journal checkpoint this often"
+    )
+    deadline_check_s: float = Field(
+        1.0, gt=0, le=3600, description="how often to look for messages past their deadline"
+    )
+    max_message_bytes: int = Field(
+        1_048_576,
+        ge=MAX_FRAME_BYTES,
+        le=1 << 30,
+        description="largest request accepted (RESOURCE_EXHAUSTED above); at least the peer "
+        "link's maximum frame size",
+    )
+    operator_rate_per_s: float = Field(
+        200.0, gt=0, le=1e9, description="sends per second per operator (token bucket) ..."
+    )
+    operator_burst: int = Field(
+        400, ge=1, le=10**9, description="... with this burst; RESOURCE_EXHAUSTED above"
+    )
+    outbox_limit: int = Field(
+        100_000,
+        ge=1,
+        le=10**9,
+        description='messages journaled but not yet settled by the peer; a Send beyond it gets RESOURCE_EXHAUSTED "outbox full"',
+    )
+    submit_slots: int = Field(
+        8,
+        ge=1,
+        le=4096,
+        description="PRIORITY/ROUTINE submissions checked and signed at once; FLASH/IMMEDIATE never wait for one",
+    )
+    operator_streams: int = Field(
+        32, ge=1, le=MILLION, description="streams (Watch, reflection) open at once per operator"
+    )
+    operator_calls: int = Field(
+        128,
+        ge=1,
+        le=MILLION,
+        description="unary calls (Send, GetMessage, ...) at once per operator",
+    )
+    operators_total: int = Field(
+        1024, ge=1, le=MILLION, description="both of the above, all operators together"
+    )
+    peer_link_calls: int = Field(
+        8,
+        ge=1,
+        le=MILLION,
+        description="PeerLinkService calls of the peer gateway: an allowance of its own, never drawn on by operators",
+    )
+    health_calls: int = Field(8, ge=1, le=MILLION, description="health checks at once per caller")
+    health_total: int = Field(
+        64, ge=1, le=MILLION, description="health checks at once, all callers together"
+    )
+    max_concurrent_rpcs: int | None = Field(
+        None,
+        ge=1,
+        le=10 * MILLION,
+        description="grpc's global cap on calls at once, counted before the caller is known "
+        "(so it refuses the peer link too). Left out: operators_total + peer_link_calls + "
+        f"health_total + {REFUSAL_HEADROOM}, so it never binds before the allowances above; a "
+        "value below that is refused",
+        json_schema_extra={"allowed": "or left out"},
+    )
+    max_connections: int = Field(
+        4096,
+        ge=1,
+        le=MILLION,
+        description="TCP connections at once, handshake or not; beyond this a connection is closed at accept",
+    )
+    handshake_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=600,
+        description="close a connection whose TLS handshake and HTTP/2 set-up are not done by then",
+    )
+    connection_idle_s: float = Field(
+        600.0,
+        ge=0,
+        le=7 * DAY_S,
+        description="close (GOAWAY) an authenticated connection with no call for this long; 0 = never",
+    )
+    crl_grace_s: float = Field(
+        0.0,
+        ge=0,
+        le=365 * DAY_S,
+        description="how long past its nextUpdate a revocation list is still taken as current; 0 = no grace",
+    )
+    metrics_listen: str = Field(
+        "",
+        description="serve Prometheus metrics at http://HOST:PORT/metrics, on a port of its "
+        "own (keep it on loopback: 127.0.0.1:9464); empty: no metrics endpoint",
+        json_schema_extra={"allowed": f"empty, or {_ADDRESS_RULE}"},
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description="least severe log level written (any case)"
+    )
+    deadlines: Annotated[Deadlines, WithJsonSchema(_DEADLINES_SCHEMA)] = Field(
+        default_factory=Deadlines,
+        description="`[deadlines]` table: acknowledgement deadline in seconds per precedence "
+        "(FLASH 600, IMMEDIATE 1800, PRIORITY 10800, ROUTINE 21600), each more than 0 and at "
+        "most 30 days",
+    )
+
+    @field_validator("party", "peer_party")
+    @classmethod
+    def _check_party(cls, value: str) -> str:
+        return _party(value)
+
+    @field_validator("listen")
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        return _host_port(value)
+
+    @field_validator("peer_address")
+    @classmethod
+    def _check_peer_addresses(cls, value: str) -> str:
+        for address in value.split(","):
+            _host_port(address.strip())
+        return value
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _check_metrics_address(cls, value: str) -> str:
+        return value and _host_port(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    # -------------------------------------------------------------- derived settings
 
     @property
     def paths(self) -> PartyPaths:
@@ -132,7 +299,7 @@ class GatewayConfig:
 
     @property
     def limits(self) -> Limits:
-        """The admission allowances (checked by `check`)."""
+        """The admission allowances."""
         return Limits(
             operator_streams=self.operator_streams,
             operator_calls=self.operator_calls,
@@ -147,13 +314,17 @@ class GatewayConfig:
         """grpc's global cap on concurrent calls (`max_concurrent_rpcs`, or its default)."""
         return self.max_concurrent_rpcs or self.limits.backstop
 
+    # -------------------------------------------------------------- reading
+
     @classmethod
     def load(cls, path: Path) -> GatewayConfig:
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"configuration file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration file {path}: {exc}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         return cls.from_mapping(raw, base=path.resolve().parent, source=str(path))
 
@@ -161,118 +332,78 @@ class GatewayConfig:
     def from_mapping(
         cls, raw: dict[str, Any], *, base: Path, source: str = "configuration"
     ) -> GatewayConfig:
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(raw) - set(known))
-        if unknown:
-            raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}")
-        for required in ("party", "peer_party", "peer_address"):
-            if required not in raw:
-                raise ConfigError(f"{source}: missing required setting {required!r}")
-        values: dict[str, Any] = {}
-        for name, value in raw.items():
-            if name == "deadlines":
-                if not isinstance(value, dict):
-                    raise ConfigError(f"{source}: [deadlines] must be a table")
-                try:
-                    values[name] = Deadlines.from_names(value)
-                except ValueError as exc:
-                    raise ConfigError(f"{source}: [deadlines]: {exc}") from None
-            elif name == "journal" and is_database_url(value):
-                values[name] = value  # a PostgreSQL database, not a path
-            elif name in ("journal", "pki_dir"):
-                if not isinstance(value, str):
-                    raise ConfigError(f"{source}: {name} must be a path string")
-                values[name] = (base / value).resolve()
-            else:
-                values[name] = value
+        """Check a parsed file; raises `ConfigError` naming every bad key, value and range."""
+        values = dict(raw)
+        for name in ("journal", "pki_dir"):
+            value = values.get(name)
+            if isinstance(value, str) and not (name == "journal" and is_database_url(value)):
+                values[name] = (base / Path(value).expanduser()).resolve()
+        if "deadlines" in values:
+            table = values["deadlines"]
+            if not isinstance(table, dict):
+                raise ConfigError(
+                    f"{source}: deadlines = {toml_value(table)}: must be a table "
+                    "([deadlines] with FLASH = seconds, ...)"
+                )
+            table = {str(k).upper(): v for k, v in table.items()}
+            try:
+                values["deadlines"] = DeadlineSettings.model_validate(table).deadlines()
+            except ValidationError as exc:
+                raise config_error(DeadlineSettings, exc, source, prefix="deadlines.") from None
         try:
-            config = cls(**values)
-            validate_party(config.party)
-            validate_party(config.peer_party)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+            config = cls.model_validate(values)
+        except ValidationError as exc:
+            raise config_error(cls, exc, source) from None
         config.check(source)
         return config
 
     def check(self, source: str = "configuration") -> None:
+        """The rules between settings (each setting's own range is the model's)."""
         if self.party == self.peer_party:
             raise ConfigError(f"{source}: party and peer_party are both {self.party}")
-        if not isinstance(self.standby, bool):
-            raise ConfigError(f"{source}: standby must be true or false, got {self.standby!r}")
         if self.standby and not is_database_url(self.journal):
             raise ConfigError(
                 f"{source}: standby needs a journal in PostgreSQL (journal = "
                 '"postgresql://..."): a SQLite file cannot be shared by two hosts'
             )
-        for name in (
-            "heartbeat_interval_s",
-            "dead_after_s",
-            "reconnect_min_s",
-            "checkpoint_interval_s",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or value <= 0:
-                raise ConfigError(f"{source}: {name} must be a positive number, got {value!r}")
         if self.dead_after_s <= self.heartbeat_interval_s:
-            raise ConfigError(f"{source}: dead_after_s must exceed heartbeat_interval_s")
-        if not _is_int(self.max_message_bytes) or self.max_message_bytes < MAX_FRAME_BYTES:
-            # the spec: a receiver accepts every peer-link frame up to 1 MiB
             raise ConfigError(
-                f"{source}: max_message_bytes must be at least {MAX_FRAME_BYTES} (the peer "
-                f"link's maximum frame size), got {self.max_message_bytes!r}"
+                f"{source}: dead_after_s = {self.dead_after_s:g}: must exceed "
+                f"heartbeat_interval_s ({self.heartbeat_interval_s:g})"
             )
         if self.reconnect_max_s < self.reconnect_min_s:
-            raise ConfigError(f"{source}: reconnect_max_s is below reconnect_min_s")
-        if not isinstance(self.outbox_limit, int) or self.outbox_limit < 1:
             raise ConfigError(
-                f"{source}: outbox_limit must be a positive whole number, got {self.outbox_limit!r}"
+                f"{source}: reconnect_max_s = {self.reconnect_max_s:g}: must be at least "
+                f"reconnect_min_s ({self.reconnect_min_s:g})"
             )
-        if not isinstance(self.submit_slots, int) or not 1 <= self.submit_slots <= 4096:
-            raise ConfigError(f"{source}: submit_slots must be 1..4096, got {self.submit_slots!r}")
-        if not 1 <= self.window <= 65536:
-            raise ConfigError(f"{source}: window must be 1..65536, got {self.window}")
-        try:
-            limits = self.limits
-        except ValueError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
-        if not _is_int(self.max_concurrent_rpcs) or not (
-            self.max_concurrent_rpcs == 0 or self.max_concurrent_rpcs >= limits.backstop
-        ):
+        backstop = self.limits.backstop
+        if self.max_concurrent_rpcs is not None and self.max_concurrent_rpcs < backstop:
             raise ConfigError(
-                f"{source}: max_concurrent_rpcs must be 0 (derived) or at least "
-                f"{limits.backstop} (operators_total + peer_link_calls + health_total + "
+                f"{source}: max_concurrent_rpcs = {self.max_concurrent_rpcs}: must be at least "
+                f"{backstop} (operators_total + peer_link_calls + health_total + "
                 f"{REFUSAL_HEADROOM}), so that it never refuses the peer link before the "
-                f"per-lane allowances bind; got {self.max_concurrent_rpcs!r}"
+                "per-lane allowances bind; leave it out to use that value"
             )
-        if not _is_int(self.max_connections) or self.max_connections < 1:
-            raise ConfigError(
-                f"{source}: max_connections must be a positive integer, "
-                f"got {self.max_connections!r}"
-            )
-        if not _is_number(self.handshake_timeout_s) or self.handshake_timeout_s <= 0:
-            raise ConfigError(
-                f"{source}: handshake_timeout_s must be a positive number, "
-                f"got {self.handshake_timeout_s!r}"
-            )
-        if not _is_number(self.connection_idle_s) or self.connection_idle_s < 0:
-            raise ConfigError(
-                f"{source}: connection_idle_s must be a number of seconds (0 = never), "
-                f"got {self.connection_idle_s!r}"
-            )
-        if not _is_number(self.crl_grace_s) or self.crl_grace_s < 0:
-            raise ConfigError(
-                f"{source}: crl_grace_s must be a number of seconds (0 = no grace), "
-                f"got {self.crl_grace_s!r}"
-            )
-        for address_name in ("listen", "peer_address"):
-            address = getattr(self, address_name)
-            if not isinstance(address, str) or ":" not in address:
-                raise ConfigError(f"{source}: {address_name} must be host:port, got {address!r}")
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def json_schema() -> dict[str, Any]:
+    """The configuration file's JSON Schema (`hotline serve --print-config-schema`)."""
+    schema = GatewayConfig.model_json_schema()
+    schema["title"] = "Hotline gateway configuration (hotline serve --config FILE, TOML)"
+    return schema
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def readme_table() -> str:
+    """The README's gateway settings table (`tools/settings_tables.py` writes it)."""
+    deadlines = ", ".join(
+        f"`{name}` {allowed(info)}" for name, info in DeadlineSettings.model_fields.items()
+    )
+    return (
+        markdown_table(GatewayConfig, skip=("deadlines",))
+        + f"\n`[deadlines]` table, acknowledgement deadlines per precedence, keys: {deadlines}; seconds, each defaulting to ACP 121's handling "
+        "time.\n"
+    )
+
+
+BEGIN = "<!-- gateway-settings:begin (generated by `python tools/settings_tables.py`) -->"
+END = "<!-- gateway-settings:end -->"

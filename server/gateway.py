@@ -82,6 +82,7 @@ from server.admission import (
 from server.auth import AuthInterceptor, Authorizer, Refusal, stale_text
 from server.config import GatewayConfig
 from server.journal import Journal, JournalError, JournalInUse, Kind
+from server.metrics import GatewayMetrics
 from server.operator_service import OperatorServicer
 from server.peerlink.peer_certificate import (
     DEFAULT_TIMEOUT,
@@ -216,6 +217,9 @@ class Gateway:
         for watched in self._tls_files + self._crl_files:
             watched.changed()
         self.port = 0
+        self.metrics = GatewayMetrics()
+        self.metrics_port = 0  # the /metrics endpoint's port (0: not served)
+        self._metrics_unsubscribe: Callable[[], None] | None = None
         self._stale_warned = float("-inf")
         self._stale_alarmed: set[str] = set()  # issuers of the stale lists already alarmed
         # The peer certificate checked before the current outbound connection, if it passed.
@@ -473,6 +477,7 @@ class Gateway:
         # Validation compiles each message type's check on first use (~35 ms for an envelope):
         # pay it now, not on the first message of the hot line.
         validate_envelope(envelope_pb2.Envelope())
+        self._start_metrics()
         await self.store.record_key(self._signing_der[0], self.party)
         await self._check_revocation_numbers()
         await self._alarm_stale()  # a list already stale at start: say so at once
@@ -508,6 +513,7 @@ class Gateway:
             raise ConfigError(f"cannot listen on {listen}: {exc}") from None
         await server.start()
         self._server = server
+        self._serve_metrics()
         for name in names[:3]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -545,6 +551,34 @@ class Gateway:
             f"{cfg.connection_idle_s:g} s" if cfg.connection_idle_s > 0 else "never",
         )
         return self.port
+
+    def _start_metrics(self) -> None:
+        """Count what the journal commits from now on (before the gateway writes anything)."""
+        paths = self.config.paths
+        self._metrics_unsubscribe = self.journal.subscribe(self.metrics.observe)
+        self.metrics.watch_sender(
+            lambda: self.sender.queue_depth, lambda: self.sender.link.lanes_in_flight
+        )
+        self.metrics.read_certificates(
+            {
+                "gateway": paths.gateway_cert,
+                "signing": paths.signing_cert,
+                "ca": paths.ca_cert,
+                "peer_ca": paths.peer_ca_cert,
+            },
+            {self.party: paths.crl, self.peer_party: paths.peer_crl},
+        )
+        self.metrics.refresh_overdue(self.store.overdue_count)
+
+    def _serve_metrics(self) -> None:
+        """Serve /metrics if `metrics_listen` is set."""
+        if self.config.metrics_listen:
+            try:
+                self.metrics_port = self.metrics.serve(self.config.metrics_listen)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot serve metrics on {self.config.metrics_listen}: {exc}"
+                ) from None
 
     # ------------------------------------------------------------------ standby
 
@@ -625,6 +659,9 @@ class Gateway:
 
     async def stop(self, grace: float = 2.0) -> None:
         """Drain: stop taking calls, let calls in progress finish, then close the journal."""
+        self.metrics.stop()
+        if self._metrics_unsubscribe is not None:
+            self._metrics_unsubscribe()
         if self._takeover is not None and not self._takeover.done():
             self._takeover.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -243,6 +243,7 @@ class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
                 f"after_cursor {request.after_cursor} is beyond the end of the journal ({head})",
             )
         kinds = set(request.kinds)
+        originators = frozenset(request.originators)
         live: asyncio.Queue[list[Entry]] = asyncio.Queue()
         overflow = False
 
@@ -261,7 +262,7 @@ class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
                 if not batch:
                     break
                 cursor = batch[-1].position
-                for response in _responses(self._store, batch, kinds):
+                for response in _responses(self._store, batch, kinds, originators):
                     yield response
             while True:  # then follow live commits: one response per commit (and kinds)
                 entries = await live.get()
@@ -275,7 +276,7 @@ class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
                 if not fresh:
                     continue
                 cursor = fresh[-1].position
-                for response in _responses(self._store, fresh, kinds):
+                for response in _responses(self._store, fresh, kinds, originators):
                     yield response
         finally:
             unsubscribe()
@@ -285,12 +286,18 @@ WATCH_EVENTS_PER_RESPONSE = 1024
 
 
 def _responses(
-    store: Store, entries: list[Entry], kinds: set[operator_pb2.EventKind.ValueType]
+    store: Store,
+    entries: list[Entry],
+    kinds: set[operator_pb2.EventKind.ValueType],
+    originators: frozenset[str] = frozenset(),
 ) -> list[operator_pb2.WatchResponse]:
-    """The events of these entries a watcher of `kinds` sees, at most 1,024 per response.
+    """The events of these entries a watcher of `kinds` (and, if any, `originators`) sees, at
+    most 1,024 per response.
 
     Kinds are checked on the entry first, so a filtered watcher builds nothing it drops (an
-    inbound acknowledgement is a MESSAGE_IN entry whose event is MESSAGE_ACKNOWLEDGED).
+    inbound acknowledgement is a MESSAGE_IN entry whose event is MESSAGE_ACKNOWLEDGED). With
+    `originators`, a message event passes only when its message's originator is one of them;
+    events about no message pass (WatchRequest.originators).
     """
     wanted = [
         e
@@ -305,6 +312,12 @@ def _responses(
     events = [ev for e in wanted if (ev := store.event_for(e)) is not None]
     if kinds:
         events = [ev for ev in events if ev.kind in kinds]
+    if originators:
+        events = [
+            ev
+            for ev in events
+            if not ev.message_id or ev.message.envelope.originator in originators
+        ]
     return [
         operator_pb2.WatchResponse(events=events[i : i + WATCH_EVENTS_PER_RESPONSE])
         for i in range(0, len(events), WATCH_EVENTS_PER_RESPONSE)

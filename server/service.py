@@ -192,39 +192,12 @@ class GatewayService:
         self._admit(len(envelopes), who)
         results: list[operator_pb2.SendResponse | GatewayError | None] = [None] * len(envelopes)
         prepared: list[_Prepared] = []
-        first_of: dict[str, int] = {}  # message id -> index of its first use in this batch
         twins: list[tuple[int, int]] = []  # (index, index of the first use of its id)
-        batch: dict[str, link.Seen] = {}  # the standing of this batch's messages, so far
         urgent = self._gate.urgent(envelopes)
-        slot = await self._gate.enter(urgent)
         try:
+            slot = await self._gate.enter(urgent)
             try:
-                for index, given in enumerate(envelopes):
-                    if index and index % YIELD_EVERY == 0 and not urgent:
-                        await asyncio.sleep(0)  # a large batch lets urgent work in between
-                    envelope = envelope_pb2.Envelope()
-                    envelope.CopyFrom(given)
-                    try:
-                        await self._check(envelope, who)
-                    except GatewayError as exc:
-                        results[index] = exc
-                        continue
-                    held = self._store.seen.get(envelope.message_id)
-                    if held is not None:
-                        results[index] = self._idempotent(envelope, ours=held.sequence == 0)
-                    elif envelope.message_id in first_of:
-                        twins.append((index, first_of[envelope.message_id]))
-                    else:
-                        try:
-                            reserved = self._check_life(envelope, batch)
-                        except GatewayError as exc:
-                            results[index] = exc
-                            continue
-                        first_of[envelope.message_id] = index
-                        prepared.append(_Prepared(index, envelope, reserved))
-                        batch[envelope.message_id] = link.Seen(
-                            0, b"", lifecycle.standing_of(envelope)
-                        )
+                await self._prepare(envelopes, who, urgent, results, prepared, twins)
                 signed = await self._sign(prepared, urgent)
             finally:
                 if slot:
@@ -251,6 +224,45 @@ class GatewayService:
         final = [r for r in results if r is not None]
         assert len(final) == len(envelopes)
         return final
+
+    async def _prepare(
+        self,
+        envelopes: Sequence[envelope_pb2.Envelope],
+        who: Identity,
+        urgent: bool,
+        results: list[operator_pb2.SendResponse | GatewayError | None],
+        prepared: list[_Prepared],
+        twins: list[tuple[int, int]],
+    ) -> None:
+        """Steps 1-5 for each envelope (a copy): an error or an idempotent answer goes into
+        `results`, a second use of an id in this batch into `twins`, the rest into `prepared`
+        (with the change to the message it refers to reserved)."""
+        first_of: dict[str, int] = {}  # message id -> index of its first use in this batch
+        batch: dict[str, link.Seen] = {}  # the standing of this batch's messages, so far
+        for index, given in enumerate(envelopes):
+            if index and index % YIELD_EVERY == 0 and not urgent:
+                await asyncio.sleep(0)  # a large batch lets urgent work in between
+            envelope = envelope_pb2.Envelope()
+            envelope.CopyFrom(given)
+            try:
+                await self._check(envelope, who)
+            except GatewayError as exc:
+                results[index] = exc
+                continue
+            held = self._store.seen.get(envelope.message_id)
+            if held is not None:
+                results[index] = self._idempotent(envelope, ours=held.sequence == 0)
+            elif envelope.message_id in first_of:
+                twins.append((index, first_of[envelope.message_id]))
+            else:
+                try:
+                    reserved = self._check_life(envelope, batch)
+                except GatewayError as exc:
+                    results[index] = exc
+                    continue
+                first_of[envelope.message_id] = index
+                prepared.append(_Prepared(index, envelope, reserved))
+                batch[envelope.message_id] = link.Seen(0, b"", lifecycle.standing_of(envelope))
 
     def _admit(self, n: int, who: Identity) -> None:
         why = self._held() if self._held is not None else ""

@@ -31,7 +31,7 @@ import logging
 import shlex
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,19 @@ def register(parser: argparse.ArgumentParser) -> None:
         "latency-versus-load curve and the saturation point",
     )
     load.add_argument("--operators", type=int, default=4, help="operator connections per side (4)")
+    where = load.add_mutually_exclusive_group()
+    where.add_argument(
+        "--workers",
+        metavar="ADDRESS",
+        help="split the load over the workers of this Dask scheduler (tcp://host:8786), each "
+        "on its own operator identity load-1, load-2, ... (needs the `load` extra)",
+    )
+    where.add_argument(
+        "--local-workers",
+        type=int,
+        metavar="N",
+        help="split the load over N worker processes of a Dask LocalCluster on 127.0.0.1",
+    )
     _common(load)
     load.set_defaults(func=cmd_load)
 
@@ -364,6 +377,7 @@ async def _target(
     operators: int,
     speed: float | None = None,
     settings: dict[str, Any] | None = None,
+    extra_operators: Sequence[str] = (),
 ) -> Any:
     from hotline.deadlines import DEFAULT_DEADLINES_S, NAMES
     from sim.target import Target
@@ -390,7 +404,12 @@ async def _target(
         deadlines = {name: DEFAULT_DEADLINES_S[int(p)] / speed for p, name in NAMES.items()}
     _echo(f"starting a gateway pair in {workdir} ...")
     return await Target.start_pair(
-        workdir, proxies=True, operators=operators, settings=settings, deadlines=deadlines
+        workdir,
+        proxies=True,
+        operators=operators,
+        settings=settings,
+        deadlines=deadlines,
+        extra_operators=extra_operators,
     )
 
 
@@ -412,6 +431,8 @@ def cmd_load(args: argparse.Namespace) -> int:
             raise ValueError("--duration must be positive and --ramp within it")
         if args.payload_bytes < 64:
             raise ValueError("--payload-bytes must be at least 64")
+        if args.local_workers is not None and not 1 <= args.local_workers <= 64:
+            raise ValueError("--local-workers must be 1..64")
         args.thresholds = parse_thresholds(args.slo)
     except (ValueError, ConfigError) as exc:
         print(f"hotline sim load: {exc}", file=sys.stderr)
@@ -457,9 +478,26 @@ async def _load(
         thresholds=tuple(args.thresholds),
     )
     results: list[RunResult] = []
+    cluster = None
+    worker_names: list[str] = []
+    if args.workers or args.local_workers:
+        from sim.distributed import DaskCluster, count_workers, worker_operators
+
+        cluster = DaskCluster(address=args.workers or "", local_workers=args.local_workers or 0)
+        try:
+            count = args.local_workers or await asyncio.to_thread(count_workers, args.workers)
+        except ImportError:
+            print("hotline sim load: --workers needs Dask: pip install 'hotline[load]'")
+            return 2
+        worker_names = worker_operators(count)
     with _workdir(args) as workdir:
         target = await _target(
-            args, workdir, external, operators=max(1, args.operators), settings=UNLIMITED
+            args,
+            workdir,
+            external,
+            operators=max(1, args.operators),
+            settings=UNLIMITED,
+            extra_operators=worker_names,
         )
         try:
             sides = await target.connect(args.operators if not external else 1)
@@ -469,7 +507,12 @@ async def _load(
                         f"load: {spec.rate:g} msg/s ({spec.arrival}) for {spec.duration_s:g} s"
                         + (f", ramp {spec.ramp_s:g} s" if spec.ramp_s else "")
                     )
-                    result = await run_load(spec, target, sides, options)
+                    if cluster is not None:
+                        from sim.distributed import run_distributed_load
+
+                        result = await run_distributed_load(spec, target, sides, options, cluster)
+                    else:
+                        result = await run_load(spec, target, sides, options)
                     results.append(result)
                     print(terminal_summary(result), flush=True)
                     load = result.extra["load"]

@@ -19,7 +19,9 @@ measured with this clock: the simulator always uses `time.monotonic()` for that.
 
 At "max" speed the driver lets the event loop run between two events (a few rounds of
 `asyncio.sleep(0)`), so the work one event starts (a send, say) gets going before the next
-event fires; it never waits for network round trips, which is the point of "max".
+event fires; it waits for network round trips only where a `hold` asks it to: a hold at
+scenario time `t` keeps anything due after `t` from firing until it is released (or runs out),
+so what the timeline puts at `t` (an answer, a re-send) is never overtaken by a later event.
 """
 
 from __future__ import annotations
@@ -54,6 +56,17 @@ class _Timer:
         self.cancelled = True
 
 
+@dataclass
+class Hold:
+    """At max speed, keeps the clock from firing anything due after `at` until released (or
+    until `deadline`, a `time.monotonic()`): what is due at `at` (an answer, a re-send) then
+    happens before any later event, as the timeline says."""
+
+    at: float
+    deadline: float
+    released: bool = False
+
+
 def parse_speed(text: str) -> float | None:
     """`--speed` values: a positive number, or "max" for as fast as possible (None)."""
     if text.strip().lower() in ("max", "inf", "infinity"):
@@ -82,6 +95,8 @@ class VirtualClock:
         self._driver: asyncio.Task[None] | None = None
         self.fired = 0
         self.errors: list[Exception] = []
+        self._holds: list[Hold] = []
+        self.holds_expired = 0  # holds that ran out before they were released
 
     # ------------------------------------------------------------------ reading
 
@@ -123,6 +138,38 @@ class VirtualClock:
 
     def call_later(self, delay: float, callback: Callable[[], Any]) -> _Timer:
         return self.call_at(self.now() + max(0.0, delay), callback)
+
+    def hold(self, at: float, timeout_s: float) -> Hold:
+        """Hold the timeline at scenario time `at` (max speed only: at a finite speed the wall
+        clock orders events, and the hold is inert) until `release`, for at most `timeout_s`
+        wall seconds."""
+        hold = Hold(at, time.monotonic() + timeout_s, released=self.speed is not None)
+        if not hold.released:
+            self._holds.append(hold)
+        return hold
+
+    def release(self, hold: Hold) -> None:
+        if not hold.released:
+            hold.released = True
+            self._wakeup.set()
+
+    def _held_until(self) -> tuple[float, float] | None:
+        """(earliest hold's time, earliest deadline) of the holds in force, or None."""
+        now = time.monotonic()
+        live = []
+        for hold in self._holds:
+            if hold.released:
+                continue
+            if hold.deadline <= now:
+                hold.released = True
+                self.holds_expired += 1
+                log.warning("virtual clock: a hold at t=%g ran out; the timeline moves on", hold.at)
+                continue
+            live.append(hold)
+        self._holds = live
+        if not live:
+            return None
+        return min(h.at for h in live), min(h.deadline for h in live)
 
     async def sleep_until(self, at: float) -> None:
         """Wait until scenario time `at`."""
@@ -185,6 +232,16 @@ class VirtualClock:
                     self._wakeup.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wakeup.wait(), wait)
+                    continue
+            else:
+                held = self._held_until()
+                if held is not None and head.at > held[0]:
+                    # something due at or before held[0] must happen first (max speed)
+                    self._wakeup.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self._wakeup.wait(), max(0.0, held[1] - time.monotonic())
+                        )
                     continue
             heapq.heappop(self._heap)
             if head.cancelled:

@@ -34,6 +34,8 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
+import shlex
 import shutil
 import signal
 import sys
@@ -550,27 +552,40 @@ def summary_data(
     }
 
 
+def hotline_command() -> str:
+    """How to run `hotline` from another terminal, as this process was run: the script beside
+    this Python if there is one (a venv's `bin/hotline`), else `python -m hotline.cli`; both
+    work without activating the venv."""
+    script = Path(sys.executable).parent / "hotline"
+    if script.is_file() and os.access(script, os.X_OK):
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m hotline.cli"
+
+
 def print_keep_instructions(floors: Floors, pair: GatewayPair, configs: dict[str, Path]) -> None:
     say = floors.say
     jp, tw = pair.parties
+    hotline = hotline_command()
     say()
     say("The gateways keep running. Talk to them from another terminal:", BOLD)
     say(f"  # a {jp} watch officer (operator file: {configs[jp]})")
-    say(f"  export HOTLINE_CONFIG={configs[jp]}")
-    say("  hotline status")
-    say("  hotline watch")
+    say(f"  export HOTLINE_CONFIG={shlex.quote(str(configs[jp]))}")
+    say(f"  {hotline} status")
+    say(f"  {hotline} watch --from now")
     say(
-        '  hotline send free-text --subject "Radio check" --text "How do you read?" --wait delivered'
+        f'  {hotline} send free-text --subject "Radio check" --text "How do you read?" '
+        "--wait delivered"
     )
+    tw_config = shlex.quote(str(configs[tw]))
     say(f"  # a {tw} watch officer, with --config on each command")
-    say(f"  hotline watch --config {configs[tw]}")
-    say(f"  hotline history --config {configs[tw]} --direction in")
-    say(f"  hotline ack MESSAGE_ID --level roger --config {configs[tw]}")
+    say(f"  {hotline} watch --config {tw_config}")
+    say(f"  {hotline} history --config {tw_config} --direction in")
+    say(f"  {hotline} ack MESSAGE_ID --level roger --config {tw_config}")
     say("  # or with environment variables only")
     side = pair.side(jp)
     say(
-        f"  HOTLINE_ADDRESS={side.address} HOTLINE_PARTY={jp} HOTLINE_PKI={pair.pki} "
-        "HOTLINE_OPERATOR=watch-1 hotline status"
+        f"  HOTLINE_CONFIG= HOTLINE_ADDRESS={side.address} HOTLINE_PARTY={jp} "
+        f"HOTLINE_PKI={shlex.quote(str(pair.pki))} HOTLINE_OPERATOR=watch-1 {hotline} status"
     )
     for party in pair.parties:
         say(f"  # {party} gateway log: {pair.side(party).log_path}")
@@ -615,20 +630,36 @@ async def _run(args: argparse.Namespace, leftovers: _Leftovers, out: TextIO) -> 
 
 
 async def _demo(args: argparse.Namespace, leftovers: _Leftovers, out: TextIO) -> int:
+    """The demo in a working folder; a temporary one (no --dir, no --keep) is removed at the
+    end whatever happens, since it holds both parties' CA private keys."""
+    try:
+        return await _demo_in(args, leftovers, out)
+    finally:
+        if not args.dir and not args.keep and getattr(args, "_workdir", None) is not None:
+            await asyncio.to_thread(shutil.rmtree, args._workdir, True)
+
+
+async def _demo_in(args: argparse.Namespace, leftovers: _Leftovers, out: TextIO) -> int:
     width = shutil.get_terminal_size((120, 40)).columns
     tty = out.isatty() and not args.plain and width >= COLUMNS_MIN_WIDTH
     colour = colour_wanted(out, args.colour)
     floors = Floors(out, columns=tty, colour=colour, width=width)
     workdir = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="hotline-demo-"))
     workdir = workdir.resolve()
+    args._workdir = workdir
     if args.dir and workdir.exists() and any(workdir.iterdir()):
         floors.say(f"hotline demo: error: {workdir} is not empty; give an empty or new --dir")
         return 2
+
     say = floors.say
     say(
         "Hotline demo: the Japan-Taiwan maritime and air hot line, end to end on this machine", BOLD
     )
-    say(f"  working folder: {workdir}")
+    temporary = not args.dir and not args.keep  # it holds both CAs' private keys
+    say(
+        f"  working folder: {workdir}"
+        + (" (removed at the end; --keep or --dir keeps it)" if temporary else "")
+    )
     shortened = ", ".join(f"{k} {v:g} s" for k, v in DEMO_DEADLINES_S.items())
     say(
         f"  acknowledgement deadlines SHORTENED FOR THE DEMO: {shortened} "

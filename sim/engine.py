@@ -103,10 +103,23 @@ class Tracked:
     done: asyncio.Event = field(default_factory=asyncio.Event)  # set once Send succeeded or failed
     attempts: int = 0
     on_answer: Callable[[Tracked], None] | None = None
+    # called with the stage reached: journaled, failed, delivered, acknowledged, ack_returned,
+    # ack_failed, rejected (the scenario runner's triggers and max-speed ordering use it)
+    on_stage: Callable[[Tracked, str], None] | None = None
+    # at max speed: the scenario time the answer is due (the clock orders it among the events)
+    answer_at: float | None = None
+    # the gRPC status the scenario expects Send to refuse this with ("ANY": any), "" none
+    expected_refusal: str = ""
+    refused_as_expected: bool = False
+    event_index: int = -1  # the scenario event it was sent for (-1: none, e.g. load)
 
     @property
     def expects_ack(self) -> bool:
         return self.answer != "none"
+
+    def reached(self, stage: str) -> None:
+        if self.on_stage is not None:
+            self.on_stage(self, stage)
 
     @property
     def settled(self) -> bool:
@@ -167,6 +180,11 @@ class Engine:
     _acks_pending: int = 0
     # the wall time (ns) of the latest checkpoint each party witnessed of its peer
     checkpoints: dict[str, int] = field(default_factory=dict)
+    # called with (direction "A->B", up) for each link change reported after the start
+    link_listeners: list[Callable[[str, bool], None]] = field(default_factory=list)
+    # watch only the message events about messages these operators (SPIFFE IDs) originated:
+    # a load worker's own messages and its peer-side twin's (WatchRequest.originators)
+    originators: tuple[str, ...] = ()
 
     @property
     def parties(self) -> tuple[str, str]:
@@ -270,6 +288,7 @@ class Engine:
             now - tracked.planned,
             self.elapsed(tracked.planned),
         )
+        tracked.reached("journaled")
 
     async def send_many(
         self,
@@ -318,9 +337,17 @@ class Engine:
         code = exc.code.name if exc.code is not None else type(exc).__name__
         tracked.error = f"{code}: {escaped(exc.detail)}"
         tracked.done.set()
-        self.metrics.error(f"send {code}")
-        self.progress.errors += 1
-        log.warning("send of %s %s failed: %s", tracked.body, tracked.message_id, escaped(str(exc)))
+        if tracked.expected_refusal in (code, "ANY"):
+            # a refusal the scenario asked for (a reference to an unknown id, say): not an error
+            tracked.refused_as_expected = True
+            self.metrics.count("refused_as_expected")
+        else:
+            self.metrics.error(f"send {code}")
+            self.progress.errors += 1
+            log.warning(
+                "send of %s %s failed: %s", tracked.body, tracked.message_id, escaped(str(exc))
+            )
+        tracked.reached("failed")
         self._changed.set()
         return False
 
@@ -332,6 +359,7 @@ class Engine:
         finally:
             self._acks_pending -= 1
             self._changed.set()
+            tracked.reached("ack_returned" if tracked.ack_returned is not None else "ack_failed")
 
     async def _acknowledge_once(self, tracked: Tracked) -> None:
         side = self.sides[tracked.recipient]
@@ -383,16 +411,22 @@ class Engine:
         if not tracked.expects_ack:
             return
         self._acks_pending += 1
-        self.clock.call_later(
-            tracked.think_s,
-            lambda: self.spawn(self._acknowledge(tracked), f"ack-{tracked.message_id[:8]}"),
-        )
+
+        def answer() -> None:
+            self.spawn(self._acknowledge(tracked), f"ack-{tracked.message_id[:8]}")
+
+        if tracked.answer_at is not None and self.clock.max_speed:
+            self.clock.call_at(tracked.answer_at, answer)
+        else:
+            self.clock.call_later(tracked.think_s, answer)
 
     # ------------------------------------------------------------------ watching
 
     async def _watch(self, side: Side, cursor: int) -> None:
         try:
-            async for event in side.watcher.watch(cursor, WATCHED_KINDS, reconnect=True):
+            async for event in side.watcher.watch(
+                cursor, WATCHED_KINDS, reconnect=True, originators=self.originators
+            ):
                 self.cursors[side.party] = max(self.cursors[side.party], int(event.cursor))
                 try:
                     self._on_event(side.party, event)
@@ -434,6 +468,7 @@ class Engine:
                     now - tracked.planned,
                     self.elapsed(tracked.planned),
                 )
+                tracked.reached("delivered")
         elif kind == EK.EVENT_KIND_MESSAGE_ACKNOWLEDGED and party == tracked.sender:
             level = int(event.message.acknowledgement.level)
             if tracked.acknowledged is not None and level != tracked.ack_level:
@@ -469,9 +504,11 @@ class Engine:
                     )
                 if tracked.on_answer is not None:
                     tracked.on_answer(tracked)
+                tracked.reached("acknowledged")
         elif kind == EK.EVENT_KIND_MESSAGE_REJECTED and party == tracked.sender:
             tracked.rejected = True
             self.metrics.count("rejected")
+            tracked.reached("rejected")
             log.warning("%s was rejected: %s", tracked.message_id, escaped(event.detail))
         elif kind == EK.EVENT_KIND_ESCALATION and party == tracked.sender:
             self.metrics.overdue.add(tracked.message_id)
@@ -510,10 +547,13 @@ class Engine:
         else:
             return
         at = at_ns / 1e9
-        if event.kind == EK.EVENT_KIND_LINK_DOWN:
-            self.metrics.link_down(direction, at)
-        else:
+        up = event.kind != EK.EVENT_KIND_LINK_DOWN
+        if up:
             self.metrics.link_up(direction, at)
+        else:
+            self.metrics.link_down(direction, at)
+        for listener in list(self.link_listeners):
+            listener(direction, up)
 
     # ------------------------------------------------------------------ waiting
 

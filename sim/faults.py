@@ -4,7 +4,8 @@ A direction `A->B` is A's push link to B, which runs through the proxy in front 
 (`GatewayPair.proxy_to(B)`); `both` is both directions. Kill and restart act on one party's
 gateway process (SIGKILL; restart with the same ports and journal).
 
-A fault with a duration is lifted that many scenario seconds later: delay, jitter and bandwidth
+A fault with a duration is lifted that many scenario seconds later (`wall_duration_s`: that many
+wall seconds after it was applied, whatever the speed): delay, jitter and bandwidth
 go back to none, a stall resumes, a refusal ends, a killed gateway restarts, and a drop becomes
 an outage (the link is cut and new connections are refused for the duration). At the end of a
 run every fault still in force is lifted, so the drain can deliver what was held back.
@@ -15,6 +16,7 @@ faults are then skipped with a warning, and so are link faults on a pair without
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -115,11 +117,20 @@ class FaultController:
             elif kind == "resume":
                 proxy.resume()
             elif kind == "drop":
-                if fault.duration_s:
+                if fault.duration_s or fault.wall_duration_s:
                     proxy.refuse(True)
                 proxy.drop()
             elif kind == "refuse":
                 proxy.refuse(True)
+
+    async def apply_for_wall_time(self, fault: FaultSpec, at: float) -> None:
+        """Apply a fault and lift it `wall_duration_s` wall seconds later, whatever the speed
+        (at max speed the timeline goes on meanwhile; the run waits for the lifting before it
+        ends)."""
+        await self.apply(fault, at)
+        assert fault.wall_duration_s is not None
+        await asyncio.sleep(fault.wall_duration_s)
+        await self.lift(fault, at)
 
     async def lift(self, fault: FaultSpec, at: float) -> None:
         """Undo a fault with a duration (or any fault still active at the end of a run)."""
@@ -175,7 +186,8 @@ class FaultController:
     ) -> None:
         """Put each fault (and its lifting, if it has a duration) on the clock."""
         for fault in faults:
-            call_at(fault.at, _later(spawn, self.apply, fault, fault.at))
+            action = self.apply_for_wall_time if fault.wall_duration_s else self.apply
+            call_at(fault.at, _later(spawn, action, fault, fault.at))
             if fault.duration_s:
                 end = fault.at + fault.duration_s
                 call_at(end, _later(spawn, self.lift, fault, end))

@@ -198,6 +198,78 @@ class LoadSpec:
         }
 
 
+# One planned message: (seconds from the start, sender, recipient, precedence, answer level).
+Arrival = tuple[float, str, str, int, str]
+
+
+def plan_load(spec: LoadSpec, parties: tuple[str, str], seed: int) -> list[Arrival]:
+    """Every message of a load run, planned in advance: its send time and what it is (the same
+    plan for the same seed, whether one process or many workers send it)."""
+    rng = random.Random(f"load/{seed}/{spec.rate}")
+    directions = _directions(spec, parties)
+    times = plan_arrivals(
+        rate=spec.rate,
+        duration_s=spec.duration_s,
+        ramp_s=spec.ramp_s,
+        arrival=spec.arrival,
+        rng=rng,
+    )
+    plan: list[Arrival] = []
+    for offset in times:
+        sender, recipient = directions[0] if len(directions) == 1 else rng.choice(directions)
+        precedence = choose(rng, spec.mix)
+        answer = "roger" if rng.random() < spec.ack_fraction else "none"
+        plan.append((offset, sender, recipient, precedence, answer))
+    return plan
+
+
+async def open_loop(
+    engine: Engine,
+    plan: Sequence[Arrival],
+    t0: float,
+    payloads: Payloads,
+    lag: Any,
+    think_s: float,
+) -> None:
+    """Send `plan` open loop from `t0` (a `time.monotonic()`), batched on the wire: every
+    message keeps its planned send time (latency counts from it), and the messages of one
+    sender that are due together leave in one SendBatch. `lag` (a histogram) gets how late
+    each send started against its plan."""
+    due_now: dict[str, list[tuple[Tracked, Any]]] = {}
+
+    def flush() -> None:
+        for items in due_now.values():
+            if items:
+                engine.spawn(engine.send_many(list(items)), "send")
+        due_now.clear()
+
+    for offset, sender, recipient, precedence, answer in plan:
+        due = t0 + offset
+        wait = due - time.monotonic()
+        if wait > 0:
+            flush()
+            await asyncio.sleep(wait)
+        record_seconds(lag, max(0.0, time.monotonic() - due))
+        tracked = Tracked(
+            message_id=new_message_id(),
+            sender=sender,
+            recipient=recipient,
+            body="free_text",
+            precedence=precedence,
+            planned=due,
+            answer=answer,
+            think_s=think_s,
+            ack_id=new_message_id(),
+        )
+        engine.track(tracked)
+        envelope = payloads.make(recipient, precedence, tracked.message_id)
+        batch = due_now.setdefault(sender, [])
+        batch.append((tracked, envelope))
+        if len(batch) >= LOAD_BATCH_MAX:
+            flush()
+    flush()
+
+
 def _directions(spec: LoadSpec, parties: tuple[str, str]) -> list[tuple[str, str]]:
     a, b = parties
     both = [(a, b), (b, a)]
@@ -217,15 +289,8 @@ async def run_load(
     *,
     name: str = "",
 ) -> RunResult:
-    rng = random.Random(f"load/{options.seed}/{spec.rate}")
     directions = _directions(spec, target.parties)
-    plan = plan_arrivals(
-        rate=spec.rate,
-        duration_s=spec.duration_s,
-        ramp_s=spec.ramp_s,
-        arrival=spec.arrival,
-        rng=rng,
-    )
+    plan = plan_load(spec, target.parties, options.seed)
     payloads = Payloads(spec.payload_bytes, target.parties)
     for _sender, recipient in directions:  # build the templates before the clock starts
         for precedence, _weight in spec.mix:
@@ -243,46 +308,6 @@ async def run_load(
     cpu = CpuMeter(target.gateway_pids()).start()
     started_wall = time.time()
 
-    # Open loop, batched on the wire: every message keeps its planned send time (latency counts
-    # from it), and the messages of one sender that are due together leave in one SendBatch.
-    due_now: dict[str, list[tuple[Tracked, Any]]] = {}
-
-    def flush() -> None:
-        for items in due_now.values():
-            if items:
-                engine.spawn(engine.send_many(list(items)), "send")
-        due_now.clear()
-
-    async def generate(t0: float) -> None:
-        for offset in plan:
-            due = t0 + offset
-            wait = due - time.monotonic()
-            if wait > 0:
-                flush()
-                await asyncio.sleep(wait)
-            record_seconds(lag, max(0.0, time.monotonic() - due))
-            sender, recipient = directions[0] if len(directions) == 1 else rng.choice(directions)
-            precedence = choose(rng, spec.mix)
-            answer = "roger" if rng.random() < spec.ack_fraction else "none"
-            tracked = Tracked(
-                message_id=new_message_id(),
-                sender=sender,
-                recipient=recipient,
-                body="free_text",
-                precedence=precedence,
-                planned=due,
-                answer=answer,
-                think_s=spec.think_s,
-                ack_id=new_message_id(),
-            )
-            engine.track(tracked)
-            envelope = payloads.make(recipient, precedence, tracked.message_id)
-            batch = due_now.setdefault(sender, [])
-            batch.append((tracked, envelope))
-            if len(batch) >= LOAD_BATCH_MAX:
-                flush()
-        flush()
-
     progress = asyncio.create_task(_progress(engine, options, len(plan)), name="progress")
     t0 = time.monotonic() + 0.2
     drained = False
@@ -293,7 +318,7 @@ async def run_load(
                 clock.call_at,
                 lambda coro: engine.spawn(coro, "fault"),
             )
-            await generate(t0)
+            await open_loop(engine, plan, t0, payloads, lag, spec.think_s)
             while engine.running("send", "fault"):
                 await asyncio.sleep(0.02)
             await faults.lift_all(clock.now())

@@ -252,6 +252,22 @@ class Metrics:
             found[f"{stage}/{_prec(precedence)}/{body}"] = histogram.encode().decode("ascii")
         return found
 
+    def add_encoded(self, encoded: dict[str, str]) -> None:
+        """Merge histograms in the form `encoded` gives (from another process): exact, as
+        HdrHistogram's `decode_and_add` is."""
+        by_name = {name.upper(): value for value, name in PRECEDENCE_NAMES.items()}
+        for key, text in encoded.items():
+            stage, _, rest = key.partition("/")
+            if not rest:
+                self.totals.setdefault(stage, new_histogram()).decode_and_add(text)
+                continue
+            precedence, _, body = rest.partition("/")
+            number = by_name.get(precedence, int(precedence) if precedence.isdigit() else 0)
+            histogram = self.histograms.get((stage, body, number))
+            if histogram is None:
+                histogram = self.histograms[(stage, body, number)] = new_histogram()
+            histogram.decode_and_add(text)
+
     def breakdown(self) -> list[dict[str, Any]]:
         """Latency per (body type, precedence), for the report's table."""
         keys = sorted({(body, prec) for _, body, prec in self.histograms}, key=_breakdown_order)

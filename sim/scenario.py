@@ -30,8 +30,8 @@ import math
 import random
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -44,7 +44,9 @@ from hotline.ids import new_message_id
 from hotline.v1 import common_pb2, envelope_pb2
 from hotline.validation import validate_envelope
 
-FORMAT = "hotline-scenario/1"
+FORMAT = "hotline-scenario/2"
+FORMAT_V1 = "hotline-scenario/1"
+FORMATS = (FORMAT_V1, FORMAT)
 SCENARIO_DIR = Path(__file__).with_name("scenarios")
 
 BODY_TYPES: tuple[str, ...] = tuple(
@@ -114,6 +116,7 @@ _TOP_KEYS = {
     "event",
     "fault",
     "slo",
+    "include",
 }
 _DEFAULT_KEYS = {
     "status",
@@ -124,6 +127,7 @@ _DEFAULT_KEYS = {
     "think",
     "answer",
     "precedence",
+    "expect",
 }
 _EVENT_KEYS = {
     "at",
@@ -145,13 +149,62 @@ _EVENT_KEYS = {
     "answer",
     "repeat",
     "note",
+    "after",
+    "when",
+    "delay_s",
+    "burst",
+    "expect",
+    "resend",
 }
-_FAULT_KEYS = {"at", "kind", "target", "duration_s", "note", "delay_s", "jitter_s", "bandwidth_bps"}
+_FAULT_KEYS = {
+    "at",
+    "kind",
+    "target",
+    "duration_s",
+    "wall_duration_s",
+    "note",
+    "delay_s",
+    "jitter_s",
+    "bandwidth_bps",
+}
+# Keys a `hotline-scenario/1` file may not use (format 2 added them).
+V2_KEYS = {
+    "include",
+    "expect",
+    "after",
+    "when",
+    "delay_s",
+    "burst",
+    "resend",
+    "wall_duration_s",
+}
+_INCLUDE_KEYS = {"file", "offset_s", "prefix"}
+_EXPECT_KEYS = {
+    "answer",
+    "refused",
+    "journaled_s",
+    "delivered_s",
+    "acknowledged_s",
+    "ack_system_s",
+}
+_RESEND_KEYS = {"answer", "think", "id"}
+TRIGGER_STATES = ("journaled", "delivered", "acknowledged")
+BURST_MAX = 10_000
+LITERAL_REF = "id:"
+_MESSAGE_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_AFTER = re.compile(
+    r"^\s*(?P<label>[A-Za-z][A-Za-z0-9_.-]{0,63}(?:#[1-9][0-9]*)?)\s+"
+    r"(?P<state>journaled|delivered|acknowledged)\s*$"
+)
+_WHEN = re.compile(
+    r"^\s*link(?:\s+(?P<direction>[A-Z]{2,8}->[A-Z]{2,8}))?\s+(?P<state>up|down)\s*$"
+)
 _LABEL = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 _PARTY = re.compile(r"^[A-Z]{2,8}$")
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 _REL_TIME = re.compile(r"^@t(?:(?P<sign>[+-])(?P<span>(?:\d+(?:\.\d+)?[dhms])+))?$")
+_REL_N = re.compile(r"^@n(?P<sign>[+-])(?P<k>\d{1,9})$")
 _SPAN_PART = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
 _UNIT_S = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 
@@ -232,6 +285,43 @@ class Repeat:
     every_s: float
 
 
+@dataclass(frozen=True)
+class Trigger:
+    """What starts a triggered event (format 2): a state another message reached
+    (`after = "LABEL acknowledged"`) or a change of the link (`when = "link JP->TW up"`)."""
+
+    text: str  # as written
+    label: str = ""  # after: the event's label, "LABEL#n" for one repetition
+    state: str = ""  # after: journaled | delivered | acknowledged; when: up | down
+    direction: str = ""  # when: "JP->TW", "TW->JP", or "" for either direction
+
+    @property
+    def on_link(self) -> bool:
+        return not self.label
+
+    def describe(self) -> str:
+        return f"when {self.text}" if self.on_link else f"after {self.text}"
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What an event's messages must do (format 2): feeds the run's thresholds."""
+
+    answer: str = ""  # the answer level each must get ("none": no answer at all), "" unchecked
+    refused: str = ""  # the gRPC status Send must refuse each with ("ANY": any), "" unchecked
+    # (stage, budget in real seconds): each message's latency at that stage must be within it
+    budgets: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Resend:
+    """How a message answered SAY_AGAIN is sent again (format 2's `resend` table)."""
+
+    answer: Answer
+    think: ThinkTime
+    label: str = ""
+
+
 # ---------------------------------------------------------------------------------------------
 # The scenario
 
@@ -260,16 +350,43 @@ class EventSpec:
     answer: Answer
     repeat: Repeat | None
     expire_s: float | None
+    # format 2
+    trigger: Trigger | None = None  # the event waits for this (armed at `at`)
+    delay_s: float = 0.0  # scenario seconds from the trigger to the send
+    burst: int = 0  # send this many copies at once (numbered 1..burst like repetitions)
+    expect: Expectation | None = None
+    resend: Resend | None = None
+    source: str = ""  # the file the event was written in, when included from another
 
     def times(self) -> list[tuple[float, int]]:
-        """(scenario time, repetition number from 1) of every message this event sends."""
+        """(scenario time, repetition number from 1) of every message this event sends
+        (for a triggered event, `at` is when the trigger is armed)."""
+        if self.burst:
+            return [(self.at, i + 1) for i in range(self.burst)]
         if self.repeat is None:
             return [(self.at, 1)]
         return [(self.at + i * self.repeat.every_s, i + 1) for i in range(self.repeat.count)]
 
     @property
     def count(self) -> int:
+        if self.burst:
+            return self.burst
         return 1 if self.repeat is None else self.repeat.count
+
+    @property
+    def numbered(self) -> bool:
+        """Its messages are labelled per repetition (`LABEL#n`)."""
+        return self.count > 1
+
+    def label_of(self, n: int) -> str:
+        return f"{self.label}#{n}" if self.label and self.numbered else self.label
+
+    def name(self) -> str:
+        """How reports name the event: its label, else its type and line."""
+        return (
+            self.label
+            or f"{self.body}@{Path(self.source).name + ':' if self.source else ''}{self.line}"
+        )
 
     @property
     def last_at(self) -> float:
@@ -299,7 +416,7 @@ class EventSpec:
         env.handling.releasable_to.extend(self.releasable_to)
         if self.caveat:
             env.handling.caveat = self.caveat
-        env.references.extend(refs)
+        env.references.extend(r.removeprefix(LITERAL_REF) for r in refs)
         env.create_time.FromNanoseconds(now_ns)
         if self.expire_s is not None:
             env.expire_time.FromNanoseconds(now_ns + int(self.expire_s * 1e9))
@@ -319,10 +436,14 @@ class FaultSpec:
     params: Mapping[str, float]
     duration_s: float | None = None
     line: int = 0
+    # lifted this many *wall* seconds after it was applied, whatever the speed (format 2)
+    wall_duration_s: float | None = None
 
     def describe(self) -> str:
         extra = "".join(f", {k}={v:g}" for k, v in self.params.items())
         lasting = f" for {self.duration_s:g} s" if self.duration_s else ""
+        if self.wall_duration_s:
+            lasting = f" for {self.wall_duration_s:g} s of wall time"
         return f"t={self.at:g} s: {self.kind} {self.target}{extra}{lasting}"
 
 
@@ -344,10 +465,22 @@ class Scenario:
         return sum(e.count for e in self.events)
 
     def timeline(self) -> list[tuple[float, EventSpec, int]]:
-        """Every message to send, in scenario-time order (ties keep file order)."""
-        plan = [(at, event, n) for event in self.events for at, n in event.times()]
+        """Every message sent at a time, in scenario-time order (ties keep file order); the
+        triggered events (`triggered`) are not in it."""
+        plan = [
+            (at, event, n)
+            for event in self.events
+            if event.trigger is None
+            for at, n in event.times()
+        ]
         plan.sort(key=lambda item: (item[0], item[1].index, item[2]))
         return plan
+
+    def triggered(self) -> list[EventSpec]:
+        """The events that wait for a trigger, in the order they are armed."""
+        return sorted(
+            (e for e in self.events if e.trigger is not None), key=lambda e: (e.at, e.index)
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -408,11 +541,11 @@ def load_scenario(name_or_path: str) -> Scenario:
 class _Lines:
     """Finds the line a key was written on, for error messages (tomllib keeps no positions)."""
 
-    _HEADER = re.compile(r"^\s*\[\[\s*(event|fault)\s*\]\]\s*(#.*)?$")
+    _HEADER = re.compile(r"^\s*\[\[\s*(event|fault|include)\s*\]\]\s*(#.*)?$")
 
     def __init__(self, text: str) -> None:
         self.lines = text.splitlines()
-        self.sections: dict[str, list[int]] = {"event": [], "fault": []}
+        self.sections: dict[str, list[int]] = {"event": [], "fault": [], "include": []}
         for number, line in enumerate(self.lines, 1):
             match = self._HEADER.match(line)
             if match:
@@ -461,21 +594,27 @@ def _syntax_line(exc: tomllib.TOMLDecodeError) -> tuple[int | None, str]:
     return int(match.group(1)), f"not valid TOML: {problem} (column {match.group(2)})"
 
 
-def parse_scenario(text: str, *, source: str = "<scenario>") -> Scenario:
+def parse_scenario(
+    text: str, *, source: str = "<scenario>", _including: tuple[str, ...] = ()
+) -> Scenario:
     """Parse and check a scenario; raise ScenarioError naming the file and line of a problem."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         line, problem = _syntax_line(exc)
         raise ScenarioError(source, line, problem) from None
-    return _Parser(raw, _Lines(text), source).scenario()
+    return _Parser(raw, _Lines(text), source, _including).scenario()
 
 
 class _Parser:
-    def __init__(self, raw: dict[str, Any], lines: _Lines, source: str) -> None:
+    def __init__(
+        self, raw: dict[str, Any], lines: _Lines, source: str, including: tuple[str, ...] = ()
+    ) -> None:
         self.raw = raw
         self.lines = lines
         self.source = source
+        self.including = including  # the files that include this one (cycle check)
+        self.version = 2
 
     def fail(
         self,
@@ -499,8 +638,14 @@ class _Parser:
         fmt = raw.get("format")
         if fmt is None:
             raise ScenarioError(self.source, 1, f'missing `format = "{FORMAT}"` on the first line')
-        if fmt != FORMAT:
-            raise self.fail(f"format {fmt!r} is not supported (this is {FORMAT!r})", ["format"])
+        if fmt not in FORMATS:
+            raise self.fail(
+                f"format {fmt!r} is not supported (use {FORMAT!r}; {FORMAT_V1!r} still loads)",
+                ["format"],
+            )
+        if fmt == FORMAT_V1:
+            self.version = 1
+            self.refuse_v2_keys()
         name = self._string(raw, "name", required=True)
         if not _NAME.match(name):
             raise self.fail(
@@ -531,12 +676,20 @@ class _Parser:
         if not isinstance(events_raw, list) or not events_raw:
             raise ScenarioError(self.source, None, "a scenario needs at least one [[event]]")
         events = [self.event(i, e, parties, defaults) for i, e in enumerate(events_raw)]
-        self.check_references(events)
         faults_raw = raw.get("fault", [])
         if not isinstance(faults_raw, list):
             raise self.fail("fault must be an array of tables ([[fault]])", ["fault"])
         faults = [self.fault(i, f, parties) for i, f in enumerate(faults_raw)]
-        last = max([e.last_at for e in events] + [f.at + (f.duration_s or 0.0) for f in faults])
+        own = len(events)
+        for included in self.includes(raw.get("include", []), parties):
+            events.extend(
+                _shifted_event(e, included, len(events)) for e in included.scenario.events
+            )
+            faults.extend(_shifted_fault(f, included.offset_s) for f in included.scenario.faults)
+        self.check_references(events, own)
+        last = max(
+            [e.last_at for e in events] + [f.at + (f.duration_s or 0.0) for f in faults] + [0.0]
+        )
         duration = raw.get("duration_s", last)
         if not isinstance(duration, int | float) or isinstance(duration, bool) or duration < last:
             raise self.fail(
@@ -557,6 +710,81 @@ class _Parser:
         )
         self.check_bodies(scenario)
         return scenario
+
+    def refuse_v2_keys(self) -> None:
+        """A format-1 file may not use what format 2 added (it would be silently different)."""
+        raw = self.raw
+        tables: list[tuple[Mapping[str, Any], str | None, int | None, list[str]]] = [
+            (raw, None, None, []),
+        ]
+        if isinstance(raw.get("defaults"), dict):
+            tables.append((raw["defaults"], None, None, ["defaults"]))
+        section: str | None
+        for section in ("event", "fault"):
+            items = raw.get(section, [])
+            if isinstance(items, list):
+                tables += [(t, section, i, []) for i, t in enumerate(items) if isinstance(t, dict)]
+        for table, section, index, prefix in tables:
+            for key in sorted(set(table) & V2_KEYS):
+                raise self.fail(
+                    f"{key!r} needs format = {FORMAT!r} (this file is {FORMAT_V1!r})",
+                    [*prefix, key],
+                    section,
+                    index,
+                )
+
+    def includes(self, raw: Any, parties: tuple[str, str]) -> list[_Included]:
+        """Each `[[include]]`: another scenario file's events and faults, shifted in time."""
+        if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+            raise self.fail(
+                'include must be an array of tables: [[include]] file = "day.toml"', ["include"]
+            )
+        found = []
+        for index, table in enumerate(raw):
+
+            def fail(problem: str, key: str, index: int = index) -> ScenarioError:
+                return self.fail(problem, [key], "include", index)
+
+            unknown = sorted(set(table) - _INCLUDE_KEYS)
+            if unknown:
+                raise fail(_unknown("include key", unknown[0], _INCLUDE_KEYS), unknown[0])
+            name = table.get("file")
+            if not isinstance(name, str) or not name:
+                raise fail("an include needs file = a scenario file or built-in name", "file")
+            offset = table.get("offset_s", 0)
+            if not _number(offset) or offset < 0:
+                raise fail("offset_s (scenario seconds) must be a number >= 0", "offset_s")
+            prefix = table.get("prefix", "")
+            if not isinstance(prefix, str) or (prefix and not _LABEL.match(prefix + "x")):
+                raise fail(
+                    "prefix must start with a letter: letters, digits, '_', '-', '.'", "prefix"
+                )
+            base = Path(self.source).parent
+            path = base / name if (base / name).exists() else None
+            try:
+                found_path = path or resolve(name)
+            except ScenarioError as exc:
+                raise fail(f"include {name!r}: {exc.problem}", "file") from None
+            key = str(found_path.resolve())
+            if key in self.including or key == str(Path(self.source).resolve()):
+                raise fail(f"include {name!r}: a file cannot include itself", "file")
+            try:
+                text = found_path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise fail(f"include {name!r}: cannot read: {exc}", "file") from None
+            included = parse_scenario(
+                text,
+                source=str(found_path),
+                _including=(*self.including, str(Path(self.source).resolve())),
+            )
+            if included.parties != parties:
+                raise fail(
+                    f"include {name!r}: its parties {list(included.parties)} are not this "
+                    f"file's {list(parties)}",
+                    "file",
+                )
+            found.append(_Included(included, float(offset), prefix))
+        return found
 
     def slo(self, raw: Any) -> tuple[Any, ...]:
         from sim.slo import ThresholdError, parse_threshold  # sim.slo imports this module
@@ -602,7 +830,8 @@ class _Parser:
         if unknown:
             raise fail(_unknown("event key", unknown[0], _EVENT_KEYS), unknown[0])
         line = self.lines.span("event", index)[0]
-        at = raw.get("at")
+        trigger = self.trigger(raw, parties, fail)
+        at = raw.get("at", 0 if trigger is not None else None)
         if not _number(at) or at < 0:
             raise fail("`at` (scenario seconds) must be a number >= 0", "at" if "at" in raw else "")
         sender = raw.get("from")
@@ -685,6 +914,24 @@ class _Parser:
             ):
                 raise fail("repeat must be {count = N >= 1, every_s = S > 0}", "repeat")
             repeat = Repeat(rep["count"], float(rep["every_s"]))
+        delay = raw.get("delay_s", 0.0)
+        if "delay_s" in raw:
+            if trigger is None:
+                raise fail(
+                    "delay_s applies to a triggered event (after = ... or when = ...)", "delay_s"
+                )
+            if not _number(delay) or delay < 0:
+                raise fail("delay_s (scenario seconds after the trigger) must be >= 0", "delay_s")
+        burst = raw.get("burst", 0)
+        if "burst" in raw:
+            if not isinstance(burst, int) or isinstance(burst, bool) or not 1 <= burst <= BURST_MAX:
+                raise fail(f"burst must be a whole number of messages, 1..{BURST_MAX}", "burst")
+            if repeat is not None:
+                raise fail("an event is either a burst or repeated, not both", "burst")
+        if trigger is not None and repeat is not None:
+            raise fail("a triggered event cannot repeat (trigger each one, or use burst)", "repeat")
+        expect = self.expect(raw.get("expect", defaults.get("expect")), "expect" in raw, fail)
+        resend = self.resend(raw.get("resend"), index, fail, answer, think)
         return EventSpec(
             index=index,
             line=line,
@@ -706,6 +953,106 @@ class _Parser:
             answer=answer,
             repeat=repeat,
             expire_s=float(expire) if expire is not None else None,
+            trigger=trigger,
+            delay_s=float(delay),
+            burst=int(burst),
+            expect=expect,
+            resend=resend,
+        )
+
+    def trigger(
+        self, raw: Mapping[str, Any], parties: tuple[str, str], fail: Callable[..., ScenarioError]
+    ) -> Trigger | None:
+        after, when = raw.get("after"), raw.get("when")
+        if after is not None and when is not None:
+            raise fail("an event has one trigger: after = ... or when = ..., not both", "when")
+        if after is not None:
+            match = _AFTER.match(after) if isinstance(after, str) else None
+            if match is None:
+                raise fail(
+                    'after must be "LABEL STATE" (STATE: journaled, delivered, acknowledged), '
+                    'e.g. after = "REPORT acknowledged" or "TEST#2 delivered"',
+                    "after",
+                )
+            return Trigger(after.strip(), label=match["label"], state=match["state"])
+        if when is not None:
+            match = _WHEN.match(when) if isinstance(when, str) else None
+            if match is None:
+                raise fail(
+                    f'when must be "link up", "link down" or "link {"->".join(parties)} up"',
+                    "when",
+                )
+            direction = match["direction"] or ""
+            if direction and direction not in directions(parties):
+                raise fail(
+                    f"when: {direction} is not a link direction ({', '.join(directions(parties))})",
+                    "when",
+                )
+            return Trigger(when.strip(), state=match["state"], direction=direction)
+        return None
+
+    def expect(self, raw: Any, own: bool, fail: Callable[..., ScenarioError]) -> Expectation | None:
+        if raw is None:
+            return None
+        key = "expect" if own else ""
+
+        def bad(problem: str) -> ScenarioError:
+            if own:
+                return fail(problem, key)
+            return self.fail(problem, ["defaults", "expect"])
+
+        if not isinstance(raw, dict) or not raw:
+            raise bad(
+                "expect must be a table: answer, refused, journaled_s, delivered_s, "
+                "acknowledged_s, ack_system_s"
+            )
+        unknown = sorted(set(raw) - _EXPECT_KEYS)
+        if unknown:
+            raise bad(_unknown("expect key", unknown[0], _EXPECT_KEYS))
+        answer = raw.get("answer", "")
+        if answer and answer not in ANSWER_LEVELS:
+            raise bad(_unknown("expected answer", str(answer), ANSWER_LEVELS))
+        refused = raw.get("refused", "")
+        if refused is True:
+            refused = "ANY"
+        if refused:
+            refused = str(refused).upper()
+            if refused != "ANY" and refused not in grpc_codes():
+                raise bad(_unknown("status code in refused", refused, grpc_codes()))
+        budgets = []
+        for name in ("journaled_s", "delivered_s", "acknowledged_s", "ack_system_s"):
+            if name in raw:
+                if not _number(raw[name]) or raw[name] <= 0:
+                    raise bad(f"expect.{name} (real seconds) must be a positive number")
+                budgets.append((name.removesuffix("_s"), float(raw[name])))
+        if refused and (answer or budgets):
+            raise bad("a message expected to be refused has no answer or latency to expect")
+        return Expectation(answer=str(answer), refused=str(refused), budgets=tuple(budgets))
+
+    def resend(
+        self,
+        raw: Any,
+        index: int,
+        fail: Callable[..., ScenarioError],
+        answer: Answer,
+        think: ThinkTime,
+    ) -> Resend | None:
+        if raw is None:
+            return None
+        if not isinstance(raw, dict):
+            raise fail("resend must be a table: answer, think, id", "resend")
+        unknown = sorted(set(raw) - _RESEND_KEYS)
+        if unknown:
+            raise fail(_unknown("resend key", unknown[0], _RESEND_KEYS), "resend")
+        label = raw.get("id", "")
+        if label and (not isinstance(label, str) or not _LABEL.match(label)):
+            raise fail(
+                "resend.id must be a label: a letter, then letters, digits, '_', '-', '.'", "resend"
+            )
+        return Resend(
+            answer=self.answer(raw["answer"], index, True) if "answer" in raw else answer,
+            think=self.think(raw["think"], index, True) if "think" in raw else think,
+            label=str(label),
         )
 
     def _enum(
@@ -784,37 +1131,106 @@ class _Parser:
             )
         return Answer(tuple((level, float(w)) for level, w in raw.items() if w > 0))
 
-    def check_references(self, events: list[EventSpec]) -> None:
-        by_label: dict[str, EventSpec] = {}
+    def check_references(self, events: list[EventSpec], own: int) -> None:
+        """Labels are unique; `refs` and `after` name labels that exist (or literal ids,
+        `id:<message id>`), and a reference names a message certain to be sent before."""
+        by_label: dict[str, EventSpec] = {}  # event and re-send labels -> their event
+
+        def where(event: EventSpec) -> str:
+            return f"{event.source}:{event.line}" if event.source else f"line {event.line}"
+
         for event in events:
-            if event.label:
-                if event.label in by_label:
+            for label in (event.label, event.resend.label if event.resend else ""):
+                if not label:
+                    continue
+                if label in by_label:
                     raise self.fail(
-                        f"id {event.label!r} is already used by the event on line "
-                        f"{by_label[event.label].line}",
-                        ["id"],
+                        f"id {label!r} is already used by the event on {where(by_label[label])}",
+                        ["id"] if label == event.label else ["resend"],
+                        "event",
+                        min(event.index, own - 1),
+                    )
+                by_label[label] = event
+
+        def lookup(ref: str, event: EventSpec, key: str) -> EventSpec:
+            base, _, number = ref.partition("#")
+            target = by_label.get(base)
+            if target is None:
+                raise self.fail(
+                    _unknown(f"event id in {key}", ref, sorted(by_label)),
+                    [key],
+                    "event",
+                    event.index,
+                )
+            if number and (target.label != base or int(number) > target.count):
+                raise self.fail(
+                    f"{key} {ref!r}: {base} sends {target.count} message(s), numbered 1.."
+                    f"{target.count}"
+                    if target.label == base
+                    else f"{key} {ref!r}: a re-send has no numbered messages",
+                    [key],
+                    "event",
+                    event.index,
+                )
+            return target
+
+        def ancestry(event: EventSpec) -> list[EventSpec]:
+            """The events whose state this one's `after` chain waits for (cycles refused)."""
+            chain: list[EventSpec] = []
+            current = event
+            while current.trigger is not None and not current.trigger.on_link:
+                target = lookup(current.trigger.label, current, "after")
+                if target is event or target in chain:
+                    raise self.fail(
+                        f"after {current.trigger.label!r}: the triggers wait for each other in a "
+                        "circle",
+                        ["after"],
                         "event",
                         event.index,
                     )
-                by_label[event.label] = event
-        for event in events:
+                chain.append(target)
+                current = target
+            return chain
+
+        for event in events[:own]:
+            chain = ancestry(event)
             for ref in event.refs:
-                target = by_label.get(ref)
-                if target is None:
-                    known = sorted(by_label)
+                if ref.startswith(LITERAL_REF):
+                    if not _MESSAGE_ID.match(ref.removeprefix(LITERAL_REF)):
+                        raise self.fail(
+                            f"refs {ref!r}: a literal reference is id:<message id>, a lower-case "
+                            "UUID such as id:01900000-0000-7000-8000-000000000000",
+                            ["refs"],
+                            "event",
+                            event.index,
+                        )
+                    continue
+                target = lookup(ref, event, "refs")
+                resent = target.resend is not None and ref == target.resend.label
+                sure = target in chain and (not resent or _after_label(event, chain, ref))
+                if not sure and (resent or target.trigger is not None):
                     raise self.fail(
-                        _unknown("event id in refs", ref, known), ["refs"], "event", event.index
+                        f"refs {ref!r}: that message is sent only on a trigger or a SAY_AGAIN; "
+                        f'refer to it from an event triggered after it (after = "{ref} '
+                        'journaled")',
+                        ["refs"],
+                        "event",
+                        event.index,
                     )
-                if target.at >= event.at or target is event:
+                number = int(ref.partition("#")[2] or 1)
+                target_at = target.times()[number - 1][0]
+                # (a triggered event is armed after the timed sends of its `at`)
+                late = target_at > event.at if event.trigger else target_at >= event.at
+                if not sure and (late or target is event):
                     raise self.fail(
-                        f"refs {ref!r}: that event (t={target.at:g}) is not before this one "
+                        f"refs {ref!r}: that event (t={target_at:g}) is not before this one "
                         f"(t={event.at:g})",
                         ["refs"],
                         "event",
                         event.index,
                     )
-            if event.action != common_pb2.ACTION_NEW:
-                first = by_label[event.refs[0]]
+            if event.action != common_pb2.ACTION_NEW and not event.refs[0].startswith(LITERAL_REF):
+                first = lookup(event.refs[0], event, "refs")
                 if first.sender != event.sender:
                     raise self.fail(
                         f"{_article(_name_of(ACTIONS, event.action))} must replace a message of the "
@@ -836,7 +1252,7 @@ class _Parser:
         """Build every event's envelope (first and last repetition) and validate it."""
         now_ns = int(datetime(2030, 1, 1, tzinfo=UTC).timestamp() * 1e9)
         for event in scenario.events:
-            refs = [new_message_id() for _ in event.refs]
+            refs = [r if r.startswith(LITERAL_REF) else new_message_id() for r in event.refs]
             for _at, n in (event.times()[0], event.times()[-1]):
                 try:
                     env = event.envelope(n=n, now_ns=now_ns, refs=refs)
@@ -888,6 +1304,59 @@ def ref_owner(event: EventSpec) -> str:
     return event.sender
 
 
+def _after_label(event: EventSpec, chain: Sequence[EventSpec], label: str) -> bool:
+    """Whether `event` or an event of its `after` chain waits on the message labelled `label`."""
+    return any(
+        e.trigger is not None and e.trigger.label.partition("#")[0] == label
+        for e in (event, *chain)
+    )
+
+
+@dataclass(frozen=True)
+class _Included:
+    scenario: Scenario
+    offset_s: float
+    prefix: str
+
+
+def _shifted_event(event: EventSpec, included: _Included, index: int) -> EventSpec:
+    """An included event, `offset_s` later, its labels (and the labels it names) prefixed."""
+    prefix = included.prefix
+
+    def named(label: str) -> str:
+        return label if not label or label.startswith(LITERAL_REF) else prefix + label
+
+    trigger = event.trigger
+    if trigger is not None and trigger.label:
+        trigger = replace(
+            trigger, label=named(trigger.label), text=f"{named(trigger.label)} {trigger.state}"
+        )
+    resend = event.resend
+    if resend is not None and resend.label:
+        resend = replace(resend, label=named(resend.label))
+    return replace(
+        event,
+        index=index,
+        at=event.at + included.offset_s,
+        label=named(event.label),
+        refs=tuple(named(r) for r in event.refs),
+        trigger=trigger,
+        resend=resend,
+        source=event.source or included.scenario.source,
+    )
+
+
+def _shifted_fault(fault: FaultSpec, offset_s: float) -> FaultSpec:
+    return replace(fault, at=fault.at + offset_s)
+
+
+def grpc_codes() -> list[str]:
+    """The gRPC status code names an expected refusal may name."""
+    import grpc  # the client's dependency; the scenario grammar only needs the names
+
+    return [code.name for code in grpc.StatusCode if code.name != "OK"]
+
+
 class _FaultProblem(Exception):
     def __init__(self, message: str, key: str = "") -> None:
         super().__init__(message)
@@ -923,11 +1392,19 @@ def make_fault(raw: Mapping[str, Any], parties: tuple[str, str], *, line: int = 
     if stray:
         raise _FaultProblem(f"{stray[0]} does not apply to a {kind} fault", stray[0])
     duration = raw.get("duration_s")
-    if duration is not None:
-        if kind not in UNDOABLE:
-            raise _FaultProblem(f"a {kind} fault cannot have a duration", "duration_s")
-        if not _number(duration) or duration <= 0:
-            raise _FaultProblem("duration_s must be a positive number", "duration_s")
+    wall = raw.get("wall_duration_s")
+    for key, value in (("duration_s", duration), ("wall_duration_s", wall)):
+        if value is not None:
+            if kind not in UNDOABLE:
+                raise _FaultProblem(f"a {kind} fault cannot have a duration", key)
+            if not _number(value) or value <= 0:
+                raise _FaultProblem(f"{key} must be a positive number", key)
+    if duration is not None and wall is not None:
+        raise _FaultProblem(
+            "a fault lasts duration_s (scenario seconds) or wall_duration_s (wall seconds), "
+            "not both",
+            "wall_duration_s",
+        )
     return FaultSpec(
         at=float(at),
         kind=str(kind),
@@ -935,6 +1412,7 @@ def make_fault(raw: Mapping[str, Any], parties: tuple[str, str], *, line: int = 
         params=params,
         duration_s=float(duration) if duration is not None else None,
         line=line,
+        wall_duration_s=float(wall) if wall is not None else None,
     )
 
 
@@ -1074,12 +1552,16 @@ def _substitute(value: Any, *, now_ns: int, n: int, path: tuple[str, ...] = ()) 
     if isinstance(value, str) and value.startswith("@"):
         if value == "@n":
             return n
+        offset_n = _REL_N.match(value)
+        if offset_n is not None:
+            step = int(offset_n["k"])
+            return n + step if offset_n["sign"] == "+" else n - step
         match = _REL_TIME.match(value)
         if match is None:
             raise _TimeError(
                 list(path),
-                f'{value!r}: write "@t", "@t+90s", "@t-1h30m" (a time) or "@n" '
-                "(the repetition number)",
+                f'{value!r}: write "@t", "@t+90s", "@t-1h30m" (a time) or "@n", "@n+100" '
+                "(the repetition number, offset)",
             )
         offset = 0.0
         if match.group("span"):
@@ -1164,13 +1646,18 @@ def _name_of(table: Mapping[str, int], value: int) -> str:
 
 __all__ = [
     "FORMAT",
+    "FORMATS",
+    "FORMAT_V1",
     "Answer",
     "EventSpec",
+    "Expectation",
     "FaultSpec",
     "Repeat",
+    "Resend",
     "Scenario",
     "ScenarioError",
     "ThinkTime",
+    "Trigger",
     "builtin_names",
     "load_scenario",
     "parse_fault_option",

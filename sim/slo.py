@@ -32,7 +32,9 @@ from sim.metrics import STAGES, new_histogram, percentiles
 from sim.scenario import PRECEDENCES
 
 if TYPE_CHECKING:
+    from sim.engine import Tracked
     from sim.runner import RunResult
+    from sim.scenario import EventSpec
 
 STATS = ("p50", "p90", "p95", "p99", "p999", "p9999", "min", "mean", "max", "count")
 _STAT_PERCENTILE = {
@@ -59,6 +61,8 @@ COUNTERS = (
     *RATIOS,
     "link_down_s",
     "throughput",
+    "untriggered",
+    "refused_as_expected",
 )
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": lambda a, b: a <= b,
@@ -104,11 +108,12 @@ class ThresholdResult:
     threshold: Threshold
     measured: float | None  # None: nothing to measure (no samples)
     passed: bool
+    note: str = ""  # said instead of the measured value when there is none
 
     def describe(self) -> str:
         t = self.threshold
         if self.measured is None:
-            measured = "no samples"
+            measured = self.note or "no samples"
         elif t.metric in RATIOS:
             measured = f"{100 * self.measured:.1f}%"
         else:
@@ -125,6 +130,7 @@ class ThresholdResult:
             "unit": t.unit,
             "measured": self.measured,
             "passed": self.passed,
+            **({"note": self.note} if self.note else {}),
         }
 
 
@@ -245,3 +251,75 @@ def evaluate(thresholds: Iterable[Threshold], result: RunResult) -> list[Thresho
         passed = measured is not None and _OPS[threshold.op](measured, threshold.value)
         found.append(ThresholdResult(threshold, measured, passed))
     return found
+
+
+def expectation_results(
+    events: Iterable[EventSpec], tracked: Iterable[Tracked]
+) -> list[ThresholdResult]:
+    """A scenario's `expect` tables, checked on the messages each event sent (not their
+    re-sends), one result per expectation beside the thresholds: the expected answer (measured:
+    how many messages got another), the expected refusal (how many were not refused so), and
+    each latency budget (the slowest message's latency, ms; a message that never reached the
+    stage fails it)."""
+    by_event: dict[int, list[Tracked]] = {}
+    for t in tracked:
+        if not t.resend_of:
+            by_event.setdefault(t.event_index, []).append(t)
+    found = []
+    for event in events:
+        expect = event.expect
+        if expect is None:
+            continue
+        mine = by_event.get(event.index, [])
+        name = event.name()
+        if expect.answer:
+            wrong = sum(1 for t in mine if _answer_of(t) != expect.answer)
+            found.append(
+                _counted(f"expect {name}: answer {expect.answer.upper()}", wrong, bool(mine))
+            )
+        if expect.refused:
+            wrong = sum(1 for t in mine if not t.refused_as_expected)
+            found.append(_counted(f"expect {name}: refused {expect.refused}", wrong, bool(mine)))
+        for stage, budget_s in expect.budgets:
+            threshold = Threshold(
+                f"expect {name}: {stage} within {budget_s:g} s",
+                f"expect.{name}.{stage}.max",
+                "<=",
+                budget_s * 1000.0,
+                stage=stage,
+                stat="max",
+            )
+            latencies = [_latency_ms(t, stage) for t in mine]
+            missing = sum(1 for v in latencies if v is None)
+            if missing or not mine:
+                note = f"{missing} of {len(mine)} never {stage}" if mine else "nothing sent"
+                found.append(ThresholdResult(threshold, None, False, note))
+                continue
+            worst = max(v for v in latencies if v is not None)
+            found.append(ThresholdResult(threshold, worst, worst <= budget_s * 1000.0))
+    return found
+
+
+def _counted(text: str, wrong: int, any_sent: bool) -> ThresholdResult:
+    threshold = Threshold(f"{text} (messages otherwise ==0)", text, "==", 0.0)
+    if not any_sent:
+        return ThresholdResult(threshold, None, False, "nothing sent")
+    return ThresholdResult(threshold, float(wrong), wrong == 0)
+
+
+def _answer_of(t: Tracked) -> str:
+    from sim.engine import LEVEL_NAMES
+
+    if t.acknowledged is None:
+        return "none"
+    return LEVEL_NAMES.get(t.ack_level, "?").lower()
+
+
+def _latency_ms(t: Tracked, stage: str) -> float | None:
+    if stage == "ack_system":
+        if t.acknowledged is None or t.ack_called is None or t.received is None:
+            return None
+        think = t.ack_called - t.received
+        return round(max(0.0, t.acknowledged - t.planned - think) * 1000.0, 3)
+    at: float | None = getattr(t, stage)
+    return None if at is None else round((at - t.planned) * 1000.0, 3)

@@ -64,8 +64,12 @@ class Target:
         settings: Mapping[str, Any] | None = None,
         deadlines: Mapping[str, float] | None = None,
         parties: tuple[str, str] = ("JP", "TW"),
+        extra_operators: Sequence[str] = (),
     ) -> Target:
+        """`extra_operators`: more operator identities to issue certificates for (a distributed
+        load's workers, `load-1` ...), beside the `operators` the driver connects with."""
         names = operator_names(max(2, operators))
+        names += [n for n in extra_operators if n not in names]
         pair = await GatewayPair.start(
             workdir,
             parties=parties,

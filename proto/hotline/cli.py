@@ -13,7 +13,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import NoReturn, cast
 
 # (name, module, one-line help). Order is the order shown in --help.
 SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
@@ -46,10 +46,22 @@ SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
 
 Handler = Callable[[argparse.Namespace], int]
 
+# Commands that talk to a gateway as an operator client: grpc's C core writes its own log lines
+# (handshake failures, connectivity) to stderr, which mean nothing to an operator next to our
+# one-line error, so they are silenced for these (`serve` keeps them for the gateway's log).
+QUIET_GRPC = {"send", "watch", "ack", "history", "show", "status", "console", "demo", "sim"}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """A usage error is one line and a hint, not the whole usage text (`--help` has it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
 
 def build_parser(load: str | None = None) -> argparse.ArgumentParser:
     """Build the parser; only the module of subcommand `load` (if any) is imported."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="hotline",
         description=(
             "Hotline: the Japan-Taiwan Maritime and Air Communication Mechanism.\n"
@@ -73,6 +85,8 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in args_list if not a.startswith("-")), None)
+    if command in QUIET_GRPC:
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # read when grpc's core starts
     parser = build_parser(load=command)
     args = parser.parse_args(args_list)
     func = getattr(args, "func", None)

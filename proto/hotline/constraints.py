@@ -362,6 +362,7 @@ FIELDS: Final[dict[str, str]] = {
     "hotline.v1.Event.detail": "optional; 1..1024 chars",
     "hotline.v1.WatchRequest.after_cursor": "optional; 0..18446744073709551615",
     "hotline.v1.WatchRequest.kinds": "optional; 1..12 items; unique",
+    "hotline.v1.WatchRequest.originators": "optional; 1..16 items; unique; each 1..256 chars; each pattern ^spiffe://[a-z0-9]([a-z0-9.-]*[a-z0-9])?(/[A-Za-z0-9._~-]+)+$",
     "hotline.v1.WatchResponse.events": "required; 1..1024 items",
     "hotline.v1.GetMessageRequest.message_id": "required; pattern ^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
     "hotline.v1.GetMessageResponse.message": "required",

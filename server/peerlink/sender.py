@@ -45,6 +45,7 @@ from hotline.signing import KeyRing
 from hotline.v1 import common_pb2, peer_link_pb2, peer_link_pb2_grpc
 from server.peerlink.peer_certificate import PeerCertificateError, PeerCertificateRefused
 from server.peerlink.ports import Outbox
+from server.peerlink.reasons import in_words
 from server.peerlink.status import LinkStatus, printable
 
 log = logging.getLogger("hotline.link.out")
@@ -113,6 +114,7 @@ class PeerSender:
         self._on_journal_lost = on_journal_lost
         self._vet_failure = ""  # the last reason vetting failed, so each is reported once
         self._redial: PeerCertificateError | None = None
+        self._logged_down = ""  # the reason last logged as "link down" ("" while up)
 
     def redial(self, why: PeerCertificateError) -> None:
         """End the current connection, if any, with `why`; the next attempt checks the peer."""
@@ -171,6 +173,7 @@ class PeerSender:
             channel = self._channel_factory()
             started = time.monotonic()
             self._redial = None  # a connection not yet made is checked anyway
+            vetted = False
             try:
                 await self._vet()
                 await self._connection(channel)
@@ -179,8 +182,10 @@ class PeerSender:
                 raise
             except PeerCertificateError as exc:
                 reason = str(exc)
-            except grpc.aio.AioRpcError as exc:
-                reason = f"{exc.code().name}: {exc.details()}"
+                vetted = True  # `_vet` has logged it, once per reason
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+                # expected network faults: one line in words, no traceback
+                reason = in_words(exc)
             except RemoteProtocolError as exc:
                 # the peer chose parts of this text: bounded and escaped before anyone sees it
                 reason = f"protocol violation by the peer: {printable(str(exc), 500)}"
@@ -204,9 +209,12 @@ class PeerSender:
             if self.status.up:
                 self.status.went(False, time.time(), reason)
                 await self._on_link(False, reason)
-                log.warning("link to %s down: %s", self.peer_party, printable(reason))
             else:
                 self.status.detail = reason
+            if reason != self._logged_down:  # once per change of reason, not per attempt
+                self._logged_down = reason
+                if not vetted:
+                    log.warning("link to %s down: %s", self.peer_party, printable(reason))
             if self.link.lost is not None:
                 await self._journal_lost(self.link.lost)
                 return
@@ -377,6 +385,7 @@ class PeerSender:
 
     def _event(self, event: link.LinkEvent) -> None:
         if isinstance(event, link.LinkUp):
+            self._logged_down = ""
             self.status.went(True, time.time(), f"peer holds up to sequence {event.last_sequence}")
             log.info(
                 "link to %s up (peer holds up to sequence %d)", self.peer_party, event.last_sequence

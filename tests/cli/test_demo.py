@@ -116,8 +116,12 @@ async def test_the_demo_plays_the_encounter_end_to_end_in_under_a_minute(tmp_pat
     assert await gone(pids_in(out)), "a gateway process outlived the demo"
 
 
-async def test_ctrl_c_stops_the_demo_and_its_gateways(tmp_path: Path) -> None:
-    proc = await start_demo("--dir", str(tmp_path / "demo"), env=clean_env(tmp_path))
+async def test_ctrl_c_stops_the_demo_and_its_gateways_and_removes_its_temporary_folder(
+    tmp_path: Path,
+) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    proc = await start_demo(env=clean_env(tmp_path, {"TMPDIR": str(temp)}))
     try:
         seen = await read_until(proc, "Phase 1", within=30)
         pids = pids_in(seen)
@@ -127,6 +131,8 @@ async def test_ctrl_c_stops_the_demo_and_its_gateways(tmp_path: Path) -> None:
             rest, _ = await proc.communicate()
         assert proc.returncode == 130, rest.decode()
         assert await gone(pids), "Ctrl-C left a gateway running"
+        assert "removed at the end" in seen
+        assert list(temp.iterdir()) == [], "the demo left its folder (with CA keys) behind"
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -149,6 +155,17 @@ async def test_keep_leaves_the_gateways_usable_by_hand_until_ctrl_c(tmp_path: Pa
         assert json.loads(status.out)["party"] == "TW"
         history = await hotline("history", "--json", "--config", str(config), env=env)
         assert len(json.loads(history.out)["messages"]) == 6  # 3 messages and 3 acknowledgements
+        # the commands work as printed, from a shell where the venv is not activated
+        printed = next(line.strip() for line in seen.splitlines() if "history --config" in line)
+        shell = await asyncio.create_subprocess_shell(
+            printed,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**env, "PATH": "/usr/bin:/bin"},
+        )
+        out, err = await asyncio.wait_for(shell.communicate(), 30)
+        assert shell.returncode == 0, (printed, err.decode())
+        assert "(3 messages)" in out.decode()
         proc.send_signal(signal.SIGINT)
         async with asyncio.timeout(20):
             await proc.communicate()

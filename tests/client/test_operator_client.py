@@ -629,7 +629,7 @@ async def test_timeout_when_an_acknowledgement_never_comes_and_when_a_deadline_p
             await jp.wait_for(sent.message_id, ACKNOWLEDGED, timeout=0.5)
         assert time.monotonic() - started < 5
         assert "ACKNOWLEDGED" in caught.value.detail
-        hurried = client_for(pair, "JP", timeout=1e-6)
+        hurried = client_for(pair, "JP", timeout=1e-6, retry=RetryPolicy(window_s=0))
         async with hurried:
             with pytest.raises(Timeout) as caught:
                 await hurried.link_status()

@@ -10,7 +10,7 @@ import pytest
 
 from hotline.v1 import bodies_pb2, common_pb2, operator_pb2, operator_pb2_grpc
 from tests.conftest import JournalAt
-from tests.harness import free_text, running_pair, wait_state
+from tests.harness import free_text, operator_channel, running_pair, wait_state
 
 SHORT_DEADLINES = {"FLASH": 0.5, "IMMEDIATE": 60, "PRIORITY": 60, "ROUTINE": 60}
 
@@ -177,3 +177,51 @@ async def test_watch_replays_from_a_cursor_then_follows_live(
             async for _ in pair.jp.stub.Watch(operator_pb2.WatchRequest(after_cursor=10**9)):
                 pass
         assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
+
+
+async def test_watch_by_originator_streams_only_those_operators_messages(tmp_path: Path) -> None:
+    async with running_pair(tmp_path) as pair:
+        other = operator_channel(pair.pki, "JP", pair.jp.port, "watch-2")
+        try:
+            mine = await pair.jp.stub.Send(operator_pb2.SendRequest(envelope=free_text("mine")))
+            theirs = await operator_pb2_grpc.OperatorServiceStub(other).Send(
+                operator_pb2.SendRequest(envelope=free_text("theirs"))
+            )
+            ours = {mine.message_id, theirs.message_id}
+            for message_id in ours:
+                await wait_state(pair.jp.stub, message_id, operator_pb2.DELIVERY_STATE_DELIVERED)
+            watch_1 = "spiffe://jp.hotline/operator/watch-1"
+            received = [operator_pb2.EVENT_KIND_MESSAGE_RECEIVED]
+            delivered = [operator_pb2.EVENT_KIND_MESSAGE_DELIVERED]
+            # unfiltered, both messages; filtered by watch-1, only watch-1's, at either party
+            assert {e.message_id for e in await collect(pair.tw.stub, received, 2)} == ours
+            for stub, kinds in ((pair.tw.stub, received), (pair.jp.stub, delivered)):
+                got: list[operator_pb2.Event] = []
+                async for response in stub.Watch(
+                    operator_pb2.WatchRequest(kinds=kinds, originators=[watch_1])
+                ):
+                    got.extend(response.events)  # (replayed history: one commit per response)
+                    if any(e.message_id == mine.message_id for e in got):
+                        break
+                assert {e.message_id for e in got} == {mine.message_id}
+                assert all(e.message.envelope.originator == watch_1 for e in got)
+            # events about no message (link changes, checkpoints) are not filtered away
+            links: list[operator_pb2.Event] = []
+            async for response in pair.jp.stub.Watch(
+                operator_pb2.WatchRequest(
+                    kinds=[operator_pb2.EVENT_KIND_LINK_UP],
+                    originators=["spiffe://tw.hotline/operator/nobody"],
+                )
+            ):
+                links.extend(response.events)
+                break
+            assert links[0].kind == operator_pb2.EVENT_KIND_LINK_UP
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                async for _ in pair.jp.stub.Watch(
+                    operator_pb2.WatchRequest(originators=["watch-1"])
+                ):
+                    pass
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "originators" in (caught.value.details() or "")
+        finally:
+            await other.close()

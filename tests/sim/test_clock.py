@@ -99,3 +99,47 @@ def test_speed_option_accepts_numbers_and_max() -> None:
     for bad in ("0", "-1", "fast", "nan", "1e999"):
         with pytest.raises(ValueError, match="speed"):
             parse_speed(bad)
+
+
+async def test_a_hold_keeps_later_events_waiting_until_released_at_max_speed() -> None:
+    clock = VirtualClock(speed=None)
+    fired: list[str] = []
+    hold = clock.hold(2.0, timeout_s=30.0)
+    clock.call_at(1.0, partial(fired.append, "before"))
+    clock.call_at(2.0, partial(fired.append, "at the hold"))
+    clock.call_at(3.0, partial(fired.append, "after"))
+
+    async def answer_later() -> None:
+        for _ in range(20):  # the answer's round trip: several turns of the event loop
+            await asyncio.sleep(0)
+        fired.append("answered")
+        clock.release(hold)
+
+    async with clock:
+        task = asyncio.create_task(answer_later())
+        await clock.sleep_until(5.0)
+        await task
+    assert fired == ["before", "at the hold", "answered", "after"]
+    assert clock.holds_expired == 0
+
+
+async def test_a_hold_that_is_never_released_runs_out() -> None:
+    clock = VirtualClock(speed=None)
+    fired: list[str] = []
+    clock.hold(0.0, timeout_s=0.2)
+    clock.call_at(1.0, partial(fired.append, "later"))
+    async with clock:
+        await clock.sleep_until(2.0)
+    assert fired == ["later"]
+    assert clock.holds_expired == 1
+
+
+async def test_a_hold_is_inert_at_a_finite_speed() -> None:
+    clock = VirtualClock(speed=50.0)
+    hold = clock.hold(0.0, timeout_s=30.0)
+    assert hold.released
+    fired: list[str] = []
+    clock.call_at(1.0, partial(fired.append, "later"))
+    async with clock:
+        await clock.sleep_until(2.0)
+    assert fired == ["later"]

@@ -4,6 +4,7 @@ file and line where it was made."""
 from __future__ import annotations
 
 import random
+import re
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from hotline.v1 import common_pb2
 from sim.scenario import (
-    FORMAT,
+    FORMAT_V1,
     ScenarioError,
     builtin_names,
     load_scenario,
@@ -119,8 +120,8 @@ def test_answers_are_drawn_with_the_given_probabilities() -> None:
     ("text", "expected"),
     [
         (edit('title = "Tiny"', 'title = "Tiny'), "bad.toml:3: not valid TOML"),
-        (edit(f'format = "{FORMAT}"', 'format = "hotline-scenario/9"'), "bad.toml:1: format"),
-        (edit(f'format = "{FORMAT}"\n', ""), "bad.toml:1: missing `format"),
+        (edit(f'format = "{FORMAT_V1}"', 'format = "hotline-scenario/9"'), "bad.toml:1: format"),
+        (edit(f'format = "{FORMAT_V1}"\n', ""), "bad.toml:1: missing `format"),
         (
             edit('name = "tiny"', 'name = "tiny"\ncolour = "red"'),
             "bad.toml:3: unknown key 'colour'",
@@ -247,3 +248,252 @@ def test_faults_are_checked_in_files_and_on_the_command_line(tmp_path: Path) -> 
 def test_an_unknown_builtin_name_suggests_the_closest() -> None:
     with pytest.raises(ScenarioError, match="did you mean yonaguni-naval-encounter"):
         load_scenario("yonaguni-naval-encountr")
+
+
+# ---------------------------------------------------------------------------------------------
+# Format 2
+
+V2 = """\
+format = "hotline-scenario/2"
+name = "two"
+title = "Two"
+
+[defaults]
+think = 2
+answer = "roger"
+expect = { answer = "roger" }
+
+[[event]]
+at = 0
+from = "JP"
+id = "REPORT"
+type = "free_text"
+answer = "say_again"
+resend = { id = "REPORT-AGAIN", answer = { wilco = 1.0 }, think = 5 }
+expect = { answer = "say_again", delivered_s = 2 }
+fields.subject = "Subject"
+fields.text = "Text"
+
+[[event]]
+at = 0
+from = "TW"
+id = "TEST"
+type = "link_test"
+repeat = { count = 3, every_s = 10 }
+fields.test_number = "@n+100"
+fields.send_time = "@t"
+fields.text = "Test"
+
+[[event]]
+after = "REPORT-AGAIN acknowledged"
+delay_s = 3
+from = "TW"
+id = "REPLY"
+type = "free_text"
+refs = ["REPORT-AGAIN", "TEST#1"]
+fields.subject = "Reply"
+fields.text = "Text"
+
+[[event]]
+at = 5
+when = "link JP->TW up"
+from = "JP"
+id = "BACKLOG"
+type = "free_text"
+precedence = "routine"
+burst = 50
+answer = "none"
+fields.subject = "Backlog"
+fields.text = "Text"
+
+[[event]]
+at = 40
+from = "JP"
+type = "free_text"
+action = "cancel"
+refs = ["id:01900000-0000-7000-8000-000000000000"]
+expect = { refused = "not_found" }
+fields.subject = "Ghost"
+fields.text = "Text"
+
+[[fault]]
+at = 4
+kind = "drop"
+target = "JP->TW"
+wall_duration_s = 2
+"""
+
+
+def test_a_format_2_file_parses_triggers_bursts_resends_expectations_and_literal_refs() -> None:
+    scenario = parse_scenario(V2, source="two.toml")
+    report, tests, reply, backlog, ghost = scenario.events
+    assert report.resend is not None
+    assert report.resend.label == "REPORT-AGAIN"
+    assert report.resend.answer.weights == (("wilco", 1.0),)
+    assert report.resend.think.sample(random.Random(1)) == 5.0
+    assert report.expect is not None
+    assert (report.expect.answer, report.expect.budgets) == ("say_again", (("delivered", 2.0),))
+    assert tests.expect is not None
+    assert tests.expect.answer == "roger"
+    assert [tests.label_of(n) for n in (1, 2, 3)] == ["TEST#1", "TEST#2", "TEST#3"]
+    assert tests.envelope(n=2, now_ns=10**18).link_test.test_number == 102
+    assert reply.trigger is not None
+    assert (reply.trigger.label, reply.trigger.state, reply.delay_s) == (
+        "REPORT-AGAIN",
+        "acknowledged",
+        3.0,
+    )
+    assert backlog.trigger is not None
+    assert backlog.trigger.on_link
+    assert (backlog.trigger.direction, backlog.trigger.state) == ("JP->TW", "up")
+    assert backlog.count == 50
+    assert backlog.times()[-1] == (5.0, 50)
+    assert ghost.expect is not None
+    assert ghost.expect.refused == "NOT_FOUND"
+    env = ghost.envelope(now_ns=10**18, refs=list(ghost.refs))
+    assert list(env.references) == ["01900000-0000-7000-8000-000000000000"]
+    assert scenario.faults[0].wall_duration_s == 2.0
+    assert scenario.faults[0].duration_s is None
+    # the timeline has the timed sends; the triggered events wait apart
+    assert {e.label for _, e, _ in scenario.timeline()} == {"REPORT", "TEST", ""}
+    assert [e.label for e in scenario.triggered()] == ["REPLY", "BACKLOG"]
+    assert scenario.message_count == 1 + 3 + 1 + 50 + 1
+
+
+def test_an_include_adds_another_files_events_later_with_prefixed_labels(tmp_path: Path) -> None:
+    (tmp_path / "day.toml").write_text(V2, encoding="utf-8")
+    week = (
+        'format = "hotline-scenario/2"\nname = "week"\ntitle = "Week"\n\n'
+        '[[include]]\nfile = "day.toml"\nprefix = "MON-"\n\n'
+        '[[include]]\nfile = "day.toml"\noffset_s = 86400\nprefix = "TUE-"\n\n'
+        '[[event]]\nat = 90000\nfrom = "TW"\ntype = "free_text"\nrefs = ["TUE-TEST#1"]\n'
+        'fields.subject = "S"\nfields.text = "T"\n'
+    )
+    path = tmp_path / "week.toml"
+    path.write_text(week, encoding="utf-8")
+    scenario = load_scenario(str(path))
+    labels = {e.label: e for e in scenario.events}
+    assert labels["MON-REPORT"].at == 0.0
+    assert labels["TUE-REPORT"].at == 86400.0
+    assert labels["TUE-TEST"].times()[1] == (86410.0, 2)
+    reply = labels["TUE-REPLY"]
+    assert reply.trigger is not None
+    assert reply.trigger.label == "TUE-REPORT-AGAIN"
+    assert reply.refs == ("TUE-REPORT-AGAIN", "TUE-TEST#1")
+    assert labels["TUE-REPORT"].resend.label == "TUE-REPORT-AGAIN"  # type: ignore[union-attr]
+    assert [f.at for f in scenario.faults] == [4.0, 86404.0]
+    assert scenario.message_count == 2 * 56 + 1
+    assert len({e.index for e in scenario.events}) == len(scenario.events)
+    # the same file twice without a prefix: its labels collide
+    path.write_text(
+        re.sub(r'prefix = "\w+-"\n', "", week).replace("TUE-TEST#1", "TEST#1"), encoding="utf-8"
+    )
+    assert "id 'REPORT' is already used" in problem(path.read_text(encoding="utf-8"), tmp_path)
+    (tmp_path / "loop.toml").write_text(
+        week.replace("day.toml", "loop.toml").replace("week", "loop"), encoding="utf-8"
+    )
+    with pytest.raises(ScenarioError, match="cannot include itself"):
+        load_scenario(str(tmp_path / "loop.toml"))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            'after = "REPORT-AGAIN acknowledged"',
+            'after = "REPORT-AGAIN answered"',
+            "bad.toml:32: after must be",
+        ),
+        (
+            'after = "REPORT-AGAIN acknowledged"',
+            'after = "REPROT acknowledged"',
+            "bad.toml:32: unknown event id in after 'REPROT' (did you mean 'REPORT'?)",
+        ),
+        (
+            'when = "link JP->TW up"',
+            'when = "link JP->CN up"',
+            "bad.toml:43: when: JP->CN is not a link direction",
+        ),
+        ('when = "link JP->TW up"', 'when = "sunrise"', "bad.toml:43: when must be"),
+        (
+            'refs = ["REPORT-AGAIN", "TEST#1"]',
+            'refs = ["REPORT-AGAIN", "TEST#4"]',
+            "bad.toml:37: refs 'TEST#4': TEST sends 3 message(s)",
+        ),
+        (
+            'refs = ["REPORT-AGAIN", "TEST#1"]',
+            'refs = ["REPORT-AGAIN", "TEST#2"]',
+            "bad.toml:37: refs 'TEST#2': that event (t=10) is not before",
+        ),
+        (
+            'refs = ["id:01900000-0000-7000-8000-000000000000"]',
+            'refs = ["BACKLOG"]',
+            "bad.toml:58: refs 'BACKLOG': that message is sent only on a trigger",
+        ),
+        (
+            'refs = ["id:01900000-0000-7000-8000-000000000000"]',
+            'refs = ["id:not-an-id"]',
+            "bad.toml:58: refs 'id:not-an-id': a literal reference is id:<message id>",
+        ),
+        ("burst = 50", "burst = 0", "bad.toml:48: burst must be a whole number"),
+        (
+            "burst = 50",
+            "burst = 5\nrepeat = { count = 2, every_s = 1 }",
+            "bad.toml:48: an event is either a burst or repeated",
+        ),
+        ("delay_s = 3", "delay_s = -3", "bad.toml:33: delay_s"),
+        (
+            'expect = { refused = "not_found" }',
+            'expect = { refused = "nope" }',
+            "bad.toml:59: unknown status code in refused 'NOPE'",
+        ),
+        (
+            'expect = { answer = "say_again", delivered_s = 2 }',
+            'expect = { answer = "say_again", delivered = 2 }',
+            "bad.toml:17: unknown expect key 'delivered' (did you mean 'delivered_s'?)",
+        ),
+        (
+            'expect = { answer = "roger" }',
+            'expect = { answer = "yes" }',
+            "bad.toml:8: unknown expected answer 'yes'",
+        ),
+        (
+            "resend = { id",
+            "resend = { colour = 1, id",
+            "bad.toml:16: unknown resend key 'colour'",
+        ),
+        (
+            "wall_duration_s = 2",
+            "wall_duration_s = 2\nduration_s = 2",
+            "bad.toml:67: a fault lasts duration_s (scenario seconds) or wall_duration_s",
+        ),
+        (
+            'when = "link JP->TW up"',
+            'when = "link JP->TW up"\nafter = "REPORT journaled"',
+            "bad.toml:43: an event has one trigger",
+        ),
+    ],
+    ids=lambda value: value[:30],
+)
+def test_a_malformed_format_2_construct_is_refused_with_its_line(
+    old: str, new: str, expected: str, tmp_path: Path
+) -> None:
+    assert problem(edit(old, new, V2), tmp_path).startswith(expected)
+
+
+def test_triggers_that_wait_for_each_other_are_refused(tmp_path: Path) -> None:
+    text = edit(
+        'at = 0\nfrom = "JP"\nid = "REPORT"',
+        'after = "REPLY journaled"\nfrom = "JP"\nid = "REPORT"',
+        V2,
+    )
+    assert "the triggers wait for each other in a circle" in problem(text, tmp_path)
+
+
+def test_a_format_1_file_may_not_use_what_format_2_added(tmp_path: Path) -> None:
+    text = edit("at = 5", "at = 5\nburst = 3")
+    assert problem(text, tmp_path).startswith(
+        "bad.toml:21: 'burst' needs format = 'hotline-scenario/2'"
+    )
+    text = GOOD + '\n[[include]]\nfile = "other.toml"\n'
+    assert "'include' needs format" in problem(text, tmp_path)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from types import MappingProxyType
 
 from hotline import PROTOCOL_VERSION
 from hotline.errors import LocalProtocolError, RemoteProtocolError
@@ -141,6 +142,11 @@ class OutboundLink(_Actions):
     @property
     def in_flight(self) -> int:
         return sum(self._lane_use.values())
+
+    @property
+    def lanes_in_flight(self) -> Mapping[int, int]:
+        """Deliveries in flight per lane (precedence rank), read-only (for metrics)."""
+        return MappingProxyType(self._lane_use)
 
     @property
     def up(self) -> bool:

@@ -892,6 +892,7 @@ class WatchRequest(_message.Message):
 
     AFTER_CURSOR_FIELD_NUMBER: _builtins.int
     KINDS_FIELD_NUMBER: _builtins.int
+    ORIGINATORS_FIELD_NUMBER: _builtins.int
     after_cursor: _builtins.int
     """Stream the events with a cursor greater than this one, then live events. 0 starts from the
     beginning of the journal.
@@ -903,15 +904,32 @@ class WatchRequest(_message.Message):
         Constraints: optional; 1..12 items; unique.
         """
 
+    @_builtins.property
+    def originators(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Stream only the message events (those with a `message_id`) about messages one of these
+        operators originated: the gateway streams such an event only when its
+        `message.envelope.originator` equals one of these SPIFFE IDs, which may name operators of
+        either party (an answer to our message is about our message, so it keeps our originator;
+        a message the peer sent keeps the peer operator's). Events that are not about a message
+        (LINK_UP, LINK_DOWN, CHECKPOINT, a SECURITY_REFUSAL of a connection) are streamed as if
+        this were empty, and so is the whole stream when it is empty. Applied with `kinds` (both
+        must match) and to the replay from `after_cursor` as to live events. Set by the watching
+        operator, who may name any identity: the filter narrows what the caller may already watch.
+        A load generator split over several processes gives each its own operator identity and
+        watches only that identity's messages, so N generators do not each receive every event.
+        Constraints: optional; 1..16 items; unique; each 1..256 chars; each pattern ^spiffe://[a-z0-9]([a-z0-9.-]*[a-z0-9])?(/[A-Za-z0-9._~-]+)+$.
+        """
+
     def __init__(
         self,
         *,
         after_cursor: _builtins.int = ...,
         kinds: _abc.Iterable[Global___EventKind.ValueType] | None = ...,
+        originators: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_cursor", b"after_cursor", "kinds", b"kinds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_cursor", b"after_cursor", "kinds", b"kinds", "originators", b"originators"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

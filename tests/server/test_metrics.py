@@ -1,0 +1,140 @@
+"""`/metrics`: scraped from real gateways after real traffic, checked against their journals.
+
+Every counted family is a count of journal entries, so each value must equal what the journal
+file holds; `promtool check metrics` (Debian's `prometheus` package, which `.ci/run` installs)
+must find nothing to complain about.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import subprocess
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from hotline.journal_file import JournalReader, Kind
+from hotline.v1 import bodies_pb2, common_pb2, operator_pb2
+from server.metrics import GatewayMetrics
+from tests.harness import free_text, running_pair, wait_state
+
+PRECEDENCES = {
+    common_pb2.PRECEDENCE_FLASH: 2,
+    common_pb2.PRECEDENCE_IMMEDIATE: 1,
+    common_pb2.PRECEDENCE_ROUTINE: 3,
+}
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        assert response.status == 200
+        return str(response.read().decode())
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return found
+
+
+def value(
+    found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    return found.get((name, frozenset(labels.items())), 0.0)
+
+
+def journal_kinds(path: Path | str) -> Counter[str]:
+    with JournalReader(path) as reader:
+        return Counter(e.kind.value for e in reader.entries(list(Kind)))
+
+
+async def test_metrics_after_traffic_match_the_journal_and_pass_promtool(tmp_path: Path) -> None:
+    async with running_pair(tmp_path, overrides={"metrics_listen": "127.0.0.1:0"}) as pair:
+        assert pair.jp.gateway.metrics_port
+        assert pair.tw.gateway.metrics_port
+        sent = []
+        for precedence, count in PRECEDENCES.items():
+            for n in range(count):
+                envelope = free_text(f"metrics {n}", precedence=precedence)
+                await pair.jp.stub.Send(operator_pb2.SendRequest(envelope=envelope))
+                sent.append(envelope.message_id)
+        for message_id in sent:
+            await wait_state(pair.jp.stub, message_id, operator_pb2.DELIVERY_STATE_DELIVERED)
+        await pair.tw.stub.Acknowledge(
+            operator_pb2.AcknowledgeRequest(
+                message_id=sent[0],
+                level=bodies_pb2.ACKNOWLEDGEMENT_LEVEL_ROGER,
+                ack_message_id=free_text().message_id,
+            )
+        )
+        await wait_state(pair.jp.stub, sent[0], operator_pb2.DELIVERY_STATE_ACKNOWLEDGED)
+        await asyncio.sleep(0.2)  # the last commit's publication reaches the counters
+        jp_text = await asyncio.to_thread(scrape, pair.jp.gateway.metrics_port)
+        tw_text = await asyncio.to_thread(scrape, pair.tw.gateway.metrics_port)
+        jp_journal = pair.jp.gateway.config.journal
+        tw_journal = pair.tw.gateway.config.journal
+        jp_kinds = journal_kinds(jp_journal)
+        tw_kinds = journal_kinds(tw_journal)
+
+    jp, tw = samples(jp_text), samples(tw_text)
+    # Scraped before the journals were read: a checkpoint or link entry may have landed in
+    # between, never a message (the traffic was over).
+    settled = {"message-out", "message-in", "delivered", "receipt", "acknowledged", "key"}
+    for metrics, kinds in ((jp, jp_kinds), (tw, tw_kinds)):
+        for kind, count in kinds.items():
+            counted = value(metrics, "hotline_journal_entries_total", kind=kind)
+            assert counted == count if kind in settled else counted <= count, kind
+    for precedence, count in PRECEDENCES.items():
+        name = common_pb2.Precedence.Name(precedence).removeprefix("PRECEDENCE_")
+        out = {"direction": "out", "precedence": name}
+        assert value(jp, "hotline_messages_total", outcome="journaled", **out) == count
+        assert value(jp, "hotline_messages_total", outcome="delivered", **out) == count
+        inbound = {"direction": "in", "precedence": name, "outcome": "received"}
+        assert value(tw, "hotline_messages_total", **inbound) == count
+    acknowledged = {
+        k: v
+        for k, v in tw.items()
+        if k[0] == "hotline_messages_total" and ("outcome", "acknowledged") in k[1]
+    }
+    assert list(acknowledged.values()) == [1.0], acknowledged
+    assert value(jp, "hotline_stage_seconds_count", stage="delivered") == len(sent)
+    assert value(jp, "hotline_stage_seconds_count", stage="acknowledged") == 1
+    assert value(jp, "hotline_link_up", direction="out") == 1
+    assert value(jp, "hotline_link_changes_total", direction="out", state="up") >= 1
+    assert value(jp, "hotline_outbox_depth") == 0
+    assert value(jp, "hotline_certificate_expiry_timestamp_seconds", certificate="gateway") > 0
+    assert value(jp, "hotline_crl_next_update_timestamp_seconds", party="TW") > 0
+    assert value(jp, "hotline_journal_commit_entries_count") >= 1
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian package prometheus; .ci/run installs it)")
+    for text in (jp_text, tw_text):
+        checked = subprocess.run(
+            [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert (checked.stdout + checked.stderr).strip() == "", checked.stdout + checked.stderr
+
+
+def test_the_example_grafana_dashboard_uses_only_metrics_the_gateway_exports() -> None:
+    dashboard = Path(__file__).resolve().parents[2] / "docs" / "grafana" / "hotline-gateway.json"
+    exprs = [t["expr"] for p in json.loads(dashboard.read_text())["panels"] for t in p["targets"]]
+    used = {name for expr in exprs for name in re.findall(r"hotline_[a-z_]+", expr)}
+    exported = {
+        sample.name for family in GatewayMetrics().registry.collect() for sample in family.samples
+    } | {f"{family.name}_bucket" for family in GatewayMetrics().registry.collect()}
+    exported |= {f"{f.name}_total" for f in GatewayMetrics().registry.collect()}
+    exported |= {f"{f.name}_sum" for f in GatewayMetrics().registry.collect()}
+    exported |= {f"{f.name}_count" for f in GatewayMetrics().registry.collect()}
+    exported |= {f.name for f in GatewayMetrics().registry.collect()}
+    assert used
+    assert used <= exported, used - exported

@@ -49,6 +49,30 @@ from TW serving until JP's outbound queue depth is 0 (polled every 10 ms; no Wat
 no sends during the drain): msgs/s = N / drain time, with the time to the first receipt and the
 rate after it, and the CPU per delivered message of each process over the drain.
 
+PostgreSQL (the journal backend of README "Running on PostgreSQL"), in the same run, on a
+throwaway server the bench starts and removes (`sim.postgres`: `initdb` in a temporary folder,
+Unix socket only, `fsync`, `synchronous_commit` and `full_page_writes` on; as root it runs as
+the `postgres` user):
+
+    (a) the hot line again with both gateways' journals in PostgreSQL, one database each, as
+        (a) and (b) above: Send → DELIVERED p50 / p99 at one in flight, and the most delivered
+        per second, over fewer steps (POSTGRESQL_STEPS: 16 unary senders, then SendBatch 2 x 32,
+        4 x 64, 8 x 128, where SQLite's best is found; no SendStream), with the ratios
+        PostgreSQL / SQLite; CPU per delivered message of JP, TW, this load generator and the
+        database server as one process ("PostgreSQL": the connections of both journals and
+        its background processes, from the postmaster and its children in /proc);
+    (b) failover (`sim.failover`): JP runs an active and a standby gateway on one database
+        (TW on its own), operators and TW name both; under a steady load (4 senders, one Send
+        at a time each) the active is killed with SIGKILL, and the time is taken from the kill
+        to the first Send answered and to the first DELIVERED event of a message sent after
+        the kill; the killed gateway then comes back as the standby and the next round kills
+        the other (2 to 5 rounds, 5 from `--duration 50` up); p50 and max, and at the end
+        both journals are compared: lost, duplicated, reordered.
+
+If PostgreSQL is not installed or cannot start, the part is reported skipped with the reason;
+a part that fails is reported failed; neither stops the bench. `python -m sim.bench postgresql
+--duration 5` runs this part alone (no SQLite figures, so no ratio).
+
 So a hot-line delivery costs one request/response on the operator API, one hop on the peer
 link, three durable SQLite commits (group-committed under load), three signatures or
 verifications and an event stream; the baseline is one hop and nothing else, and a peer is one
@@ -66,13 +90,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+import tomllib
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,12 +112,15 @@ from client.operator import DELIVERED, OperatorClient
 from hotline.ids import new_message_id
 from hotline.transport import SERVER_OPTIONS, credentials, read, secure_channel
 from hotline.v1 import common_pb2, operator_pb2
+from sim import postgres
+from sim.failover import FAILOVER_SENDERS, measure_failover
 from sim.flash_probe import FlashProbe
 from sim.load import Payloads
 from sim.machine import CpuMeter, machine_info
 from sim.metrics import new_histogram, record_seconds, summarize
-from sim.pair import GatewayPair, GatewayProcess
+from sim.pair import GatewayPair, GatewayProcess, write_config
 from sim.peers import IN_FLIGHT, NATS_KEY, RABBITMQ_KEY, PeerBudget, measure_peers
+from sim.postgres import PostgresUnavailable
 from sim.target import UNLIMITED, Target, operator_names
 
 ECHO_SERVICE = "hotline.bench.v1.Echo"
@@ -101,6 +131,10 @@ BACKLOG_TRIGGER = 0.25  # the FLASH goes once this share of the backlog is deliv
 BACKLOG_SENDERS = 64  # concurrent pipelined ROUTINE sends (backlog and link journaling)
 LINK_MAX = 5000
 LINK_POLL_S = 0.01  # how often the link drain reads JP's outbound queue depth
+# The hot line with both journals in PostgreSQL: fewer steps than on SQLite (senders, batch):
+# unary sends, then the SendBatch steps where SQLite's best rate is found.
+POSTGRESQL_STEPS = ((16, 1), (2, 32), (4, 64), (8, 128))
+DATABASE = "PostgreSQL"  # the database server, counted as one process in the CPU figures
 # The like-for-like peers, in the order they are measured and printed (sim/peers.py).
 # (key in the result, short name, what is measured at one | IN_FLIGHT in flight)
 PEERS = (
@@ -150,8 +184,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     echo.add_argument("--pki", type=Path, required=True)
     echo.add_argument("--party", default="JP")
     echo.add_argument("--port-file", type=Path, required=True)
+    alone = sub.add_parser(
+        "postgresql", help="the bench's PostgreSQL part alone: the hot line and a failover"
+    )
+    alone.add_argument("--duration", type=float, default=60.0)
+    alone.add_argument("--payload-bytes", type=int, default=300)
+    alone.add_argument("--json", type=Path, metavar="FILE", help="write the figures as JSON")
+    alone.add_argument("--workdir", type=Path, help="keep the PKI and logs here")
     args = parser.parse_args(argv)
+    if args.what == "postgresql":
+        return asyncio.run(_postgresql_alone(args))
     asyncio.run(serve_echo(args.pki, args.party, args.port_file))
+    return 0
+
+
+async def _postgresql_alone(args: argparse.Namespace) -> int:
+    """`python -m sim.bench postgresql`: measure_postgresql on its own (no SQLite figures, so
+    no ratio), printed as the bench's rows, and the JSON's `postgresql` object."""
+
+    def echo(text: str) -> None:
+        print(f"-- {text}", file=sys.stderr, flush=True)
+
+    with contextlib.ExitStack() as stack:
+        workdir = args.workdir or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="hotline-bench-pg-"))
+        )
+        workdir.mkdir(parents=True, exist_ok=True)
+        result = BenchResult()
+        result.postgresql = await measure_postgresql(
+            workdir, args.payload_bytes, Budget(args.duration), echo
+        )
+    print("\n".join(format_postgresql(result)))
+    pg = result.postgresql.get("hotline", {})
+    if "cpu_us_per_msg" in pg:
+        print(
+            f"   cpu µs per delivered message on PostgreSQL: {_per_process(pg['cpu_us_per_msg'])}"
+        )
+    if args.json is not None:
+        args.json.write_text(json.dumps({"postgresql": result.postgresql}, indent=2) + "\n")
     return 0
 
 
@@ -212,6 +282,11 @@ class Budget:
         return int(min(5, max(1, self.total // 6)))
 
     @property
+    def failover_rounds(self) -> int:
+        """Kills of the active JP gateway on PostgreSQL: 5 from `--duration 50` up, at least 2."""
+        return int(min(5, max(2, self.total // 10)))
+
+    @property
     def link_messages(self) -> int:
         """ROUTINE messages journaled at JP before TW starts: 5,000 from `--duration 50` up."""
         return int(min(LINK_MAX, max(50, self.total * 100)))
@@ -227,6 +302,10 @@ class BenchResult:
     steps: list[dict[str, Any]] = field(default_factory=list)
     precedence: dict[str, Any] = field(default_factory=dict)
     link: dict[str, Any] = field(default_factory=dict)
+    # the hot line with both journals in PostgreSQL ("hotline", "throughput_steps") and the
+    # active/standby failover ("failover"), each part figures or {"failed": error}; or the
+    # whole {"skipped": why} when no PostgreSQL server could start
+    postgresql: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     # 1-minute load average at the start and the end of the run: the machine is shared, and
     # absolute figures mean little without it (ratios from one run hold up better)
@@ -253,6 +332,17 @@ class BenchResult:
                 ratios["flash_sending_p50_over_idle_p50"] = f["ingest_over_idle_p50"]
         if k:
             ratios["link_msgs_per_s_over_baseline"] = _ratio(k["msgs_per_s"], b["msgs_per_s"])
+        pg = self.postgresql.get("hotline", {})
+        if "delivered_msgs_per_s" in pg:
+            ratios["postgresql_delivered_p50_over_sqlite_p50"] = _ratio(
+                pg["delivered_p50_ms"], h["delivered_p50_ms"]
+            )
+            ratios["postgresql_delivered_p99_over_sqlite_p99"] = _ratio(
+                pg["delivered_p99_ms"], h["delivered_p99_ms"]
+            )
+            ratios["postgresql_delivered_msgs_per_s_over_sqlite"] = _ratio(
+                pg["delivered_msgs_per_s"], h["delivered_msgs_per_s"]
+            )
         return ratios
 
     def measured_peers(self) -> dict[str, dict[str, Any]]:
@@ -268,6 +358,7 @@ class BenchResult:
             "throughput_steps": self.steps,
             "precedence": self.precedence,
             "link": self.link,
+            "postgresql": self.postgresql,
             "notes": self.notes,
             "machine": machine_info(),
             "load_average_start_end": self.load_average,
@@ -526,14 +617,64 @@ async def _outbox_empty(client: OperatorClient, timeout: float) -> bool:
     return True
 
 
+async def _start_target(
+    workdir: Path, operators: int, journals: Mapping[str, str] | None
+) -> Target:
+    """A pair without fault proxies and with the operator limits lifted; with `journals`, each
+    party's journal is the one named there (a PostgreSQL URL) instead of a file."""
+    if journals is None:
+        return await Target.start_pair(
+            workdir, proxies=False, operators=operators, settings=UNLIMITED
+        )
+    names = operator_names(max(2, operators))
+    pair = await GatewayPair.start(
+        workdir, operators=names, proxies=False, settings=UNLIMITED, start=()
+    )
+    try:
+        for party, side in pair.sides.items():
+            with side.config_path.open("rb") as f:
+                values = tomllib.load(f)
+            values["journal"] = journals[party]
+            write_config(side.config_path, values)
+        for side in pair.sides.values():
+            side.spawn()
+        for side in pair.sides.values():
+            await side.wait_ready()
+    except BaseException:
+        await pair.stop()
+        raise
+    return Target(
+        parties=pair.parties,
+        addresses={p: pair.side(p).address for p in pair.parties},
+        pki=pair.pki,
+        operators=names,
+        pair=pair,
+    )
+
+
 async def measure_hotline(
-    workdir: Path, payload_bytes: int, budget: Budget, echo: Callable[[str], None]
+    workdir: Path,
+    payload_bytes: int,
+    budget: Budget,
+    echo: Callable[[str], None],
+    *,
+    journals: Mapping[str, str] | None = None,
+    steps_wanted: Sequence[tuple[int, int]] | None = None,
+    stream: bool = True,
+    server_cpu: Callable[[], float | None] | None = None,
+    label: str = "hotline",
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Latency at one in flight and the throughput steps, on one pair. Returns (hotline
-    figures, throughput steps)."""
+    figures, throughput steps).
+
+    By default the journals are SQLite files and the steps are 4, 16, 64, 256 unary senders
+    (until the rate stops growing) then SendBatch 2 x 32, 4 x 64, 8 x 128. `journals` puts
+    each party's journal elsewhere (a PostgreSQL URL); `steps_wanted` runs those (senders,
+    batch) steps instead; `server_cpu` reads the CPU seconds of a database server so far,
+    reported as its own process ("PostgreSQL")."""
     senders_max = 8
-    target = await Target.start_pair(
-        workdir / "pair", proxies=False, operators=senders_max, settings=UNLIMITED
+    target = await _start_target(
+        workdir / ("pair" if journals is None else f"pair-{label}"), senders_max, journals
     )
     clients: list[OperatorClient] = []
     try:
@@ -555,7 +696,7 @@ async def measure_hotline(
             await client.send(payloads.make("TW", precedence, message_id))
             return await asyncio.wait_for(delivered, 30) - start
 
-        echo("hotline: one message in flight ...")
+        echo(f"{label}: one message in flight ...")
         histogram = new_histogram()
         end_warm = time.monotonic() + budget.warmup
         end = end_warm + budget.hotline_latency
@@ -565,44 +706,54 @@ async def measure_hotline(
                 record_seconds(histogram, seconds)
         latency = summarize(histogram)
 
-        echo("hotline: one message in flight over a SendStream ...")
-        histogram = new_histogram()
-        async with watcher.stream() as stream:
+        stream_latency: dict[str, float] = {}
+        if stream:
+            echo(f"{label}: one message in flight over a SendStream ...")
+            histogram = new_histogram()
+            async with watcher.stream() as send_stream:
 
-            async def streamed() -> float:
-                message_id = new_message_id()
-                delivered = deliveries.expect(message_id)
-                start = time.perf_counter()
-                await stream.send(payloads.make("TW", precedence, message_id))
-                return await asyncio.wait_for(delivered, 30) - start
+                async def streamed() -> float:
+                    message_id = new_message_id()
+                    delivered = deliveries.expect(message_id)
+                    start = time.perf_counter()
+                    await send_stream.send(payloads.make("TW", precedence, message_id))
+                    return await asyncio.wait_for(delivered, 30) - start
 
-            end_warm = time.monotonic() + budget.warmup / 2
-            end = end_warm + budget.hotline_latency / 2
-            while time.monotonic() < end:
-                seconds = await streamed()
-                if time.monotonic() > end_warm:
-                    record_seconds(histogram, seconds)
-        stream_latency = summarize(histogram)
+                end_warm = time.monotonic() + budget.warmup / 2
+                end = end_warm + budget.hotline_latency / 2
+                while time.monotonic() < end:
+                    seconds = await streamed()
+                    if time.monotonic() > end_warm:
+                        record_seconds(histogram, seconds)
+            stream_latency = summarize(histogram)
 
         steps: list[dict[str, Any]] = []
-        best = 0.0
         pids = target.gateway_pids()
-        for concurrency in (4, 16, 64, 256):
-            echo(f"hotline: pipelined sends from {concurrency} concurrent senders ...")
-            step = await _throughput_step(senders, payloads, deliveries, concurrency, budget, pids)
-            steps.append(step)
-            rate = step["delivered_msgs_per_s"]
-            growth = rate / best if best else float("inf")
-            best = max(best, rate)
-            if growth < 1.05:
-                break
-        # Batched submission (SendBatch): what a high-rate sender can push through the hot line.
-        for concurrency, size in ((2, 32), (4, 64), (8, 128)):
-            echo(f"hotline: SendBatch of {size} from {concurrency} concurrent senders ...")
-            step = await _throughput_step(
-                senders, payloads, deliveries, concurrency, budget, pids, batch=size
+
+        async def step(concurrency: int, size: int) -> dict[str, Any]:
+            if size > 1:
+                echo(f"{label}: SendBatch of {size} from {concurrency} concurrent senders ...")
+            else:
+                echo(f"{label}: pipelined sends from {concurrency} concurrent senders ...")
+            return await _throughput_step(
+                senders, payloads, deliveries, concurrency, budget, pids, size, server_cpu
             )
-            steps.append(step)
+
+        if steps_wanted is not None:
+            for concurrency, size in steps_wanted:
+                steps.append(await step(concurrency, size))
+        else:
+            best = 0.0
+            for concurrency in (4, 16, 64, 256):
+                steps.append(await step(concurrency, 1))
+                rate = steps[-1]["delivered_msgs_per_s"]
+                growth = rate / best if best else float("inf")
+                best = max(best, rate)
+                if growth < 1.05:
+                    break
+            # Batched submission (SendBatch): what a high-rate sender can push through.
+            for concurrency, size in ((2, 32), (4, 64), (8, 128)):
+                steps.append(await step(concurrency, size))
         best_step = max(steps, key=lambda s: s["delivered_msgs_per_s"])
 
         await deliveries.close()
@@ -610,8 +761,14 @@ async def measure_hotline(
             {
                 "delivered_p50_ms": latency["p50"],
                 "delivered_p99_ms": latency["p99"],
-                "stream_delivered_p50_ms": stream_latency["p50"],
-                "stream_delivered_p99_ms": stream_latency["p99"],
+                **(
+                    {
+                        "stream_delivered_p50_ms": stream_latency["p50"],
+                        "stream_delivered_p99_ms": stream_latency["p99"],
+                    }
+                    if stream_latency
+                    else {}
+                ),
                 "delivered_msgs_per_s": best_step["delivered_msgs_per_s"],
                 "latency": latency,
                 "best_senders": best_step["senders"],
@@ -638,8 +795,10 @@ async def _throughput_step(
     budget: Budget,
     pids: dict[str, int],
     batch: int = 1,
+    server_cpu: Callable[[], float | None] | None = None,
 ) -> dict[str, Any]:
-    """Senders submitting back to back: one `Send` at a time each, or `SendBatch`es of `batch`."""
+    """Senders submitting back to back: one `Send` at a time each, or `SendBatch`es of `batch`.
+    With `server_cpu`, the database server's CPU is counted beside the processes'."""
     running = True
     sent = 0
     precedence = common_pb2.PRECEDENCE_ROUTINE
@@ -665,12 +824,17 @@ async def _throughput_step(
     tasks = [asyncio.create_task(sender(i)) for i in range(concurrency)]
     await asyncio.sleep(budget.warmup)
     cpu = CpuMeter(pids).start()
+    server_before = server_cpu() if server_cpu is not None else None
     start_count = deliveries.count
     start = time.monotonic()
     await asyncio.sleep(budget.hotline_step)
     delivered = deliveries.count - start_count
     elapsed = time.monotonic() - start
     cpu_result = cpu.stop()
+    server_after = server_cpu() if server_cpu is not None else None
+    if server_before is not None and server_after is not None:
+        cpu.seconds[DATABASE] = server_after - server_before
+        cpu_result[DATABASE] = round(100.0 * cpu.seconds[DATABASE] / elapsed, 1)
     running = False
     await asyncio.gather(*tasks, return_exceptions=True)
     # Let the backlog drain before the next step, so each step starts from an empty outbox.
@@ -984,6 +1148,60 @@ async def measure_link(
         await pair.stop()
 
 
+# ---------------------------------------------------------------------------------------------
+# On PostgreSQL
+
+
+async def measure_postgresql(
+    workdir: Path,
+    payload_bytes: int,
+    budget: Budget,
+    echo: Callable[[str], None],
+    *,
+    steps: Sequence[tuple[int, int]] = POSTGRESQL_STEPS,
+    server: postgres.PostgresServer | None = None,
+) -> dict[str, Any]:
+    """The hot line with both gateways' journals in PostgreSQL (latency at one in flight, the
+    `steps` throughput steps, CPU per message with the database server's), then the failover
+    of JP's active/standby pair (`sim.failover`), on one throwaway server (`sim.postgres`;
+    or on `server`, left running). {"skipped": why} if no server can start here; a part that
+    fails is reported {"failed": error} and the other still runs."""
+    owned = server is None
+    if server is None:
+        echo("postgresql: start a throwaway server ...")
+        try:
+            server = await asyncio.to_thread(postgres.start)
+        except PostgresUnavailable as exc:
+            return {"skipped": str(exc).strip().splitlines()[0][:300]}
+    out: dict[str, Any] = {"server": server.version()}
+    try:
+        try:
+            journals = {"JP": server.new_database(), "TW": server.new_database()}
+            out["hotline"], out["throughput_steps"] = await measure_hotline(
+                workdir,
+                payload_bytes,
+                budget,
+                echo,
+                journals=journals,
+                steps_wanted=steps,
+                stream=False,
+                server_cpu=server.cpu_seconds,
+                label="postgresql",
+            )
+        except Exception as exc:  # reported, and the failover is still measured
+            out["hotline"] = {"failed": f"{type(exc).__name__}: {exc}"[:500]}
+        try:
+            out["failover"] = await measure_failover(
+                server, workdir / "failover", payload_bytes, budget.failover_rounds, echo
+            )
+        except Exception as exc:
+            out["failover"] = {"failed": f"{type(exc).__name__}: {exc}"[:500]}
+    finally:
+        if owned:
+            await asyncio.to_thread(postgres.stop, server)
+    return out
+
+
 async def run_bench(
     workdir: Path, *, duration: float, payload_bytes: int, echo: Callable[[str], None]
 ) -> BenchResult:
@@ -1000,6 +1218,7 @@ async def run_bench(
     result.hotline, result.steps = await measure_hotline(workdir, payload_bytes, budget, echo)
     result.precedence = await measure_precedence(workdir, payload_bytes, budget, echo)
     result.link = await measure_link(workdir, payload_bytes, budget, echo)
+    result.postgresql = await measure_postgresql(workdir, payload_bytes, budget, echo)
     result.load_average = [round(load_start, 2), round(os.getloadavg()[0], 2)]
     result.notes += [
         "baseline: one mTLS hop, no persistence; hotline: operator API + peer link, three "
@@ -1014,6 +1233,15 @@ async def run_bench(
         f"which requires TW's), the same payload, broker ack after fsync; {IN_FLIGHT} in flight "
         "for msgs/s; nothing consumes. A hotline delivery is two hops plus a receipt, three "
         "fsynced commits, four Ed25519 operations and a Watch event",
+        "postgresql: the same hot line with both journals in a throwaway PostgreSQL server on "
+        "this machine (Unix socket, fsync and synchronous_commit on), steps "
+        + ", ".join(f"{n}x{b}" for n, b in POSTGRESQL_STEPS)
+        + " (senders x batch) against SQLite's full set; its CPU per message counts the whole "
+        "server (both journals' connections and its background processes) as one process; "
+        f"failover: JP active/standby on one database under {FAILOVER_SENDERS} steady senders, "
+        "SIGKILL of the active, timed to the first Send answered and to the first DELIVERED "
+        "event of a message sent after the kill (standby lock attempt every 0.5 s, client "
+        "retry backoff <= 0.1 s and the Watch's reconnection included)",
         "cpu_us_per_msg: CPU seconds of each process over the measured interval divided by "
         "the messages delivered (or, for a peer, acknowledged) in it (simulator = this load "
         "generator)",
@@ -1024,6 +1252,71 @@ async def run_bench(
 
 def _per_process(us: dict[str, float]) -> str:
     return ", ".join(f"{name} {value:.0f}" for name, value in us.items()) or "-"
+
+
+def _failure(part: dict[str, Any]) -> str | None:
+    """ "skipped, why" or "FAILED, error" for a part that was not measured; None if it was."""
+    if "skipped" in part:
+        return f"skipped, {part['skipped']}"
+    if "failed" in part:
+        return f"FAILED, {part['failed']}"
+    return None
+
+
+def format_postgresql(result: BenchResult, width: int = 52) -> list[str]:
+    """The table's PostgreSQL rows: the hot line on PostgreSQL beside SQLite, and the failover."""
+    pg = result.postgresql
+    if not pg:
+        return []
+    why = _failure(pg)
+    if why is not None:
+        return [f"   PostgreSQL both journals, and an active/standby failover: {why}"]
+    lines: list[str] = []
+    h, sqlite = pg.get("hotline", {}), result.hotline
+    why = _failure(h)
+    if why is not None:
+        lines.append(f"   {'hotline   on PostgreSQL':<{width}}{why}")
+    elif h:
+        lines += [
+            f"   {'hotline   on PostgreSQL, both journals (1 | max)':<{width}}"
+            f"{h['delivered_p50_ms']:>9.3f}{h['delivered_p99_ms']:>9.3f}"
+            f"{h['delivered_msgs_per_s']:>10.0f}",
+        ]
+        if "delivered_msgs_per_s" in sqlite:  # (not when the PostgreSQL part runs alone)
+            r = result.ratios()
+            lines.append(
+                f"   {'ratio     PostgreSQL / SQLite':<{width}}"
+                f"{r['postgresql_delivered_p50_over_sqlite_p50']:>8.1f}x"
+                f"{r['postgresql_delivered_p99_over_sqlite_p99']:>8.1f}x"
+                f"{r['postgresql_delivered_msgs_per_s_over_sqlite']:>9.2f}x"
+            )
+        lines.append(
+            "     throughput steps: "
+            + ", ".join(
+                f"{s['senders']} senders"
+                + (f" x SendBatch {s['batch']}" if s.get("batch", 1) > 1 else "")
+                + f" {s['delivered_msgs_per_s']:.0f}/s"
+                for s in pg.get("throughput_steps", [])
+            )
+        )
+    f = pg.get("failover", {})
+    why = _failure(f)
+    if why is not None:
+        lines.append(f"   {'failover  JP active/standby on PostgreSQL':<{width}}{why}")
+    elif f:
+        title = f"failover  kill -9 of JP's active ({f['rounds']} rounds)"
+        lines += [
+            f"   {title:<{width}}{'p50 ms':>9}{'max ms':>9}",
+            f"   {'  to the first Send answered':<{width}}"
+            f"{f['first_send_ok_p50_ms']:>9.1f}{f['first_send_ok_max_ms']:>9.1f}",
+            f"   {'  to the first DELIVERED of a Send after the kill':<{width}}"
+            f"{f['first_delivered_p50_ms']:>9.1f}{f['first_delivered_max_ms']:>9.1f}",
+            f"     under {f['senders']} steady senders ({f['load_msgs_per_s']:.0f}/s); "
+            f"{f['acknowledged']} acknowledged: {f['lost']} lost, {f['duplicated']} "
+            f"duplicated, {f['reordered']} reordered"
+            + ("" if f["integrity_ok"] else ", integrity check FAILED"),
+        ]
+    return lines
 
 
 def format_bench(result: BenchResult) -> str:
@@ -1129,8 +1422,12 @@ def format_bench(result: BenchResult) -> str:
             f"{k['first_settlement_s']:.2f} s, then {k['steady_msgs_per_s']:.0f}/s); "
             f"journaling at JP alone {k['journal_msgs_per_s']:.0f}/s",
         ]
+    lines += format_postgresql(result, width)
     lines.append("   cpu µs per delivered message:")
     lines.append(f"     max throughput step: {_per_process(h.get('cpu_us_per_msg', {}))}")
+    pg = result.postgresql.get("hotline", {})
+    if "cpu_us_per_msg" in pg:
+        lines.append(f"     on PostgreSQL:       {_per_process(pg['cpu_us_per_msg'])}")
     if k:
         lines.append(f"     link drain:          {_per_process(k['cpu_us_per_msg'])}")
     measured = result.measured_peers()

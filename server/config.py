@@ -48,7 +48,7 @@ from certs.pki import PartyPaths
 from hotline.deadlines import DEFAULT_DEADLINES_S, NAMES, Deadlines
 from hotline.errors import ConfigError
 from hotline.journal_file import is_database_url
-from hotline.link import MAX_FRAME_BYTES
+from hotline.link import DEFAULT_LANES, DEFAULT_LOW_LANE, MAX_FRAME_BYTES
 from hotline.settings import allowed, config_error, markdown_table, toml_value
 from server.admission import REFUSAL_HEADROOM, Limits
 
@@ -192,6 +192,14 @@ class GatewayConfig(BaseModel):
         le=4096,
         description="PRIORITY/ROUTINE submissions checked and signed at once; FLASH/IMMEDIATE never wait for one",
     )
+    low_precedence_in_flight: int = Field(
+        DEFAULT_LOW_LANE,
+        ge=1,
+        le=256,
+        description="PRIORITY, and ROUTINE, deliveries unsettled on the peer link at once (each "
+        "lane): the work a new FLASH may wait behind at the peer; more drains a ROUTINE backlog "
+        "faster and delays a FLASH behind it longer",
+    )
     operator_streams: int = Field(
         32, ge=1, le=MILLION, description="streams (Watch, reflection) open at once per operator"
     )
@@ -308,6 +316,12 @@ class GatewayConfig(BaseModel):
             health_calls=self.health_calls,
             health_total=self.health_total,
         )
+
+    @property
+    def lanes(self) -> dict[int, int]:
+        """The peer link's in-flight allowance per precedence rank (`hotline.link`)."""
+        low = self.low_precedence_in_flight
+        return {**DEFAULT_LANES, 3: low, 4: low}
 
     @property
     def concurrent_rpcs_cap(self) -> int:

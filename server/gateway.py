@@ -249,6 +249,7 @@ class Gateway:
             on_link=self._outbound_link_event,
             on_violation=self._peer_violation,
             window=config.window,
+            lanes=config.lanes,
             heartbeat_interval=config.heartbeat_interval_s,
             dead_after=config.dead_after_s,
             reconnect_min=config.reconnect_min_s,

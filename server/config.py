@@ -197,8 +197,10 @@ class GatewayConfig(BaseModel):
         ge=1,
         le=256,
         description="PRIORITY, and ROUTINE, deliveries unsettled on the peer link at once (each "
-        "lane): the work a new FLASH may wait behind at the peer; more drains a ROUTINE backlog "
-        "faster and delays a FLASH behind it longer",
+        "lane): the work a new FLASH may wait behind at the peer; fewer makes that FLASH wait "
+        "less, and a ROUTINE backlog drain slower, much slower while the gateway is busy "
+        "(measured: 8 takes a FLASH from ~3x to ~2x its idle latency behind 2,000 ROUTINE, "
+        "and cuts the delivered rate under full SendBatch load from ~1,380/s to ~390/s)",
     )
     operator_streams: int = Field(
         32, ge=1, le=MILLION, description="streams (Watch, reflection) open at once per operator"

@@ -23,11 +23,15 @@ DELIVERY_OVERHEAD = 256  # bytes a delivery adds to its payload in a frame, at m
 DEFAULT_BATCH_BYTES = MAX_FRAME_BYTES - 1024  # ... and this many bytes (payload + overhead)
 # In-flight allowance per precedence rank (1 FLASH, 2 IMMEDIATE, 3 PRIORITY, 4 ROUTINE). The
 # receiver works in sequence order, so lower-precedence deliveries in flight are work a new
-# FLASH waits behind: their allowance bounds it. Measured (`hotline sim bench`, 2,000 ROUTINE
-# draining, 2-core machine): with 32 a FLASH took ~2.2-3.6x its idle latency, with 16 ~2.4x,
-# with 8 ~2.1x; the link's drain rate went from ~2,500/s (32) to ~1,850/s (8). A hot line
-# carries few messages and FLASH is its reason to exist: 8 (a gateway setting).
-DEFAULT_LOW_LANE = 8
+# FLASH waits behind: their allowance bounds it. It also bounds the link's rate, to about
+# allowance / round trip. Measured on a 2-core machine (FLASH sent from its own console while
+# 2,000 ROUTINE drain; 8 rounds a run): FLASH / idle p50 with 32 in flight 2.2-3.6x, 16 ~2.4x,
+# 8 ~2.1x; the drain rate of the link alone fell from ~2,500/s (32) to ~1,850/s (8), and while
+# operators also submit SendBatches at full speed, from ~1,380 to ~390 delivered/s (8: the
+# round trip grows with the gateway's load, the allowance does not). So 32 by default, and a
+# gateway setting (`low_precedence_in_flight`) for a hot line that would rather trade ROUTINE
+# throughput for FLASH latency.
+DEFAULT_LOW_LANE = 32
 DEFAULT_LANES: dict[int, int] = {1: 256, 2: 128, 3: DEFAULT_LOW_LANE, 4: DEFAULT_LOW_LANE}
 DEFAULT_HEARTBEAT_INTERVAL = 2.0
 DEFAULT_DEAD_AFTER = 6.0

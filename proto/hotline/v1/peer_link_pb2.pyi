@@ -126,9 +126,9 @@ already in flight:
   unsettled on the stream at once. A receiver processes deliveries in sequence order, so
   every lower-precedence delivery in flight is work a new FLASH waits behind; the allowances
   bound that work. The defaults (this implementation): FLASH 256, IMMEDIATE 128, PRIORITY and
-  ROUTINE 8 each (a gateway setting, `low_precedence_in_flight`: more lets a ROUTINE backlog
-  drain faster and makes a FLASH behind it wait longer), never more than 256 in all, and at
-  most 32 deliveries or 1 MiB per batch.
+  ROUTINE 32 each (a gateway setting, `low_precedence_in_flight`: fewer makes a FLASH behind
+  a ROUTINE backlog wait less, and the backlog drain slower), never more than 256 in all, and
+  at most 32 deliveries or 1 MiB per batch.
   A FLASH delivery MUST NOT be held back by lower-precedence deliveries in flight [LINK-13];
   it waits at most for the batches already sent, which the lower allowances keep small.
 

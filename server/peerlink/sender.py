@@ -386,7 +386,11 @@ class PeerSender:
     def _event(self, event: link.LinkEvent) -> None:
         if isinstance(event, link.LinkUp):
             self._logged_down = ""
-            self.status.went(True, time.time(), f"peer holds up to sequence {event.last_sequence}")
+            self.status.went(
+                True,
+                time.time(),
+                f"the peer held up to sequence {event.last_sequence} when the link came up",
+            )
             log.info(
                 "link to %s up (peer holds up to sequence %d)", self.peer_party, event.last_sequence
             )

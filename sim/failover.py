@@ -73,10 +73,21 @@ class _Round:
         return self.first_send_ok is not None and self.first_delivered is not None
 
 
-def _gateway(
-    work: Path, name: str, party: str, port: int, peer: str, journal: str, pki: Path
+def gateway_process(
+    work: Path,
+    name: str,
+    party: str,
+    port: int,
+    peer: str,
+    journal: str,
+    pki: Path,
+    settings: dict[str, Any] | None = None,
 ) -> GatewayProcess:
+    """A gateway of `party` (not started) listening on `port`, dialling `peer` (one address,
+    or an active/standby list), on `journal`: a SQLite file, or a PostgreSQL URL, in which case
+    it stands by while another gateway holds that database (`standby = true`)."""
     config = work / f"{name}.toml"
+    in_database = journal.startswith("postgresql://")
     values = {
         "party": party,
         "peer_party": "TW" if party == "JP" else "JP",
@@ -84,17 +95,16 @@ def _gateway(
         "peer_address": peer,
         "journal": journal,
         "pki_dir": str(pki),
-        **SETTINGS,
+        **(SETTINGS if settings is None else settings),
+        "standby": in_database,
     }
-    if party == "JP":
-        values["standby"] = True
     write_config(config, values)
     return GatewayProcess(
         party,
         str(values["peer_party"]),
         port,
         config,
-        work / f"{name}.unused",  # (the journal is in PostgreSQL, not in a file)
+        work / f"{name}.unused" if in_database else Path(journal),
         work / f"{name}.log",
         pki,
     )
@@ -120,9 +130,9 @@ async def measure_failover(
     ports = {"a": free_port(), "b": free_port(), "tw": free_port()}
     jp_pair = f"127.0.0.1:{ports['a']},127.0.0.1:{ports['b']}"
     tw_address = f"127.0.0.1:{ports['tw']}"
-    a = _gateway(workdir, "jp-a", "JP", ports["a"], tw_address, jp_url, pki)
-    b = _gateway(workdir, "jp-b", "JP", ports["b"], tw_address, jp_url, pki)
-    tw = _gateway(workdir, "tw", "TW", ports["tw"], jp_pair, tw_url, pki)
+    a = gateway_process(workdir, "jp-a", "JP", ports["a"], tw_address, jp_url, pki)
+    b = gateway_process(workdir, "jp-b", "JP", ports["b"], tw_address, jp_url, pki)
+    tw = gateway_process(workdir, "tw", "TW", ports["tw"], jp_pair, tw_url, pki)
     clients = [
         OperatorClient.from_pki(pki, "JP", name, address=jp_pair, retry=RETRY) for name in names
     ]

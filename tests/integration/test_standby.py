@@ -25,8 +25,9 @@ from certs.pki import init_pki
 from client.errors import ClientError
 from client.operator import OperatorClient, RetryPolicy
 from hotline.v1 import operator_pb2, operator_pb2_grpc
+from sim.failover import gateway_process
 from sim.integrity import check_journals, load_cas
-from sim.pair import GatewayProcess, free_port, write_config
+from sim.pair import GatewayProcess, free_port
 from tests import pg
 from tests.harness import free_text, operator_channel
 
@@ -47,28 +48,7 @@ SETTINGS: dict[str, Any] = {
 def gateway(
     work: Path, name: str, party: str, port: int, peer: str, journal: str, pki: Path
 ) -> GatewayProcess:
-    config = work / f"{name}.toml"
-    values = {
-        "party": party,
-        "peer_party": "TW" if party == "JP" else "JP",
-        "listen": f"127.0.0.1:{port}",
-        "peer_address": peer,
-        "journal": journal,
-        "pki_dir": str(pki),
-        **SETTINGS,
-    }
-    if journal.startswith("postgresql://"):
-        values["standby"] = True
-    write_config(config, values)
-    return GatewayProcess(
-        party,
-        str(values["peer_party"]),
-        port,
-        config,
-        Path(journal) if party == "TW" else work / "unused",
-        work / f"{name}.log",
-        pki,
-    )
+    return gateway_process(work, name, party, port, peer, journal, pki, SETTINGS)
 
 
 async def health_of(pki: Path, port: int) -> int:
@@ -191,7 +171,9 @@ def test_an_unreachable_database_or_a_standby_on_a_file_is_refused_at_start_clea
     ):
         gateway(tmp_path, "jp", "JP", free_port(), peer, journal, pki)
         if not journal.startswith("postgresql://"):  # ask for a standby on a file
-            config.write_text(config.read_text() + "standby = true\n")
+            text = config.read_text()
+            assert "standby = false" in text
+            config.write_text(text.replace("standby = false", "standby = true"))
         done = subprocess.run(
             [sys.executable, "-m", "hotline.cli", "serve", "--config", str(config)],
             capture_output=True,

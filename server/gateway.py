@@ -220,6 +220,7 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.metrics_port = 0  # the /metrics endpoint's port (0: not served)
         self._metrics_unsubscribe: Callable[[], None] | None = None
+        self._metrics_untime: Callable[[], None] | None = None
         self._stale_warned = float("-inf")
         self._stale_alarmed: set[str] = set()  # issuers of the stale lists already alarmed
         # The peer certificate checked before the current outbound connection, if it passed.
@@ -557,6 +558,7 @@ class Gateway:
         """Count what the journal commits from now on (before the gateway writes anything)."""
         paths = self.config.paths
         self._metrics_unsubscribe = self.journal.subscribe(self.metrics.observe)
+        self._metrics_untime = self.journal.time_commits(self.metrics.commit_timed)
         self.metrics.watch_sender(
             lambda: self.sender.queue_depth, lambda: self.sender.link.lanes_in_flight
         )
@@ -663,6 +665,8 @@ class Gateway:
         self.metrics.stop()
         if self._metrics_unsubscribe is not None:
             self._metrics_unsubscribe()
+        if self._metrics_untime is not None:
+            self._metrics_untime()
         if self._takeover is not None and not self._takeover.done():
             self._takeover.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -534,6 +534,7 @@ class Journal:
         self._urgent: deque[_Job] = deque()  # also woken through _jobs, with _WAKE
         self._subscribers: list[_Subscriber] = []
         self._rollback_listeners: list[Callable[[], None]] = []
+        self._commit_timers: list[Callable[[float, float], None]] = []
         self._sub_lock = threading.Lock()
         self._closed = False
         self._failed = ""  # why writes are refused (the file was deleted or replaced)
@@ -646,6 +647,7 @@ class Journal:
         results: list[tuple[_Job, Any, BaseException | None, list[Entry]]] = []
         work = deque(batch)
         ran: list[_Job] = []
+        began = time.perf_counter()
         try:
             session.begin()
             while work or self._urgent:
@@ -657,6 +659,7 @@ class Journal:
                     results.append(self._apply(session, job))
                 if urgent:
                     break  # commit now: the urgent ones wait for nothing else
+            applied = time.perf_counter()
             session.commit()
         except BaseException as exc:  # the commit itself failed: nothing of it is durable
             session.rollback()
@@ -670,6 +673,9 @@ class Journal:
                     job.future.set_exception(JournalError(f"journal commit failed: {exc}"))
             return list(work)
         self._committed_head = (self._head_position, self._head_hash)
+        done = time.perf_counter()
+        for timer in self._commit_timers:
+            timer(applied - began, done - applied)
         appended: list[Entry] = []
         self.stats.commits += 1
         self.stats.operations += len(ran)
@@ -702,6 +708,18 @@ class Journal:
             return (job, None, exc, [])
         session.execute("RELEASE op")
         return (job, value, None, txn.appended)
+
+    def time_commits(self, timer: Callable[[float, float], None]) -> Callable[[], None]:
+        """Call `timer(run_s, commit_s)` on the writer thread after each durable commit: the
+        seconds its operations took, and the seconds the COMMIT (the fsync) took. It must be
+        quick and thread-safe (Prometheus' histograms are). Returns the way to stop."""
+        self._commit_timers.append(timer)
+
+        def stop() -> None:
+            with contextlib.suppress(ValueError):
+                self._commit_timers.remove(timer)
+
+        return stop
 
     def on_rollback(self, callback: Callable[[], None]) -> None:
         """Call `callback()` on the writer thread whenever writes are rolled back, so caches

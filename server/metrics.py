@@ -20,6 +20,8 @@ a message says. The families (all prefixed `hotline_`):
     stage_seconds{stage}                        journaled -> delivered, journaled ->
                                                 acknowledged (the simulator's stage names)
     journal_commit_entries                      entries per published commit (batch size)
+    journal_commit_seconds{part}                per durable commit: its operations (run) and
+                                                the COMMIT, the fsync (commit)
     link_up{direction}, link_changes_total{direction,state}
     outbox_depth, in_flight{precedence}         the sending end's queue and its lanes
     overdue_messages                            awaiting an acknowledgement past the deadline
@@ -87,6 +89,7 @@ _STAGE_BUCKETS = (
     21600,
 )
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_COMMIT_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 _TRACKED = 100_000  # outbound messages whose journal time is kept for the stage latencies
 
 
@@ -138,6 +141,16 @@ class GatewayMetrics:
             buckets=_BATCH_BUCKETS,
             registry=r,
         )
+        self.commit_seconds = Histogram(
+            "hotline_journal_commit_seconds",
+            "Time of each durable journal commit: running its operations (part=run) and the "
+            "COMMIT itself, the fsync (part=commit)",
+            ["part"],
+            buckets=_COMMIT_BUCKETS,
+            registry=r,
+        )
+        self._commit_run = self.commit_seconds.labels(part="run")
+        self._commit_sync = self.commit_seconds.labels(part="commit")
         self.link_up = Gauge(
             "hotline_link_up", "1 while the link direction is up", ["direction"], registry=r
         )
@@ -189,6 +202,11 @@ class GatewayMetrics:
         self._refresher: asyncio.Task[None] | None = None
 
     # -------------------------------------------------------------- the hot path
+
+    def commit_timed(self, run_s: float, commit_s: float) -> None:
+        """One durable journal commit (`Journal.time_commits`; on the writer thread)."""
+        self._commit_run.observe(run_s)
+        self._commit_sync.observe(commit_s)
 
     def observe(self, entries: Iterable[Entry]) -> None:
         """Count one commit's entries (subscribed to the journal; runs on the event loop)."""

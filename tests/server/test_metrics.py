@@ -113,6 +113,11 @@ async def test_metrics_after_traffic_match_the_journal_and_pass_promtool(tmp_pat
     assert value(jp, "hotline_certificate_expiry_timestamp_seconds", certificate="gateway") > 0
     assert value(jp, "hotline_crl_next_update_timestamp_seconds", party="TW") > 0
     assert value(jp, "hotline_journal_commit_entries_count") >= 1
+    # every durable commit timed, in two parts; at least as many as published ones
+    commits = value(jp, "hotline_journal_commit_seconds_count", part="commit")
+    assert commits >= value(jp, "hotline_journal_commit_entries_count")
+    assert value(jp, "hotline_journal_commit_seconds_count", part="run") == commits
+    assert value(jp, "hotline_journal_commit_seconds_sum", part="commit") > 0
 
     promtool = shutil.which("promtool")
     if promtool is None:

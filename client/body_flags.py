@@ -7,9 +7,11 @@ turns the parsed flags into the body message. `field_reference(Descriptor)` is t
 `hotline.constraints`, generated from the `.proto` `Constraints:` lines), and the same for the
 messages it contains. Values are written as:
 
-    TIME       RFC 3339 (2026-06-18T21:03:30Z), `now`, or relative to now: +90m, -2h, +1d, +30s
+    TIME       RFC 3339 (2026-06-18T21:03:30Z), `now`, or relative to now: now+90m, now-2h, +1d (a leading
+               - needs --flag=-2h, hence now-2h)
     SECONDS    a duration: 90, 90s, 15m, 2h
-    LAT,LON    decimal degrees, north and east positive
+    LAT,LON    decimal degrees, north and east positive (a value that starts with - is
+               given as --flag=-33.9,151.2)
     AREA       a circle LAT,LON,RADIUS_M or a polygon LAT,LON;LAT,LON;LAT,LON[;...]
     START/END  a time window (TIME/TIME; END may be left out: START/)
     TEXT       a text in the envelope's --language
@@ -86,7 +88,7 @@ UNITS = (
 )
 
 SPECIAL = {
-    "google.protobuf.Timestamp": ("TIME", "time (RFC 3339, now, +90m)"),
+    "google.protobuf.Timestamp": ("TIME", "time (RFC 3339, now, now+90m, now-2h)"),
     "google.protobuf.Duration": ("SECONDS", "duration (90, 90s, 15m, 2h)"),
     "hotline.v1.LocalizedText": ("TEXT", "text in --language"),
     "hotline.v1.Position": ("LAT,LON", "position, decimal degrees"),
@@ -108,7 +110,7 @@ _INTS = {
 }
 _FLOATS = {FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT}
 _KEY_SPLIT = re.compile(r",(?=\s*[a-z_][a-z0-9_.]*=)")
-_RELATIVE = re.compile(r"^([+-])(\d+(?:\.\d+)?)([smhd])$")
+_RELATIVE = re.compile(r"^(?:now)?\s*([+-])\s*(\d+(?:\.\d+)?)([smhd])$", re.IGNORECASE)
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -237,7 +239,7 @@ def _member(body: Any) -> str:
 
 
 def parse_time(text: str, *, now: datetime | None = None) -> datetime:
-    """RFC 3339 (a time without offset is UTC), `now`, or +/-N s|m|h|d from now."""
+    """RFC 3339 (a time without offset is UTC), `now`, or [now]+/-N s|m|h|d from now."""
     now = now or datetime.now(UTC)
     value = text.strip()
     if value.lower() == "now":
@@ -245,7 +247,7 @@ def parse_time(text: str, *, now: datetime | None = None) -> datetime:
     relative = _RELATIVE.match(value)
     if relative:
         sign, amount, unit = relative.groups()
-        delta = timedelta(seconds=float(amount) * _SECONDS[unit])
+        delta = timedelta(seconds=float(amount) * _SECONDS[unit.lower()])
         return now + delta if sign == "+" else now - delta
     try:
         when = datetime.fromisoformat(value.replace("z", "Z"))
@@ -415,8 +417,8 @@ def field_reference(body: Any, *, flags_listed: bool = False) -> str:
         if rule:
             lines.append(f"  rules: {rule}")
     lines.append(
-        "values: TIME is RFC 3339 (2026-06-18T21:03:30Z), now or +90m/-2h; SECONDS 90, 15m, "
-        "2h; LAT,LON in decimal degrees; AREA a circle LAT,LON,RADIUS_M or a polygon "
+        "values: TIME is RFC 3339 (2026-06-18T21:03:30Z), now, now+90m or now-2h; SECONDS 90, 15m, "
+        "2h; LAT,LON in decimal degrees (a value starting with - as --flag=-33.9,151.2); AREA a circle LAT,LON,RADIUS_M or a polygon "
         "LAT,LON;LAT,LON;LAT,LON; KEY=VALUE,KEY=VALUE for other messages, dotted keys for "
         "nested ones (platform.kind=aircraft); enum values by their short names."
     )

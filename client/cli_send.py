@@ -67,7 +67,7 @@ examples:
       --course 90 --speed 12 --contact-lat 24.47 --contact-lon 122.99 --encounter crossing
   hotline send air-incident --precedence flash --kind intercept --lat 24.1 --lon 123.4 \\
       --altitude-ft 24000 --interceptor "F-15J 2-8923" --adiz JADIZ
-  hotline send launch-warning --launch-point 39.0,125.7 --launch-time -2m \\
+  hotline send launch-warning --launch-point 39.0,125.7 --launch-time now-2m \\
       --missile-kind ballistic-short-range --confidence probable --apogee-km 550
   hotline send --file my-envelope.txtpb --wait acknowledged
   hotline send --file proto/examples/valid/sar_request.txtpb --fresh --expires-in 3600

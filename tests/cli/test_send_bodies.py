@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from client import body_flags
 from hotline.errors import ConfigError
 from hotline.v1 import envelope_pb2
-from tests.cli.test_cli import EXAMPLES, clean_env, floors, hotline, link_up
+from tests.cli.test_cli import EXAMPLES, Result, clean_env, floors, hotline, link_up
 from tests.harness import running_pair
 
 # One command per body type (acknowledgements go through `hotline ack`), with the member of
@@ -134,6 +135,12 @@ COMMANDS: list[tuple[str, tuple[str, ...]]] = [
 ]  # fmt: skip
 
 
+def _envelope(result: Result) -> dict[str, Any]:
+    envelope = result.json()["envelope"]
+    assert isinstance(envelope, dict)
+    return envelope
+
+
 def test_a_command_for_every_body_type_but_acknowledgement() -> None:
     members = {f.name for f in envelope_pb2.Envelope.DESCRIPTOR.oneofs_by_name["body"].fields}
     assert {member for member, _ in COMMANDS} == members - {"acknowledgement"}
@@ -157,7 +164,7 @@ async def test_every_body_type_from_flags_arrives_as_that_body(tmp_path: Path) -
                 "show", str(sent["message_id"]), "--json", "--config", str(tw.config), env=env
             )
             assert shown.rc == 0, (member, shown.err)
-            envelope = shown.json()["envelope"]  # type: ignore[index]
+            envelope = _envelope(shown)
             assert member in envelope, (member, envelope)
             expected_status = (
                 "MESSAGE_STATUS_TEST" if member == "link_test" else "MESSAGE_STATUS_EXERCISE"
@@ -235,7 +242,7 @@ async def test_file_gets_the_flags_defaults_and_fresh_renews_expiry(tmp_path: Pa
             result = await hotline("send", "--file", str(path), "--fresh", "--json", *cfg, env=env)
             assert result.rc == 0, (path.name, result.err)
             shown = await hotline("show", str(result.json()["message_id"]), "--json", *cfg, env=env)
-            envelope = shown.json()["envelope"]  # type: ignore[index]
+            envelope = _envelope(shown)
             status = (
                 "MESSAGE_STATUS_TEST" if path.stem == "link_test" else "MESSAGE_STATUS_EXERCISE"
             )
@@ -249,7 +256,7 @@ async def test_file_gets_the_flags_defaults_and_fresh_renews_expiry(tmp_path: Pa
         )  # fmt: skip
         assert actual.rc == 0, actual.err
         shown = await hotline("show", str(actual.json()["message_id"]), "--json", *cfg, env=env)
-        envelope = shown.json()["envelope"]  # type: ignore[index]
+        envelope = _envelope(shown)
         assert envelope["status"] == "MESSAGE_STATUS_ACTUAL"
         created = datetime.fromisoformat(envelope["create_time"])
         expires = datetime.fromisoformat(envelope["expire_time"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -10,7 +11,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from client import bodies
+from client import bodies, body_flags
 from client.cli_common import (
     ACTIONS,
     CLASSIFICATIONS,
@@ -36,6 +37,23 @@ from hotline.errors import ConfigError
 from hotline.ids import new_message_id
 from hotline.v1 import bodies_pb2, common_pb2, envelope_pb2, operator_pb2
 
+# Bodies whose subcommand is generated from the descriptor (the others have hand-written flags
+# with shorter names; acknowledgements are sent only with `hotline ack`).
+HAND_WRITTEN = (
+    "free_text",
+    "link_test",
+    "maritime_encounter",
+    "manoeuvre_notice",
+    "air_incident",
+    "call_request",
+)
+_BODY_MEMBERS = envelope_pb2.Envelope.DESCRIPTOR.oneofs_by_name["body"].fields
+GENERATED: dict[str, Any] = {
+    f.name: f.message_type
+    for f in _BODY_MEMBERS
+    if f.name not in HAND_WRITTEN and f.name != "acknowledgement"
+}
+
 DESCRIPTION = """\
 Send a message to the other party through your own gateway. Give the body as a subcommand
 with its facts as flags, or a whole envelope with --file (protobuf text format .txtpb, or
@@ -49,16 +67,32 @@ examples:
       --course 90 --speed 12 --contact-lat 24.47 --contact-lon 122.99 --encounter crossing
   hotline send air-incident --precedence flash --kind intercept --lat 24.1 --lon 123.4 \\
       --altitude-ft 24000 --interceptor "F-15J 2-8923" --adiz JADIZ
+  hotline send launch-warning --launch-point 39.0,125.7 --launch-time now-2m \\
+      --missile-kind ballistic-short-range --confidence probable --apogee-km 550
   hotline send --file my-envelope.txtpb --wait acknowledged
-  hotline send --file proto/examples/valid/sar_request.txtpb --fresh --status exercise
-  hotline send --file reports.jsonl            # many envelopes, one JSON per line, batched"""
+  hotline send --file proto/examples/valid/sar_request.txtpb --fresh --expires-in 3600
+  hotline send --file reports.jsonl            # many envelopes, one JSON per line, batched
+
+Every body has a subcommand; `hotline send BODY --help` lists its fields with their units and
+ranges. Acknowledgements are sent with `hotline ack`, not here.
+
+--file takes a whole Envelope (the message with its header: precedence, status, handling, and
+one body field such as `sar_request { ... }`); `hotline send body --type T FILE` takes only a
+body. Both read protobuf text format (.txtpb: times as `{ seconds: 1750410720 }`, seconds since
+1970 UTC) or protobuf JSON (.json: times as RFC 3339 strings, "2025-06-20T09:12:00Z"). A file
+gets the same defaults as the flags: status EXERCISE (TEST for a link test) unless --status
+says otherwise, whatever the file says; the flags given replace the file's values. --fresh makes
+the file a template: a new id, your parties and originator, created now, and an expire_time
+moved by the time since the file's create_time (or --expires-in from now)."""
 
 PLATFORM_KINDS = enum_choices(common_pb2.PlatformKind, "PLATFORM_KIND_")
 ENCOUNTERS = enum_choices(bodies_pb2.EncounterType, "ENCOUNTER_TYPE_")
 SIGNALS = enum_choices(bodies_pb2.ManoeuvringSignal, "MANOEUVRING_SIGNAL_")
 AIR_KINDS = enum_choices(bodies_pb2.AirIncidentKind, "AIR_INCIDENT_KIND_")
 URGENCIES = enum_choices(bodies_pb2.CallUrgency, "CALL_URGENCY_")
-BODY_MEMBERS = sorted(f.replace("_", "-") for f in bodies.BODY_FIELDS.values())
+BODY_MEMBERS = sorted(
+    f.replace("_", "-") for f in bodies.BODY_FIELDS.values() if f != "acknowledgement"
+)
 
 # Per-body defaults where the protocol says what is normal (a link test is ROUTINE and TEST).
 BODY_DEFAULTS: dict[str, tuple[str, str]] = {
@@ -68,6 +102,14 @@ BODY_DEFAULTS: dict[str, tuple[str, str]] = {
     "manoeuvre-notice": ("immediate", "exercise"),
     "air-incident": ("flash", "exercise"),
     "call-request": ("immediate", "exercise"),
+    "hazardous-activity": ("priority", "exercise"),
+    "launch-warning": ("flash", "exercise"),
+    "sar-request": ("immediate", "exercise"),
+    "sar-sitrep": ("priority", "exercise"),
+    "hadr-request": ("immediate", "exercise"),
+    "hadr-offer": ("immediate", "exercise"),
+    "evacuation": ("priority", "exercise"),
+    "cyber-threat": ("priority", "exercise"),
     "body": ("routine", "exercise"),
 }
 
@@ -173,8 +215,17 @@ def _platform(args: argparse.Namespace, prefix: str) -> common_pb2.PlatformIdent
 def _body_parser(
     sub: Any, name: str, help_text: str, build: Callable[[argparse.Namespace], Message]
 ) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.set_defaults(build=build, body_name=name)
+    member = name.replace("-", "_")
+    if member in bodies.BODY_FIELDS.values():
+        descriptor = envelope_pb2.Envelope.DESCRIPTOR.fields_by_name[member].message_type
+        parser.epilog = body_flags.field_reference(descriptor, flags_listed=member in GENERATED)
     return parser
 
 
@@ -185,15 +236,17 @@ def register(parser: argparse.ArgumentParser) -> None:
         "-f",
         metavar="FILE",
         action="append",
-        help="send the envelope in FILE (.txtpb or .json) instead of a body subcommand; "
-        "repeat it, or give a .jsonl file (one JSON envelope per line), to send many: they go "
-        "in batches (SendBatch), one result line each, in order",
+        help="send the Envelope in FILE (a whole message, header and body; .txtpb with times as "
+        "{seconds: N}, or .json with RFC 3339 times) instead of a body subcommand; repeat it, "
+        "or give a .jsonl file (one JSON envelope per line), to send many: they go in batches "
+        "(SendBatch), one result line each, in order. Status is EXERCISE unless --status",
     )
     parser.add_argument(
         "--fresh",
         action="store_true",
         help="with --file: clear message_id, sender_party, recipient_party, originator and "
-        "create_time, so the file is a template filled for you and your gateway (e.g. one of "
+        "create_time, and move expire_time by the time since the file's create_time, so the "
+        "file is a template filled for you and your gateway (e.g. one of "
         "proto/examples/valid/)",
     )
     _add_envelope_options(parser, suppress=False)
@@ -289,8 +342,28 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--callback", default="", help="callback number, E.164 (+81...)")
     p.add_argument("--circuit", default="", help="dedicated voice circuit id")
 
-    p = _body_parser(sub, "body", "any body type, from a .txtpb or .json file", _from_file)
-    p.add_argument("--type", dest="member", required=True, help=" | ".join(BODY_MEMBERS))
+    for member, descriptor in GENERATED.items():
+        name = member.replace("_", "-")
+        p = _body_parser(sub, name, _summary(descriptor), _generated(descriptor))
+        body_flags.add_body_flags(p, descriptor)
+
+    p = _body_parser(
+        sub,
+        "body",
+        "any body type, from a file holding only the body (not an envelope)",
+        _from_file,
+    )
+    p.description = (
+        "Send a body read from FILE: only the body message (e.g. the fields of a SarSitrep: "
+        '`sitrep_number: 1 reporting_rcc: "RCC Naha" ...`), not an envelope; the envelope '
+        "comes from the flags. FILE is protobuf text format (.txtpb; times as "
+        "`{ seconds: 1750410720 }`, seconds since 1970 UTC) or protobuf JSON (.json; times as "
+        'RFC 3339 strings, "2025-06-20T09:12:00Z"). Each type\'s fields are listed by '
+        "`hotline send TYPE --help`. For a whole envelope use `hotline send --file`."
+    )
+    p.add_argument(
+        "--type", dest="member", required=True, type=_body_type, help=" | ".join(BODY_MEMBERS)
+    )
     p.add_argument("path", metavar="FILE", help="the body in protobuf text format or JSON")
 
     for child in sub.choices.values():
@@ -393,6 +466,29 @@ def _call(args: argparse.Namespace) -> Message:
     )
 
 
+def _body_type(text: str) -> str:
+    key = text.strip().lower().replace("_", "-")
+    if key == "acknowledgement":
+        raise argparse.ArgumentTypeError("acknowledgements are sent with `hotline ack`")
+    if key not in BODY_MEMBERS:
+        raise argparse.ArgumentTypeError(
+            f"unknown body type {text!r} (choose from {', '.join(BODY_MEMBERS)})"
+        )
+    return key
+
+
+def _summary(descriptor: Any) -> str:
+    words = re.sub(r"(?<!^)(?=[A-Z])", " ", descriptor.name).lower()
+    return words.replace("sar ", "SAR ").replace("hadr ", "HA/DR ")
+
+
+def _generated(descriptor: Any) -> Callable[[argparse.Namespace], Message]:
+    def build(args: argparse.Namespace) -> Message:
+        return body_flags.build_body(args, descriptor, _lang(args))
+
+    return build
+
+
 def _from_file(args: argparse.Namespace) -> Message:
     return bodies.body_from_file(args.path, args.member.replace("-", "_"))
 
@@ -415,6 +511,12 @@ def run(args: argparse.Namespace) -> int:
         envelopes = [e for f in args.file or () for e in bodies.envelopes_from_file(f)]
     except ConfigError as exc:
         return fail("send", str(exc), EXIT_USAGE)
+    if any(e.WhichOneof("body") == "acknowledgement" for e in envelopes):
+        return fail(
+            "send",
+            "acknowledgements are sent with `hotline ack MESSAGE_ID --level LEVEL`, not send",
+            EXIT_USAGE,
+        )
     if len(envelopes) > 1 and args.message_id:
         return fail("send", "--message-id names one message; not with many envelopes", EXIT_USAGE)
     envelope = envelopes[0] if len(envelopes) == 1 else None
@@ -485,14 +587,28 @@ async def _complete(
     client: OperatorClient, envelope: envelope_pb2.Envelope, args: argparse.Namespace
 ) -> envelope_pb2.Envelope:
     """Fill what a file left empty and apply the flags given explicitly."""
+    now = datetime.now(UTC)
     if args.fresh:
+        if envelope.HasField("expire_time"):
+            created = (
+                envelope.create_time.ToDatetime(UTC) if envelope.HasField("create_time") else None
+            )
+            lifetime = envelope.expire_time.ToDatetime(UTC) - (created or now)
+            envelope.ClearField("expire_time")
+            if lifetime > timedelta(0):
+                envelope.expire_time.FromDatetime(now + lifetime)
         for name in ("message_id", "sender_party", "recipient_party", "originator", "create_time"):
             envelope.ClearField(name)
+    expires = getattr(args, "expires_in", None)
+    if expires:
+        envelope.expire_time.FromDatetime(now + timedelta(seconds=expires))
     if args.precedence:
         envelope.precedence = args.precedence
     if args.status:
         envelope.status = args.status
-    elif not envelope.status:
+    elif envelope.WhichOneof("body") == "link_test":
+        envelope.status = common_pb2.MESSAGE_STATUS_TEST
+    else:
         envelope.status = common_pb2.MESSAGE_STATUS_EXERCISE
     if args.language:
         envelope.language = args.language

@@ -28,14 +28,13 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import sys
-import unicodedata
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+import wcwidth
 from google.protobuf import json_format, text_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -368,13 +367,108 @@ def colour_wanted(stream: TextIO, mode: str = "auto") -> bool:
 
 
 def cell_width(text: str) -> int:
-    """Columns `text` takes on a terminal (East Asian wide characters take two)."""
-    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+    """Columns `text` takes on a terminal: East Asian wide and fullwidth characters take two,
+    combining marks (U+3099 after か), zero-width joiners and variation selectors none, an emoji
+    sequence two (`wcwidth`, whose tables follow the current Unicode release)."""
+    return max(wcwidth.width(text), 0)
+
+
+def pad_to(text: str, width: int) -> str:
+    """`text` followed by spaces up to `width` columns (`f"{text:<{width}}"` counts characters,
+    which misaligns a column as soon as it holds Japanese or Chinese)."""
+    return text + " " * max(0, width - cell_width(text))
+
+
+# Kinsoku: characters a line may not start with (closing brackets and punctuation, small kana,
+# the prolonged sound mark) and characters it may not end with (opening brackets). Japanese and
+# Chinese text has no spaces, so a line may otherwise break between any two wide characters.
+NO_LINE_START = frozenset(
+    "、。，．・：；？！）」』】〕〉》］｝〗〙〛’”ゝゞヽヾー々〻‐゠–〜～…‥"
+    "ぁぃぅぇぉっゃゅょゎゕゖァィゥェォッャュョヮヵヶ"
+    ",.:;?!)]}%"
+)
+NO_LINE_END = frozenset("（「『【〔〈《［｛〘〖〚‘“([{")
+
+
+@dataclass
+class _Token:
+    """A piece of a line that is kept whole when wrapping, unless longer than a line: a word,
+    one wide character (with any punctuation that may not be parted from it), or a space."""
+
+    pieces: list[tuple[str, str]]  # (text, style)
+    width: int
+    space: bool
+    wide_end: bool  # ends with a wide character: a line may break after it
+    open_end: bool  # ends with an opening bracket: a line may not break after it
+
+    def add(self, text: str, style: str, width: int) -> None:
+        if self.pieces and self.pieces[-1][1] == style:
+            self.pieces[-1] = (self.pieces[-1][0] + text, style)
+        else:
+            self.pieces.append((text, style))
+        self.width += width
+
+
+def _tokens(segments: Sequence[tuple[str, str]]) -> list[_Token]:
+    tokens: list[_Token] = []
+    for text, style in segments:
+        for grapheme in wcwidth.iter_graphemes(text):
+            size = cell_width(grapheme)
+            space = grapheme.isspace()
+            wide = size > 1
+            last = tokens[-1] if tokens else None
+            glue = (
+                last is not None
+                and last.space == space
+                and (
+                    space
+                    or grapheme in NO_LINE_START
+                    or last.open_end
+                    or (not wide and not last.wide_end)
+                )
+            )
+            if last is None or not glue:
+                last = _Token([], 0, space, False, False)
+                tokens.append(last)
+            last.add(grapheme, style, size)
+            last.wide_end = wide
+            last.open_end = grapheme in NO_LINE_END
+    return tokens
+
+
+def _clip(segments: Sequence[tuple[str, str]], width: int) -> list[tuple[str, str]]:
+    """The segments cut to at most `width` columns, ending with "…" when anything was cut."""
+    if cell_width("".join(text for text, _ in segments)) <= width:
+        return list(segments)
+    return _ellipsized(segments, width)
+
+
+def _ellipsized(segments: Sequence[tuple[str, str]], width: int) -> list[tuple[str, str]]:
+    """The segments followed by "…", cut (whole characters) so that both fit in `width`."""
+    out: list[tuple[str, str]] = []
+    room = width - 1
+    for text, style in segments:
+        kept = ""
+        for grapheme in wcwidth.iter_graphemes(text):
+            size = cell_width(grapheme)
+            if size > room:
+                room = -1
+                break
+            kept += grapheme
+            room -= size
+        if kept:
+            out.append((kept, style))
+        if room < 0:
+            break
+    if width >= 1:
+        out.append(("…", out[-1][1] if out else ""))
+    return _merged(out)
 
 
 @dataclass
 class Line:
-    """A line of styled segments, rendered with or without colour and cut to a width.
+    """A line of styled segments, rendered with or without colour, wrapped or cut to a width
+    counted in terminal columns (`cell_width`), so Japanese and Chinese text lines up.
 
     Text is escaped as it is added (`hotline.display.escaped`), so a line never carries a
     character a terminal would obey; build lines with `add`, or from other lines' segments."""
@@ -394,52 +488,82 @@ class Line:
     def plain(self) -> str:
         return "".join(text for text, _ in self.segments)
 
-    def render(self, colour: bool, width: int | None = None) -> str:
-        out: list[str] = []
-        used = 0
-        for text, style in self.segments:
-            if width is not None:
-                room = width - used
-                if room <= 0:
-                    break
-                if cell_width(text) > room:
-                    cut = ""
-                    for ch in text:
-                        if cell_width(cut + ch) > room - 1:
-                            break
-                        cut += ch
-                    text = cut + "…"
-            used += cell_width(text)
-            out.append(f"\x1b[{style}m{text}{RESET}" if colour and style else text)
+    def render(self, colour: bool, width: int | None = None, *, pad: bool = False) -> str:
+        """The line as text: cut to `width` columns with "…" if longer, and with `pad` filled
+        with spaces to exactly `width` columns (for a column with more to its right)."""
+        segments = self.segments if width is None else _clip(self.segments, width)
+        out = [
+            f"\x1b[{style}m{text}{RESET}" if colour and style else text for text, style in segments
+        ]
+        if pad and width is not None:
+            out.append(" " * max(0, width - cell_width("".join(t for t, _ in segments))))
         return "".join(out)
 
     def width(self) -> int:
         return cell_width(self.plain())
 
     def wrap(self, width: int, *, indent: str = "", max_lines: int = 3) -> list[Line]:
-        """Split at spaces into lines of at most `width` cells (later ones start with
-        `indent`), keeping each piece's style; the last allowed line is cut with an ellipsis."""
+        """Lines of at most `width` columns, keeping each piece's style. A line breaks at a
+        space, or between two characters of Japanese or Chinese (never before closing
+        punctuation such as 。、」 or after an opening bracket such as 「); a word longer than a
+        line is split. Lines after the first start with `indent`; spaces at a break are
+        dropped. Past `max_lines`, the last line ends with "…"."""
+        indent_width = cell_width(indent)
+        if indent_width >= width:
+            indent, indent_width = "", 0
         lines = [Line([])]
         used = 0
         fresh = False  # a continuation line with nothing but its indent yet
-        for text, style in self.segments:
-            for token in re.findall(r"\S+|\s+", text):
-                size = cell_width(token)
-                blank = token.isspace()
-                if blank and fresh:
+
+        def new_line() -> None:
+            nonlocal used, fresh
+            last = lines[-1].segments
+            while last and last[-1][0].isspace():  # no trailing spaces at a break
+                last.pop()
+            if last:
+                last[-1] = (last[-1][0].rstrip(), last[-1][1])
+            lines.append(Line([]).add(indent))
+            used, fresh = indent_width, True
+
+        for token in _tokens(self.segments):
+            if token.space:
+                if fresh:
                     continue
-                if used + size > width and (blank or used > cell_width(indent)):
-                    lines.append(Line([]).add(indent))
-                    used, fresh = cell_width(indent), True
-                    if blank:
-                        continue
-                lines[-1].add(token, style)
-                used += size
-                fresh = False
+                if used + token.width > width:
+                    new_line()
+                    continue
+            elif used + token.width > width and not fresh and used > 0:
+                new_line()
+            for text, style in token.pieces:
+                if used + cell_width(text) <= width:
+                    lines[-1].segments.append((text, style))
+                    used += cell_width(text)
+                    continue
+                for grapheme in wcwidth.iter_graphemes(text):  # longer than a line: split it
+                    size = cell_width(grapheme)
+                    if used + size > width and used > indent_width:
+                        new_line()
+                    lines[-1].segments.append((grapheme, style))
+                    used += size
+            fresh = False
+        for line in lines:
+            line.segments = _merged(line.segments)
         if len(lines) > max_lines:
             lines = lines[:max_lines]
-            lines[-1].add(" " * width)  # forces the cut (and its ellipsis) when rendered
+            lines[-1].segments = _ellipsized(lines[-1].segments, width)
         return lines
+
+
+def _merged(segments: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for text, style in segments:
+        if not text:
+            continue
+        if out and out[-1][1] == style:
+            out[-1] = (out[-1][0] + text, style)
+        else:
+            out.append((text, style))
+    return out
 
 
 # ----------------------------------------------------------------------------- rendering

@@ -123,9 +123,9 @@ class Floors:
     def header(self) -> None:
         if not self.columns:
             return
-        left = Line([]).add("JP watch floor (Tokyo)", BOLD).render(self.colour, self.col)
+        left = Line([]).add("JP watch floor (Tokyo)", BOLD).render(self.colour, self.col, pad=True)
         right = Line([]).add("TW watch floor (Taipei)", BOLD).render(self.colour, self.col)
-        self._print(f"{left}{' ' * (self.col - len('JP watch floor (Tokyo)'))} │ {right}")
+        self._print(f"{left} │ {right}")
         self._print(f"{'─' * self.col}─┼─{'─' * self.col}")
 
     def event(self, party: str, event: operator_pb2.Event) -> None:
@@ -136,12 +136,10 @@ class Floors:
         head, detail = event_parts(event, party=party, compact=True)
         detail = Line([("  ", ""), *detail.segments])
         for line in [head, *detail.wrap(self.col, indent="  ")]:
-            text = line.render(self.colour, self.col)
             if party == PARTIES[0]:
-                pad = " " * max(0, self.col - min(line.width(), self.col))
-                self._print(f"{text}{pad} │")
+                self._print(f"{line.render(self.colour, self.col, pad=True)} │")
             else:
-                self._print(f"{' ' * self.col} │ {text}")
+                self._print(f"{' ' * self.col} │ {line.render(self.colour, self.col)}")
 
     def narrate(self, text: str, style: str = f"{BOLD};{CYAN}") -> None:
         elapsed = time.monotonic() - self.start

@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -485,6 +486,11 @@ class Line:
             self.segments.append((text, style))
         return self
 
+    def add_line(self, other: Line) -> Line:
+        """Append another line's segments (already escaped)."""
+        self.segments = _merged([*self.segments, *other.segments])
+        return self
+
     def plain(self) -> str:
         return "".join(text for text, _ in self.segments)
 
@@ -532,8 +538,8 @@ class Line:
                 if used + token.width > width:
                     new_line()
                     continue
-            elif used + token.width > width and not fresh and used > 0:
-                new_line()
+            elif used + token.width > width and not fresh and indent_width + token.width <= width:
+                new_line()  # a token longer than any line is split where it stands instead
             for text, style in token.pieces:
                 if used + cell_width(text) <= width:
                     lines[-1].segments.append((text, style))
@@ -552,6 +558,25 @@ class Line:
             lines = lines[:max_lines]
             lines[-1].segments = _ellipsized(lines[-1].segments, width)
         return lines
+
+
+def terminal_width(stream: TextIO) -> int | None:
+    """The terminal's width in columns if `stream` is a terminal, else None (piped output is
+    never wrapped or cut: one record per line, as a script expects)."""
+    if not stream.isatty():
+        return None
+    return shutil.get_terminal_size().columns
+
+
+def wrapped(
+    line: Line, colour: bool, width: int | None, *, indent: int = 2, max_lines: int = 12
+) -> str:
+    """`line` rendered for a terminal `width` columns wide, wrapped with later lines indented
+    by `indent` columns (`Line.wrap`); as one line when `width` is None (piped)."""
+    if width is None:
+        return line.render(colour)
+    lines = line.wrap(width, indent=" " * indent, max_lines=max_lines)
+    return "\n".join(part.render(colour, width) for part in lines)
 
 
 def _merged(segments: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -779,8 +804,11 @@ HISTORY_HEADER = (
 )
 
 
-def record_text(record: operator_pb2.MessageRecord, colour: bool = False) -> str:
-    """The full rendering of one message for `hotline show`."""
+def record_text(
+    record: operator_pb2.MessageRecord, colour: bool = False, width: int | None = None
+) -> str:
+    """The full rendering of one message for `hotline show`; with a terminal `width`, long
+    values wrap under their own column."""
     env = record.envelope
     now = datetime.now(UTC)
     rows: list[tuple[str, Line]] = []
@@ -867,8 +895,13 @@ def record_text(record: operator_pb2.MessageRecord, colour: bool = False) -> str
         else:
             row("expires", clock(env.expire_time, date=True))
     row("signed by key", record.signed_envelope.key_id)
-    width = max(len(name) for name, _ in rows)
-    lines = [f"{name + ':':<{width + 1}} {line.render(colour)}" for name, line in rows]
+    names = max(len(name) for name, _ in rows) + 2
+    lines = [
+        wrapped(Line([]).add(pad_to(name + ":", names)).add_line(line), colour, width, indent=names)
+        if width is not None and width - names >= 20
+        else f"{pad_to(name + ':', names)}{line.render(colour)}"
+        for name, line in rows
+    ]
     member = env.WhichOneof("body")
     if member:
         body = text_format.MessageToString(getattr(env, member), as_utf8=True, indent=2)

@@ -678,13 +678,16 @@ def event_parts(
     party: str = "",
     compact: bool = False,
     now: datetime | None = None,
+    timed: bool = True,
 ) -> tuple[Line, Line]:
     """An event for a watch floor, as (head, detail): when, what, how urgent and whether real;
-    then which message, what it says or what to do. `compact` shortens ids and identities."""
+    then which message, what it says or what to do. `compact` shortens ids and identities;
+    `timed=False` leaves the time out (for a view that shows it in a column of its own)."""
     now = now or datetime.now(UTC)
     kind = kind_name(event.kind)
     head = Line([])
-    head.add(clock(event.event_time) + " ", DIM)
+    if timed:
+        head.add(clock(event.event_time) + " ", DIM)
     if not compact:
         head.add(f"#{event.cursor:<6} ", DIM)
     head.add(f"{kind:<12}", KIND_STYLE.get(kind, BOLD))

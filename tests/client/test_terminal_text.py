@@ -146,7 +146,7 @@ def test_show_wraps_values_under_their_column_on_a_terminal_only() -> None:
     assert "".join(row[at:] for row in shown[summary : summary + 4]).startswith(ZH)
 
 
-def test_the_demo_floors_keep_their_divider_in_one_column_with_japanese_text() -> None:
+async def test_the_demo_floors_keep_their_divider_in_one_column_with_japanese_text() -> None:
     record = _record(JA, JA, "ja")
     event = operator_pb2.Event(
         cursor=3,
@@ -160,8 +160,12 @@ def test_the_demo_floors_keep_their_divider_in_one_column_with_japanese_text() -
     floors.header()
     floors.event("JP", event)
     floors.event("TW", event)
+    assert "RECEIVED" not in out.getvalue()  # held a moment for the other floor's events
+    floors.flush()
     rows = [row for row in out.getvalue().split("\n") if row]
     divider = [cell_width(re.split("[│┼]", row)[0]) for row in rows]
-    assert len(rows) > 4
-    assert set(divider) == {floors.col + 1}, rows
+    assert len(rows) == 4  # header, rule, and one row of two lines for both floors
+    assert set(divider) == {Floors.TIME_WIDTH + 1 + floors.col + 1}, rows
+    # the two floors' events of the same moment share a row; each fits in two lines
+    assert sum(1 for row in rows if re.match(r"\d\d:\d\d:\d\d\.\d ", row)) == 1
     assert all(cell_width(row) <= 84 for row in rows)

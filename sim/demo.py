@@ -10,8 +10,10 @@ plays a built-in encounter through the operator API, as two watch floors would:
    (FLASH). JP's watch is slow: the deadline passes, TW's gateway raises an ESCALATION and JP's
    a REALERT; then JP answers ROGER.
 
-Both watch floors are shown live: side by side on a terminal (JP left, TW right), or as lines
-prefixed `[JP]` / `[TW]` when the output is not a terminal. Acknowledgement deadlines are
+Both watch floors are shown live: side by side on a terminal (JP left, TW right, under a time
+column; the two floors' events of the same moment share a row), or as lines prefixed `[JP]` /
+`[TW]` when the output is not a terminal. `--pace SECONDS` pauses after each step, for
+presenting. Acknowledgement deadlines are
 shortened for the demo so that the escalation happens within seconds. At the end: a summary per
 message, the journal paths, and an offline verification of both journals (hash chains, every
 signature, and each side's checkpoints as witnessed by the other). `--keep` leaves the gateways

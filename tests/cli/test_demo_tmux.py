@@ -37,7 +37,16 @@ def test_the_demo_floors_line_up_on_a_terminal(tmp_path: Path) -> None:
     env = clean_env(tmp_path, {"TERM": "xterm-256color"})
     command = " ".join(
         shlex.quote(part)
-        for part in [sys.executable, "-m", "hotline.cli", "demo", "--dir", str(tmp_path / "demo")]
+        for part in [
+            sys.executable,
+            "-m",
+            "hotline.cli",
+            "demo",
+            "--dir",
+            str(tmp_path / "demo"),
+            "--pace",
+            "0.2",
+        ]
     )
     exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items() if k.isidentifier())
     subprocess.run(

@@ -4,7 +4,6 @@ moment on one row), no line wider than the terminal."""
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
@@ -28,12 +27,12 @@ WIDTH, HEIGHT = 160, 200  # tall enough that nothing scrolls out of the pane
 
 def tmux(socket: str, *args: str) -> str:
     return subprocess.run(
-        ["tmux", "-L", socket, *args], check=True, capture_output=True, text=True, timeout=20
+        ["tmux", "-S", socket, *args], check=True, capture_output=True, text=True, timeout=20
     ).stdout
 
 
 def test_the_demo_floors_line_up_on_a_terminal(tmp_path: Path) -> None:
-    socket = f"hotline-test-{os.getpid()}"
+    socket = str(tmp_path / "tmux.sock")  # a private server, its socket removed with tmp_path
     env = clean_env(tmp_path, {"TERM": "xterm-256color"})
     command = " ".join(
         shlex.quote(part)
@@ -52,7 +51,7 @@ def test_the_demo_floors_line_up_on_a_terminal(tmp_path: Path) -> None:
     subprocess.run(
         [
             "tmux",
-            "-L",
+            "-S",
             socket,
             "-f",
             "/dev/null",
@@ -74,7 +73,7 @@ def test_the_demo_floors_line_up_on_a_terminal(tmp_path: Path) -> None:
             time.sleep(1.0)
             screen = tmux(socket, "capture-pane", "-p", "-J")
     finally:
-        subprocess.run(["tmux", "-L", socket, "kill-server"], check=False, timeout=20)
+        subprocess.run(["tmux", "-S", socket, "kill-server"], check=False, timeout=20)
     assert "DEMO-EXIT=0" in screen, screen
     lines = screen.split("\n")
     assert all(cell_width(line) <= WIDTH for line in lines)

@@ -5,7 +5,6 @@ gone from the screen at the end."""
 from __future__ import annotations
 
 import io
-import os
 import shlex
 import shutil
 import subprocess
@@ -78,7 +77,7 @@ def test_the_line_is_redrawn_in_place_within_the_width_and_erased_for_a_log_line
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_sim_load_shows_a_live_line_on_a_terminal_and_erases_it(tmp_path: Path) -> None:
-    socket = f"hotline-load-{os.getpid()}"
+    socket = str(tmp_path / "tmux.sock")  # a private server, its socket removed with tmp_path
     env = clean_env(tmp_path, {"TERM": "xterm-256color"})
     exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items() if k.isidentifier())
     command = " ".join(
@@ -99,7 +98,7 @@ def test_sim_load_shows_a_live_line_on_a_terminal_and_erases_it(tmp_path: Path) 
     )
     subprocess.run(
         [
-            *("tmux", "-L", socket, "-f", "/dev/null", "new-session", "-d"),
+            *("tmux", "-S", socket, "-f", "/dev/null", "new-session", "-d"),
             *("-x", "120", "-y", "60"),
             f"env -i {exports} {command}; echo LOAD-EXIT=$?; sleep 60",
         ],
@@ -113,7 +112,7 @@ def test_sim_load_shows_a_live_line_on_a_terminal_and_erases_it(tmp_path: Path) 
         while time.monotonic() < deadline and "LOAD-EXIT=" not in screen:
             time.sleep(0.3)
             screen = subprocess.run(
-                ["tmux", "-L", socket, "capture-pane", "-p"],
+                ["tmux", "-S", socket, "capture-pane", "-p"],
                 check=True,
                 capture_output=True,
                 text=True,
@@ -123,7 +122,7 @@ def test_sim_load_shows_a_live_line_on_a_terminal_and_erases_it(tmp_path: Path) 
                 line.startswith("load 20/s ") and "sending" in line for line in screen.split("\n")
             )
     finally:
-        subprocess.run(["tmux", "-L", socket, "kill-server"], check=False, timeout=20)
+        subprocess.run(["tmux", "-S", socket, "kill-server"], check=False, timeout=20)
     assert "LOAD-EXIT=0" in screen, screen
     assert seen_live, screen
     assert "░" not in screen  # erased before the summary

@@ -28,14 +28,14 @@ import argparse
 import asyncio
 import json
 import os
-import re
+import shutil
 import sys
-import unicodedata
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+import wcwidth
 from google.protobuf import json_format, text_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -368,13 +368,108 @@ def colour_wanted(stream: TextIO, mode: str = "auto") -> bool:
 
 
 def cell_width(text: str) -> int:
-    """Columns `text` takes on a terminal (East Asian wide characters take two)."""
-    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+    """Columns `text` takes on a terminal: East Asian wide and fullwidth characters take two,
+    combining marks (U+3099 after か), zero-width joiners and variation selectors none, an emoji
+    sequence two (`wcwidth`, whose tables follow the current Unicode release)."""
+    return max(wcwidth.width(text), 0)
+
+
+def pad_to(text: str, width: int) -> str:
+    """`text` followed by spaces up to `width` columns (`f"{text:<{width}}"` counts characters,
+    which misaligns a column as soon as it holds Japanese or Chinese)."""
+    return text + " " * max(0, width - cell_width(text))
+
+
+# Kinsoku: characters a line may not start with (closing brackets and punctuation, small kana,
+# the prolonged sound mark) and characters it may not end with (opening brackets). Japanese and
+# Chinese text has no spaces, so a line may otherwise break between any two wide characters.
+NO_LINE_START = frozenset(
+    "、。，．・：；？！）」』】〕〉》］｝〗〙〛’”ゝゞヽヾー々〻‐゠–〜～…‥"
+    "ぁぃぅぇぉっゃゅょゎゕゖァィゥェォッャュョヮヵヶ"
+    ",.:;?!)]}%"
+)
+NO_LINE_END = frozenset("（「『【〔〈《［｛〘〖〚‘“([{")
+
+
+@dataclass
+class _Token:
+    """A piece of a line that is kept whole when wrapping, unless longer than a line: a word,
+    one wide character (with any punctuation that may not be parted from it), or a space."""
+
+    pieces: list[tuple[str, str]]  # (text, style)
+    width: int
+    space: bool
+    wide_end: bool  # ends with a wide character: a line may break after it
+    open_end: bool  # ends with an opening bracket: a line may not break after it
+
+    def add(self, text: str, style: str, width: int) -> None:
+        if self.pieces and self.pieces[-1][1] == style:
+            self.pieces[-1] = (self.pieces[-1][0] + text, style)
+        else:
+            self.pieces.append((text, style))
+        self.width += width
+
+
+def _tokens(segments: Sequence[tuple[str, str]]) -> list[_Token]:
+    tokens: list[_Token] = []
+    for text, style in segments:
+        for grapheme in wcwidth.iter_graphemes(text):
+            size = cell_width(grapheme)
+            space = grapheme.isspace()
+            wide = size > 1
+            last = tokens[-1] if tokens else None
+            glue = (
+                last is not None
+                and last.space == space
+                and (
+                    space
+                    or grapheme in NO_LINE_START
+                    or last.open_end
+                    or (not wide and not last.wide_end)
+                )
+            )
+            if last is None or not glue:
+                last = _Token([], 0, space, False, False)
+                tokens.append(last)
+            last.add(grapheme, style, size)
+            last.wide_end = wide
+            last.open_end = grapheme in NO_LINE_END
+    return tokens
+
+
+def _clip(segments: Sequence[tuple[str, str]], width: int) -> list[tuple[str, str]]:
+    """The segments cut to at most `width` columns, ending with "…" when anything was cut."""
+    if cell_width("".join(text for text, _ in segments)) <= width:
+        return list(segments)
+    return _ellipsized(segments, width)
+
+
+def _ellipsized(segments: Sequence[tuple[str, str]], width: int) -> list[tuple[str, str]]:
+    """The segments followed by "…", cut (whole characters) so that both fit in `width`."""
+    out: list[tuple[str, str]] = []
+    room = width - 1
+    for text, style in segments:
+        kept = ""
+        for grapheme in wcwidth.iter_graphemes(text):
+            size = cell_width(grapheme)
+            if size > room:
+                room = -1
+                break
+            kept += grapheme
+            room -= size
+        if kept:
+            out.append((kept, style))
+        if room < 0:
+            break
+    if width >= 1:
+        out.append(("…", out[-1][1] if out else ""))
+    return _merged(out)
 
 
 @dataclass
 class Line:
-    """A line of styled segments, rendered with or without colour and cut to a width.
+    """A line of styled segments, rendered with or without colour, wrapped or cut to a width
+    counted in terminal columns (`cell_width`), so Japanese and Chinese text lines up.
 
     Text is escaped as it is added (`hotline.display.escaped`), so a line never carries a
     character a terminal would obey; build lines with `add`, or from other lines' segments."""
@@ -391,55 +486,109 @@ class Line:
             self.segments.append((text, style))
         return self
 
+    def add_line(self, other: Line) -> Line:
+        """Append another line's segments (already escaped)."""
+        self.segments = _merged([*self.segments, *other.segments])
+        return self
+
     def plain(self) -> str:
         return "".join(text for text, _ in self.segments)
 
-    def render(self, colour: bool, width: int | None = None) -> str:
-        out: list[str] = []
-        used = 0
-        for text, style in self.segments:
-            if width is not None:
-                room = width - used
-                if room <= 0:
-                    break
-                if cell_width(text) > room:
-                    cut = ""
-                    for ch in text:
-                        if cell_width(cut + ch) > room - 1:
-                            break
-                        cut += ch
-                    text = cut + "…"
-            used += cell_width(text)
-            out.append(f"\x1b[{style}m{text}{RESET}" if colour and style else text)
+    def render(self, colour: bool, width: int | None = None, *, pad: bool = False) -> str:
+        """The line as text: cut to `width` columns with "…" if longer, and with `pad` filled
+        with spaces to exactly `width` columns (for a column with more to its right)."""
+        segments = self.segments if width is None else _clip(self.segments, width)
+        out = [
+            f"\x1b[{style}m{text}{RESET}" if colour and style else text for text, style in segments
+        ]
+        if pad and width is not None:
+            out.append(" " * max(0, width - cell_width("".join(t for t, _ in segments))))
         return "".join(out)
 
     def width(self) -> int:
         return cell_width(self.plain())
 
     def wrap(self, width: int, *, indent: str = "", max_lines: int = 3) -> list[Line]:
-        """Split at spaces into lines of at most `width` cells (later ones start with
-        `indent`), keeping each piece's style; the last allowed line is cut with an ellipsis."""
+        """Lines of at most `width` columns, keeping each piece's style. A line breaks at a
+        space, or between two characters of Japanese or Chinese (never before closing
+        punctuation such as 。、」 or after an opening bracket such as 「); a word longer than a
+        line is split. Lines after the first start with `indent`; spaces at a break are
+        dropped. Past `max_lines`, the last line ends with "…"."""
+        indent_width = cell_width(indent)
+        if indent_width >= width:
+            indent, indent_width = "", 0
         lines = [Line([])]
         used = 0
         fresh = False  # a continuation line with nothing but its indent yet
-        for text, style in self.segments:
-            for token in re.findall(r"\S+|\s+", text):
-                size = cell_width(token)
-                blank = token.isspace()
-                if blank and fresh:
+
+        def new_line() -> None:
+            nonlocal used, fresh
+            last = lines[-1].segments
+            while last and last[-1][0].isspace():  # no trailing spaces at a break
+                last.pop()
+            if last:
+                last[-1] = (last[-1][0].rstrip(), last[-1][1])
+            lines.append(Line([]).add(indent))
+            used, fresh = indent_width, True
+
+        for token in _tokens(self.segments):
+            if token.space:
+                if fresh:
                     continue
-                if used + size > width and (blank or used > cell_width(indent)):
-                    lines.append(Line([]).add(indent))
-                    used, fresh = cell_width(indent), True
-                    if blank:
-                        continue
-                lines[-1].add(token, style)
-                used += size
-                fresh = False
+                if used + token.width > width:
+                    new_line()
+                    continue
+            elif used + token.width > width and not fresh and indent_width + token.width <= width:
+                new_line()  # a token longer than any line is split where it stands instead
+            for text, style in token.pieces:
+                if used + cell_width(text) <= width:
+                    lines[-1].segments.append((text, style))
+                    used += cell_width(text)
+                    continue
+                for grapheme in wcwidth.iter_graphemes(text):  # longer than a line: split it
+                    size = cell_width(grapheme)
+                    if used + size > width and used > indent_width:
+                        new_line()
+                    lines[-1].segments.append((grapheme, style))
+                    used += size
+            fresh = False
+        for line in lines:
+            line.segments = _merged(line.segments)
         if len(lines) > max_lines:
             lines = lines[:max_lines]
-            lines[-1].add(" " * width)  # forces the cut (and its ellipsis) when rendered
+            lines[-1].segments = _ellipsized(lines[-1].segments, width)
         return lines
+
+
+def terminal_width(stream: TextIO) -> int | None:
+    """The terminal's width in columns if `stream` is a terminal, else None (piped output is
+    never wrapped or cut: one record per line, as a script expects)."""
+    if not stream.isatty():
+        return None
+    return shutil.get_terminal_size().columns
+
+
+def wrapped(
+    line: Line, colour: bool, width: int | None, *, indent: int = 2, max_lines: int = 12
+) -> str:
+    """`line` rendered for a terminal `width` columns wide, wrapped with later lines indented
+    by `indent` columns (`Line.wrap`); as one line when `width` is None (piped)."""
+    if width is None:
+        return line.render(colour)
+    lines = line.wrap(width, indent=" " * indent, max_lines=max_lines)
+    return "\n".join(part.render(colour, width) for part in lines)
+
+
+def _merged(segments: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for text, style in segments:
+        if not text:
+            continue
+        if out and out[-1][1] == style:
+            out[-1] = (out[-1][0] + text, style)
+        else:
+            out.append((text, style))
+    return out
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -529,13 +678,16 @@ def event_parts(
     party: str = "",
     compact: bool = False,
     now: datetime | None = None,
+    timed: bool = True,
 ) -> tuple[Line, Line]:
     """An event for a watch floor, as (head, detail): when, what, how urgent and whether real;
-    then which message, what it says or what to do. `compact` shortens ids and identities."""
+    then which message, what it says or what to do. `compact` shortens ids and identities;
+    `timed=False` leaves the time out (for a view that shows it in a column of its own)."""
     now = now or datetime.now(UTC)
     kind = kind_name(event.kind)
     head = Line([])
-    head.add(clock(event.event_time) + " ", DIM)
+    if timed:
+        head.add(clock(event.event_time) + " ", DIM)
     if not compact:
         head.add(f"#{event.cursor:<6} ", DIM)
     head.add(f"{kind:<12}", KIND_STYLE.get(kind, BOLD))
@@ -655,8 +807,11 @@ HISTORY_HEADER = (
 )
 
 
-def record_text(record: operator_pb2.MessageRecord, colour: bool = False) -> str:
-    """The full rendering of one message for `hotline show`."""
+def record_text(
+    record: operator_pb2.MessageRecord, colour: bool = False, width: int | None = None
+) -> str:
+    """The full rendering of one message for `hotline show`; with a terminal `width`, long
+    values wrap under their own column."""
     env = record.envelope
     now = datetime.now(UTC)
     rows: list[tuple[str, Line]] = []
@@ -743,8 +898,13 @@ def record_text(record: operator_pb2.MessageRecord, colour: bool = False) -> str
         else:
             row("expires", clock(env.expire_time, date=True))
     row("signed by key", record.signed_envelope.key_id)
-    width = max(len(name) for name, _ in rows)
-    lines = [f"{name + ':':<{width + 1}} {line.render(colour)}" for name, line in rows]
+    names = max(len(name) for name, _ in rows) + 2
+    lines = [
+        wrapped(Line([]).add(pad_to(name + ":", names)).add_line(line), colour, width, indent=names)
+        if width is not None and width - names >= 20
+        else f"{pad_to(name + ':', names)}{line.render(colour)}"
+        for name, line in rows
+    ]
     member = env.WhichOneof("body")
     if member:
         body = text_format.MessageToString(getattr(env, member), as_utf8=True, indent=2)

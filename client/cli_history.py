@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from datetime import UTC, datetime
 
@@ -24,7 +23,9 @@ from client.cli_common import (
     json_line,
     record_line,
     run_command,
+    terminal_width,
     to_dict,
+    wrapped,
 )
 from client.operator import OperatorClient
 
@@ -114,11 +115,16 @@ def run(args: argparse.Namespace) -> int:
             print(json_line({"messages": [to_dict(r) for r in records]}))
             return EXIT_OK
         colour = colour_wanted(sys.stdout, args.colour)
-        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+        width = terminal_width(sys.stdout)
         print(HISTORY_HEADER[:width] if width else HISTORY_HEADER)
         now = datetime.now(UTC)
+        summary_at = HISTORY_HEADER.index("SUMMARY")
         for record in records:
-            print(record_line(record, now=now).render(colour, width))
+            line = record_line(record, now=now)
+            if width is not None and width - summary_at >= 20:  # room to wrap the summary
+                print(wrapped(line, colour, width, indent=summary_at, max_lines=3))
+            else:
+                print(line.render(colour, width))
         print(f"({len(records)} message{'s' if len(records) != 1 else ''})")
         return EXIT_OK
 

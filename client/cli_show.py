@@ -15,6 +15,7 @@ from client.cli_common import (
     json_pretty,
     record_text,
     run_command,
+    terminal_width,
 )
 from client.operator import OperatorClient, id_part
 from hotline.ids import is_message_id
@@ -63,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json_pretty(record))
         else:
-            print(record_text(record, colour_wanted(sys.stdout, args.colour)))
+            colour = colour_wanted(sys.stdout, args.colour)
+            print(record_text(record, colour, terminal_width(sys.stdout)))
         return EXIT_OK
 
     return run_command("show", args, work)

@@ -19,6 +19,8 @@ from client.cli_common import (
     describe_command,
     json_line,
     run_command,
+    terminal_width,
+    wrapped,
 )
 from client.operator import OperatorClient
 from hotline.v1 import operator_pb2
@@ -73,8 +75,12 @@ def run(args: argparse.Namespace) -> int:
         colour = colour_wanted(sys.stdout, args.colour)
         us, peer = status.party, status.peer_party
         print(f"gateway {us} at {client.address}; peer {peer}")
-        print(_direction("outbound", f"{us} -> {peer}", status.outbound).render(colour))
-        print(_direction("inbound", f"{peer} -> {us}", status.inbound).render(colour))
+        width = terminal_width(sys.stdout)
+        for name, arrow, link in (
+            ("outbound", f"{us} -> {peer}", status.outbound),
+            ("inbound", f"{peer} -> {us}", status.inbound),
+        ):
+            print(wrapped(_direction(name, arrow, link), colour, width, indent=22))
         overdue = Line([]).add("  overdue messages: ")
         overdue.add(str(status.overdue_count), f"{BOLD};{RED}" if status.overdue_count else "")
         print(overdue.render(colour))

@@ -19,6 +19,8 @@ from client.cli_common import (
     flatten,
     json_line,
     run_command,
+    terminal_width,
+    wrapped,
 )
 from client.errors import ClientError
 from client.operator import OperatorClient
@@ -64,6 +66,7 @@ def _cursor(text: str) -> int:
 
 
 DEFAULT_KINDS = [k for name, k in EVENT_KINDS.items() if name != "checkpoint"]
+WATCH_INDENT = 14  # continuation lines start under the event number, after the clock
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -115,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     if 0 in kinds:
         kinds = []  # "all"
     colour = colour_wanted(sys.stdout, args.colour)
+    width = terminal_width(sys.stdout)
 
     def reconnecting(error: ClientError, delay: float) -> None:
         print(
@@ -157,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
                 if args.json:
                     print(json_line(event), flush=True)
                 else:
-                    print(event_line(event, party=client.party).render(colour), flush=True)
+                    line = event_line(event, party=client.party)
+                    print(wrapped(line, colour, width, indent=WATCH_INDENT), flush=True)
                 shown += 1
                 if args.count is not None and shown >= args.count:
                     return EXIT_OK

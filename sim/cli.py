@@ -468,14 +468,21 @@ async def _load(
     from sim.runner import RunOptions, RunResult
     from sim.target import UNLIMITED
 
+    live = None
+    if not args.quiet and sys.stderr.isatty() and not (args.workers or args.local_workers):
+        from client.cli_common import colour_wanted
+        from sim.live import StatusLine
+
+        live = StatusLine(sys.stderr, colour=colour_wanted(sys.stderr))
     options = RunOptions(
         seed=args.seed,
         drain_s=args.drain,
         progress_s=0 if args.quiet else args.progress,
         extra_faults=tuple(faults),
         verify=not args.no_verify,
-        echo=_echo,
+        echo=live.echo if live is not None else _echo,
         thresholds=tuple(args.thresholds),
+        live=live,
     )
     results: list[RunResult] = []
     cluster = None

@@ -10,8 +10,10 @@ plays a built-in encounter through the operator API, as two watch floors would:
    (FLASH). JP's watch is slow: the deadline passes, TW's gateway raises an ESCALATION and JP's
    a REALERT; then JP answers ROGER.
 
-Both watch floors are shown live: side by side on a terminal (JP left, TW right), or as lines
-prefixed `[JP]` / `[TW]` when the output is not a terminal. Acknowledgement deadlines are
+Both watch floors are shown live: side by side on a terminal (JP left, TW right, under a time
+column; the two floors' events of the same moment share a row), or as lines prefixed `[JP]` /
+`[TW]` when the output is not a terminal. `--pace SECONDS` pauses after each step, for
+presenting. Acknowledgement deadlines are
 shortened for the demo so that the escalation happens within seconds. At the end: a summary per
 message, the journal paths, and an offline verification of both journals (hash chains, every
 signature, and each side's checkpoints as witnessed by the other). `--keep` leaves the gateways
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import shlex
@@ -62,6 +65,7 @@ from client.cli_common import (
     event_line,
     event_parts,
     level_name,
+    pad_to,
     precedence_name,
 )
 from client.config import write_operator_config
@@ -83,6 +87,8 @@ SCENARIO_TIMEOUT_S = 45.0
 WEB_LISTEN = "127.0.0.1:8765"
 WEB_THINK_S = 3.0  # the scripted watch officers' think time when a room is watching the page
 WEB_ANSWER_S = 20.0  # how long the page has to answer the re-alerted FLASH before the script does
+PACE_THINK_MAX_S = 2.5  # the longest think time `--pace` gives (the IMMEDIATE deadline is 6 s)
+PACE_MAX_S = 30.0
 COLUMNS_MIN_WIDTH = 100  # two columns need ~48 cells each; narrower terminals get lines
 WATCH_KINDS = [
     k for k in operator_pb2.EventKind.values() if k not in (0, operator_pb2.EVENT_KIND_CHECKPOINT)
@@ -106,44 +112,88 @@ Exit code 0 if every message was delivered and acknowledged and both journals ve
 
 
 class Floors:
-    """Both watch floors on one screen: two columns on a terminal, prefixed lines otherwise."""
+    """Both watch floors on one screen: on a terminal, a table with a time column and one
+    column per floor, events that happen together (within `ALIGN_S`) side by side on the same
+    row, each on one line where it fits (two at most); prefixed lines otherwise."""
+
+    ALIGN_S = 0.3  # how long an event waits for the other floor's events of the same moment
+    TIME_WIDTH = 10  # `12:03:04.5`
 
     def __init__(self, out: TextIO, *, columns: bool, colour: bool, width: int) -> None:
         self.out = out
         self.columns = columns
         self.colour = colour
         self.width = max(width, 60)
-        self.col = (self.width - 3) // 2
+        self.col = (self.width - self.TIME_WIDTH - 4) // 2
         self.start = time.monotonic()
         self.listeners: list[Callable[[str], None]] = []  # also told every narration line
+        self.pending: dict[str, list[operator_pb2.Event]] = {p: [] for p in PARTIES}
+        self._flush_later: asyncio.TimerHandle | None = None
 
     def _print(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
+    def _row(self, when: str, left: str, right: str) -> None:
+        self._print(f"{pad_to(when, self.TIME_WIDTH)} {left} │ {right}".rstrip())
+
     def header(self) -> None:
         if not self.columns:
             return
-        left = Line([]).add("JP watch floor (Tokyo)", BOLD).render(self.colour, self.col)
+        left = Line([]).add("JP watch floor (Tokyo)", BOLD).render(self.colour, self.col, pad=True)
         right = Line([]).add("TW watch floor (Taipei)", BOLD).render(self.colour, self.col)
-        self._print(f"{left}{' ' * (self.col - len('JP watch floor (Tokyo)'))} │ {right}")
-        self._print(f"{'─' * self.col}─┼─{'─' * self.col}")
+        self._row("UTC", left, right)
+        self._print(f"{'─' * self.TIME_WIDTH}─{'─' * self.col}─┼─{'─' * self.col}")
 
     def event(self, party: str, event: operator_pb2.Event) -> None:
         if not self.columns:
             line = event_line(event, party=party, compact=True)
             self._print(f"[{party}] {line.render(self.colour)}")
             return
-        head, detail = event_parts(event, party=party, compact=True)
-        detail = Line([("  ", ""), *detail.segments])
-        for line in [head, *detail.wrap(self.col, indent="  ")]:
-            text = line.render(self.colour, self.col)
-            if party == PARTIES[0]:
-                pad = " " * max(0, self.col - min(line.width(), self.col))
-                self._print(f"{text}{pad} │")
-            else:
-                self._print(f"{' ' * self.col} │ {text}")
+        self.pending.setdefault(party, []).append(event)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop to wait on: show it now
+            self.flush()
+            return
+        if self._flush_later is None:
+            self._flush_later = loop.call_later(self.ALIGN_S, self.flush)
+
+    def _cell(self, party: str, event: operator_pb2.Event) -> list[str]:
+        head, detail = event_parts(event, party=party, compact=True, timed=False)
+        line = Line([*head.segments, (" ", ""), *detail.segments])
+        return [
+            part.render(self.colour, self.col, pad=True)
+            for part in line.wrap(self.col, indent="  ", max_lines=2)
+        ]
+
+    def flush(self) -> None:
+        """Show the events waiting, the two floors' n-th events side by side."""
+        if self._flush_later is not None:
+            self._flush_later.cancel()
+            self._flush_later = None
+        jp, tw = (self.pending.get(p, []) for p in PARTIES)
+        for left, right in itertools.zip_longest(jp, tw):
+            first = min(
+                (e.event_time.ToNanoseconds() for e in (left, right) if e is not None),
+                default=0,
+            )
+            when = datetime.fromtimestamp(first / 1e9, UTC)
+            stamp = f"{when:%H:%M:%S}.{when.microsecond // 100_000}"
+            cells = [
+                self._cell(p, e) if e is not None else []
+                for p, e in zip(PARTIES, (left, right), strict=True)
+            ]
+            for i in range(max(len(c) for c in cells)):
+                self._row(
+                    stamp if i == 0 else "",
+                    cells[0][i] if i < len(cells[0]) else " " * self.col,
+                    cells[1][i] if i < len(cells[1]) else "",
+                )
+        for events in self.pending.values():
+            events.clear()
 
     def narrate(self, text: str, style: str = f"{BOLD};{CYAN}") -> None:
+        self.flush()
         elapsed = time.monotonic() - self.start
         for listener in self.listeners:
             listener(text)
@@ -154,6 +204,7 @@ class Floors:
             self._print(f"[demo] {line.render(self.colour)}")
 
     def say(self, text: str = "", style: str = "") -> None:
+        self.flush()
         self._print(Line([]).add(text, style).render(self.colour))
 
 
@@ -307,6 +358,14 @@ class Stage:
     exchanges: list[Exchange] = field(default_factory=list)
     think_s: float = 1.0  # the scripted watch officers' think time
     page_answer_s: float = 0.0  # how long the console's page may answer a re-alert (0: no page)
+    pace_s: float = 0.0  # a pause after each narrated step (`--pace`), for presenting
+
+    async def step(self, text: str) -> None:
+        """Narrate the next step of the script, then pause for the audience (`--pace`)."""
+        self.floors.narrate(text)
+        if self.pace_s > 0:
+            await asyncio.sleep(self.pace_s)
+            self.floors.flush()
 
 
 async def _exchange(
@@ -378,9 +437,11 @@ async def play(stage: Stage) -> None:
     immediate, flash = common_pb2.PRECEDENCE_IMMEDIATE, common_pb2.PRECEDENCE_FLASH
     roger = bodies_pb2.ACKNOWLEDGEMENT_LEVEL_ROGER
     wilco = bodies_pb2.ACKNOWLEDGEMENT_LEVEL_WILCO
-    n = stage.floors.narrate
-    n("Phase 1: unplanned naval encounter 12 nm south of Yonaguni")
-    n("JS AOZORA (JP) and ROCS HAI YANG (TW) are crossing, CPA 900 m; JP reports it IMMEDIATE")
+    n = stage.step
+    await n("Phase 1: unplanned naval encounter 12 nm south of Yonaguni")
+    await n(
+        "JS AOZORA (JP) and ROCS HAI YANG (TW) are crossing, CPA 900 m; JP reports it IMMEDIATE"
+    )
     await _exchange(
         stage,
         "encounter report",
@@ -391,7 +452,7 @@ async def play(stage: Stage) -> None:
         level=roger,
         remarks="Relayed to ROCS HAI YANG; stand by for her intentions.",
     )
-    n("TW gives notice: ROCS HAI YANG alters to starboard to pass astern (IMMEDIATE)")
+    await n("TW gives notice: ROCS HAI YANG alters to starboard to pass astern (IMMEDIATE)")
     await _exchange(
         stage,
         "manoeuvre notice",
@@ -402,8 +463,10 @@ async def play(stage: Stage) -> None:
         level=wilco,
         remarks="JS AOZORA will hold course and speed and keep 2 nm clear.",
     )
-    n("Phase 2: air intercept where the ADIZs overlap, west of Yonaguni")
-    n("TW fighters intercept an unidentified aircraft heading for Yonaguni; TW reports it FLASH")
+    await n("Phase 2: air intercept where the ADIZs overlap, west of Yonaguni")
+    await n(
+        "TW fighters intercept an unidentified aircraft heading for Yonaguni; TW reports it FLASH"
+    )
     await _exchange(
         stage,
         "air incident report",
@@ -418,7 +481,7 @@ async def play(stage: Stage) -> None:
     for x in stage.exchanges:
         x.escalated = stage.seen.saw(x.sender, operator_pb2.EVENT_KIND_ESCALATION, x.message_id)
         x.realerted = stage.seen.saw(x.receiver, operator_pb2.EVENT_KIND_REALERT, x.message_id)
-    n("Encounter over: every report answered")
+    await n("Encounter over: every report answered")
 
 
 # ----------------------------------------------------------------------------- verification
@@ -716,6 +779,11 @@ async def _demo_in(args: argparse.Namespace, leftovers: _Leftovers, out: TextIO)
         if console is not None:
             stage.think_s, stage.page_answer_s = WEB_THINK_S, WEB_ANSWER_S
             timeout += WEB_ANSWER_S + 4 * WEB_THINK_S
+        if args.pace > 0:
+            stage.pace_s = args.pace
+            # slower watch officers too, but well within the IMMEDIATE deadline they must meet
+            stage.think_s = max(stage.think_s, min(args.pace, PACE_THINK_MAX_S))
+            timeout += 10 * args.pace
         try:
             async with asyncio.timeout(timeout):
                 for party in pair.parties:
@@ -814,6 +882,16 @@ async def _open_console(
     return console
 
 
+def _pace(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value <= PACE_MAX_S:
+        raise argparse.ArgumentTypeError(f"--pace must be between 0 and {PACE_MAX_S:g} s")
+    return value
+
+
 def register(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.description = DESCRIPTION
@@ -839,6 +917,15 @@ def register(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "always", "never"),
         default="auto",
         help="colour the output (default auto: on a terminal)",
+    )
+    parser.add_argument(
+        "--pace",
+        metavar="SECONDS",
+        type=_pace,
+        default=0.0,
+        help="for presenting: pause this long after each step of the script, and let the "
+        f"watch officers think up to {PACE_THINK_MAX_S:g} s (default 0: as fast as it goes; "
+        f"at most {PACE_MAX_S:g})",
     )
     parser.add_argument(
         "--summary-json", metavar="FILE", help="also write the summary as JSON to FILE"

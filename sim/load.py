@@ -35,6 +35,7 @@ from hotline.v1 import common_pb2, envelope_pb2
 from sim.clock import VirtualClock
 from sim.engine import Engine, Side, Tracked
 from sim.faults import FaultController
+from sim.live import REDRAW_S, load_status
 from sim.machine import CpuMeter
 from sim.metrics import Metrics, new_histogram, record_seconds, summarize
 from sim.runner import (
@@ -308,7 +309,7 @@ async def run_load(
     cpu = CpuMeter(target.gateway_pids()).start()
     started_wall = time.time()
 
-    progress = asyncio.create_task(_progress(engine, options, len(plan)), name="progress")
+    progress = asyncio.create_task(_progress(engine, options, spec, len(plan)), name="progress")
     t0 = time.monotonic() + 0.2
     drained = False
     try:
@@ -401,7 +402,27 @@ async def run_load(
     return result
 
 
-async def _progress(engine: Engine, options: RunOptions, planned: int) -> None:
+async def _progress(engine: Engine, options: RunOptions, spec: LoadSpec, planned: int) -> None:
+    live = options.live
+    if live is not None:
+        try:
+            while True:
+                p = engine.progress
+                live.show(
+                    load_status(
+                        rate=spec.rate,
+                        elapsed_s=engine.elapsed(),
+                        duration_s=spec.duration_s,
+                        planned=planned,
+                        sent=p.sent,
+                        delivered=p.delivered,
+                        acknowledged=p.acknowledged,
+                        errors=p.errors,
+                    )
+                )
+                await asyncio.sleep(REDRAW_S)
+        finally:
+            live.clear()
     if options.progress_s <= 0:
         return
     while True:

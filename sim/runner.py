@@ -37,6 +37,7 @@ from sim.clock import Hold, VirtualClock
 from sim.engine import LEVEL_NAMES, Engine, Side, Tracked
 from sim.faults import FaultController, FaultRecord
 from sim.integrity import IntegrityReport, RecordView, check_journals, compare_records, load_cas
+from sim.live import StatusLine
 from sim.machine import CpuMeter
 from sim.metrics import Metrics
 from sim.scenario import LITERAL_REF, PRECEDENCE_NAMES, EventSpec, FaultSpec, Scenario
@@ -61,6 +62,8 @@ class RunOptions:
     extra_faults: tuple[FaultSpec, ...] = ()
     verify: bool = True
     echo: Callable[[str], None] = _stderr
+    # `sim load` on a terminal: a status line redrawn in place instead of progress lines
+    live: StatusLine | None = None
     thresholds: tuple[Threshold, ...] = ()
     # seconds to wait, once the run has settled, for a checkpoint exchange covering it
     checkpoint_wait_s: float = 8.0

@@ -175,3 +175,12 @@ async def test_keep_leaves_the_gateways_usable_by_hand_until_ctrl_c(tmp_path: Pa
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_a_pace_out_of_range_is_a_one_line_usage_error(tmp_path: Path) -> None:
+    result = await hotline("demo", "--pace", "99", env=clean_env(tmp_path))
+    assert result.rc == 2
+    assert result.err.strip().splitlines() == [
+        "hotline demo: error: argument --pace: --pace must be between 0 and 30 s "
+        "(see `hotline demo --help`)"
+    ]

@@ -560,7 +560,7 @@ class Gateway:
         self._metrics_unsubscribe = self.journal.subscribe(self.metrics.observe)
         self._metrics_untime = self.journal.time_commits(self.metrics.commit_timed)
         self.metrics.watch_sender(
-            lambda: self.sender.queue_depth, lambda: self.sender.link.lanes_in_flight
+            lambda: self.sender.queue_depth, lambda: self.sender.lanes_in_flight
         )
         self.metrics.read_certificates(
             {
@@ -845,5 +845,5 @@ class Gateway:
         return signed
 
     def _outbound_status(self) -> LinkStatus:
-        self.sender.status.last_sequence = self.sender.link.last_settled
+        self.sender.status.last_sequence = self.sender.last_settled
         return self.sender.status

@@ -78,12 +78,14 @@ from hotline.wire import batch_receipt_from_bytes
 T = TypeVar("T")
 log = logging.getLogger("hotline.journal")
 
-SCHEMA_VERSION = 3  # 2: batch receipts (link protocol version 2); 3: chains and expiry
+SCHEMA_VERSION = 4  # 2: batch receipts (link protocol 2); 3: chains and expiry; 4: lanes (3)
 
 # The statements that take a journal's schema from version N to N + 1, applied in order at
 # start, in one transaction, by `check_meta` (both backends: write them in the SQL both take).
 # Versions 1 and 2 were SQLite-only prototypes whose new columns are computed from the entries'
-# bodies, not by SQL: they are refused (start a new journal), never half-migrated.
+# bodies, not by SQL: they are refused (start a new journal), never half-migrated. Version 3
+# holds link protocol 2's single sequence space per direction, which has no lanes to map to
+# link protocol 3's: refused too.
 MIGRATIONS: dict[int, tuple[str, ...]] = {}
 
 JOURNALED = operator_pb2.DELIVERY_STATE_JOURNALED
@@ -164,16 +166,18 @@ CREATE INDEX IF NOT EXISTS messages_time ON messages(journal_time_ns);
 CREATE INDEX IF NOT EXISTS messages_due ON messages(deadline_ns) WHERE {MAY_COME_DUE};
 CREATE INDEX IF NOT EXISTS messages_overdue ON messages(deadline_ns) WHERE {OVERDUE};
 CREATE INDEX IF NOT EXISTS messages_expiring ON messages(expire_ns) WHERE {EXPIRING};
--- The link's settlements, per sending party: (party, sequence) is unique forever.
+-- The link's settlements, per sending party and lane (a precedence: each lane has sequences
+-- of its own): (party, lane, sequence) is unique forever.
 CREATE TABLE IF NOT EXISTS settlements (
     sender_party TEXT NOT NULL,
+    lane         INTEGER NOT NULL,            -- hotline.v1.Precedence
     sequence     INTEGER NOT NULL,
     message_id   TEXT NOT NULL,
     outcome      TEXT NOT NULL,              -- 'receipt' or a RejectReason name
     digest       BLOB NOT NULL,
     batch_first  INTEGER NOT NULL DEFAULT 0, -- first sequence of the batch receipt settling it
     detail       TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (sender_party, sequence)
+    PRIMARY KEY (sender_party, lane, sequence)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS settlements_receipt
     ON settlements(message_id) WHERE outcome = 'receipt';
@@ -181,10 +185,11 @@ CREATE UNIQUE INDEX IF NOT EXISTS settlements_receipt
 -- resent in Welcomes, for resends, and as the original receipt of a duplicate).
 CREATE TABLE IF NOT EXISTS batch_receipts (
     sender_party   TEXT NOT NULL,
+    lane           INTEGER NOT NULL,         -- hotline.v1.Precedence
     first_sequence INTEGER NOT NULL,
     last_sequence  INTEGER NOT NULL,
     receipt        BLOB NOT NULL,            -- serialized SignedPayload(BatchReceiptBody)
-    PRIMARY KEY (sender_party, first_sequence)
+    PRIMARY KEY (sender_party, lane, first_sequence)
 );
 """
 
@@ -575,9 +580,9 @@ class Journal:
             self._jobs.put(_Job(operation, future))
         return future
 
-    def submit_async(self, operation: Operation[T]) -> asyncio.Future[T]:
+    def submit_async(self, operation: Operation[T], *, urgent: bool = False) -> asyncio.Future[T]:
         """Queue an operation now; an asyncio future (of the running loop) for its result."""
-        return asyncio.wrap_future(self.submit(operation))
+        return asyncio.wrap_future(self.submit(operation, urgent=urgent))
 
     async def run(self, operation: Operation[T], *, urgent: bool = False) -> T:
         """Run an operation in the next group commit and wait until it is durable."""
@@ -820,17 +825,20 @@ class Journal:
 
     # -- the link's reads: where each direction stands, and the receiving end's archive
 
-    def last_sequence(self, sender_party: str) -> int:
+    def last_sequence(self, sender_party: str, lane: int) -> int:
+        """The highest sequence settled on `sender_party`'s lane `lane` (0: none)."""
         rows = self.query(
-            "SELECT MAX(sequence) FROM settlements WHERE sender_party = ?", (sender_party,)
+            "SELECT MAX(sequence) FROM settlements WHERE sender_party = ? AND lane = ?",
+            (sender_party, lane),
         )
         return int(rows[0][0] or 0)
 
     @staticmethod
-    def last_sequence_in(txn: Txn, sender_party: str) -> int:
+    def last_sequence_in(txn: Txn, sender_party: str, lane: int) -> int:
         """`last_sequence` inside a write transaction (sees the batch's own writes)."""
         row = txn.execute(
-            "SELECT MAX(sequence) FROM settlements WHERE sender_party = ?", (sender_party,)
+            "SELECT MAX(sequence) FROM settlements WHERE sender_party = ? AND lane = ?",
+            (sender_party, lane),
         ).fetchone()
         return int(row[0] or 0)
 
@@ -842,19 +850,24 @@ class Journal:
             for r in rows
         ]
 
-    def batch_receipts_after(self, sender_party: str, sequence: int) -> list[link.BatchReceipt]:
+    def batch_receipts_after(
+        self, sender_party: str, lane: int, sequence: int
+    ) -> list[link.BatchReceipt]:
         rows = self.query(
-            "SELECT receipt FROM batch_receipts WHERE sender_party = ? AND last_sequence > ?"
-            " ORDER BY first_sequence",
-            (sender_party, sequence),
+            "SELECT receipt FROM batch_receipts WHERE sender_party = ? AND lane = ?"
+            " AND last_sequence > ? ORDER BY first_sequence",
+            (sender_party, lane, sequence),
         )
         return self._archived(rows, sender_party)
 
-    def batch_receipt_for(self, sender_party: str, sequence: int) -> link.BatchReceipt | None:
+    def batch_receipt_for(
+        self, sender_party: str, lane: int, sequence: int
+    ) -> link.BatchReceipt | None:
         rows = self.query(
-            "SELECT receipt FROM batch_receipts WHERE sender_party = ? AND first_sequence <= ?"
-            " AND last_sequence >= ? ORDER BY first_sequence DESC LIMIT 1",
-            (sender_party, sequence, sequence),
+            "SELECT receipt FROM batch_receipts WHERE sender_party = ? AND lane = ?"
+            " AND first_sequence <= ? AND last_sequence >= ? ORDER BY first_sequence DESC"
+            " LIMIT 1",
+            (sender_party, lane, sequence, sequence),
         )
         found = self._archived(rows, sender_party)
         return found[0] if found else None

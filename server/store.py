@@ -132,9 +132,12 @@ def _json(data: dict[str, Any]) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _rejection_json(rejection: link.RejectionItem) -> bytes:
+def _rejection_json(rejection: link.RejectionItem, lane: int) -> bytes:
+    """A rejection's entry body; `lane` says whose sequences `sequence` counts (an unreadable
+    payload has no precedence to tell)."""
     return _json(
         {
+            "lane": lane,
             "reason": rejection.reason.value,
             "detail": rejection.detail,
             "violations": [list(v) for v in rejection.violations],
@@ -176,7 +179,7 @@ class Store:
         """
         rows = self.journal.query(
             "SELECT message_id, direction, sender_party, body_type, action, refers_to, state,"
-            " sequence, digest FROM messages ORDER BY position"
+            " sequence, digest, precedence FROM messages ORDER BY position"
         )
         index: dict[str, link.Seen] = {}
         for r in rows:
@@ -189,7 +192,7 @@ class Store:
                 rejected=r["state"] == REJECTED,
             )
             index[r["message_id"]] = (
-                link.Seen(r["sequence"], bytes(r["digest"]), standing)
+                link.Seen(r["sequence"], bytes(r["digest"]), standing, r["precedence"])
                 if inbound
                 else link.Seen(0, b"", standing)
             )
@@ -509,8 +512,8 @@ class Store:
             )
         return result
 
-    def last_settled_outbound(self) -> int:
-        return self.journal.last_sequence(self.party)
+    def last_settled_outbound(self, lane: int) -> int:
+        return self.journal.last_sequence(self.party, lane)
 
     def record_settlement(self, plan: link.SettleOutbound) -> asyncio.Future[None]:
         """The peer settled some of our messages with a verified batch receipt: journal the
@@ -548,10 +551,11 @@ class Store:
                     sequence=item.sequence,
                 )
                 txn.execute(
-                    "INSERT INTO settlements (sender_party, sequence, message_id,"
-                    " outcome, digest, batch_first) VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                    "INSERT INTO settlements (sender_party, lane, sequence, message_id,"
+                    " outcome, digest, batch_first) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                     (
                         self.party,
+                        by.lane,
                         item.sequence,
                         item.message_id,
                         "receipt",
@@ -566,17 +570,18 @@ class Store:
                 proof(receipt)
                 txn.append(
                     Kind.REFUSED_BY_PEER,
-                    _rejection_json(rejection),
+                    _rejection_json(rejection, receipt.lane),
                     message_id=rejection.message_id,
                     party=self.peer_party,
                     sequence=rejection.sequence,
                 )
                 txn.execute(
-                    "INSERT INTO settlements (sender_party, sequence, message_id,"
-                    " outcome, digest, batch_first, detail) VALUES (?,?,?,?,?,?,?)"
+                    "INSERT INTO settlements (sender_party, lane, sequence, message_id,"
+                    " outcome, digest, batch_first, detail) VALUES (?,?,?,?,?,?,?,?)"
                     " ON CONFLICT DO NOTHING",
                     (
                         self.party,
+                        receipt.lane,
                         rejection.sequence,
                         rejection.message_id,
                         rejection.reason.name,
@@ -588,7 +593,8 @@ class Store:
                 self._set_rejected(txn, rejection)
             self._events(txn)
 
-        durable = self.journal.submit_async(op)
+        # a FLASH or IMMEDIATE lane's settlement does not wait for a ROUTINE group commit
+        durable = self.journal.submit_async(op, urgent=receipt.lane in link.URGENT_LANES)
         if plan.refused:
             refused = [r.message_id for r in plan.refused]
             durable.add_done_callback(
@@ -621,11 +627,11 @@ class Store:
         in one transaction: the receipt exists only if the batch is durable."""
 
         def op(txn: Txn) -> link.BatchReceipt:
-            held = self.journal.last_sequence_in(txn, batch.sender_party)
+            held = self.journal.last_sequence_in(txn, batch.sender_party, batch.lane)
             if held != batch.first_sequence - 1:
                 raise WrongState(
-                    f"batch {batch.first_sequence}..{batch.last_sequence} does not follow "
-                    f"sequence {held}, the last this journal settled"
+                    f"batch {batch.first_sequence}..{batch.last_sequence} of lane {batch.lane} "
+                    f"does not follow sequence {held}, the last this journal settled there"
                 )
             receipts: list[link.ReceiptItem] = []
             last_time = 0
@@ -667,7 +673,7 @@ class Store:
             for rejection in batch.refused:
                 last_time = txn.append(
                     Kind.REFUSED_INBOUND,
-                    _rejection_json(rejection),
+                    _rejection_json(rejection, batch.lane),
                     message_id=rejection.message_id,
                     party=batch.sender_party,
                     sequence=rejection.sequence,
@@ -680,13 +686,15 @@ class Store:
                 receipts=tuple(receipts),
                 rejections=batch.refused,
                 journal_time_ns=last_time or time.time_ns(),
+                lane=batch.lane,
             )
             rows = [
-                (batch.sender_party, r.sequence, r.message_id, "receipt", r.digest, "")
+                (batch.sender_party, batch.lane, r.sequence, r.message_id, "receipt", r.digest, "")
                 for r in receipts
             ] + [
                 (
                     batch.sender_party,
+                    batch.lane,
                     r.sequence,
                     r.message_id,
                     r.reason.name,
@@ -696,15 +704,16 @@ class Store:
                 for r in batch.refused
             ]
             txn.executemany(
-                "INSERT INTO settlements (sender_party, sequence, message_id, outcome, digest,"
-                f" batch_first, detail) VALUES (?,?,?,?,?,{batch.first_sequence:d},?)",
+                "INSERT INTO settlements (sender_party, lane, sequence, message_id, outcome,"
+                f" digest, batch_first, detail) VALUES (?,?,?,?,?,?,{batch.first_sequence:d},?)",
                 rows,
             )
             txn.execute(
-                "INSERT INTO batch_receipts (sender_party, first_sequence, last_sequence, receipt)"
-                " VALUES (?,?,?,?)",
+                "INSERT INTO batch_receipts (sender_party, lane, first_sequence, last_sequence,"
+                " receipt) VALUES (?,?,?,?,?)",
                 (
                     batch.sender_party,
+                    batch.lane,
                     batch.first_sequence,
                     batch.last_sequence,
                     signed_of(receipt).SerializeToString(),
@@ -713,7 +722,7 @@ class Store:
             self._events(txn)
             return receipt
 
-        return self.journal.submit_async(op)
+        return self.journal.submit_async(op, urgent=batch.lane in link.URGENT_LANES)
 
     # ------------------------------------------------------------------ events
 

@@ -10,4 +10,4 @@ integrity check, with the verifier itself in `hotline.journal_verify`).
 """
 
 __version__ = "0.1.0"
-PROTOCOL_VERSION = 2  # the peer link's protocol version (Hello.protocol_version)
+PROTOCOL_VERSION = 3  # the peer link's protocol version (Hello.protocol_version)

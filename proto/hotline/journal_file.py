@@ -200,12 +200,14 @@ def row_factory(cursor: Any) -> Callable[[Sequence[Any]], Row]:
 
 @dataclass(frozen=True)
 class Settlement:
-    """The link's settlement of one sequence from `sender_party`, as a journal holds it."""
+    """The link's settlement of one sequence of `sender_party`'s lane `lane` (a precedence), as a
+    journal holds it."""
 
     sender_party: str
     sequence: int
     message_id: str
     outcome: str  # "receipt", or the RejectReason name of a rejection
+    lane: int = 4
 
 
 class _PgReadConnection:
@@ -317,15 +319,18 @@ class JournalReader:
         }
 
     def settlements(self, sender_party: str | None = None) -> list[Settlement]:
-        """The link's settlements (of `sender_party`'s sequences only, if given), by sequence."""
-        sql = "SELECT sender_party, sequence, message_id, outcome FROM settlements"
+        """The link's settlements (of `sender_party`'s sequences only, if given), by lane and
+        sequence."""
+        sql = "SELECT sender_party, sequence, message_id, outcome, lane FROM settlements"
         params: tuple[Any, ...] = ()
         if sender_party is not None:
             sql += " WHERE sender_party = ?"
             params = (sender_party,)
         return [
-            Settlement(str(p), int(s), str(m), str(o))
-            for p, s, m, o in self._rows(sql + " ORDER BY sender_party, sequence", params)
+            Settlement(str(p), int(s), str(m), str(o), int(lane))
+            for p, s, m, o, lane in self._rows(
+                sql + " ORDER BY sender_party, lane, sequence", params
+            )
         ]
 
     def index_rows(self, table: str) -> list[dict[str, Any]]:

@@ -359,7 +359,8 @@ class _Expected:
 
     messages: dict[str, dict[str, Any]] = field(default_factory=dict)
     acks: dict[str, set[str]] = field(default_factory=dict)  # message id -> acknowledgements
-    settlements: dict[tuple[str, int], tuple[str, str]] = field(default_factory=dict)
+    # (sender party, lane, sequence) -> (message id, outcome)
+    settlements: dict[tuple[str, int, int], tuple[str, str]] = field(default_factory=dict)
 
 
 def _envelope(entry: Entry) -> tuple[envelope_pb2.Envelope, bytes]:
@@ -409,7 +410,8 @@ def expected_index(entries: Iterable[Entry], party: str) -> _Expected:
                 "expired": int(lifecycle.is_expired(expires, e.time_ns)),
             }
             if inbound:
-                want.settlements[(e.party, e.sequence)] = (e.message_id, "receipt")
+                lane: int = envelope.precedence  # a message travels on its precedence's lane
+                want.settlements[(e.party, lane, e.sequence)] = (e.message_id, "receipt")
                 if envelope.WhichOneof("body") == "acknowledgement":
                     target = envelope.acknowledgement.acknowledged_message_id
                     # the peer's answer to one of ours: the latest stands
@@ -426,16 +428,19 @@ def expected_index(entries: Iterable[Entry], party: str) -> _Expected:
                 if row["state"] == _JOURNALED:
                     row["state"] = _DELIVERED
                 row["sequence"] = e.sequence
-            want.settlements.setdefault((party, e.sequence), (e.message_id, "receipt"))
+            lane = int(row["precedence"]) if row is not None else 0
+            want.settlements.setdefault((party, lane, e.sequence), (e.message_id, "receipt"))
         elif e.kind is Kind.REFUSED_BY_PEER:
             reason = str(e.json_body().get("reason", ""))
             row = rows.get(e.message_id)
             if row is not None and row["direction"] == _OUT:
                 row.update(state=_REJECTED, sequence=e.sequence, rejection_reason=reason)
-            want.settlements.setdefault((party, e.sequence), (e.message_id, reason))
+            lane = int(e.json_body().get("lane", 0))
+            want.settlements.setdefault((party, lane, e.sequence), (e.message_id, reason))
         elif e.kind is Kind.REFUSED_INBOUND:
             reason = str(e.json_body().get("reason", ""))
-            want.settlements[(e.party, e.sequence)] = (e.message_id, reason)
+            lane = int(e.json_body().get("lane", 0))
+            want.settlements[(e.party, lane, e.sequence)] = (e.message_id, reason)
         elif e.kind in (Kind.ESCALATION, Kind.REALERT):
             row = rows.get(e.message_id)
             if row is not None:
@@ -520,13 +525,17 @@ def _compare_messages(want: _Expected, rows: list[dict[str, Any]]) -> list[str]:
 
 def _compare_settlements(want: _Expected, rows: list[dict[str, Any]]) -> list[str]:
     problems: list[str] = []
-    held: set[tuple[str, int]] = set()
-    for row in sorted(rows, key=lambda r: (str(r["sender_party"]), int(r["sequence"]))):
-        key = (str(row["sender_party"]), int(row["sequence"]))
+    held: set[tuple[str, int, int]] = set()
+
+    def order(r: dict[str, Any]) -> tuple[str, int, int]:
+        return str(r["sender_party"]), int(r["lane"]), int(r["sequence"])
+
+    for row in sorted(rows, key=order):
+        key = order(row)
         held.add(key)
         got = (str(row["message_id"]), str(row["outcome"]))
         expected = want.settlements.get(key)
-        name = f"settlements row {key[0]} sequence {key[1]}"
+        name = f"settlements row {key[0]} lane {key[1]} sequence {key[2]}"
         if expected is None:
             problems.append(f"{name}: no entry in the chain settles it")
         elif got != expected:
@@ -535,7 +544,7 @@ def _compare_settlements(want: _Expected, rows: list[dict[str, Any]]) -> list[st
                 f"{expected[1]} of {expected[0] or 'an unreadable message'}"
             )
     for key in sorted(set(want.settlements) - held):
-        problems.append(f"settlements row {key[0]} sequence {key[1]} is missing")
+        problems.append(f"settlements row {key[0]} lane {key[1]} sequence {key[2]} is missing")
     return problems
 
 
@@ -545,10 +554,14 @@ def _compare_batch_receipts(
     """Each batch receipt we signed for the peer's batches: signed by us, and settling what
     the chain says was settled; every inbound settlement covered by one."""
     problems: list[str] = []
-    covered: set[tuple[str, int]] = set()
-    for row in sorted(rows, key=lambda r: (str(r["sender_party"]), int(r["first_sequence"]))):
-        sender, first = str(row["sender_party"]), int(row["first_sequence"])
-        name = f"batch_receipts row {sender} {first}..{row['last_sequence']}"
+    covered: set[tuple[str, int, int]] = set()
+
+    def order(r: dict[str, Any]) -> tuple[str, int, int]:
+        return str(r["sender_party"]), int(r["lane"]), int(r["first_sequence"])
+
+    for row in sorted(rows, key=order):
+        sender, lane, first = order(row)
+        name = f"batch_receipts row {sender} lane {lane} {first}..{row['last_sequence']}"
         raw = bytes(row["receipt"])
         try:
             if keyring is not None:
@@ -558,14 +571,18 @@ def _compare_batch_receipts(
         except Exception as exc:
             problems.append(f"{name}: not a batch receipt signed by {party}: {exc}")
             continue
-        if (receipt.first_sequence, receipt.last_sequence) != (first, int(row["last_sequence"])):
+        if (receipt.lane, receipt.first_sequence, receipt.last_sequence) != (
+            lane,
+            first,
+            int(row["last_sequence"]),
+        ):
             problems.append(
-                f"{name}: the signed receipt covers "
+                f"{name}: the signed receipt covers lane {receipt.lane} "
                 f"{receipt.first_sequence}..{receipt.last_sequence}"
             )
         items: list[ReceiptItem | RejectionItem] = [*receipt.receipts, *receipt.rejections]
         for item in items:
-            key = (sender, item.sequence)
+            key = (sender, receipt.lane, item.sequence)
             covered.add(key)
             outcome = item.reason.name if isinstance(item, RejectionItem) else "receipt"
             expected = want.settlements.get(key)
@@ -576,5 +593,7 @@ def _compare_batch_receipts(
                     + (f"{expected[1]} of {expected[0]}" if expected else "nothing")
                 )
     for key in sorted(k for k in want.settlements if k[0] != party and k not in covered):
-        problems.append(f"no batch receipt row covers sequence {key[1]} from {key[0]}")
+        problems.append(
+            f"no batch receipt row covers sequence {key[2]} of lane {key[1]} from {key[0]}"
+        )
     return problems

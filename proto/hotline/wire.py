@@ -74,6 +74,7 @@ def sign_batch_receipt(
     receipts: tuple[link.ReceiptItem, ...],
     rejections: tuple[link.RejectionItem, ...],
     journal_time_ns: int,
+    lane: int,
 ) -> link.BatchReceipt:
     """Sign a batch receipt (the receiving end, inside the batch's journal transaction)."""
     body = peer_link_pb2.BatchReceiptBody(
@@ -82,6 +83,7 @@ def sign_batch_receipt(
         first_sequence=first_sequence,
         last_sequence=last_sequence,
         journal_time=timestamp_ns(journal_time_ns),
+        lane=lane_to_wire(lane),
     )
     for r in receipts:
         body.receipts.add(
@@ -94,8 +96,21 @@ def sign_batch_receipt(
         body.rejections.append(rejection_item_to_wire(j))
     signed = signer.sign(PAYLOAD_TYPE_RECEIPT, body.SerializeToString())
     return link.BatchReceipt(
-        first_sequence, last_sequence, receipts, rejections, signed, journal_time_ns
+        first_sequence, last_sequence, receipts, rejections, signed, journal_time_ns, lane
     )
+
+
+def lane_to_wire(lane: int) -> common_pb2.Precedence.ValueType:
+    if lane not in link.LANES:
+        raise ValueError(f"not a lane: {lane}")
+    return common_pb2.Precedence.ValueType(lane)
+
+
+def lane_from_wire(value: int, what: str) -> int:
+    """A lane from a frame; RemoteProtocolError if it is not a precedence."""
+    if value not in link.LANES:
+        raise RemoteProtocolError(f"{what} names lane {value}, which is not a precedence")
+    return value
 
 
 def rejection_item_to_wire(item: link.RejectionItem) -> peer_link_pb2.RejectionItem:
@@ -191,6 +206,7 @@ def batch_receipt_from_signed(
         tuple(rejections),
         signed,
         int(body.journal_time.ToNanoseconds()),
+        lane_from_wire(body.lane, "a batch receipt"),
     )
     receipt.check_complete()
     return receipt
@@ -222,6 +238,7 @@ def welcome_to_wire(
         last_sequence=welcome.last_sequence,
         hello_nonce=welcome.hello_nonce,
         create_time=timestamp_ns(now_ns),
+        lane=lane_to_wire(welcome.lane),
     )
     frame = peer_link_pb2.Welcome(
         welcome=signer.sign(PAYLOAD_TYPE_WELCOME, body.SerializeToString())
@@ -279,6 +296,7 @@ def welcome_from_wire(
         receipts,
         body.protocol_version,
         witnessed_checkpoint_from_wire(frame, keyring, sender_party=sender_party),
+        lane_from_wire(body.lane, "the Welcome"),
     )
 
 
@@ -321,14 +339,21 @@ def hello_to_wire(hello: link.Hello, signing_certificates: list[bytes]) -> peer_
         party=hello.party,
         last_receipted_sequence=hello.last_receipted_sequence,
         nonce=hello.nonce,
+        lane=lane_to_wire(hello.lane),
     )
     frame.signing_certificates.extend(signing_certificates)
     return frame
 
 
 def hello_from_wire(frame: peer_link_pb2.Hello) -> link.Hello:
+    """The Hello (a version 2 Hello, without a lane, parses with lane 0: the core refuses its
+    version first)."""
     return link.Hello(
-        frame.party, frame.last_receipted_sequence, bytes(frame.nonce), frame.protocol_version
+        frame.party,
+        frame.last_receipted_sequence,
+        bytes(frame.nonce),
+        frame.protocol_version,
+        frame.lane,
     )
 
 

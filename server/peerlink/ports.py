@@ -16,7 +16,9 @@ class Outbox(Protocol):
 
     def unsettled_outbound(self) -> list[link.Outgoing]: ...
 
-    def last_settled_outbound(self) -> int: ...
+    def last_settled_outbound(self, lane: int) -> int:
+        """The highest sequence settled on our lane `lane` (0: none)."""
+        ...
 
     def record_settlement(self, plan: link.SettleOutbound) -> Awaitable[None]:
         """Submit a verified batch receipt's settlements to the journal now (in arrival

@@ -1,15 +1,22 @@
 """The receiving end of a peer link: `PeerLinkService.Push`, served to the peer gateway only.
 
-A thin adapter around `hotline.link.InboundLink`, one core per peer that outlives the streams:
-it reads frames, feeds them to the core, and carries out the core's actions: `Persist` a
-delivery batch (one journal operation and one commit for the whole batch, which signs the
-batch receipt in the same transaction), `Send` a frame on the stream it belongs to, report an
-`Event`. The acceptance checks, the ordering (a batch receipt only after its commit, a Welcome
-only after every earlier batch is durable) and the duplicate index live in the core.
+A thin adapter around `hotline.link.InboundLink`, one core per lane (precedence) of the peer's
+direction, each outliving the streams: it reads frames, feeds them to the lane's core, and
+carries out the core's actions: `Persist` a delivery batch (one journal operation and one
+commit for the whole batch, which signs the batch receipt in the same transaction; a FLASH or
+IMMEDIATE lane's commit does not wait for a group commit in progress), `Send` a frame on the
+stream it belongs to, report an `Event`. The acceptance checks, the ordering (a batch receipt
+only after its commit, a Welcome only after every earlier batch is durable) and the duplicate
+index (shared by the lanes) live in the cores.
 
-Only one stream per peer is served at a time: a new Hello makes the core start a new stream;
-the older stream is ended with ABORTED, its batches still become durable, and the new
-stream's Welcome waits for them.
+The lanes run side by side on the event loop. So that a FLASH batch is not checked after a
+whole ROUTINE batch, a PRIORITY or ROUTINE batch's byte-only checks (the signature above all)
+run ahead a few deliveries at a time, yielding to the other lanes in between.
+
+Only one stream per peer and lane is served at a time: a new Hello makes the lane's core start
+a new stream; the older stream is ended with ABORTED, its batches still become durable, and
+the new stream's Welcome waits for them. The inbound link is up while every lane has a
+welcomed stream.
 
 A Hello whose `last_receipted_sequence` is beyond what our journal holds means the peer holds
 our batch receipts for batches our journal lost: the stream ends with DATA_LOSS (every time
@@ -33,7 +40,7 @@ from hotline import link, wire
 from hotline.acceptance import Acceptance
 from hotline.errors import ProtocolError, SignatureError
 from hotline.signing import KeyRing, Signer
-from hotline.v1 import peer_link_pb2, peer_link_pb2_grpc
+from hotline.v1 import common_pb2, peer_link_pb2, peer_link_pb2_grpc
 from server.journal import JournalError
 from server.peerlink.checkpoints import PeerCheckpoints
 from server.peerlink.status import LinkStatus, printable
@@ -46,6 +53,13 @@ DataLossNotice = Callable[[str], Awaitable[None]]
 Context = grpc.aio.ServicerContext[peer_link_pb2.PushRequest, peer_link_pb2.PushResponse]
 
 _CODES = {end: getattr(grpc.StatusCode, end.value) for end in link.StreamEnd}
+_LANE_NAMES = {
+    lane: common_pb2.Precedence.Name(common_pb2.Precedence.ValueType(lane)).removeprefix(
+        "PRECEDENCE_"
+    )
+    for lane in link.LANES
+}
+INSPECT_STEP = 4  # deliveries of a lower lane's batch checked between yields to other lanes
 
 
 @dataclass(frozen=True)
@@ -81,17 +95,28 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
         self._data_loss_told: set[str] = set()
         self._heartbeat_interval = heartbeat_interval
         self._dead_after = dead_after
-        self.core = link.InboundLink(
-            store.party,
-            store.peer_party,
-            last_sequence=store.journal.last_sequence(store.peer_party),
-            seen=store.seen,
-            archive=store.journal,
-            check=Acceptance(keyring, sender_party=store.peer_party, receiver_party=store.party),
-            heartbeat_interval=heartbeat_interval,
-            dead_after=dead_after,
-        )
-        self._streams: dict[int, asyncio.Queue[_Item]] = {}
+        self._acceptance = {
+            lane: Acceptance(
+                keyring, sender_party=store.peer_party, receiver_party=store.party, lane=lane
+            )
+            for lane in link.LANES
+        }
+        self.cores = {
+            lane: link.InboundLink(
+                store.party,
+                store.peer_party,
+                lane=lane,
+                last_sequence=store.journal.last_sequence(store.peer_party, lane),
+                seen=store.seen,
+                archive=store.journal,
+                check=self._acceptance[lane],
+                heartbeat_interval=heartbeat_interval,
+                dead_after=dead_after,
+            )
+            for lane in link.LANES
+        }
+        self._streams: dict[tuple[int, int], asyncio.Queue[_Item]] = {}  # (lane, stream) ->
+        self._up_lanes: set[int] = set()
         self._background: set[asyncio.Future[Any]] = set()
         self.status = LinkStatus(detail="no stream from the peer yet")
         self._checkpoints = PeerCheckpoints(store, keyring)
@@ -110,20 +135,29 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
         requests = aiter(request_iterator)
         hello = await self._hello(requests, context)
         try:
-            stream = self.core.hello(hello, time.time())
+            link.check_hello(hello, self.peer_party)
+            lane = hello.lane
+            core = self.cores[lane]
+            stream = core.hello(hello, time.time())
         except link.PeerViolation as exc:
             self._data_loss(exc)
             await context.abort(_CODES[exc.end], str(exc))
-        for older, previous in self._streams.items():
-            previous.put_nowait(_End(grpc.StatusCode.ABORTED, f"replaced by stream {stream}"))
-            log.info("inbound stream %d from %s replaced by a newer one", older, self.peer_party)
+        for (older_lane, older), previous in self._streams.items():
+            if older_lane == lane:
+                previous.put_nowait(_End(grpc.StatusCode.ABORTED, f"replaced by stream {stream}"))
+                log.info(
+                    "inbound stream %d of lane %d from %s replaced by a newer one",
+                    older,
+                    lane,
+                    self.peer_party,
+                )
         queue: asyncio.Queue[_Item] = asyncio.Queue()
-        self._streams[stream] = queue
-        self.status.detail = f"stream from {context.peer()}"
-        self._pump()
+        self._streams[lane, stream] = queue
+        self.status.detail = f"streams from {context.peer()}"
+        self._pump(lane)
         reason = "the peer closed the stream"
-        reader = asyncio.create_task(self._read(stream, requests, queue))
-        ticker = asyncio.create_task(self._tick(stream, queue))
+        reader = asyncio.create_task(self._read(lane, stream, requests, queue))
+        ticker = asyncio.create_task(self._tick(lane, stream))
         try:
             while True:
                 item = await queue.get()
@@ -140,9 +174,11 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
             reader.cancel()
             ticker.cancel()
             await asyncio.gather(reader, ticker, return_exceptions=True)
-            del self._streams[stream]
-            current = stream == self.core.stream
-            self.core.close(stream)
+            del self._streams[lane, stream]
+            current = stream == core.stream
+            core.close(stream)
+            if current:
+                self._up_lanes.discard(lane)
             if current and self.status.up:
                 self.status.went(False, time.time(), reason)
                 log.warning("inbound link from %s down: %s", self.peer_party, printable(reason))
@@ -193,20 +229,24 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
 
     async def _read(
         self,
+        lane: int,
         stream: int,
         requests: AsyncIterator[peer_link_pb2.PushRequest],
         queue: asyncio.Queue[_Item],
     ) -> None:
+        core = self.cores[lane]
         try:
             async for request in requests:
                 which = request.WhichOneof("frame")
-                now = time.time()
                 if which == "deliveries":
-                    self.core.receive(wire.deliveries_from_wire(request.deliveries), now, stream)
+                    batch = wire.deliveries_from_wire(request.deliveries)
+                    if lane not in link.URGENT_LANES:
+                        await self._inspect_ahead(lane, batch)
+                    core.receive(batch, time.time(), stream)
                 elif which == "ping":
-                    self.core.receive(wire.ping_from_wire(request.ping), now, stream)
+                    core.receive(wire.ping_from_wire(request.ping), time.time(), stream)
                 elif which == "pong":
-                    self.core.receive(wire.pong_from_wire(request.pong), now, stream)
+                    core.receive(wire.pong_from_wire(request.pong), time.time(), stream)
                 elif which == "checkpoint":
                     self._background_task(self._checkpoint(request.checkpoint))
                 elif which == "hello":
@@ -215,7 +255,7 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
                     raise link.PeerViolation(
                         "a frame with no member set", link.StreamEnd.INVALID_ARGUMENT
                     )
-                self._pump()
+                self._pump(lane)
             queue.put_nowait(_End(None, "the peer closed the stream"))
         except link.PeerViolation as exc:
             queue.put_nowait(_End(_CODES[exc.end], str(exc)))
@@ -223,20 +263,30 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
             log.exception("inbound link from %s failed", self.peer_party)
             queue.put_nowait(_End(grpc.StatusCode.INTERNAL, str(exc)))
 
-    async def _tick(self, stream: int, queue: asyncio.Queue[_Item]) -> None:
+    async def _inspect_ahead(self, lane: int, batch: link.DeliveryBatch) -> None:
+        """Run the byte-only checks of a lower lane's batch a few deliveries at a time,
+        letting the other lanes' frames in between (the core decides with the results)."""
+        acceptance = self._acceptance[lane]
+        for index, delivery in enumerate(batch.deliveries):
+            if index and index % INSPECT_STEP == 0:
+                await asyncio.sleep(0)
+            acceptance.inspect_ahead(delivery)
+
+    async def _tick(self, lane: int, stream: int) -> None:
+        core = self.cores[lane]
         while True:
             await asyncio.sleep(min(0.5, self._heartbeat_interval / 2))
-            if stream == self.core.stream:
-                self.core.tick(time.time())
-                self._pump()
+            if stream == core.stream:
+                core.tick(time.time())
+                self._pump(lane)
 
     # ------------------------------------------------------------------ actions
 
-    def _pump(self) -> None:
-        """Carry out the core's actions, in order."""
-        for action in self.core.drain():
+    def _pump(self, lane: int) -> None:
+        """Carry out a lane's core's actions, in order."""
+        for action in self.cores[lane].drain():
             if isinstance(action, link.Send):
-                queue = self._streams.get(action.stream)
+                queue = self._streams.get((lane, action.stream))
                 if queue is not None:
                     frame = action.frame
                     assert not isinstance(frame, link.Hello | link.DeliveryBatch)
@@ -250,11 +300,11 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
             elif isinstance(action, link.Persist):
                 record = action.record
                 assert isinstance(record, link.JournalBatch)
-                self._persist(action.token, record)
+                self._persist(lane, action.token, record)
             else:
-                self._event(action.event)
+                self._event(lane, action.event)
 
-    def _persist(self, token: int, batch: link.JournalBatch) -> None:
+    def _persist(self, lane: int, token: int, batch: link.JournalBatch) -> None:
         for item in batch.refused:
             log.warning(
                 "refused delivery %d (%s) from %s: %s %s",
@@ -265,24 +315,30 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
                 printable(item.detail),
             )
         durable = self._store.journal_batch(batch, self._signer)
+        core = self.cores[lane]
 
         def done(future: asyncio.Future[link.BatchReceipt]) -> None:
             self._background.discard(future)
             try:
                 if future.cancelled() or future.exception() is not None:
                     problem = "cancelled" if future.cancelled() else future.exception()
-                    log.error("could not journal batch %d..: %s", batch.first_sequence, problem)
-                    self.core.failed(token)
+                    log.error(
+                        "could not journal batch %d.. of lane %d: %s",
+                        batch.first_sequence,
+                        lane,
+                        problem,
+                    )
+                    core.failed(token)
                     self._end_current(
-                        grpc.StatusCode.UNAVAILABLE, f"journal write failed: {problem}"
+                        lane, grpc.StatusCode.UNAVAILABLE, f"journal write failed: {problem}"
                     )
                 else:
-                    self.core.persisted(token, future.result())
-                    self.status.last_sequence = self.core.durable_sequence
+                    core.persisted(token, future.result())
+                    self.status.last_sequence = self.settled
             except link.PeerViolation as exc:  # a Welcome released now may refuse the Hello
                 self._data_loss(exc)
-                self._end_current(_CODES[exc.end], str(exc))
-            self._pump()
+                self._end_current(lane, _CODES[exc.end], str(exc))
+            self._pump(lane)
 
         self._background.add(durable)
         durable.add_done_callback(done)
@@ -297,27 +353,32 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
         if self._on_data_loss is not None:
             self._background_task(self._on_data_loss(detail))
 
-    def _end_current(self, code: grpc.StatusCode | None, detail: str) -> None:
-        queue = self._streams.get(self.core.stream)
+    @property
+    def settled(self) -> int:
+        """Deliveries settled on this direction: the sum of the lanes' durable sequences."""
+        return sum(core.durable_sequence for core in self.cores.values())
+
+    def _end_current(self, lane: int, code: grpc.StatusCode | None, detail: str) -> None:
+        queue = self._streams.get((lane, self.cores[lane].stream))
         if queue is not None:
             queue.put_nowait(_End(code, detail))
 
-    def _event(self, event: link.LinkEvent) -> None:
+    def _event(self, lane: int, event: link.LinkEvent) -> None:
         if isinstance(event, link.LinkUp):
-            self.status.last_sequence = event.last_sequence
-            self.status.went(True, time.time(), self.status.detail)
-            log.info(
-                "inbound link from %s up; holding up to sequence %d",
-                self.peer_party,
-                event.last_sequence,
+            self._up_lanes.add(lane)
+            if self._up_lanes != set(link.LANES) or self.status.up:
+                return
+            self.status.last_sequence = self.settled
+            held = ", ".join(
+                f"{_LANE_NAMES[lane]} {core.durable_sequence}" for lane, core in self.cores.items()
             )
+            self.status.went(True, time.time(), self.status.detail)
+            log.info("inbound link from %s up; holding up to sequences %s", self.peer_party, held)
             self._background_task(
-                self._on_link(
-                    True, f"{self.peer_party} resumed after sequence {event.last_sequence}"
-                )
+                self._on_link(True, f"{self.peer_party} resumed after sequences {held}")
             )
         elif isinstance(event, link.LinkDown):
-            self._end_current(grpc.StatusCode.UNAVAILABLE, f"link down: {event.reason}")
+            self._end_current(lane, grpc.StatusCode.UNAVAILABLE, f"link down: {event.reason}")
         elif isinstance(event, link.Measured):  # (JournalLost is the sending end's)
             self.status.rtt, self.status.clock_offset = event.rtt, event.clock_offset
 

@@ -1,14 +1,18 @@
-"""The sending end of a peer link: dial the peer gateway and push our outbox.
+"""The sending end of a peer link: dial the peer gateway and push our outbox, lane by lane.
 
-A thin adapter around `hotline.link.OutboundLink`: it owns the gRPC stream, the clock and the
-reconnect loop, and carries out the core's actions (`Send` a frame, `Persist` a settlement,
-report an `Event`); every rule lives in the core. It needs from the gateway only an `Outbox`
-(`server.peerlink.ports`, which the gateway's journal-backed store satisfies).
+A thin adapter around one `hotline.link.OutboundLink` per lane (precedence): it owns the gRPC
+streams, the clock and the reconnect loop, and carries out the cores' actions (`Send` a frame,
+`Persist` a settlement, report an `Event`); every rule lives in the cores. It needs from the
+gateway only an `Outbox` (`server.peerlink.ports`, which the gateway's journal-backed store
+satisfies). A message goes to the core of its precedence; an UPDATE or CANCEL of a message
+unsettled on another lane waits for it there, and that message is hurried on its own lane
+(LINK-13).
 
-One connection runs three tasks under one `asyncio.TaskGroup` (reader, writer, driver), so a
-failure of any ends all three and the loop reconnects after a jittered exponential backoff.
-Frames leave through one queue and one writer (grpc allows one write at a time), in the order
-the core emitted them.
+One connection opens one `Push` stream per lane on one channel and runs a reader and a writer
+per stream and one driver, all under one `asyncio.TaskGroup`, so a failure of any ends them all
+(every lane reconnects together, after a jittered exponential backoff). Frames of a lane leave
+through its queue and its writer (grpc allows one write at a time per stream), in the order its
+core emitted them. The link is up once every lane's Welcome is verified.
 
 Nothing a receiver sends is believed before it is verified: `hotline.wire` checks the Welcome's
 signature over our Hello's nonce and every batch receipt's signature; a frame that fails is a
@@ -53,12 +57,19 @@ log = logging.getLogger("hotline.link.out")
 LinkNotice = Callable[[bool, str], Awaitable[None]]
 SecurityNotice = Callable[[str], Awaitable[None]]
 PeerRefusedNotice = Callable[[PeerCertificateRefused], Awaitable[None]]
-URGENT_RANK = common_pb2.PRECEDENCE_IMMEDIATE  # this precedence and higher are sent at once
+_LANE_NAMES = {
+    lane: common_pb2.Precedence.Name(common_pb2.Precedence.ValueType(lane)).removeprefix(
+        "PRECEDENCE_"
+    )
+    for lane in link.LANES
+}
 JournalLostNotice = Callable[[link.JournalLost], Awaitable[None]]
 Call = grpc.aio.StreamStreamCall[peer_link_pb2.PushRequest, peer_link_pb2.PushResponse]
 
 
 class PeerSender:
+    """Pushes the outbox to the peer gateway over one `Push` stream per lane."""
+
     def __init__(
         self,
         *,
@@ -102,8 +113,9 @@ class PeerSender:
         self._checkpoint_interval = checkpoint_interval
         self._wake = asyncio.Event()
         self.status = LinkStatus()
-        self.link = self._new_link()
-        self._queue: asyncio.Queue[peer_link_pb2.PushRequest] | None = None
+        self.cores: dict[int, link.OutboundLink] = self._new_cores()
+        self._queues: dict[int, asyncio.Queue[peer_link_pb2.PushRequest]] = {}
+        self._up_lanes: set[int] = set()
         self._background: set[asyncio.Future[Any]] = set()
         self._failed_settlement: BaseException | None = None
         self._down: str = ""  # the core declared the link down: why
@@ -125,21 +137,59 @@ class PeerSender:
         """Ask the sender to stop: `run` returns at its next step (cancel it too)."""
         self._stop.set()
 
-    def _new_link(self) -> link.OutboundLink:
-        core = link.OutboundLink(
-            self.party,
-            self.peer_party,
-            last_receipted_sequence=self._outbox.last_settled_outbound(),
-            window=self._window,
-            lanes=self._lanes,
-            batch_count=self._batch_count,
-            heartbeat_interval=self._heartbeat_interval,
-            dead_after=self._dead_after,
-            journal_hash_at=self._outbox.journal_hash_at,
-        )
+    def _new_cores(self) -> dict[int, link.OutboundLink]:
+        allowances = {**link.DEFAULT_LANES, **(self._lanes or {})}
+        cores: dict[int, link.OutboundLink] = {}
+        for lane in link.LANES:
+            cores[lane] = link.OutboundLink(
+                self.party,
+                self.peer_party,
+                lane=lane,
+                last_receipted_sequence=self._outbox.last_settled_outbound(lane),
+                window=min(self._window, allowances[lane]),
+                lanes=self._lanes,
+                batch_count=self._batch_count,
+                heartbeat_interval=self._heartbeat_interval,
+                dead_after=self._dead_after,
+                journal_hash_at=self._outbox.journal_hash_at,
+                unsettled_elsewhere=self._elsewhere_than(lane),
+            )
+        self.cores = cores
         for message in self._outbox.unsettled_outbound():
-            core.enqueue(message)
-        return core
+            self._route(message)
+        return cores
+
+    def _elsewhere_than(self, lane: int) -> Callable[[str], bool]:
+        def unsettled_elsewhere(message_id: str) -> bool:
+            return any(
+                core.holds(message_id) for other, core in self.cores.items() if other != lane
+            )
+
+        return unsettled_elsewhere
+
+    def _lane_holding(self, message_id: str) -> int | None:
+        return next((lane for lane, core in self.cores.items() if core.holds(message_id)), None)
+
+    def _route(self, message: link.Outgoing) -> int:
+        """Put a message on its lane; hurry what it refers to on the others (LINK-13)."""
+        lane = message.rank if message.rank in link.LANES else link.ROUTINE_LANE
+        self.cores[lane].enqueue(message)
+        self._hurry(message.after, lane)
+        return lane
+
+    def _hurry(self, message_id: str, lane: int) -> None:
+        """The chain a message refers to, unsettled on other lanes: each goes next on its own."""
+        visited: set[str] = set()
+        while message_id and message_id not in visited:
+            visited.add(message_id)
+            holder = self._lane_holding(message_id)
+            if holder is None:
+                return
+            core = self.cores[holder]
+            if holder != lane:
+                core.hurry(message_id)
+            held = core.message(message_id)
+            message_id, lane = (held.after if held else ""), holder
 
     def enqueue(self, message: link.Outgoing) -> None:
         """A message was journaled: push it as soon as its lane allows.
@@ -147,21 +197,35 @@ class PeerSender:
         FLASH and IMMEDIATE go out from here, at once (the driver task would run only after
         everything already queued on a busy event loop); the lower precedences are left to the
         driver, so that messages journaled together leave in one batch."""
-        self.link.enqueue(message)
-        if message.rank <= URGENT_RANK and self._queue is not None:
-            self.link.tick(time.time())
-            self._pump()
-        else:
+        lane = self._route(message)
+        if lane in link.URGENT_LANES and lane in self._queues:
+            self.cores[lane].tick(time.time())
+            self._pump(lane)
+        if message.after or lane not in link.URGENT_LANES:
             self._wake.set()
 
     @property
     def queue_depth(self) -> int:
-        return self.link.queue_depth
+        return sum(core.queue_depth for core in self.cores.values())
+
+    @property
+    def lanes_in_flight(self) -> dict[int, int]:
+        """Deliveries in flight per lane (for metrics)."""
+        return {lane: core.in_flight for lane, core in self.cores.items()}
+
+    @property
+    def last_settled(self) -> int:
+        """Deliveries settled on this direction: the sum of the lanes' last settled sequences."""
+        return sum(core.last_settled for core in self.cores.values())
+
+    @property
+    def lost(self) -> link.JournalLost | None:
+        return next((c.lost for c in self.cores.values() if c.lost is not None), None)
 
     @property
     def held(self) -> str:
         """Why sending is held ("" if it is not): our journal lost history the peer holds."""
-        lost = self.link.lost
+        lost = self.lost
         return "" if lost is None else lost.detail
 
     # ------------------------------------------------------------------ connections
@@ -197,14 +261,16 @@ class PeerSender:
                 log.exception("link to %s failed", self.peer_party)
                 reason = f"{type(exc).__name__}: {exc}"
             finally:
-                self._queue = None
+                self._queues = {}
                 await channel.close(grace=None)
             if self._stop.is_set():
                 # A cancellation that arrives while the stream is failing can be absorbed by
                 # the TaskGroup or grpc; the flag makes sure a stop request is honoured.
                 return
-            self.link.disconnect(reason)
-            self.link.drain()  # the LinkDown event is reported below, once
+            for core in self.cores.values():
+                core.disconnect(reason)
+                core.drain()  # the LinkDown event is reported below, once
+            self._up_lanes.clear()
             was_up = self.status.up
             if self.status.up:
                 self.status.went(False, time.time(), reason)
@@ -215,14 +281,15 @@ class PeerSender:
                 self._logged_down = reason
                 if not vetted:
                     log.warning("link to %s down: %s", self.peer_party, printable(reason))
-            if self.link.lost is not None:
-                await self._journal_lost(self.link.lost)
+            lost = self.lost
+            if lost is not None:
+                await self._journal_lost(lost)
                 return
             if self._failed_settlement is not None:
                 # a settlement could not be journaled: rebuild our view from the journal
                 self._failed_settlement = None
                 await self._settled()
-                self.link = self._new_link()
+                self._new_cores()
             # a link that came up and lasted resets the backoff; a failed attempt grows it
             lasted = was_up and time.monotonic() - started > self._dead_after
             attempt = 0 if lasted else attempt + 1
@@ -268,25 +335,33 @@ class PeerSender:
 
     async def _connection(self, channel: grpc.aio.Channel) -> None:
         stub = peer_link_pb2_grpc.PeerLinkServiceStub(channel)
-        call = stub.Push()
-        self._queue = asyncio.Queue()
+        calls = {lane: stub.Push() for lane in link.LANES}
+        self._queues = {lane: asyncio.Queue() for lane in link.LANES}
         self._down = ""
         self._checkpoint_due = 0.0
-        self.link.connect(time.time(), secrets.token_bytes(link.NONCE_BYTES))
-        self._pump()
+        now = time.time()
+        for lane, core in self.cores.items():
+            core.connect(now, secrets.token_bytes(link.NONCE_BYTES))
+            self._pump(lane)
+        for core in self.cores.values():  # hurried messages went back to journal order
+            for message_id, lane in core.references_elsewhere():
+                self._hurry(message_id, lane)
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._reader(call))
-                group.create_task(self._writer(call, self._queue))
+                for lane, call in calls.items():
+                    group.create_task(self._reader(lane, call))
+                    group.create_task(self._writer(call, self._queues[lane]))
                 group.create_task(self._driver())
         except BaseExceptionGroup as failed:  # report the first failure, not the group
             raise failed.exceptions[0] from None
         finally:
-            call.cancel()
+            for call in calls.values():
+                call.cancel()
 
-    # ------------------------------------------------------------------ the three tasks
+    # ------------------------------------------------------------------ the tasks
 
-    async def _reader(self, call: Call) -> None:
+    async def _reader(self, lane: int, call: Call) -> None:
+        core = self.cores[lane]
         while True:
             response = await call.read()
             if response is grpc.aio.EOF:
@@ -296,9 +371,12 @@ class PeerSender:
                 response, self._keyring, receiver_party=self.peer_party, sender_party=self.party
             )
             now = time.time()
-            self.link.receive(frame, now)
-            self.link.tick(now)  # a batch receipt frees allowance: send more at once
-            self._pump()
+            settled = core.queue_depth
+            core.receive(frame, now)
+            core.tick(now)  # a batch receipt frees allowance: send more at once
+            self._pump(lane)
+            if core.queue_depth != settled:
+                self._wake.set()  # an UPDATE on another lane may have waited for one of these
 
     async def _writer(self, call: Call, queue: asyncio.Queue[peer_link_pb2.PushRequest]) -> None:
         while True:
@@ -306,7 +384,7 @@ class PeerSender:
             await call.write(frame)
 
     async def _driver(self) -> None:
-        """Time and wake-ups: ticks the core (batches, heartbeats, deadlines), checkpoints."""
+        """Time and wake-ups: ticks the cores (batches, heartbeats, deadlines), checkpoints."""
         while True:
             if self._failed_settlement is not None:
                 raise ProtocolError("a settlement failed to journal")
@@ -316,8 +394,10 @@ class PeerSender:
                 raise self._redial
             # Clear before ticking: a message enqueued while we work sets it again.
             self._wake.clear()
-            self.link.tick(time.time())
-            self._pump()
+            now = time.time()
+            for lane, core in self.cores.items():
+                core.tick(now)
+                self._pump(lane)
             self._checkpoint()
             try:
                 async with asyncio.timeout(min(0.5, self._heartbeat_interval / 2)):
@@ -326,7 +406,9 @@ class PeerSender:
                 pass
 
     def _checkpoint(self) -> None:
-        if self._checkpoints is None or not self.link.up or self._queue is None:
+        """A checkpoint when due, on the ROUTINE lane's stream (it never delays a FLASH)."""
+        queue = self._queues.get(link.ROUTINE_LANE)
+        if self._checkpoints is None or not self.status.up or queue is None:
             return
         now = time.monotonic()
         if now < self._checkpoint_due:
@@ -334,28 +416,30 @@ class PeerSender:
         self._checkpoint_due = now + self._checkpoint_interval
         signed = self._checkpoints()
         if signed is not None:
-            self._queue.put_nowait(
+            queue.put_nowait(
                 peer_link_pb2.PushRequest(checkpoint=peer_link_pb2.Checkpoint(checkpoint=signed))
             )
 
     # ------------------------------------------------------------------ actions
 
-    def _pump(self) -> None:
-        """Carry out the core's actions, in order."""
-        for action in self.link.drain():
+    def _pump(self, lane: int) -> None:
+        """Carry out a lane's core's actions, in order."""
+        core = self.cores[lane]
+        queue = self._queues.get(lane)
+        for action in core.drain():
             if isinstance(action, link.Send):
-                if self._queue is not None:
+                if queue is not None:
                     frame = action.frame
                     assert not isinstance(frame, link.Welcome | link.BatchReceipt)
-                    self._queue.put_nowait(wire.sender_frame_to_wire(frame, self._certs))
+                    queue.put_nowait(wire.sender_frame_to_wire(frame, self._certs))
             elif isinstance(action, link.Persist):
                 record = action.record
                 assert isinstance(record, link.SettleOutbound)
-                self._persist(action.token, record)
+                self._persist(core, action.token, record)
             else:
                 self._event(action.event)
 
-    def _persist(self, token: int, plan: link.SettleOutbound) -> None:
+    def _persist(self, core: link.OutboundLink, token: int, plan: link.SettleOutbound) -> None:
         for item in plan.refused:
             log.warning(
                 "peer refused %s: %s %s",
@@ -364,7 +448,6 @@ class PeerSender:
                 printable(item.detail),
             )
         durable = asyncio.ensure_future(self._outbox.record_settlement(plan))
-        core = self.link
 
         def done(future: asyncio.Future[None]) -> None:
             self._background.discard(future)
@@ -376,24 +459,26 @@ class PeerSender:
                 self._failed_settlement = future.exception() or asyncio.CancelledError()
                 self._wake.set()
                 return
-            if core is self.link:
+            if self.cores.get(core.lane) is core:
                 core.persisted(token)
-                self._pump()
+                self._pump(core.lane)
 
         self._background.add(durable)
         durable.add_done_callback(done)
 
     def _event(self, event: link.LinkEvent) -> None:
         if isinstance(event, link.LinkUp):
+            self._up_lanes.add(event.lane)
+            if self._up_lanes != set(link.LANES) or self.status.up:
+                return
             self._logged_down = ""
+            held = ", ".join(
+                f"{_LANE_NAMES[lane]} {core.last_settled}" for lane, core in self.cores.items()
+            )
             self.status.went(
-                True,
-                time.time(),
-                f"the peer held up to sequence {event.last_sequence} when the link came up",
+                True, time.time(), f"the peer held up to sequences {held} when the link came up"
             )
-            log.info(
-                "link to %s up (peer holds up to sequence %d)", self.peer_party, event.last_sequence
-            )
+            log.info("link to %s up (the peer holds up to sequences %s)", self.peer_party, held)
             self._background_task(self._on_link(True, self.status.detail))
             self._wake.set()  # the first checkpoint goes out now
         elif isinstance(event, link.LinkDown):

@@ -30,6 +30,8 @@ import hotline
 from hotline.ids import MESSAGE_ID_PATTERN, new_message_id
 from hotline.v1 import common_pb2, envelope_pb2
 
+PRECEDENCES = frozenset({1, 2, 3, 4})  # the precedences that are lanes (FLASH..ROUTINE)
+
 DEFAULT_DIR = Path(hotline.__file__).resolve().parent.parent / "examples"
 EXAMPLE_PARTIES = ("JP", "TW")
 _UPPER_ID = re.compile(r"^[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}$")
@@ -98,9 +100,15 @@ class Adapter:
     that refers to one (an update, a cancel, an acknowledgement) refers to its fresh id.
     """
 
-    def __init__(self, sender: str, recipient: str, *, now: float | None = None) -> None:
+    def __init__(
+        self, sender: str, recipient: str, *, now: float | None = None, lane: int | None = None
+    ) -> None:
+        """`lane`: the precedence of the link lane the examples will travel on; an example
+        with a precedence travels at that one (a receiver refuses a delivery on another
+        precedence's lane), one without keeps its fault."""
         self.sender = sender
         self.recipient = recipient
+        self.lane = lane
         self.now = time.time() if now is None else now
         self._fresh: dict[str, str] = {}  # a valid example's written id -> its fresh id
 
@@ -122,6 +130,8 @@ class Adapter:
             ack.acknowledged_message_id = self._fresh.get(
                 ack.acknowledged_message_id, ack.acknowledged_message_id
             )
+        if self.lane is not None and envelope.precedence in PRECEDENCES:
+            envelope.precedence = common_pb2.Precedence.ValueType(self.lane)
         if envelope.HasField("create_time"):
             shift = int(self.now) - envelope.create_time.seconds
             _shift_timestamps(envelope, shift)

@@ -13,7 +13,7 @@ import time
 
 import grpc
 
-from hotline import link
+from hotline import PROTOCOL_VERSION, link
 from hotline.errors import SignatureError
 from hotline.signing import PAYLOAD_TYPE_CHECKPOINT
 from hotline.transport import credentials, secure_channel
@@ -110,7 +110,12 @@ async def listen_hello(s: PeerSession) -> str:
         seen.caller == f"spiffe://{s.target.lower()}.hotline/gateway",
         f"the caller is {seen.caller}",
     )
-    expect(hello.protocol_version == 2, f"protocol_version {hello.protocol_version}")
+    expect(hello.protocol_version == PROTOCOL_VERSION, f"protocol_version {hello.protocol_version}")
+    if not await listener.wait_for(
+        lambda: {x.lane for x in listener.streams} == set(link.LANES), _within(s)
+    ):
+        lanes = sorted({x.lane for x in listener.streams})
+        raise Failed(f"the target opened streams for lanes {lanes}, not one for each of 1..4")
     expect(hello.party == s.target, f"Hello.party {hello.party!r}")
     expect(16 <= len(hello.nonce) <= 64, f"a nonce of {len(hello.nonce)} bytes")
     expect(
@@ -122,7 +127,8 @@ async def listen_hello(s: PeerSession) -> str:
     problems = [p for p in listener.problems if "Hello" in p]
     expect(not problems, "; ".join(problems[:2]))
     return (
-        f"{len(listener.streams)} stream(s) from {seen.caller}, version 2, "
+        f"{len(listener.streams)} stream(s), one per lane, from {seen.caller}, version "
+        f"{PROTOCOL_VERSION}, "
         f"{len(hello.nonce)}-byte nonces all distinct"
     )
 

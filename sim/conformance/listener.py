@@ -2,8 +2,8 @@
 
 The suite serves `PeerLinkService` as the other party's gateway, so the target, configured to
 dial it (`peer_address`), pushes its own outbox here. The receiving rules are the protocol
-core's: `hotline.link.InboundLink` (sequences, resends, the Welcome after every earlier batch
-is durable) with `hotline.acceptance` (the six checks of "Processing a delivery"), and
+core's: one `hotline.link.InboundLink` per lane (sequences, resends, the Welcome after every
+earlier batch is durable) with `hotline.acceptance` (the checks of "Processing a delivery"), and
 `hotline.wire` to sign the Welcome and the batch receipts with our signing key. "Durable" here
 is memory: the suite is a test party, not a gateway, and keeps what it received only for the
 run.
@@ -41,17 +41,26 @@ _CODES = {end: getattr(grpc.StatusCode, end.value) for end in link.StreamEnd}
 
 
 class _Archive:
-    """The batch receipts the suite signed, by sequence (`link.ReceiptArchive`)."""
+    """The batch receipts the suite signed, by lane and sequence (`link.ReceiptArchive`)."""
 
     def __init__(self) -> None:
         self.receipts: list[link.BatchReceipt] = []
 
-    def batch_receipts_after(self, sender_party: str, sequence: int) -> list[link.BatchReceipt]:
-        return [r for r in self.receipts if r.last_sequence > sequence]
+    def batch_receipts_after(
+        self, sender_party: str, lane: int, sequence: int
+    ) -> list[link.BatchReceipt]:
+        return [r for r in self.receipts if r.lane == lane and r.last_sequence > sequence]
 
-    def batch_receipt_for(self, sender_party: str, sequence: int) -> link.BatchReceipt | None:
+    def batch_receipt_for(
+        self, sender_party: str, lane: int, sequence: int
+    ) -> link.BatchReceipt | None:
         return next(
-            (r for r in self.receipts if r.first_sequence <= sequence <= r.last_sequence), None
+            (
+                r
+                for r in self.receipts
+                if r.lane == lane and r.first_sequence <= sequence <= r.last_sequence
+            ),
+            None,
         )
 
 
@@ -62,6 +71,7 @@ class StreamSeen:
     number: int
     caller: str
     hello: peer_link_pb2.Hello
+    lane: int = link.ROUTINE_LANE
     bad_welcome: bool = False
     frames_after_welcome: list[str] = field(default_factory=list)
     ended: str = ""
@@ -85,14 +95,21 @@ class Listener(peer_link_pb2_grpc.PeerLinkServiceServicer):
         self.certs = [material.our_signing_der()]
         self.keyring = material.keyring_for_target()
         self.archive = _Archive()
-        self.core = link.InboundLink(
-            self.us,
-            self.target,
-            last_sequence=0,
-            seen={},
-            archive=self.archive,
-            check=Acceptance(self.keyring, sender_party=self.target, receiver_party=self.us),
-        )
+        seen: dict[str, link.Seen] = {}
+        self.cores = {
+            lane: link.InboundLink(
+                self.us,
+                self.target,
+                lane=lane,
+                last_sequence=0,
+                seen=seen,
+                archive=self.archive,
+                check=Acceptance(
+                    self.keyring, sender_party=self.target, receiver_party=self.us, lane=lane
+                ),
+            )
+            for lane in link.LANES
+        }
         self.server: grpc.aio.Server | None = None
         self.streams: list[StreamSeen] = []
         self.accepted: dict[str, int] = {}  # message id -> how many times accepted
@@ -100,10 +117,11 @@ class Listener(peer_link_pb2_grpc.PeerLinkServiceServicer):
         self.checkpoints: list[peer_link_pb2.Checkpoint] = []
         self.problems: list[str] = []
         self.hold = False  # keep the next batch receipts back until the stream ends
-        self.held: list[tuple[int, link.BatchReceipt]] = []
+        self.held: list[tuple[int, int, link.BatchReceipt]] = []  # (lane, token, receipt)
         self.bad_welcome = False
         self.changed = asyncio.Event()
-        self._queues: dict[int, asyncio.Queue[peer_link_pb2.PushResponse | _End]] = {}
+        # (lane, stream) -> its queue
+        self._queues: dict[tuple[int, int], asyncio.Queue[peer_link_pb2.PushResponse | _End]] = {}
         self._positions = 0
 
     async def start(self) -> int:
@@ -143,10 +161,11 @@ class Listener(peer_link_pb2_grpc.PeerLinkServiceServicer):
         return True
 
     def end_current(self, detail: str) -> None:
-        """End the stream in use (UNAVAILABLE), as a gateway going away would."""
-        queue = self._queues.get(self.core.stream)
-        if queue is not None:
-            queue.put_nowait(_End(grpc.StatusCode.UNAVAILABLE, detail))
+        """End the streams in use, every lane's (UNAVAILABLE), as a gateway going away would."""
+        for lane, core in self.cores.items():
+            queue = self._queues.get((lane, core.stream))
+            if queue is not None:
+                queue.put_nowait(_End(grpc.StatusCode.UNAVAILABLE, detail))
 
     # ---------------------------------------------------------------- the service
 
@@ -181,21 +200,26 @@ class Listener(peer_link_pb2_grpc.PeerLinkServiceServicer):
                 self.problems.append(f"Hello carries party {key.party}'s signing key")
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, "another party's key")
         try:
-            stream = self.core.hello(wire.hello_from_wire(hello), time.time())
+            parsed = wire.hello_from_wire(hello)
+            link.check_hello(parsed, self.target)
+            lane = parsed.lane
+            core = self.cores[lane]
+            stream = core.hello(parsed, time.time())
         except link.PeerViolation as exc:
             self.problems.append(f"Hello refused: {exc}")
             await context.abort(_CODES[exc.end], str(exc))
-        seen = StreamSeen(stream, caller, hello, bad_welcome=self.bad_welcome)
+        seen = StreamSeen(stream, caller, hello, lane, bad_welcome=self.bad_welcome)
         self.bad_welcome = False
         self.streams.append(seen)
-        for older in self._queues.values():
-            older.put_nowait(_End(grpc.StatusCode.ABORTED, "replaced by a newer stream"))
+        for (older_lane, _), older in self._queues.items():
+            if older_lane == lane:
+                older.put_nowait(_End(grpc.StatusCode.ABORTED, "replaced by a newer stream"))
         queue: asyncio.Queue[peer_link_pb2.PushResponse | _End] = asyncio.Queue()
-        self._queues[stream] = queue
-        self._pump()
+        self._queues[lane, stream] = queue
+        self._pump(lane)
         self._note()
         reader = asyncio.create_task(self._read(seen, requests, queue))
-        ticker = asyncio.create_task(self._tick(stream))
+        ticker = asyncio.create_task(self._tick(lane, stream))
         try:
             while True:
                 item = await queue.get()
@@ -209,10 +233,10 @@ class Listener(peer_link_pb2_grpc.PeerLinkServiceServicer):
             reader.cancel()
             ticker.cancel()
             await asyncio.gather(reader, ticker, return_exceptions=True)
-            del self._queues[stream]
+            del self._queues[lane, stream]
             seen.ended = seen.ended or "ended by the target"
-            self.core.close(stream)
-            self._release_held()
+            core.close(stream)
+            self._release_held(lane)
             self._note()
 
     def _caller(self, context: Any) -> str:
@@ -240,14 +264,13 @@ class Listener(peer_link_pb2_grpc.PeerLinkServiceServicer):
                     )
                     queue.put_nowait(_End(grpc.StatusCode.FAILED_PRECONDITION, "bad Welcome"))
                     return
+                core = self.cores[seen.lane]
                 if which == "deliveries":
-                    self.core.receive(
-                        wire.deliveries_from_wire(request.deliveries), now, seen.number
-                    )
+                    core.receive(wire.deliveries_from_wire(request.deliveries), now, seen.number)
                 elif which == "ping":
-                    self.core.receive(wire.ping_from_wire(request.ping), now, seen.number)
+                    core.receive(wire.ping_from_wire(request.ping), now, seen.number)
                 elif which == "pong":
-                    self.core.receive(wire.pong_from_wire(request.pong), now, seen.number)
+                    core.receive(wire.pong_from_wire(request.pong), now, seen.number)
                 elif which == "checkpoint":
                     self.checkpoints.append(request.checkpoint)
                 else:
@@ -255,7 +278,7 @@ class Listener(peer_link_pb2_grpc.PeerLinkServiceServicer):
                         f"a {which or 'empty'} frame after the Hello",
                         link.StreamEnd.FAILED_PRECONDITION,
                     )
-                self._pump()
+                self._pump(seen.lane)
                 self._note()
             queue.put_nowait(_End(None, "the target closed the stream"))
         except link.PeerViolation as exc:
@@ -265,22 +288,27 @@ class Listener(peer_link_pb2_grpc.PeerLinkServiceServicer):
             self.problems.append(f"the target broke the protocol: {exc}")
             queue.put_nowait(_End(grpc.StatusCode.INTERNAL, str(exc)))
 
-    async def _tick(self, stream: int) -> None:
+    async def _tick(self, lane: int, stream: int) -> None:
+        core = self.cores[lane]
         while True:
             await asyncio.sleep(0.25)
-            if stream == self.core.stream:
-                self.core.tick(time.time())
-                self._pump()
+            if stream == core.stream:
+                core.tick(time.time())
+                self._pump(lane)
 
-    def _pump(self) -> None:
-        for action in self.core.drain():
+    def _pump(self, lane: int) -> None:
+        core = self.cores[lane]
+        for action in core.drain():
             if isinstance(action, link.Send):
-                queue = self._queues.get(action.stream)
+                queue = self._queues.get((lane, action.stream))
                 frame = action.frame
                 assert not isinstance(frame, link.Hello | link.DeliveryBatch)
                 if queue is None:
                     continue
-                seen = next((s for s in self.streams if s.number == action.stream), None)
+                seen = next(
+                    (s for s in self.streams if s.number == action.stream and s.lane == lane),
+                    None,
+                )
                 if isinstance(frame, link.Welcome) and seen is not None and seen.bad_welcome:
                     queue.put_nowait(self._tampered_welcome(frame))
                     continue
@@ -292,9 +320,9 @@ class Listener(peer_link_pb2_grpc.PeerLinkServiceServicer):
                 assert isinstance(record, link.JournalBatch)
                 receipt = self._journal(record)
                 if self.hold:
-                    self.held.append((action.token, receipt))
+                    self.held.append((lane, action.token, receipt))
                 else:
-                    self.core.persisted(action.token, receipt)
+                    core.persisted(action.token, receipt)
             elif isinstance(action.event, link.LinkDown):
                 self.end_current(action.event.reason)
 
@@ -316,16 +344,18 @@ class Listener(peer_link_pb2_grpc.PeerLinkServiceServicer):
             receipts=tuple(items),
             rejections=batch.refused,
             journal_time_ns=time.time_ns(),
+            lane=batch.lane,
         )
         self.archive.receipts.append(receipt)
         return receipt
 
-    def _release_held(self) -> None:
-        """The stream ended: the held batches become 'durable' now, their receipts unsent."""
-        held, self.held = self.held, []
-        for token, receipt in held:
-            self.core.persisted(token, receipt)
-        self._pump()
+    def _release_held(self, lane: int) -> None:
+        """A lane's stream ended: its held batches become 'durable' now, their receipts unsent."""
+        held = [h for h in self.held if h[0] == lane]
+        self.held = [h for h in self.held if h[0] != lane]
+        for _, token, receipt in held:
+            self.cores[lane].persisted(token, receipt)
+        self._pump(lane)
 
     def _tampered_welcome(self, welcome: link.Welcome) -> peer_link_pb2.PushResponse:
         other = link.Welcome(
@@ -335,6 +365,7 @@ class Listener(peer_link_pb2_grpc.PeerLinkServiceServicer):
             secrets.token_bytes(len(welcome.hello_nonce)),
             welcome.batch_receipts,
             welcome.protocol_version,
+            lane=welcome.lane,
         )
         frame = wire.welcome_to_wire(other, self.signer, self.certs, time.time_ns())
         assert frame.welcome.payload_type == PAYLOAD_TYPE_WELCOME

@@ -35,7 +35,8 @@ ENDING = "Ending a stream"
 
 
 def _adapter(s: PeerSession) -> Adapter:
-    return Adapter(s.us, s.target)
+    """Examples fit for the suite's stream, which is on the ROUTINE lane."""
+    return Adapter(s.us, s.target, lane=link.ROUTINE_LANE)
 
 
 async def _expect_end(

@@ -236,7 +236,10 @@ class PeerSession:
         party: str | None = None,
         version: int = PROTOCOL_VERSION,
         signing_certificates: list[bytes] | None = None,
+        lane: int = link.ROUTINE_LANE,
     ) -> peer_link_pb2.PushRequest:
+        """A Hello for the suite's stream: on the ROUTINE lane unless `lane` says otherwise
+        (every example the suite delivers is ROUTINE)."""
         frame = peer_link_pb2.Hello(
             protocol_version=version,
             party=self.us if party is None else party,
@@ -244,6 +247,7 @@ class PeerSession:
             if last_receipted is None
             else last_receipted,
             nonce=secrets.token_bytes(link.NONCE_BYTES) if nonce is None else nonce,
+            lane=lane,  # type: ignore[arg-type]  # a plain int: checks send bad lanes too
         )
         frame.signing_certificates.extend(
             [self.signing_der] if signing_certificates is None else signing_certificates
@@ -283,6 +287,10 @@ class PeerSession:
             welcome.protocol_version == hello.protocol_version,
             f"the Welcome speaks version {welcome.protocol_version}, our Hello "
             f"{hello.protocol_version}",
+        )
+        expect(
+            welcome.lane == hello.lane,
+            f"the Welcome is for lane {welcome.lane}, our Hello asked for lane {hello.lane}",
         )
         expect(
             (welcome.receiver_party, welcome.sender_party) == (self.target, self.us),

@@ -144,6 +144,7 @@ class Peer:
                 receipts=tuple(receipted),
                 rejections=tuple(refused),
                 journal_time_ns=time.time_ns(),
+                lane=link.ROUTINE_LANE,
             )
             await self.store.record_settlement(
                 link.SettleOutbound(receipt, tuple(receipted), tuple(refused))

@@ -269,7 +269,11 @@ def test_an_older_schema_is_migrated_at_start_in_one_transaction(
     monkeypatch.setattr(
         server.journal,
         "MIGRATIONS",
-        {1: ("CREATE TABLE migrated (n INTEGER)",), 2: ("SELECT no_such_column FROM meta",)},
+        {
+            1: ("CREATE TABLE migrated (n INTEGER)",),
+            2: ("SELECT no_such_column FROM meta",),
+            3: (),
+        },
     )
     with pytest.raises(Exception, match="no_such_column"):
         Journal(journal_at("j.db"), party="JP")
@@ -278,12 +282,16 @@ def test_an_older_schema_is_migrated_at_start_in_one_transaction(
     monkeypatch.setattr(
         server.journal,
         "MIGRATIONS",
-        {1: ("CREATE TABLE migrated (n INTEGER)",), 2: ("INSERT INTO migrated VALUES (2)",)},
+        {
+            1: ("CREATE TABLE migrated (n INTEGER)",),
+            2: ("INSERT INTO migrated VALUES (2)",),
+            3: ("INSERT INTO migrated VALUES (3)",),
+        },
     )
     again = Journal(journal_at("j.db"), party="JP")
     try:
-        assert again.query("SELECT value FROM meta WHERE key = 'schema_version'")[0][0] == "3"
-        assert [r[0] for r in again.query("SELECT n FROM migrated")] == [2]
+        assert again.query("SELECT value FROM meta WHERE key = 'schema_version'")[0][0] == "4"
+        assert [r[0] for r in again.query("SELECT n FROM migrated")] == [2, 3]
         assert again.run_sync(_append(Kind.LINK_DOWN, b"{}")) == 2
     finally:
         again.close()

@@ -259,7 +259,7 @@ async def test_journal_verify_recomputes_the_index_tables_and_finds_a_reset_jour
         "DELIVERY_STATE_DELIVERED" in bad.stdout
     )
     assert f"messages row {sent[2]}: acknowledged by nothing" in bad.stdout
-    assert "settlements row JP sequence 4 is missing" in bad.stdout
+    assert "settlements row JP lane 4 sequence 4 is missing" in bad.stdout
     assert "index tables: BAD" in bad.stdout
     # a journal reset to an empty one, with no checkpoint to compare: TW holds our messages
     reset = tmp_path / "reset.db"

@@ -85,10 +85,12 @@ class ReceiverDisk:
     def seen(self) -> dict[str, Seen]:
         return {m: Seen(s, digest_of(m)) for s, m in self.messages}
 
-    def batch_receipts_after(self, sender_party: str, sequence: int) -> list[BatchReceipt]:
+    def batch_receipts_after(
+        self, sender_party: str, lane: int, sequence: int
+    ) -> list[BatchReceipt]:
         return [r for r in self.receipts if r.last_sequence > sequence]
 
-    def batch_receipt_for(self, sender_party: str, sequence: int) -> BatchReceipt | None:
+    def batch_receipt_for(self, sender_party: str, lane: int, sequence: int) -> BatchReceipt | None:
         return next(
             (r for r in self.receipts if r.first_sequence <= sequence <= r.last_sequence), None
         )

@@ -35,7 +35,7 @@ class EmptyOutbox:
     def unsettled_outbound(self) -> list[link.Outgoing]:
         return []
 
-    def last_settled_outbound(self) -> int:
+    def last_settled_outbound(self, lane: int) -> int:
         return 0
 
     async def record_settlement(self, plan: link.SettleOutbound) -> None:

@@ -277,7 +277,11 @@ def test_a_required_number_is_checked_at_zero() -> None:
     )
     # Zero is a meaningful value where the range allows it.
     hello = peer_link_pb2.Hello(
-        protocol_version=2, party="JP", last_receipted_sequence=0, nonce=b"n" * 16
+        protocol_version=3,
+        party="JP",
+        last_receipted_sequence=0,
+        nonce=b"n" * 16,
+        lane=common_pb2.PRECEDENCE_ROUTINE,
     )
     hello.signing_certificates.append(b"\x30\x82")
     assert validate(hello) == []

@@ -171,6 +171,7 @@ def welcome_body(
         last_sequence=last_sequence,
         hello_nonce=hello.nonce if nonce is None else nonce,
         create_time=wire.timestamp_ns(time.time_ns()),
+        lane=hello.lane,
     ).SerializeToString()
 
 
@@ -254,9 +255,11 @@ def forged_receipt(
     def settle(batch: peer_link_pb2.DeliveryBatch) -> peer_link_pb2.BatchReceipt:
         receipts: list[link.ReceiptItem] = []
         rejections: list[link.RejectionItem] = []
+        lane = link.ROUTINE_LANE
         for position, d in enumerate(batch.deliveries, start=1):
             envelope = envelope_pb2.Envelope()
             envelope.ParseFromString(d.envelope.payload)
+            lane = envelope.precedence  # a batch travels on its messages' lane
             if refuse:
                 rejections.append(
                     link.RejectionItem(
@@ -279,6 +282,7 @@ def forged_receipt(
             receipts=tuple(receipts),
             rejections=tuple(rejections),
             journal_time_ns=time.time_ns(),
+            lane=lane,
         )
         return wire.batch_receipt_to_wire(receipt)
 
@@ -318,8 +322,8 @@ def outbound_settlements(jp: Lone) -> dict[str, Any]:
         settlements = journal.settlements("JP")
     return {
         "settlements": settlements,
-        "last_settled": jp.gateway.store.last_settled_outbound(),
-        "core_last_settled": jp.gateway.sender.link.last_settled,
+        "last_settled": [jp.gateway.store.last_settled_outbound(lane) for lane in link.LANES],
+        "core_last_settled": jp.gateway.sender.last_settled,
         "entries": {
             kind: len(jp.entries(kind))
             for kind in (Kind.RECEIPT, Kind.DELIVERED, Kind.REFUSED_BY_PEER)

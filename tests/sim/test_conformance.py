@@ -51,14 +51,16 @@ class BrokenPeerLink(peer_link_pb2_grpc.PeerLinkServiceServicer):
     async def Push(
         self, request_iterator: AsyncIterator[peer_link_pb2.PushRequest], context: Any
     ) -> AsyncIterator[peer_link_pb2.PushResponse]:
+        lane = link.ROUTINE_LANE
         async for request in request_iterator:
             which = request.WhichOneof("frame")
             if which == "hello":
                 nonce = bytes(request.hello.nonce)
+                lane = request.hello.lane
                 if self.mode == "replayed-welcome":
                     nonce = bytes(len(nonce))
                 welcome = wire.welcome_to_wire(
-                    link.Welcome("TW", "JP", 0, nonce),
+                    link.Welcome("TW", "JP", 0, nonce, lane=lane),
                     self.signer,
                     [self.signer.certificate_der],
                     time.time_ns(),
@@ -80,6 +82,7 @@ class BrokenPeerLink(peer_link_pb2_grpc.PeerLinkServiceServicer):
                     receipts=items,
                     rejections=(),
                     journal_time_ns=time.time_ns(),
+                    lane=lane,
                 )
                 yield peer_link_pb2.PushResponse(batch_receipt=wire.batch_receipt_to_wire(receipt))
 

@@ -1,8 +1,10 @@
 """The peer link's rules, with no I/O: sequences, batches, lanes, settlements, resume, heartbeats.
 
-One direction of the hot line is one `PeerLinkService.Push` stream: the *sender* gateway dials
-the *receiver* gateway and pushes its outbox. This module holds both ends as plain classes (in
-the style of h11 / wsproto) with the same shape:
+One lane of one direction of the hot line is one `PeerLinkService.Push` stream: the *sender*
+gateway dials the *receiver* gateway and pushes its outbox, one stream per precedence (a
+*lane*: its own sequences, Welcome and batch receipts), so that a FLASH is never processed
+after ROUTINE deliveries in flight. This module holds both ends of one lane as plain classes
+(in the style of h11 / wsproto) with the same shape:
 
     receive(frame, now)        a frame from the other end (already signature-checked by `wire`)
     tick(now)                  time passed: heartbeats, deadlines, batches to send
@@ -22,6 +24,10 @@ then send" is a property of the core, tested without sockets; the gRPC adapters 
 `server.peerlink` only do the I/O. Pings and pongs depend on nothing and leave at once, so
 heartbeats never wait behind journal writes.
 
+A message travels on the lane of its precedence; an UPDATE or CANCEL of a message unsettled on
+another lane waits for that one's settlement (`OutboundLink(unsettled_elsewhere=...)`), which
+its own lane sends next (`OutboundLink.hurry`).
+
 A protocol violation by the peer raises `RemoteProtocolError` and changes no state; the adapter
 ends the stream (the receiver with the status code the error names). The normative text is in
 `proto/hotline/v1/peer_link.proto`.
@@ -35,6 +41,7 @@ from hotline.link.receiver import (
     ReceiptArchive,
     ReceiverState,
     Verdict,
+    check_hello,
 )
 from hotline.link.sender import (
     OutboundLink,
@@ -50,11 +57,14 @@ from hotline.link.values import (
     DEFAULT_LOW_LANE,
     DEFAULT_WINDOW,
     DELIVERY_OVERHEAD,
+    LANES,
     MAX_BATCH,
     MAX_ENVELOPE_BYTES,
     MAX_FRAME_BYTES,
     MAX_RESUME,
     NONCE_BYTES,
+    ROUTINE_LANE,
+    URGENT_LANES,
     Accepted,
     Action,
     BatchReceipt,
@@ -96,11 +106,14 @@ __all__ = [
     "DEFAULT_LOW_LANE",
     "DEFAULT_WINDOW",
     "DELIVERY_OVERHEAD",
+    "LANES",
     "MAX_BATCH",
     "MAX_ENVELOPE_BYTES",
     "MAX_FRAME_BYTES",
     "MAX_RESUME",
     "NONCE_BYTES",
+    "ROUTINE_LANE",
+    "URGENT_LANES",
     "Accepted",
     "Action",
     "BatchReceipt",
@@ -139,4 +152,5 @@ __all__ = [
     "Verdict",
     "Welcome",
     "WitnessedCheckpoint",
+    "check_hello",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from dataclasses import replace
 from enum import Enum
 from typing import Protocol
 
@@ -12,9 +13,11 @@ from hotline.errors import LocalProtocolError
 from hotline.link.values import (
     DEFAULT_DEAD_AFTER,
     DEFAULT_HEARTBEAT_INTERVAL,
+    LANES,
     MAX_BATCH,
     MAX_RESUME,
     NONCE_BYTES,
+    ROUTINE_LANE,
     Accepted,
     BatchReceipt,
     Delivery,
@@ -40,12 +43,16 @@ from hotline.link.values import (
 
 
 class ReceiptArchive(Protocol):
-    """The receiver's stored batch receipts (the journal satisfies it); read rarely: at a
-    Hello, for a resend, for a duplicate."""
+    """The receiver's stored batch receipts, by lane (the journal satisfies it); read rarely:
+    at a Hello, for a resend, for a duplicate."""
 
-    def batch_receipts_after(self, sender_party: str, sequence: int) -> list[BatchReceipt]: ...
+    def batch_receipts_after(
+        self, sender_party: str, lane: int, sequence: int
+    ) -> list[BatchReceipt]: ...
 
-    def batch_receipt_for(self, sender_party: str, sequence: int) -> BatchReceipt | None: ...
+    def batch_receipt_for(
+        self, sender_party: str, lane: int, sequence: int
+    ) -> BatchReceipt | None: ...
 
 
 Verdict = Accepted | RejectionItem
@@ -55,6 +62,31 @@ a delivery (message id still unknown: the payload is unverified) and a lookup of
 before, and returns the verdict."""
 
 
+def check_hello(hello: Hello, peer_party: str) -> None:
+    """The checks of a Hello that do not depend on a lane's state, in order (raises
+    PeerViolation): the version, the party, the lane, the nonce."""
+    if hello.protocol_version != PROTOCOL_VERSION:
+        raise PeerViolation(
+            f"protocol version {hello.protocol_version} is not supported "
+            f"(this gateway speaks {PROTOCOL_VERSION})"
+        )
+    if hello.party != peer_party:
+        raise PeerViolation(
+            f"Hello claims party {hello.party}, but the peer is party {peer_party}",
+            StreamEnd.PERMISSION_DENIED,
+        )
+    if hello.lane not in LANES:
+        raise PeerViolation(
+            f"Hello names lane {hello.lane}; a lane is a precedence (1 FLASH .. 4 ROUTINE)",
+            StreamEnd.INVALID_ARGUMENT,
+        )
+    if not NONCE_BYTES <= len(hello.nonce) <= 64:
+        raise PeerViolation(
+            f"Hello nonce has {len(hello.nonce)} bytes, must be 16..64",
+            StreamEnd.INVALID_ARGUMENT,
+        )
+
+
 class ReceiverState(Enum):
     NO_STREAM = "no-stream"  # no stream from the peer, or it ended
     WELCOME_DUE = "welcome-due"  # a Hello arrived; the Welcome waits for earlier batches
@@ -62,7 +94,8 @@ class ReceiverState(Enum):
 
 
 class InboundLink(_Actions):
-    """The receiving end of one direction, across all the streams the peer opens.
+    """The receiving end of one lane of one direction, across all the streams the peer opens
+    for it. The lanes of a direction share the index of ids seen (`seen`), nothing else.
 
     State that outlives a stream: the last sequence settled (durable or not), the ids seen,
     and the persists not yet durable. A new stream's Welcome waits until every batch of the
@@ -74,6 +107,7 @@ class InboundLink(_Actions):
         party: str,
         peer_party: str,
         *,
+        lane: int = ROUTINE_LANE,
         last_sequence: int,
         seen: dict[str, Seen],
         archive: ReceiptArchive,
@@ -82,8 +116,11 @@ class InboundLink(_Actions):
         dead_after: float = DEFAULT_DEAD_AFTER,
     ) -> None:
         super().__init__()
+        if lane not in LANES:
+            raise ValueError(f"lane must be one of {LANES}")
         self.party = party
         self.peer_party = peer_party
+        self.lane = lane
         self.last_sequence = last_sequence  # accepted, durable or on its way
         self.durable_sequence = last_sequence
         self._seen = seen
@@ -113,20 +150,10 @@ class InboundLink(_Actions):
     def hello(self, hello: Hello, now: float) -> int:
         """A new stream opens with `hello`: returns its stream id. The Welcome follows once
         every batch persisted before it is durable (raises PeerViolation for a bad Hello)."""
-        if hello.protocol_version != PROTOCOL_VERSION:
+        check_hello(hello, self.peer_party)
+        if hello.lane != self.lane:
             raise PeerViolation(
-                f"protocol version {hello.protocol_version} is not supported "
-                f"(this gateway speaks {PROTOCOL_VERSION})"
-            )
-        if hello.party != self.peer_party:
-            raise PeerViolation(
-                f"Hello claims party {hello.party}, but the peer is party {self.peer_party}",
-                StreamEnd.PERMISSION_DENIED,
-            )
-        if not NONCE_BYTES <= len(hello.nonce) <= 64:
-            raise PeerViolation(
-                f"Hello nonce has {len(hello.nonce)} bytes, must be 16..64",
-                StreamEnd.INVALID_ARGUMENT,
+                f"Hello for lane {hello.lane} reached lane {self.lane}", StreamEnd.INVALID_ARGUMENT
             )
         self._stream += 1
         self._welcomed = False
@@ -155,11 +182,14 @@ class InboundLink(_Actions):
                 "more than a resume can carry; its journal was lost"
             )
         receipts = tuple(
-            self._archive.batch_receipts_after(self.peer_party, hello.last_receipted_sequence)
+            self._archive.batch_receipts_after(
+                self.peer_party, self.lane, hello.last_receipted_sequence
+            )
         )
         self._welcomed = True
-        self._send(Welcome(self.party, self.peer_party, last, hello.nonce, receipts), self._stream)
-        self._event(LinkUp(last))
+        welcome = Welcome(self.party, self.peer_party, last, hello.nonce, receipts, lane=self.lane)
+        self._send(welcome, self._stream)
+        self._event(LinkUp(last, self.lane))
 
     def close(self, stream: int) -> None:
         """A stream ended: its pending batches still become durable, but send nothing more."""
@@ -214,8 +244,11 @@ class InboundLink(_Actions):
             verdict = self._check(d, seen)
             if isinstance(verdict, Accepted):
                 accepted.append(verdict)
-                fresh[verdict.message_id] = Seen(d.sequence, d.digest)
+                fresh[verdict.message_id] = Seen(d.sequence, d.digest, lane=self.lane)
                 fresh.update(verdict.index)  # its own standing, and what it updates or cancels
+                own = fresh[verdict.message_id]
+                if own.lane != self.lane:
+                    fresh[verdict.message_id] = replace(own, lane=self.lane)
                 continue
             if verdict.reason is RejectReason.DUPLICATE_MESSAGE_ID:
                 verdict = self._with_original(verdict, seen(verdict.message_id))
@@ -224,7 +257,12 @@ class InboundLink(_Actions):
         self._seen.update(fresh)
         self.last_sequence = batch.last_sequence
         record = JournalBatch(
-            self.peer_party, first, batch.last_sequence, tuple(accepted), tuple(refused)
+            self.peer_party,
+            first,
+            batch.last_sequence,
+            tuple(accepted),
+            tuple(refused),
+            lane=self.lane,
         )
         token = self._persist(record)
         self._pending[token] = (self._stream, record, undo)
@@ -232,7 +270,7 @@ class InboundLink(_Actions):
     def _with_original(self, item: RejectionItem, held: Seen | None) -> RejectionItem:
         original = None
         if held is not None and held.sequence:
-            original = self._archive.batch_receipt_for(self.peer_party, held.sequence)
+            original = self._archive.batch_receipt_for(self.peer_party, held.lane, held.sequence)
         if original is None:
             # Its first delivery's batch is not yet durable, so the original receipt a
             # duplicate rejection must carry does not exist yet. An honest sender never sends
@@ -260,7 +298,7 @@ class InboundLink(_Actions):
             )
         receipts: dict[int, BatchReceipt] = {}
         for d in batch.deliveries:
-            held = self._archive.batch_receipt_for(self.peer_party, d.sequence)
+            held = self._archive.batch_receipt_for(self.peer_party, self.lane, d.sequence)
             if held is None:
                 raise LocalProtocolError(f"no batch receipt held for sequence {d.sequence}")
             items: list[ReceiptItem | RejectionItem] = [*held.receipts, *held.rejections]

@@ -18,8 +18,10 @@ from hotline.link.values import (
     DEFAULT_LANES,
     DEFAULT_WINDOW,
     DELIVERY_OVERHEAD,
+    LANES,
     MAX_BATCH,
     NONCE_BYTES,
+    ROUTINE_LANE,
     BatchReceipt,
     Delivery,
     DeliveryBatch,
@@ -40,6 +42,8 @@ from hotline.link.values import (
 )
 
 # --------------------------------------------------------------------------- sender
+
+HURRIED = -(1 << 62)  # a heap key below every journal position: sent next (`hurry`)
 
 
 @dataclass(frozen=True)
@@ -78,13 +82,17 @@ class _InFlight:
 
 
 class OutboundLink(_Actions):
-    """The sending end of one direction: an outbox pushed to the peer in batches, by lane."""
+    """The sending end of one lane of one direction: that lane's outbox pushed to the peer in
+    batches, under the lane's own sequences (`lane`: its precedence rank, 1 FLASH .. 4
+    ROUTINE). An UPDATE or CANCEL of a message unsettled on another lane waits at the head of
+    its precedence until that one is settled (`unsettled_elsewhere`, `hurry`: LINK-13)."""
 
     def __init__(
         self,
         party: str,
         peer_party: str,
         *,
+        lane: int = ROUTINE_LANE,
         last_receipted_sequence: int = 0,
         window: int = DEFAULT_WINDOW,
         lanes: dict[int, int] | None = None,
@@ -93,16 +101,22 @@ class OutboundLink(_Actions):
         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
         dead_after: float = DEFAULT_DEAD_AFTER,
         journal_hash_at: Callable[[int], bytes | None] | None = None,
+        unsettled_elsewhere: Callable[[str], bool] | None = None,
     ) -> None:
         """`journal_hash_at(n)`: our journal's chain hash after its first n entries, None if it
-        holds fewer (to check a Welcome's witnessed checkpoint; without it none is checked)."""
+        holds fewer (to check a Welcome's witnessed checkpoint; without it none is checked).
+        `unsettled_elsewhere(id)`: whether a message is unsettled on another lane; an UPDATE or
+        CANCEL of one waits at the head of its precedence until it is settled (LINK-13)."""
         super().__init__()
         if window < 1:
             raise ValueError("window must be at least 1")
         if not 1 <= batch_count <= MAX_BATCH:
             raise ValueError(f"batch_count must be in 1..{MAX_BATCH}")
+        if lane not in LANES:
+            raise ValueError(f"lane must be one of {LANES}")
         self.party = party
         self.peer_party = peer_party
+        self.lane = lane
         self.window = window
         self.lanes = {rank: max(1, min(window, n)) for rank, n in (lanes or DEFAULT_LANES).items()}
         self.batch_count = batch_count
@@ -119,6 +133,7 @@ class OutboundLink(_Actions):
         self._unconfirmed: set[int] = set()  # persist tokens not yet durable
         self.lost: JournalLost | None = None  # set when a Welcome showed our journal lost history
         self._journal_hash_at = journal_hash_at
+        self._elsewhere = unsettled_elsewhere or (lambda message_id: False)
         self._hello: Hello | None = None  # the Hello to send once persists are confirmed
         self._nonce = b""
         self._heartbeat = Heartbeat(heartbeat_interval, dead_after)
@@ -133,6 +148,32 @@ class OutboundLink(_Actions):
         heapq.heappush(
             self._pending.setdefault(message.rank, []), (message.order, message.message_id)
         )
+
+    def hurry(self, message_id: str) -> None:
+        """Send `message_id` next in its precedence, ahead of journal order: an UPDATE or
+        CANCEL on another lane waits for its settlement (LINK-13)."""
+        message = self._messages.get(message_id)
+        if message is not None and message_id not in self._transmitted:
+            heapq.heappush(
+                self._pending.setdefault(message.rank, []), (HURRIED + message.order, message_id)
+            )
+
+    def message(self, message_id: str) -> Outgoing | None:
+        """The unsettled message `message_id` of this lane, if any."""
+        return self._messages.get(message_id)
+
+    def references_elsewhere(self) -> list[tuple[str, int]]:
+        """(id, this lane) for each message an unsettled message here refers to that this lane
+        does not hold: what the adapter hurries on the other lanes (after a reconnect)."""
+        return [
+            (m.after, self.lane)
+            for m in self._messages.values()
+            if m.after and m.after not in self._messages
+        ]
+
+    def holds(self, message_id: str) -> bool:
+        """Whether `message_id` is in this lane's outbox, unsettled."""
+        return message_id in self._messages
 
     @property
     def queue_depth(self) -> int:
@@ -169,7 +210,7 @@ class OutboundLink(_Actions):
         self._nonce = nonce
         self._heartbeat.heard(now)
         self._heartbeat.last_ping = now
-        self._hello = Hello(self.party, self.last_settled, nonce)
+        self._hello = Hello(self.party, self.last_settled, nonce, lane=self.lane)
         self._release_hello()
 
     def disconnect(self, reason: str) -> None:
@@ -231,6 +272,10 @@ class OutboundLink(_Actions):
             )
         if welcome.hello_nonce != self._nonce:
             raise RemoteProtocolError("Welcome signs another nonce than our Hello's: a replay")
+        if welcome.lane != self.lane:
+            raise RemoteProtocolError(f"Welcome is for lane {welcome.lane}, not lane {self.lane}")
+        for receipt in welcome.batch_receipts:
+            self._check_lane(receipt)
         if welcome.last_sequence < self.last_settled:
             raise RemoteProtocolError(
                 f"peer holds up to sequence {welcome.last_sequence} but already settled "
@@ -276,7 +321,7 @@ class OutboundLink(_Actions):
         self._settled_above = {s for s in self._settled_above if s > welcome.last_sequence}
         self._next_sequence = welcome.last_sequence + 1
         self.state = SenderState.OPEN
-        self._event(LinkUp(welcome.last_sequence))
+        self._event(LinkUp(welcome.last_sequence, self.lane))
 
     def _witnessed_problem(self, welcome: Welcome) -> JournalLost | None:
         """A `JournalLost` if the Welcome's witnessed checkpoint of our journal is beyond or
@@ -338,7 +383,15 @@ class OutboundLink(_Actions):
             )
         return tuple(sorted(unknown))
 
+    def _check_lane(self, receipt: BatchReceipt) -> None:
+        if receipt.lane != self.lane:
+            raise RemoteProtocolError(
+                f"batch receipt for {receipt.first_sequence}..{receipt.last_sequence} of lane "
+                f"{receipt.lane} arrived on lane {self.lane}"
+            )
+
     def _on_batch_receipt(self, receipt: BatchReceipt) -> None:
+        self._check_lane(receipt)
         flight = self._in_flight.get(receipt.first_sequence)
         if flight is None:
             if receipt.last_sequence <= self.last_settled:
@@ -494,6 +547,7 @@ class OutboundLink(_Actions):
         for rank in sorted(self._pending):
             heap = self._pending[rank]
             batch: list[Outgoing] = []
+            chosen: set[str] = set()
             size = 0
             while heap and self.in_flight + len(batch) < self.window:
                 if self._lane_use.get(rank, 0) + len(batch) >= self.lanes.get(rank, self.window):
@@ -502,9 +556,20 @@ class OutboundLink(_Actions):
                     break
                 _, message_id = heap[0]
                 message = self._messages.get(message_id)
-                if message is None or message_id in self._transmitted or message.rank != rank:
+                if (
+                    message is None
+                    or message_id in self._transmitted
+                    or message.rank != rank
+                    or message_id in chosen  # hurried: it has two heap entries
+                ):
                     heapq.heappop(heap)  # settled meanwhile, or a stale heap entry
                     continue
+                if (
+                    message.after
+                    and message.after not in self._messages
+                    and self._elsewhere(message.after)
+                ):
+                    break  # its reference is unsettled on another lane: wait at the head
                 first = self._messages.get(message.after) if message.after else None
                 if (
                     first is not None
@@ -521,6 +586,7 @@ class OutboundLink(_Actions):
                     break
                 heapq.heappop(heap)
                 batch.append(message)
+                chosen.add(message_id)
                 size += cost
             if batch:
                 self._lane_use[rank] = self._lane_use.get(rank, 0) + len(batch)

@@ -33,6 +33,11 @@ DEFAULT_BATCH_BYTES = MAX_FRAME_BYTES - 1024  # ... and this many bytes (payload
 # throughput for FLASH latency.
 DEFAULT_LOW_LANE = 32
 DEFAULT_LANES: dict[int, int] = {1: 256, 2: 128, 3: DEFAULT_LOW_LANE, 4: DEFAULT_LOW_LANE}
+# The lanes of a direction: one per precedence rank, each with its own stream, sequences and
+# settlements (peer_link.proto, "Precedence lanes"). Checkpoints travel on the ROUTINE lane.
+LANES = (1, 2, 3, 4)
+ROUTINE_LANE = 4
+URGENT_LANES = frozenset({1, 2})  # FLASH and IMMEDIATE: their journal commits go first
 DEFAULT_HEARTBEAT_INTERVAL = 2.0
 DEFAULT_DEAD_AFTER = 6.0
 MAX_RESUME = 65536  # settlements a Welcome may carry
@@ -78,6 +83,7 @@ class Hello:
     last_receipted_sequence: int
     nonce: bytes
     protocol_version: int = PROTOCOL_VERSION
+    lane: int = ROUTINE_LANE
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,7 @@ class BatchReceipt:
     rejections: tuple[RejectionItem, ...] = ()
     signed: object = field(default=None, compare=False, repr=False)
     journal_time_ns: int = 0  # when the receiver made the batch durable, its clock
+    lane: int = ROUTINE_LANE
 
     def receipt_for(self, message_id: str) -> ReceiptItem | None:
         return next((r for r in self.receipts if r.message_id == message_id), None)
@@ -146,6 +153,7 @@ class Welcome:
     # The latest checkpoint of the sender's journal the receiver witnessed. Receiver side: the
     # signed payload to carry (opaque); sender side, once verified: a `WitnessedCheckpoint`.
     witnessed: object = field(default=None, compare=False)
+    lane: int = ROUTINE_LANE
 
 
 @dataclass(frozen=True)
@@ -203,6 +211,7 @@ ReceiverFrame = Welcome | BatchReceipt | Ping | Pong
 @dataclass(frozen=True)
 class LinkUp:
     last_sequence: int
+    lane: int = ROUTINE_LANE
 
 
 @dataclass(frozen=True)
@@ -290,6 +299,7 @@ class Seen:
     sequence: int
     digest: bytes = b""
     standing: Standing | None = None
+    lane: int = ROUTINE_LANE  # the lane `sequence` belongs to
 
 
 @dataclass(frozen=True)
@@ -319,6 +329,7 @@ class JournalBatch:
     last_sequence: int
     accepted: tuple[Accepted, ...]
     refused: tuple[RejectionItem, ...]
+    lane: int = ROUTINE_LANE
 
 
 PersistRecord = SettleOutbound | JournalBatch

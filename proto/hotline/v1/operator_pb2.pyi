@@ -295,8 +295,9 @@ class MessageRecord(_message.Message):
     Constraints: required; 1..18446744073709551615.
     """
     sequence: _builtins.int
-    """The link sequence the message was settled under; 0 while an outbound message awaits its
-    receipt or rejection (it may be transmitted under different sequences until then).
+    """The link sequence the message was settled under, on the lane of its precedence; 0 while
+    an outbound message awaits its receipt or rejection (it may be transmitted under different
+    sequences until then).
     Constraints: optional; 1..18446744073709551615.
     """
     acknowledgement_message_id: _builtins.str
@@ -1229,8 +1230,9 @@ class LinkStatus(_message.Message):
     Constraints: optional; 0..18446744073709551615.
     """
     last_sequence: _builtins.int
-    """The highest settled link sequence of this direction (`Welcome.last_sequence` as updated by
-    later settlements); 0 before the first.
+    """The deliveries settled on this direction: the sum over its lanes of the highest settled
+    link sequence (`Welcome.last_sequence` as updated by later settlements); 0 before the
+    first.
     Constraints: optional; 0..18446744073709551615.
     """
     detail: _builtins.str

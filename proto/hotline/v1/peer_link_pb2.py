@@ -26,45 +26,45 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from hotline.v1 import common_pb2 as hotline_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ahotline/v1/peer_link.proto\x12\nhotline.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17hotline/v1/common.proto\"\xed\x01\n\x0bPushRequest\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.hotline.v1.HelloH\x00\x12 \n\x04ping\x18\x03 \x01(\x0b\x32\x10.hotline.v1.PingH\x00\x12 \n\x04pong\x18\x04 \x01(\x0b\x32\x10.hotline.v1.PongH\x00\x12,\n\ncheckpoint\x18\x05 \x01(\x0b\x32\x16.hotline.v1.CheckpointH\x00\x12/\n\ndeliveries\x18\x06 \x01(\x0b\x32\x19.hotline.v1.DeliveryBatchH\x00\x42\x07\n\x05\x66rameJ\x04\x08\x02\x10\x03R\x08\x64\x65livery\"\xd6\x01\n\x0cPushResponse\x12&\n\x07welcome\x18\x01 \x01(\x0b\x32\x13.hotline.v1.WelcomeH\x00\x12 \n\x04ping\x18\x04 \x01(\x0b\x32\x10.hotline.v1.PingH\x00\x12 \n\x04pong\x18\x05 \x01(\x0b\x32\x10.hotline.v1.PongH\x00\x12\x31\n\rbatch_receipt\x18\x06 \x01(\x0b\x32\x18.hotline.v1.BatchReceiptH\x00\x42\x07\n\x05\x66rameJ\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04R\x07receiptR\trejection\"~\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\r\n\x05party\x18\x02 \x01(\t\x12\x1f\n\x17last_receipted_sequence\x18\x03 \x01(\x04\x12\x1c\n\x14signing_certificates\x18\x04 \x03(\x0c\x12\r\n\x05nonce\x18\x05 \x01(\x0c\"\x9a\x02\n\x07Welcome\x12\x1c\n\x14signing_certificates\x18\x06 \x03(\x0c\x12\x30\n\x0e\x62\x61tch_receipts\x18\x07 \x03(\x0b\x32\x18.hotline.v1.BatchReceipt\x12*\n\x07welcome\x18\x08 \x01(\x0b\x32\x19.hotline.v1.SignedPayload\x12\x37\n\x14witnessed_checkpoint\x18\t \x01(\x0b\x32\x19.hotline.v1.SignedPayloadJ\x04\x08\x01\x10\x02J\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05J\x04\x08\x05\x10\x06R\x10protocol_versionR\x05partyR\rlast_sequenceR\x08receiptsR\nrejections\"\xb2\x01\n\x0bWelcomeBody\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x16\n\x0ereceiver_party\x18\x02 \x01(\t\x12\x14\n\x0csender_party\x18\x03 \x01(\t\x12\x15\n\rlast_sequence\x18\x04 \x01(\x04\x12\x13\n\x0bhello_nonce\x18\x05 \x01(\x0c\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\rDeliveryBatch\x12(\n\ndeliveries\x18\x01 \x03(\x0b\x32\x14.hotline.v1.Delivery\"I\n\x08\x44\x65livery\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12+\n\x08\x65nvelope\x18\x02 \x01(\x0b\x32\x19.hotline.v1.SignedPayload\":\n\x0c\x42\x61tchReceipt\x12*\n\x07receipt\x18\x01 \x01(\x0b\x32\x19.hotline.v1.SignedPayload\"\xfb\x01\n\x10\x42\x61tchReceiptBody\x12\x16\n\x0ereceiver_party\x18\x01 \x01(\t\x12\x14\n\x0csender_party\x18\x02 \x01(\t\x12\x16\n\x0e\x66irst_sequence\x18\x03 \x01(\x04\x12\x15\n\rlast_sequence\x18\x04 \x01(\x04\x12\x30\n\x0cjournal_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x08receipts\x18\x06 \x03(\x0b\x32\x17.hotline.v1.ReceiptItem\x12-\n\nrejections\x18\x07 \x03(\x0b\x32\x19.hotline.v1.RejectionItem\"f\n\x0bReceiptItem\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x17\n\x0f\x65nvelope_sha256\x18\x03 \x01(\x0c\x12\x18\n\x10journal_position\x18\x04 \x01(\x04\"\xef\x01\n\rRejectionItem\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12+\n\x06reason\x18\x03 \x01(\x0e\x32\x1b.hotline.v1.RejectionReason\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12.\n\nviolations\x18\x05 \x03(\x0b\x32\x1a.hotline.v1.FieldViolation\x12\x32\n\x10original_receipt\x18\x06 \x01(\x0b\x32\x18.hotline.v1.BatchReceipt\x12\x17\n\x0f\x65nvelope_sha256\x18\x07 \x01(\x0c\"H\n\x04Ping\x12\r\n\x05nonce\x18\x01 \x01(\x04\x12\x31\n\rtransmit_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xab\x01\n\x04Pong\x12\r\n\x05nonce\x18\x01 \x01(\x04\x12/\n\x0borigin_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0creceive_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rtransmit_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\nCheckpoint\x12-\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x19.hotline.v1.SignedPayload\"x\n\x0e\x43heckpointBody\x12\r\n\x05party\x18\x01 \x01(\t\x12\x13\n\x0b\x65ntry_count\x18\x02 \x01(\x04\x12\x11\n\thead_hash\x18\x03 \x01(\x0c\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x92\x02\n\x0fRejectionReason\x12 \n\x1cREJECTION_REASON_UNSPECIFIED\x10\x00\x12$\n REJECTION_REASON_INVALID_MESSAGE\x10\x01\x12\"\n\x1eREJECTION_REASON_BAD_SIGNATURE\x10\x02\x12 \n\x1cREJECTION_REASON_WRONG_PARTY\x10\x03\x12)\n%REJECTION_REASON_DUPLICATE_MESSAGE_ID\x10\x04\x12!\n\x1dREJECTION_REASON_OUT_OF_ORDER\x10\x05\x12#\n\x1fREJECTION_REASON_NOT_RELEASABLE\x10\x06\x32P\n\x0fPeerLinkService\x12=\n\x04Push\x12\x17.hotline.v1.PushRequest\x1a\x18.hotline.v1.PushResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ahotline/v1/peer_link.proto\x12\nhotline.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17hotline/v1/common.proto\"\xed\x01\n\x0bPushRequest\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.hotline.v1.HelloH\x00\x12 \n\x04ping\x18\x03 \x01(\x0b\x32\x10.hotline.v1.PingH\x00\x12 \n\x04pong\x18\x04 \x01(\x0b\x32\x10.hotline.v1.PongH\x00\x12,\n\ncheckpoint\x18\x05 \x01(\x0b\x32\x16.hotline.v1.CheckpointH\x00\x12/\n\ndeliveries\x18\x06 \x01(\x0b\x32\x19.hotline.v1.DeliveryBatchH\x00\x42\x07\n\x05\x66rameJ\x04\x08\x02\x10\x03R\x08\x64\x65livery\"\xd6\x01\n\x0cPushResponse\x12&\n\x07welcome\x18\x01 \x01(\x0b\x32\x13.hotline.v1.WelcomeH\x00\x12 \n\x04ping\x18\x04 \x01(\x0b\x32\x10.hotline.v1.PingH\x00\x12 \n\x04pong\x18\x05 \x01(\x0b\x32\x10.hotline.v1.PongH\x00\x12\x31\n\rbatch_receipt\x18\x06 \x01(\x0b\x32\x18.hotline.v1.BatchReceiptH\x00\x42\x07\n\x05\x66rameJ\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04R\x07receiptR\trejection\"\xa4\x01\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\r\n\x05party\x18\x02 \x01(\t\x12\x1f\n\x17last_receipted_sequence\x18\x03 \x01(\x04\x12\x1c\n\x14signing_certificates\x18\x04 \x03(\x0c\x12\r\n\x05nonce\x18\x05 \x01(\x0c\x12$\n\x04lane\x18\x06 \x01(\x0e\x32\x16.hotline.v1.Precedence\"\x9a\x02\n\x07Welcome\x12\x1c\n\x14signing_certificates\x18\x06 \x03(\x0c\x12\x30\n\x0e\x62\x61tch_receipts\x18\x07 \x03(\x0b\x32\x18.hotline.v1.BatchReceipt\x12*\n\x07welcome\x18\x08 \x01(\x0b\x32\x19.hotline.v1.SignedPayload\x12\x37\n\x14witnessed_checkpoint\x18\t \x01(\x0b\x32\x19.hotline.v1.SignedPayloadJ\x04\x08\x01\x10\x02J\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05J\x04\x08\x05\x10\x06R\x10protocol_versionR\x05partyR\rlast_sequenceR\x08receiptsR\nrejections\"\xd8\x01\n\x0bWelcomeBody\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x16\n\x0ereceiver_party\x18\x02 \x01(\t\x12\x14\n\x0csender_party\x18\x03 \x01(\t\x12\x15\n\rlast_sequence\x18\x04 \x01(\x04\x12\x13\n\x0bhello_nonce\x18\x05 \x01(\x0c\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x04lane\x18\x07 \x01(\x0e\x32\x16.hotline.v1.Precedence\"9\n\rDeliveryBatch\x12(\n\ndeliveries\x18\x01 \x03(\x0b\x32\x14.hotline.v1.Delivery\"I\n\x08\x44\x65livery\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12+\n\x08\x65nvelope\x18\x02 \x01(\x0b\x32\x19.hotline.v1.SignedPayload\":\n\x0c\x42\x61tchReceipt\x12*\n\x07receipt\x18\x01 \x01(\x0b\x32\x19.hotline.v1.SignedPayload\"\xa1\x02\n\x10\x42\x61tchReceiptBody\x12\x16\n\x0ereceiver_party\x18\x01 \x01(\t\x12\x14\n\x0csender_party\x18\x02 \x01(\t\x12\x16\n\x0e\x66irst_sequence\x18\x03 \x01(\x04\x12\x15\n\rlast_sequence\x18\x04 \x01(\x04\x12\x30\n\x0cjournal_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x08receipts\x18\x06 \x03(\x0b\x32\x17.hotline.v1.ReceiptItem\x12-\n\nrejections\x18\x07 \x03(\x0b\x32\x19.hotline.v1.RejectionItem\x12$\n\x04lane\x18\x08 \x01(\x0e\x32\x16.hotline.v1.Precedence\"f\n\x0bReceiptItem\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x17\n\x0f\x65nvelope_sha256\x18\x03 \x01(\x0c\x12\x18\n\x10journal_position\x18\x04 \x01(\x04\"\xef\x01\n\rRejectionItem\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12+\n\x06reason\x18\x03 \x01(\x0e\x32\x1b.hotline.v1.RejectionReason\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12.\n\nviolations\x18\x05 \x03(\x0b\x32\x1a.hotline.v1.FieldViolation\x12\x32\n\x10original_receipt\x18\x06 \x01(\x0b\x32\x18.hotline.v1.BatchReceipt\x12\x17\n\x0f\x65nvelope_sha256\x18\x07 \x01(\x0c\"H\n\x04Ping\x12\r\n\x05nonce\x18\x01 \x01(\x04\x12\x31\n\rtransmit_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xab\x01\n\x04Pong\x12\r\n\x05nonce\x18\x01 \x01(\x04\x12/\n\x0borigin_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0creceive_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rtransmit_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\nCheckpoint\x12-\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x19.hotline.v1.SignedPayload\"x\n\x0e\x43heckpointBody\x12\r\n\x05party\x18\x01 \x01(\t\x12\x13\n\x0b\x65ntry_count\x18\x02 \x01(\x04\x12\x11\n\thead_hash\x18\x03 \x01(\x0c\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x92\x02\n\x0fRejectionReason\x12 \n\x1cREJECTION_REASON_UNSPECIFIED\x10\x00\x12$\n REJECTION_REASON_INVALID_MESSAGE\x10\x01\x12\"\n\x1eREJECTION_REASON_BAD_SIGNATURE\x10\x02\x12 \n\x1cREJECTION_REASON_WRONG_PARTY\x10\x03\x12)\n%REJECTION_REASON_DUPLICATE_MESSAGE_ID\x10\x04\x12!\n\x1dREJECTION_REASON_OUT_OF_ORDER\x10\x05\x12#\n\x1fREJECTION_REASON_NOT_RELEASABLE\x10\x06\x32P\n\x0fPeerLinkService\x12=\n\x04Push\x12\x17.hotline.v1.PushRequest\x1a\x18.hotline.v1.PushResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hotline.v1.peer_link_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REJECTIONREASON']._serialized_start=2377
-  _globals['_REJECTIONREASON']._serialized_end=2651
+  _globals['_REJECTIONREASON']._serialized_start=2492
+  _globals['_REJECTIONREASON']._serialized_end=2766
   _globals['_PUSHREQUEST']._serialized_start=101
   _globals['_PUSHREQUEST']._serialized_end=338
   _globals['_PUSHRESPONSE']._serialized_start=341
   _globals['_PUSHRESPONSE']._serialized_end=555
-  _globals['_HELLO']._serialized_start=557
-  _globals['_HELLO']._serialized_end=683
-  _globals['_WELCOME']._serialized_start=686
-  _globals['_WELCOME']._serialized_end=968
-  _globals['_WELCOMEBODY']._serialized_start=971
-  _globals['_WELCOMEBODY']._serialized_end=1149
-  _globals['_DELIVERYBATCH']._serialized_start=1151
-  _globals['_DELIVERYBATCH']._serialized_end=1208
-  _globals['_DELIVERY']._serialized_start=1210
-  _globals['_DELIVERY']._serialized_end=1283
-  _globals['_BATCHRECEIPT']._serialized_start=1285
-  _globals['_BATCHRECEIPT']._serialized_end=1343
-  _globals['_BATCHRECEIPTBODY']._serialized_start=1346
-  _globals['_BATCHRECEIPTBODY']._serialized_end=1597
-  _globals['_RECEIPTITEM']._serialized_start=1599
-  _globals['_RECEIPTITEM']._serialized_end=1701
-  _globals['_REJECTIONITEM']._serialized_start=1704
-  _globals['_REJECTIONITEM']._serialized_end=1943
-  _globals['_PING']._serialized_start=1945
-  _globals['_PING']._serialized_end=2017
-  _globals['_PONG']._serialized_start=2020
-  _globals['_PONG']._serialized_end=2191
-  _globals['_CHECKPOINT']._serialized_start=2193
-  _globals['_CHECKPOINT']._serialized_end=2252
-  _globals['_CHECKPOINTBODY']._serialized_start=2254
-  _globals['_CHECKPOINTBODY']._serialized_end=2374
-  _globals['_PEERLINKSERVICE']._serialized_start=2653
-  _globals['_PEERLINKSERVICE']._serialized_end=2733
+  _globals['_HELLO']._serialized_start=558
+  _globals['_HELLO']._serialized_end=722
+  _globals['_WELCOME']._serialized_start=725
+  _globals['_WELCOME']._serialized_end=1007
+  _globals['_WELCOMEBODY']._serialized_start=1010
+  _globals['_WELCOMEBODY']._serialized_end=1226
+  _globals['_DELIVERYBATCH']._serialized_start=1228
+  _globals['_DELIVERYBATCH']._serialized_end=1285
+  _globals['_DELIVERY']._serialized_start=1287
+  _globals['_DELIVERY']._serialized_end=1360
+  _globals['_BATCHRECEIPT']._serialized_start=1362
+  _globals['_BATCHRECEIPT']._serialized_end=1420
+  _globals['_BATCHRECEIPTBODY']._serialized_start=1423
+  _globals['_BATCHRECEIPTBODY']._serialized_end=1712
+  _globals['_RECEIPTITEM']._serialized_start=1714
+  _globals['_RECEIPTITEM']._serialized_end=1816
+  _globals['_REJECTIONITEM']._serialized_start=1819
+  _globals['_REJECTIONITEM']._serialized_end=2058
+  _globals['_PING']._serialized_start=2060
+  _globals['_PING']._serialized_end=2132
+  _globals['_PONG']._serialized_start=2135
+  _globals['_PONG']._serialized_end=2306
+  _globals['_CHECKPOINT']._serialized_start=2308
+  _globals['_CHECKPOINT']._serialized_end=2367
+  _globals['_CHECKPOINTBODY']._serialized_start=2369
+  _globals['_CHECKPOINTBODY']._serialized_end=2489
+  _globals['_PEERLINKSERVICE']._serialized_start=2768
+  _globals['_PEERLINKSERVICE']._serialized_end=2848
 # @@protoc_insertion_point(module_scope)

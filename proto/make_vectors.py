@@ -39,6 +39,7 @@ from cryptography.x509.oid import NameOID
 from google.protobuf import text_format
 from google.protobuf.message import Message
 
+from hotline import PROTOCOL_VERSION
 from hotline.journal_file import GENESIS, entry_hash
 from hotline.signing import (
     PAYLOAD_TYPE_CHECKPOINT,
@@ -199,17 +200,19 @@ def build() -> dict[str, str]:
 
     # A signed Welcome answering a Hello with HELLO_NONCE.
     welcome_body = peer_link_pb2.WelcomeBody(
-        protocol_version=2,
+        protocol_version=PROTOCOL_VERSION,
         receiver_party="TW",
         sender_party="JP",
         last_sequence=0,
         hello_nonce=HELLO_NONCE,
+        lane=common_pb2.PRECEDENCE_FLASH,
     )
     welcome_body.create_time.FromNanoseconds(JOURNAL_TIME_NS - 250_000_000)
     signed_welcome = signed("TW", PAYLOAD_TYPE_WELCOME, welcome_body.SerializeToString())
     files["welcome/body.txtpb"] = text(
         welcome_body,
-        "TW welcomes JP's first stream: nothing settled yet, hello_nonce echoes the Hello's.",
+        "TW welcomes JP's first stream of the FLASH lane: nothing settled yet, hello_nonce "
+        "echoes the Hello's.",
     )
     files["welcome/vector.json"] = dump(
         signature_vector(
@@ -290,6 +293,7 @@ def build() -> dict[str, str]:
         sender_party="JP",
         first_sequence=1,
         last_sequence=1,
+        lane=common_pb2.PRECEDENCE_FLASH,  # the envelope's precedence
         receipts=[
             peer_link_pb2.ReceiptItem(
                 sequence=1,
@@ -307,10 +311,12 @@ def build() -> dict[str, str]:
     pong.transmit_time.FromNanoseconds(JOURNAL_TIME_NS + 6_450_000)
     frames: list[tuple[str, Message]] = [
         (
-            "JP -> TW: Hello (first stream: nothing settled; a fresh nonce; JP's signing certificate)",
+            "JP -> TW: Hello (first stream of the FLASH lane: nothing settled; a fresh nonce; "
+            "JP's signing certificate)",
             peer_link_pb2.PushRequest(
                 hello=peer_link_pb2.Hello(
-                    protocol_version=2,
+                    protocol_version=PROTOCOL_VERSION,
+                    lane=common_pb2.PRECEDENCE_FLASH,
                     party="JP",
                     last_receipted_sequence=0,
                     signing_certificates=[signing_certificate("JP")],
@@ -352,8 +358,8 @@ def build() -> dict[str, str]:
         ("TW -> JP: Pong (t1 echoed, t2, t3), at once", peer_link_pb2.PushResponse(pong=pong)),
     ]
     out = [
-        "# A peer-link transcript: one Push stream from JP to TW, frame by frame, in the order",
-        "# they travel. Each frame is a `# frame N: <direction>: <what>` line, then a",
+        "# A peer-link transcript: one Push stream from JP to TW (the FLASH lane's), frame by",
+        "# frame, in the order they travel. Each frame is a `# frame N: <direction>: <what>` line, then a",
         "# hotline.v1.PushRequest (JP -> TW) or hotline.v1.PushResponse (TW -> JP) in text format.",
         "# Every signature is by the test keys of keys.json.",
         "",

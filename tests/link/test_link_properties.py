@@ -411,7 +411,6 @@ def test_flash_overtakes_queued_routine_traffic() -> None:
     assert [d.sequence for b in batches for d in b.deliveries] == [1, 2, 3]  # ROUTINE lane: 2
 
 
-@pytest.mark.must("LINK-13")
 def test_flash_is_not_held_back_by_routine_already_in_flight() -> None:
     """The ROUTINE lane is full (its allowance in flight, unsettled); a FLASH still goes."""
     world = open_world()

@@ -16,7 +16,7 @@ from google.protobuf import text_format
 
 from certs.pki import PartyPaths, init_pki, load_certificate, load_signing_key
 from hotline import lifecycle, link
-from hotline.acceptance import check_delivery
+from hotline.acceptance import Acceptance, check_delivery
 from hotline.signing import PAYLOAD_TYPE_ENVELOPE, KeyRing, Signer, sha256
 from hotline.v1 import common_pb2, envelope_pb2
 from hotline.validation import validate_envelope
@@ -121,3 +121,74 @@ def test_the_first_failing_check_decides(pki: Path, keyring: KeyRing) -> None:
     result = verdict(pki, keyring, envelope, "JP -> TW")
     assert isinstance(result, link.RejectionItem)
     assert result.reason is link.RejectReason.WRONG_PARTY
+
+
+@pytest.mark.must("LINK-14")
+def test_a_message_on_another_precedences_lane_is_refused_last(pki: Path, keyring: KeyRing) -> None:
+    """Check 8: a ROUTINE message on the FLASH lane is INVALID_MESSAGE naming `precedence`;
+    on its own lane it passes; a duplicate on the wrong lane is still a duplicate (check 3
+    decides first)."""
+    envelope = load(EXAMPLES / "valid" / "free_text.txtpb")
+    envelope.precedence = common_pb2.PRECEDENCE_ROUTINE
+    signer = Signer.from_certificate(
+        load_signing_key(PartyPaths.of(pki, "JP").signing_key),
+        load_certificate(PartyPaths.of(pki, "JP").signing_cert),
+    )
+    signed = signer.sign(PAYLOAD_TYPE_ENVELOPE, envelope.SerializeToString())
+    delivery = link.Delivery(1, "", sha256(signed.payload), signed, len(signed.payload))
+
+    def check(lane: int, seen: link.Seen | None = None) -> object:
+        return check_delivery(
+            delivery,
+            lambda message_id: seen,
+            keyring=keyring,
+            sender_party="JP",
+            receiver_party="TW",
+            lane=lane,
+        )
+
+    wrong = check(common_pb2.PRECEDENCE_FLASH)
+    assert isinstance(wrong, link.RejectionItem)
+    assert wrong.reason is link.RejectReason.INVALID_MESSAGE
+    assert [field for field, _ in wrong.violations] == ["precedence"]
+    assert "PRECEDENCE_ROUTINE message arrived on the lane of PRECEDENCE_FLASH" in wrong.detail
+    right = check(common_pb2.PRECEDENCE_ROUTINE)
+    assert isinstance(right, link.Accepted)
+    assert right.index[0][1].lane == common_pb2.PRECEDENCE_ROUTINE
+    twice = check(common_pb2.PRECEDENCE_FLASH, link.Seen(3, b"", lane=4))
+    assert isinstance(twice, link.RejectionItem)
+    assert twice.reason is link.RejectReason.DUPLICATE_MESSAGE_ID
+    assert "of lane 4" in twice.detail
+
+
+@pytest.mark.parametrize("path", [*VALID, *REFUSED], ids=lambda p: p.stem)
+def test_checks_run_ahead_decide_as_the_checks_in_one_go(
+    path: Path, pki: Path, keyring: KeyRing
+) -> None:
+    """What a receiver inspects ahead (between other lanes' work) and decides later is the
+    verdict `check_delivery` gives at once."""
+    envelope = load(path)
+    text = header(path, "link") if path in REFUSED else None
+    sender, receiver = (
+        (p.strip() for p in text.split("->"))
+        if text
+        else (envelope.sender_party, envelope.recipient_party)
+    )
+    paths = PartyPaths.of(pki, sender)
+    signer = Signer.from_certificate(
+        load_signing_key(paths.signing_key), load_certificate(paths.signing_cert)
+    )
+    signed = signer.sign(PAYLOAD_TYPE_ENVELOPE, envelope.SerializeToString())
+    delivery = link.Delivery(5, "", sha256(signed.payload), signed, len(signed.payload))
+    acceptance = Acceptance(keyring, sender_party=sender, receiver_party=receiver)
+    acceptance.inspect_ahead(delivery)
+    ahead = acceptance(delivery, lambda message_id: None)
+    at_once = check_delivery(
+        delivery,
+        lambda message_id: None,
+        keyring=keyring,
+        sender_party=sender,
+        receiver_party=receiver,
+    )
+    assert ahead == at_once
+    assert acceptance._ahead == {}  # used once, then forgotten

@@ -9,8 +9,8 @@ is memory: the suite is a test party, not a gateway, and keeps what it received 
 run.
 
 Two switches let checks misbehave on purpose: `hold` keeps the next batch's receipt back (as
-if the connection died before it left), and `bad_welcome` signs the next Welcome over another
-nonce than the Hello's. Everything the target does wrong as a sender is recorded in
+if the connection died before it left; `hold_lanes` for some lanes only), and `bad_welcome`
+signs the next Welcome over another nonce than the Hello's. Everything the target does wrong as a sender is recorded in
 `problems`.
 """
 
@@ -117,6 +117,7 @@ class Listener(peer_link_pb2_grpc.PeerLinkServiceServicer):
         self.checkpoints: list[peer_link_pb2.Checkpoint] = []
         self.problems: list[str] = []
         self.hold = False  # keep the next batch receipts back until the stream ends
+        self.hold_lanes: set[int] = set()  # ... of these lanes only (as if their disk hung)
         self.held: list[tuple[int, int, link.BatchReceipt]] = []  # (lane, token, receipt)
         self.bad_welcome = False
         self.changed = asyncio.Event()
@@ -319,7 +320,7 @@ class Listener(peer_link_pb2_grpc.PeerLinkServiceServicer):
                 record = action.record
                 assert isinstance(record, link.JournalBatch)
                 receipt = self._journal(record)
-                if self.hold:
+                if self.hold or lane in self.hold_lanes:
                     self.held.append((lane, action.token, receipt))
                 else:
                     core.persisted(action.token, receipt)

@@ -215,10 +215,12 @@ class GatewayConfig(BaseModel):
         1024, ge=1, le=MILLION, description="both of the above, all operators together"
     )
     peer_link_calls: int = Field(
-        8,
+        16,
         ge=1,
         le=MILLION,
-        description="PeerLinkService calls of the peer gateway: an allowance of its own, never drawn on by operators",
+        description="PeerLinkService calls of the peer gateway: an allowance of its own, never "
+        "drawn on by operators (a connection opens one Push stream per lane, 4; a reconnect may "
+        "briefly overlap the streams it replaces)",
     )
     health_calls: int = Field(8, ge=1, le=MILLION, description="health checks at once per caller")
     health_total: int = Field(

@@ -5,10 +5,11 @@ file's reader `hotline.journal_file.JournalReader`) and checks, for each directi
 
     lost        S journaled it as sent (MESSAGE_OUT) but R never journaled it as received
                 (MESSAGE_IN), nor refused it, by the end of the drain period
-    duplicated  R journaled the same message id, or the same (sender, sequence), more than once
+    duplicated  R journaled the same message id, or the same (sender, lane, sequence), more than
+                once
                 (the schema forbids it; counted all the same)
     reordered   within one precedence, R journaled messages in an order other than S's journal
-                order; or R's link sequences do not increase along its journal
+                order; or R's link sequences of a lane do not increase along its journal
     forged      R holds a message S never journaled, or whose bytes' SHA-256 differs from S's,
                 or whose signature does not verify; or the two sides' settlements disagree
                 about which message a sequence carried
@@ -156,11 +157,12 @@ class _Journal:
     party: str
     out: list[_Out] = field(default_factory=list)
     inbound: list[_In] = field(default_factory=list)
-    refused_inbound: dict[str, tuple[int, int]] = field(default_factory=dict)  # id -> (seq, pos)
+    # id -> (lane, sequence, position)
+    refused_inbound: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     refused_by_peer: set[str] = field(default_factory=set)
     receipted: set[str] = field(default_factory=set)
-    # (sender party, sequence) -> message id, from the settlements table
-    settlements: dict[tuple[str, int], str] = field(default_factory=dict)
+    # (sender party, lane, sequence) -> message id, from the settlements table
+    settlements: dict[tuple[str, int, int], str] = field(default_factory=dict)
 
 
 _COMPARED = (
@@ -185,13 +187,14 @@ def _read(path: Path) -> _Journal:
                     _In(e.message_id, e.position, e.sequence, digest, precedence)
                 )
             elif e.kind is Kind.REFUSED_INBOUND:
-                journal.refused_inbound[e.message_id] = (e.sequence, e.position)
+                lane = int(e.json_body().get("lane", 0))
+                journal.refused_inbound[e.message_id] = (lane, e.sequence, e.position)
             elif e.kind is Kind.REFUSED_BY_PEER:
                 journal.refused_by_peer.add(e.message_id)
             else:  # DELIVERED: one per message a batch receipt receipted
                 journal.receipted.add(e.message_id)
         for s in reader.settlements():
-            journal.settlements[(s.sender_party, s.sequence)] = s.message_id
+            journal.settlements[(s.sender_party, s.lane, s.sequence)] = s.message_id
     return journal
 
 
@@ -209,18 +212,21 @@ def compare_direction(
     report.received = sum(1 for m in inbound if scope is None or m.message_id in scope)
     report.refused = sum(1 for m in receiver.refused_inbound if scope is None or m in scope)
 
-    # duplicated: by message id and by (sender, sequence)
+    # duplicated: by message id and by (lane, sequence); a message's lane is its precedence
     seen_ids: set[str] = set()
-    seen_seqs: set[int] = set()
+    seen_seqs: set[tuple[int, int]] = set()
     for m in inbound:
         if m.message_id in seen_ids:
             report.duplicated += 1
             report.note("duplicated", f"{m.message_id} journaled again at {m.position}")
-        if m.sequence in seen_seqs:
+        if (m.precedence, m.sequence) in seen_seqs:
             report.duplicated += 1
-            report.note("duplicated", f"sequence {m.sequence} journaled again at {m.position}")
+            report.note(
+                "duplicated",
+                f"sequence {m.sequence} of lane {m.precedence} journaled again at {m.position}",
+            )
         seen_ids.add(m.message_id)
-        seen_seqs.add(m.sequence)
+        seen_seqs.add((m.precedence, m.sequence))
 
     # forged: unknown to the sender, or different bytes
     for m in inbound:
@@ -232,15 +238,16 @@ def compare_direction(
             report.forged += 1
             report.note("forged", f"{m.message_id}: bytes differ from the sender's")
     # the two sides' settlements must agree on which message each sequence carried
-    for (party, sequence), message_id in sender.settlements.items():
+    for (party, lane, sequence), message_id in sender.settlements.items():
         if party != sender.party:
             continue
-        theirs = receiver.settlements.get((party, sequence))
+        theirs = receiver.settlements.get((party, lane, sequence))
         if theirs is not None and theirs != message_id:
             report.forged += 1
             report.note(
                 "forged",
-                f"sequence {sequence}: sender settled {message_id}, receiver holds {theirs}",
+                f"sequence {sequence} of lane {lane}: sender settled {message_id}, receiver "
+                f"holds {theirs}",
             )
 
     # lost: journaled as sent, never received nor refused
@@ -272,17 +279,20 @@ def compare_direction(
                 f"sender position {before}",
             )
         latest[original.precedence] = max(before, original.position)
-    # and the link's sequences must increase along the receiver's journal
+    # and each lane's sequences must increase along the receiver's journal
     settled = sorted(
-        [(m.position, m.sequence) for m in inbound]
-        + [(p, s) for s, p in receiver.refused_inbound.values()]
+        [(m.position, m.precedence, m.sequence) for m in inbound]
+        + [(p, lane, s) for lane, s, p in receiver.refused_inbound.values()]
     )
-    last_sequence = 0
-    for position, sequence in settled:
-        if sequence <= last_sequence:
+    last_sequence: dict[int, int] = {}
+    for position, lane, sequence in settled:
+        if sequence <= last_sequence.get(lane, 0):
             report.reordered += 1
-            report.note("reordered", f"sequence {sequence} at position {position} went backwards")
-        last_sequence = max(last_sequence, sequence)
+            report.note(
+                "reordered",
+                f"sequence {sequence} of lane {lane} at position {position} went backwards",
+            )
+        last_sequence[lane] = max(last_sequence.get(lane, 0), sequence)
     return report
 
 

@@ -15,8 +15,9 @@ run ahead a few deliveries at a time, yielding to the other lanes in between.
 
 Only one stream per peer and lane is served at a time: a new Hello makes the lane's core start
 a new stream; the older stream is ended with ABORTED, its batches still become durable, and
-the new stream's Welcome waits for them. The inbound link is up while every lane has a
-welcomed stream.
+the new stream's Welcome waits for them. The inbound link is up from the first lane's Welcome
+until the last lane's stream ends (a sender opens all four on one connection, and loses them
+together).
 
 A Hello whose `last_receipted_sequence` is beyond what our journal holds means the peer holds
 our batch receipts for batches our journal lost: the stream ends with DATA_LOSS (every time
@@ -179,7 +180,7 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
             core.close(stream)
             if current:
                 self._up_lanes.discard(lane)
-            if current and self.status.up:
+            if current and self.status.up and not self._up_lanes:
                 self.status.went(False, time.time(), reason)
                 log.warning("inbound link from %s down: %s", self.peer_party, printable(reason))
                 await asyncio.shield(self._on_link(False, reason))
@@ -366,7 +367,7 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
     def _event(self, lane: int, event: link.LinkEvent) -> None:
         if isinstance(event, link.LinkUp):
             self._up_lanes.add(lane)
-            if self._up_lanes != set(link.LANES) or self.status.up:
+            if self.status.up:
                 return
             self.status.last_sequence = self.settled
             held = ", ".join(

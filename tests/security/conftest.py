@@ -286,24 +286,33 @@ class FakePeer:
         last_receipted: int = 0,
         party: str | None = None,
         nonce: bytes | None = None,
+        lane: int = link.ROUTINE_LANE,
     ) -> bytes:
-        """Send a Hello with a fresh random nonce (or `nonce`); returns the nonce."""
+        """Send a Hello with a fresh random nonce (or `nonce`) for the lane `lane` (ROUTINE by
+        default: the messages a FakePeer pushes are ROUTINE); returns the nonce."""
         self.nonce = secrets.token_bytes(link.NONCE_BYTES) if nonce is None else nonce
         hello = peer_link_pb2.Hello(
             protocol_version=PROTOCOL_VERSION,
             party=self.party if party is None else party,
             last_receipted_sequence=last_receipted,
             nonce=self.nonce,
+            lane=common_pb2.Precedence.ValueType(lane),
         )
         hello.signing_certificates.extend(certificates)
         await self.send(peer_link_pb2.PushRequest(hello=hello))
         return self.nonce
 
-    async def open(self, certificates: Iterable[bytes], *, last_receipted: int = 0) -> link.Welcome:
+    async def open(
+        self,
+        certificates: Iterable[bytes],
+        *,
+        last_receipted: int = 0,
+        lane: int = link.ROUTINE_LANE,
+    ) -> link.Welcome:
         """Hello, then the Welcome, verified as the real sender verifies it (its signature by
         the receiving party over this Hello's nonce, its parties and version, and the batch
         receipts it resends). The raw frame is kept in `welcome_frame`."""
-        nonce = await self.hello(certificates, last_receipted=last_receipted)
+        nonce = await self.hello(certificates, last_receipted=last_receipted, lane=lane)
         first = await self.next()
         assert first.WhichOneof("frame") == "welcome", first
         self.welcome_frame = first.welcome
@@ -313,6 +322,7 @@ class FakePeer:
         assert welcome.hello_nonce == nonce, "the Welcome signs another nonce than our Hello's"
         assert welcome.protocol_version == PROTOCOL_VERSION
         assert (welcome.receiver_party, welcome.sender_party) == (self.peer_party, self.party)
+        assert welcome.lane == lane
         return welcome
 
     async def push(

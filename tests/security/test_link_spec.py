@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from hotline import PROTOCOL_VERSION, link
-from hotline.v1 import peer_link_pb2, peer_link_pb2_grpc
+from hotline.v1 import common_pb2, peer_link_pb2, peer_link_pb2_grpc
 from tests.security.conftest import (
     FakePeer,
     Lone,
@@ -77,6 +77,7 @@ def _hello() -> peer_link_pb2.PushRequest:
             party="TW",
             last_receipted_sequence=0,
             nonce=secrets.token_bytes(link.NONCE_BYTES),
+            lane=common_pb2.PRECEDENCE_ROUTINE,
         )
     )
 

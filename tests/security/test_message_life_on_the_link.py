@@ -183,7 +183,7 @@ async def test_a_delivery_already_expired_is_journaled_flagged_and_never_realert
     live.precedence = common_pb2.PRECEDENCE_FLASH
     async with lone_gateway(tmp_path, pki, deadlines=short) as jp:
         async with fake_tw_peer(jp) as peer:
-            await peer.open([signing_der(pki, "TW")])
+            await peer.open([signing_der(pki, "TW")], lane=common_pb2.PRECEDENCE_FLASH)
             sender = Sender(jp, peer)
             _, receipt = await sender.batch(stale, live)
             assert receipt.rejections == ()

@@ -48,9 +48,9 @@ def write(
             txn.append(kind, body, message_id=message_id, party=who, sequence=sequence)
         for sender, sequence, message_id in settlements:
             txn.execute(
-                "INSERT INTO settlements (sender_party, sequence, message_id, outcome, digest)"
-                " VALUES (?,?,?,?,?)",
-                (sender, sequence, message_id, "receipt", b""),
+                "INSERT INTO settlements (sender_party, lane, sequence, message_id, outcome,"
+                " digest) VALUES (?,?,?,?,?,?)",
+                (sender, 4, sequence, message_id, "receipt", b""),  # the ROUTINE lane
             )
 
     journal.run_sync(op)

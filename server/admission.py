@@ -77,7 +77,7 @@ class Limits:
     operator_streams: int = 32
     operator_calls: int = 128
     operators_total: int = 1024
-    peer_link_calls: int = 8
+    peer_link_calls: int = 16  # four lanes a connection, and a reconnect overlapping
     health_calls: int = 8
     health_total: int = 64
 

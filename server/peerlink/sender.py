@@ -159,6 +159,15 @@ class PeerSender:
             self._route(message)
         return cores
 
+    def _gate(self) -> None:
+        """No lane sends batches before every higher lane is open: when the link comes up,
+        the FLASH backlog leaves first (each lane's Welcome arrives in its own time)."""
+        higher_open = True
+        for lane in link.LANES:
+            core = self.cores[lane]
+            core.paused = not higher_open
+            higher_open = higher_open and core.up
+
     def _elsewhere_than(self, lane: int) -> Callable[[str], bool]:
         def unsettled_elsewhere(message_id: str) -> bool:
             return any(
@@ -199,6 +208,7 @@ class PeerSender:
         driver, so that messages journaled together leave in one batch."""
         lane = self._route(message)
         if lane in link.URGENT_LANES and lane in self._queues:
+            self._gate()
             self.cores[lane].tick(time.time())
             self._pump(lane)
         if message.after or lane not in link.URGENT_LANES:
@@ -373,6 +383,7 @@ class PeerSender:
             now = time.time()
             settled = core.queue_depth
             core.receive(frame, now)
+            self._gate()
             core.tick(now)  # a batch receipt frees allowance: send more at once
             self._pump(lane)
             if core.queue_depth != settled:
@@ -395,6 +406,7 @@ class PeerSender:
             # Clear before ticking: a message enqueued while we work sets it again.
             self._wake.clear()
             now = time.time()
+            self._gate()
             for lane, core in self.cores.items():
                 core.tick(now)
                 self._pump(lane)
@@ -469,6 +481,7 @@ class PeerSender:
     def _event(self, event: link.LinkEvent) -> None:
         if isinstance(event, link.LinkUp):
             self._up_lanes.add(event.lane)
+            self._wake.set()  # a lower lane may start now
             if self._up_lanes != set(link.LANES) or self.status.up:
                 return
             self._logged_down = ""

@@ -22,12 +22,13 @@ from certs.identity import identity_of
 from certs.pki import load_certificate
 from certs.verify import verify_chain
 from hotline import link, wire
+from hotline.errors import RemoteProtocolError
 from hotline.signing import PAYLOAD_TYPE_CHECKPOINT, sha256
 from hotline.transport import gateway_host
-from hotline.v1 import common_pb2, peer_link_pb2
+from hotline.v1 import common_pb2, envelope_pb2, peer_link_pb2
 from sim.conformance.examples import Adapter, Example, free_text, load_refused
 from sim.conformance.material import read_server_certificate
-from sim.conformance.pushlink import Opened, PeerSession, PushStream
+from sim.conformance.pushlink import Opened, PeerSession, PushStream, settlement_problems
 from sim.conformance.registry import Failed, Skipped, check, expect
 
 S = "Processing a delivery"
@@ -663,3 +664,89 @@ async def replaced(s: PeerSession) -> str:
     s.verify_welcome(newer, request.hello, frame.welcome)
     ended = await _expect_end(older.stream, grpc.StatusCode.ABORTED, why="the older stream")
     return f"older stream: {ended}; newer stream welcomed"
+
+
+async def _open_lane(s: PeerSession, lane: int) -> tuple[PushStream, link.Welcome]:
+    """A stream of its own for `lane` beside the suite's ROUTINE one: Hello (nothing claimed
+    settled), and the Welcome, verified and checked to be for that lane."""
+    stream = s.call()
+    request = s.hello(last_receipted=0, lane=lane)
+    await stream.send(request)
+    frame = await stream.expect_frame("welcome", f"a Welcome on the lane {lane} stream")
+    try:
+        welcome = wire.welcome_from_wire(
+            frame.welcome, s.keyring, receiver_party=s.target, sender_party=s.us
+        )
+    except RemoteProtocolError as exc:
+        raise Failed(f"the lane {lane} Welcome: {exc}") from None
+    expect(welcome.lane == lane, f"a Welcome for lane {welcome.lane} answered lane {lane}")
+    expect(welcome.hello_nonce == request.hello.nonce, "the Welcome signs another nonce")
+    return stream, welcome
+
+
+async def _settle_on(
+    s: PeerSession, stream: PushStream, sequence: int, env: envelope_pb2.Envelope, lane: int
+) -> link.BatchReceipt:
+    """Deliver `env` alone at `sequence` on a lane's stream; its verified batch receipt."""
+    payload = s.sign(env)
+    batch = peer_link_pb2.DeliveryBatch()
+    batch.deliveries.add(sequence=sequence, envelope=payload)
+    await stream.send(peer_link_pb2.PushRequest(deliveries=batch))
+    frame = await stream.expect_frame("batch_receipt", f"a batch receipt on lane {lane}")
+    found = settlement_problems(
+        frame.batch_receipt,
+        sequence,
+        [payload],
+        [env.message_id],
+        s.keyring,
+        receiver=s.target,
+        sender=s.us,
+    )
+    if isinstance(found, list):
+        raise Failed(f"the lane {lane} batch receipt: {'; '.join(found[:3])}")
+    expect(found.lane == lane, f"a batch receipt of lane {found.lane} on the lane {lane} stream")
+    return found
+
+
+@check(
+    "peer.lanes.flash",
+    "the FLASH lane is a link of its own: its stream opens beside the ROUTINE one (which stays "
+    "open), with its own sequences, and its batch receipts name the lane",
+    spec="Precedence lanes",
+    musts=("lanes-independent",),
+)
+async def flash_lane(s: PeerSession) -> str:
+    routine = await s.open()
+    stream, welcome = await _open_lane(s, link.LANES[0])
+    env = free_text(s.us, s.target, "conformance: on the FLASH lane")
+    env.precedence = common_pb2.PRECEDENCE_FLASH
+    receipt = await _settle_on(s, stream, welcome.last_sequence + 1, env, link.LANES[0])
+    expect(receipt.receipts and not receipt.rejections, "the FLASH was not receipted")
+    expect(routine.stream.end is None, f"the ROUTINE stream ended: {routine.stream.end}")
+    stream.call.cancel()
+    return (
+        f"FLASH lane welcomed at sequence {welcome.last_sequence} beside the ROUTINE stream; "
+        f"sequence {welcome.last_sequence + 1} receipted with lane FLASH"
+    )
+
+
+@check(
+    "peer.lanes.wrong-lane",
+    "a message on another precedence's lane is rejected INVALID_MESSAGE naming `precedence`",
+    spec=S,
+    musts=("reject-wrong-lane",),
+)
+async def wrong_lane(s: PeerSession) -> str:
+    stream, welcome = await _open_lane(s, link.LANES[0])
+    env = free_text(s.us, s.target, "conformance: a ROUTINE message on the FLASH lane")
+    receipt = await _settle_on(s, stream, welcome.last_sequence + 1, env, link.LANES[0])
+    stream.call.cancel()
+    expect(len(receipt.rejections) == 1, "a ROUTINE message on the FLASH lane was receipted")
+    refused = receipt.rejections[0]
+    expect(
+        refused.reason is link.RejectReason.INVALID_MESSAGE,
+        f"rejected {refused.reason.value}, not INVALID_MESSAGE",
+    )
+    fields = [f for f, _ in refused.violations]
+    expect(fields == ["precedence"], f"the violations name {fields}, not precedence")
+    return f"rejected INVALID_MESSAGE: {refused.detail}"

@@ -52,6 +52,8 @@ MUST_IDS: dict[str, tuple[str, ...]] = {
     "reject-wrong-party": ("ID-4",),
     "reject-not-releasable": ("LINK-14",),
     "deliver-checks-in-order": ("LINK-14",),
+    "lanes-independent": ("LINK-11",),
+    "reject-wrong-lane": ("LINK-14",),
     "verify-signature-before-parse": ("SIG-2",),
     "record-signed-envelope-verifies": ("SIG-1", "ID-5"),
     # frames, Hello and Welcome

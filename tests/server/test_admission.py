@@ -242,7 +242,7 @@ def test_admission_settings_have_defaults_and_are_read(tmp_path: Path) -> None:
     [
         ({"operator_streams": 0}, "operator_streams = 0: must be a whole number from 1"),
         ({"peer_link_calls": 1.5}, "peer_link_calls = 1.5: must be a whole number from 1"),
-        ({"max_concurrent_rpcs": 256}, "max_concurrent_rpcs = 256: must be at least 1160"),
+        ({"max_concurrent_rpcs": 256}, "max_concurrent_rpcs = 256: must be at least 1168"),
         ({"max_connections": 0}, "max_connections = 0: must be a whole number from 1"),
         ({"handshake_timeout_s": 0}, "handshake_timeout_s = 0: must be a number more than 0"),
         ({"connection_idle_s": -1}, "connection_idle_s = -1: must be a number from 0"),

@@ -137,6 +137,10 @@ class OutboundLink(_Actions):
         self._hello: Hello | None = None  # the Hello to send once persists are confirmed
         self._nonce = b""
         self._heartbeat = Heartbeat(heartbeat_interval, dead_after)
+        # Set by the adapter while a higher lane is not yet open: no batch leaves this one
+        # (heartbeats and deadlines go on), so that when a link comes up the FLASH backlog
+        # leaves before the ROUTINE one.
+        self.paused = False
 
     # -- the outbox
 
@@ -515,7 +519,8 @@ class OutboundLink(_Actions):
                 self.disconnect(f"no batch receipt for sequence {oldest} within {limit:g} s")
                 return
         if self.state is SenderState.OPEN:
-            self._send_batches(now)
+            if not self.paused:
+                self._send_batches(now)
             ping = self._heartbeat.due(now)
             if ping is not None:
                 self._send(ping)

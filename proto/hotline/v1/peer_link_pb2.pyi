@@ -150,6 +150,8 @@ them.
 * The receiver keeps the FLASH lane ahead where the lanes share its resources: a FLASH or
   IMMEDIATE batch's journal commit does not wait for a lower lane's group commit, and the
   checks of a lower lane's batch yield to the other lanes between deliveries.
+* When a connection opens, a lane sends no delivery before every higher lane is welcomed
+  (this implementation), so that the FLASH backlog leaves first.
 * Checkpoints, which consume no sequence, travel on the ROUTINE lane's stream (a receiver
   accepts them on any).
 
@@ -388,7 +390,8 @@ The receiver MUST end a `Push` stream with the status code this table gives for 
                        (the receiver's journal lost history: see "Journal loss").
   RESOURCE_EXHAUSTED   the window is exceeded, a frame exceeds the maximum frame size, or
                        the peer gateway already holds its own allowance of calls at once
-                       (by default 8; operators' calls never draw on it).
+                       (by default 16, four connections' lanes; operators' calls never
+                       draw on it).
   ABORTED              a newer stream from the same sender for the same lane replaced this
                        one.
   UNAVAILABLE          the receiver declared the link down (no frame for its dead-after time;

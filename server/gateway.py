@@ -577,7 +577,9 @@ class Gateway:
         """Serve /metrics if `metrics_listen` is set."""
         if self.config.metrics_listen:
             try:
-                self.metrics_port = self.metrics.serve(self.config.metrics_listen)
+                self.metrics_port = self.metrics.serve(
+                    self.config.metrics_listen, self.config.metrics_tls
+                )
             except OSError as exc:
                 raise ConfigError(
                     f"cannot serve metrics on {self.config.metrics_listen}: {exc}"

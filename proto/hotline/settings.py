@@ -99,8 +99,9 @@ def allowed(info: FieldInfo) -> str:
         text += " " + " and ".join(b for b in (low, high) if b)
     extra = info.json_schema_extra
     if isinstance(extra, dict) and extra.get("allowed"):
-        # a string's own rule says it all; for anything else it adds to the range
-        return str(extra["allowed"]) if text == "a string" else f"{text} ({extra['allowed']})"
+        # a string's (or a path's) own rule says it all; for anything else it adds to the range
+        own = text in ("a string", "a path (a string)")
+        return str(extra["allowed"]) if own else f"{text} ({extra['allowed']})"
     return text
 
 

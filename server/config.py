@@ -28,6 +28,7 @@ publishes it, the peer's revocation list as `peer-crl.pem`).
 
 from __future__ import annotations
 
+import importlib
 import re
 import tomllib
 from pathlib import Path
@@ -286,6 +287,14 @@ class GatewayConfig(BaseModel):
         description="the private key of metrics_cert (PEM, unencrypted)",
         json_schema_extra={"allowed": "a path to a PEM private key file, or left out"},
     )
+    tracing: Literal["off", "otlp", "console"] = Field(
+        "off",
+        description="OpenTelemetry spans for operator calls (parent: the caller's W3C "
+        "traceparent in gRPC metadata) and for each message's delivery and acknowledgement: "
+        '"otlp" exports them over OTLP/gRPC (the OTEL_EXPORTER_OTLP_* variables; default '
+        'localhost:4317), "console" prints them on stdout; needs the otel extra: pip install '
+        "'hotline[otel]'",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "INFO", description="least severe log level written (any case)"
     )
@@ -427,6 +436,13 @@ class GatewayConfig(BaseModel):
                 f"reconnect_min_s ({self.reconnect_min_s:g})"
             )
         self._check_metrics_tls(source)
+        missing = _tracing_missing(self.tracing)
+        if missing is not None:
+            raise ConfigError(
+                f"{source}: tracing = {toml_value(self.tracing)}: needs the OpenTelemetry "
+                f"packages, and {missing} is not installed: pip install 'hotline[otel]' (or "
+                'tracing = "off")'
+            )
         backstop = self.limits.backstop
         if self.max_concurrent_rpcs is not None and self.max_concurrent_rpcs < backstop:
             raise ConfigError(
@@ -471,6 +487,23 @@ class GatewayConfig(BaseModel):
                 )
                 missing = "no such file" if not path.exists() else "not a file"
                 raise ConfigError(f"{source}: {shown}: {missing}; must be {what}")
+
+
+def _tracing_missing(mode: str) -> str | None:
+    """The module `tracing = mode` needs that cannot be imported here, or None."""
+    needed = {
+        "otlp": (
+            "opentelemetry.sdk.trace",
+            "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+        ),
+        "console": ("opentelemetry.sdk.trace",),
+    }
+    for name in needed.get(mode, ()):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            return name.removesuffix(".trace_exporter").removesuffix(".trace")
+    return None
 
 
 def json_schema() -> dict[str, Any]:

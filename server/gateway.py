@@ -221,6 +221,11 @@ class Gateway:
         self.metrics_port = 0  # the /metrics endpoint's port (0: not served)
         self._metrics_unsubscribe: Callable[[], None] | None = None
         self._metrics_untime: Callable[[], None] | None = None
+        self.tracing: Any = None  # server.tracing.GatewayTracing, imported only when enabled
+        if self.config.tracing != "off":  # the optional `otel` extra
+            from server.tracing import GatewayTracing
+
+            self.tracing = GatewayTracing(self.config.tracing, self.party)
         self._stale_warned = float("-inf")
         self._stale_alarmed: set[str] = set()  # issuers of the stale lists already alarmed
         # The peer certificate checked before the current outbound connection, if it passed.
@@ -486,7 +491,10 @@ class Gateway:
         open_files = raise_open_file_limit()
         max_connections = connection_cap(cfg.max_connections, open_files)
         server = grpc.aio.server(
-            interceptors=[AuthInterceptor(self.authorizer, self._refused, self.admission)],
+            interceptors=[
+                *([self.tracing.interceptor()] if self.tracing else []),
+                AuthInterceptor(self.authorizer, self._refused, self.admission),
+            ],
             options=[
                 *SERVER_OPTIONS,
                 ("grpc.max_receive_message_length", cfg.max_message_bytes),
@@ -572,6 +580,8 @@ class Gateway:
             {self.party: paths.crl, self.peer_party: paths.peer_crl},
         )
         self.metrics.refresh_overdue(self.store.overdue_count)
+        if self.tracing is not None:
+            self.tracing.unsubscribe = self.journal.subscribe(self.tracing.observe)
 
     def _serve_metrics(self) -> None:
         """Serve /metrics if `metrics_listen` is set."""
@@ -669,6 +679,8 @@ class Gateway:
             self._metrics_unsubscribe()
         if self._metrics_untime is not None:
             self._metrics_untime()
+        if self.tracing is not None:
+            self.tracing.stop()
         if self._takeover is not None and not self._takeover.done():
             self._takeover.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -679,8 +679,6 @@ class Gateway:
             self._metrics_unsubscribe()
         if self._metrics_untime is not None:
             self._metrics_untime()
-        if self.tracing is not None:
-            self.tracing.stop()
         if self._takeover is not None and not self._takeover.done():
             self._takeover.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -706,6 +704,8 @@ class Gateway:
         self._tasks = []
         await self.peer_service.drain()
         await asyncio.to_thread(self.journal.close)
+        if self.tracing is not None:  # last: the spans of the calls drained above, flushed
+            await asyncio.to_thread(self.tracing.stop)
         log.info("gateway %s stopped", self.party)
 
     async def wait(self) -> None:

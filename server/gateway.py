@@ -563,7 +563,10 @@ class Gateway:
         return self.port
 
     def _start_metrics(self) -> None:
-        """Count what the journal commits from now on (before the gateway writes anything)."""
+        """Count what the journal commits from now on (before the gateway writes anything);
+        with no `metrics_listen`, nothing is counted: no subscriber, no commit timing."""
+        if not self.config.metrics_listen:
+            return
         paths = self.config.paths
         self._metrics_unsubscribe = self.journal.subscribe(self.metrics.observe)
         self._metrics_untime = self.journal.time_commits(self.metrics.commit_timed)

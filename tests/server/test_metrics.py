@@ -135,6 +135,22 @@ async def test_metrics_after_traffic_match_the_journal_and_pass_promtool(tmp_pat
         assert (checked.stdout + checked.stderr).strip() == "", checked.stdout + checked.stderr
 
 
+async def test_a_gateway_without_metrics_listen_counts_nothing(tmp_path: Path) -> None:
+    async with running_pair(tmp_path) as pair:
+        envelope = free_text("not counted")
+        await pair.jp.stub.Send(operator_pb2.SendRequest(envelope=envelope))
+        await wait_state(pair.jp.stub, envelope.message_id, operator_pb2.DELIVERY_STATE_DELIVERED)
+        await asyncio.sleep(0.2)  # as long as the counted test waits for the last publication
+        registry = pair.jp.gateway.metrics.registry
+        assert pair.jp.gateway.metrics_port == 0
+        counted = registry.get_sample_value(
+            "hotline_journal_entries_total", {"kind": "message-out"}
+        )
+        commits = registry.get_sample_value("hotline_journal_commit_entries_count")
+    assert counted is None  # no journal subscriber: not even a zero was created
+    assert commits == 0
+
+
 def test_the_example_grafana_dashboard_uses_only_metrics_the_gateway_exports() -> None:
     dashboard = Path(__file__).resolve().parents[2] / "docs" / "grafana" / "hotline-gateway.json"
     exprs = [t["expr"] for p in json.loads(dashboard.read_text())["panels"] for t in p["targets"]]

@@ -50,9 +50,9 @@ from hotline.deadlines import DEFAULT_DEADLINES_S, NAMES, Deadlines
 from hotline.errors import ConfigError
 from hotline.journal_file import is_database_url
 from hotline.link import DEFAULT_LANES, DEFAULT_LOW_LANE, MAX_FRAME_BYTES
-from hotline.settings import allowed, config_error, markdown_table, toml_value
 from server.admission import REFUSAL_HEADROOM, Limits
 from server.metrics import MetricsTls
+from settings import allowed, config_error, markdown_table, toml_value
 
 __all__ = ["DeadlineSettings", "GatewayConfig", "readme_table"]
 

@@ -59,6 +59,7 @@ from grpc_reflection.v1alpha import reflection
 from certs.errors import CertsError
 from certs.pki import load_certificate, load_party_revocations, load_signing_key
 from certs.revocation import RevocationList, RevocationSet, replacement_problem
+from certs.verify import check_validity
 from hotline import link
 from hotline.errors import ConfigError
 from hotline.journal_file import is_database_url, redact
@@ -86,6 +87,7 @@ from server.metrics import GatewayMetrics
 from server.operator_service import OperatorServicer
 from server.peerlink.peer_certificate import (
     DEFAULT_TIMEOUT,
+    PeerCertificateError,
     PeerCertificateRefused,
     PeerCertificateRevoked,
     PeerRevocationStale,
@@ -227,6 +229,7 @@ class Gateway:
 
             self.tracing = GatewayTracing(self.config.tracing, self.party)
         self._stale_warned = float("-inf")
+        self._own_certificate_problem = ""  # why the peer would refuse our certificate
         self._stale_alarmed: set[str] = set()  # issuers of the stale lists already alarmed
         # The peer certificate checked before the current outbound connection, if it passed.
         self._peer_certificate: x509.Certificate | None = None
@@ -333,10 +336,19 @@ class Gateway:
         self._peer_attempted, self._peer_came_up = True, False
 
     async def _vet_peer(self) -> None:
-        """Before each dial: the peer must present its gateway certificate, not revoked."""
+        """Before each dial: our certificate must be in its validity (else the peer's refusal
+        would read as a closed connection), and the peer must present its gateway
+        certificate, not revoked."""
         paths = self.config.paths
         self._peer_certificate = None
         self._next_peer_address()
+        ours = await asyncio.to_thread(_own_certificate_problem, self.config, paths.gateway_cert)
+        if ours != self._own_certificate_problem:  # an ERROR once per change, not per dial
+            self._own_certificate_problem = ours
+            if ours:
+                log.error("%s", ours)
+        if ours:
+            raise PeerCertificateError(ours)
         for stale in self.authorizer.stale():
             if stale.issuer == self._peer_ca.subject:
                 raise PeerRevocationStale(stale_text(stale, self.authorizer.crl_grace))
@@ -864,3 +876,15 @@ class Gateway:
     def _outbound_status(self) -> LinkStatus:
         self.sender.status.last_sequence = self.sender.link.last_settled
         return self.sender.status
+
+
+def _own_certificate_problem(config: GatewayConfig, path: Path) -> str:
+    """Why the peer would refuse our gateway certificate ("... expired on ..."), or ""."""
+    try:
+        check_validity(load_certificate(path), what=f"our gateway certificate {path}")
+    except CertsError as exc:
+        return (
+            f"{exc}: the peer refuses it; renew it (hotline certs rotate --dir "
+            f"{config.pki_dir} --party {config.party})"
+        )
+    return ""

@@ -497,6 +497,8 @@ class Gateway:
         # pay it now, not on the first message of the hot line.
         validate_envelope(envelope_pb2.Envelope())
         self._start_metrics()
+        if self.tracing is not None:  # the stages of traced messages, from the journal
+            self.tracing.unsubscribe = self.journal.subscribe(self.tracing.observe)
         await self.store.record_key(self._signing_der[0], self.party)
         await self._check_revocation_numbers()
         await self._alarm_stale()  # a list already stale at start: say so at once
@@ -595,8 +597,6 @@ class Gateway:
             {self.party: paths.crl, self.peer_party: paths.peer_crl},
         )
         self.metrics.refresh_overdue(self.store.overdue_count)
-        if self.tracing is not None:
-            self.tracing.unsubscribe = self.journal.subscribe(self.tracing.observe)
 
     def _serve_metrics(self) -> None:
         """Serve /metrics if `metrics_listen` is set."""

@@ -575,7 +575,32 @@ def _who(identity: common_pb2.PlatformIdentity) -> str:
     ):
         if value:
             return value
-    return common_pb2.PlatformKind.Name(identity.kind).removeprefix("PLATFORM_KIND_").lower()
+    return _PLATFORMS.get(identity.kind, "an unidentified platform")
+
+
+_PLATFORMS = {  # a platform reported without a name or number
+    common_pb2.PLATFORM_KIND_SURFACE_VESSEL: "an unnamed surface vessel",
+    common_pb2.PLATFORM_KIND_SUBMARINE: "an unnamed submarine",
+    common_pb2.PLATFORM_KIND_AIRCRAFT: "an unidentified aircraft",
+    common_pb2.PLATFORM_KIND_UNMANNED_AERIAL: "an unidentified drone",
+    common_pb2.PLATFORM_KIND_UNMANNED_SURFACE: "an unmanned surface vessel",
+    common_pb2.PLATFORM_KIND_COAST_GUARD_VESSEL: "an unnamed coast guard vessel",
+    common_pb2.PLATFORM_KIND_FISHING_VESSEL: "an unnamed fishing vessel",
+    common_pb2.PLATFORM_KIND_MERCHANT_VESSEL: "an unnamed merchant vessel",
+    common_pb2.PLATFORM_KIND_UNMANNED_UNDERWATER: "an unmanned underwater vehicle",
+}
+
+
+# Kept in capitals when an enum value's name is turned into words.
+_ACRONYMS = frozenset({"ADIZ", "AIS", "GNSS", "SAR", "HADR", "CPA", "TLP", "UTC"})
+
+
+def _words(enum: object, value: int, prefix: str) -> str:
+    """An enum value as words: `MISSILE_KIND_SPACE_LAUNCH` -> "space launch" (acronyms kept)."""
+    name: str = enum.Name(value)  # type: ignore[attr-defined]
+    return " ".join(
+        w if w in _ACRONYMS else w.lower() for w in name.removeprefix(prefix).split("_")
+    )
 
 
 def _enum(enum: object, value: int, prefix: str) -> str:
@@ -583,61 +608,179 @@ def _enum(enum: object, value: int, prefix: str) -> str:
     return name.removeprefix(prefix).replace("_", " ")
 
 
-def short_id(message_id: str) -> str:
-    """The last 8 hex digits of a message id: UUIDv7s made within a minute share their first
-    digits (the clock), so the tail is what tells them apart on a crowded screen."""
-    return "…" + message_id[-8:] if len(message_id) > 8 else message_id
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _area(area: common_pb2.Area) -> str:
+    if area.HasField("circle"):
+        return f"within {area.circle.radius_m / 1000:g} km of {_where(area.circle.center)}"
+    if area.polygon.vertices:
+        return f"near {_where(area.polygon.vertices[0])}"
+    return ""
+
+
+def _listed(items: Iterable[str], most: int = 3) -> str:
+    """ "a, b and c", or "a, b, c and 2 more" past `most`."""
+    unique = list(dict.fromkeys(items))
+    if len(unique) > most:
+        return ", ".join(unique[:most]) + f" and {len(unique) - most} more"
+    return (
+        " and ".join([", ".join(unique[:-1]), unique[-1]]) if len(unique) > 1 else "".join(unique)
+    )
+
+
+_LAUNCHES = {  # (one launch, several)
+    bodies_pb2.MISSILE_KIND_BALLISTIC: ("ballistic missile launch", "ballistic missile launches"),
+    bodies_pb2.MISSILE_KIND_CRUISE: ("cruise missile launch", "cruise missile launches"),
+    bodies_pb2.MISSILE_KIND_SPACE_LAUNCH: ("space launch", "space launches"),
+    bodies_pb2.MISSILE_KIND_HYPERSONIC_GLIDE: (
+        "hypersonic glide vehicle launch",
+        "hypersonic glide vehicle launches",
+    ),
+}
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[:1] in "aeiou" else "a ") + noun
+
+
+def _signal(value: int) -> str:
+    """A CUES-style manoeuvring signal as what the ship is doing: "altering course to port"."""
+    words = _words(bodies_pb2.ManoeuvringSignal, value, "MANOEUVRING_SIGNAL_")
+    return words.removeprefix("i am ")
 
 
 def describe_body(envelope: envelope_pb2.Envelope, language: str = "en") -> str:
-    """One line saying what a message is about, for watch floors and logs."""
+    """One line saying what a message is about, for watch floors and logs: a sentence in
+    words (enum names spelled out, acronyms kept), the most telling fields first."""
     member = envelope.WhichOneof("body")
     if member == "free_text":
         return text_of(envelope.free_text.subject, language)
     if member == "maritime_encounter":
         r = envelope.maritime_encounter
-        kind = _enum(bodies_pb2.EncounterType, r.encounter_type, "ENCOUNTER_TYPE_")
-        other = _who(r.contacts[0].identity) if r.contacts else "?"
+        kind = _words(bodies_pb2.EncounterType, r.encounter_type, "ENCOUNTER_TYPE_")
+        kind = "encounter" if kind in ("unspecified", "other") else kind
+        others = _listed(_who(c.identity) for c in r.contacts) or "an unreported contact"
         cpa = f", CPA {r.cpa_m:.0f} m" if r.HasField("cpa_m") else ""
         return (
-            f"{kind}: {_who(r.reporting_platform)} / {other} at {_where(r.reporting_position)}{cpa}"
+            f"{_sentence(kind)}: {_who(r.reporting_platform)} and {others} at "
+            f"{_where(r.reporting_position)}{cpa}"
         )
     if member == "manoeuvre_notice":
         n = envelope.manoeuvre_notice
-        signals = ", ".join(
-            _enum(bodies_pb2.ManoeuvringSignal, s, "MANOEUVRING_SIGNAL_") for s in n.signals
-        )
+        doing = _listed((_signal(s) for s in n.signals), most=2) or "manoeuvring"
         course = (
-            f" to {n.intended_kinematics.course_deg_true:03.0f}T"
-            f" {n.intended_kinematics.speed_kn:g} kn"
+            f", new course {n.intended_kinematics.course_deg_true:03.0f}T at "
+            f"{n.intended_kinematics.speed_kn:g} kn"
             if n.HasField("intended_kinematics")
             else ""
         )
-        return f"{_who(n.platform)}: {signals}{course}"
+        return f"{_who(n.platform)} {doing}{course}"
     if member == "air_incident":
         a = envelope.air_incident
-        kind = _enum(bodies_pb2.AirIncidentKind, a.kind, "AIR_INCIDENT_KIND_")
-        alt = f" FL{a.altitude_ft // 100:03d}" if a.HasField("altitude_ft") else ""
+        kind = _words(bodies_pb2.AirIncidentKind, a.kind, "AIR_INCIDENT_KIND_")
+        kind = "air incident" if kind in ("unspecified", "other") else kind
+        alt = f", FL{a.altitude_ft // 100:03d}" if a.HasField("altitude_ft") else ""
         adiz = f" in {a.adiz_name}" if a.adiz_name else ""
-        return f"{kind}: {_who(a.aircraft)} at {_where(a.position)}{alt}{adiz}"
+        return f"{_sentence(kind)}: {_who(a.aircraft)} at {_where(a.position)}{alt}{adiz}"
     if member == "hazardous_activity":
         h = envelope.hazardous_activity
-        return _enum(bodies_pb2.HazardousActivityKind, h.kind, "HAZARDOUS_ACTIVITY_KIND_")
+        kind = _words(bodies_pb2.HazardousActivityKind, h.kind, "HAZARDOUS_ACTIVITY_KIND_")
+        kind = "hazardous activity" if kind in ("unspecified", "other") else kind
+        area = _area(h.area)
+        notice = h.notam_number or h.navigational_warning
+        return f"{_sentence(kind)}{' ' + area if area else ''}{f' ({notice})' if notice else ''}"
     if member == "launch_warning":
         w = envelope.launch_warning
-        kind = _enum(bodies_pb2.MissileKind, w.missile_kind, "MISSILE_KIND_")
-        return f"{kind} launch from {_where(w.launch_point)} (update {w.update_number})"
+        one, several = _LAUNCHES.get(w.missile_kind, ("missile launch", "missile launches"))
+        count = f"{w.launch_count} {several}" if w.launch_count > 1 else one
+        update = f", update {w.update_number}" if w.update_number else ""
+        return f"{_sentence(count)} from {_where(w.launch_point)}{update}"
     if member == "sar_request":
         s = envelope.sar_request
-        kind = _enum(bodies_pb2.SarIncidentKind, s.incident_kind, "SAR_INCIDENT_KIND_")
-        return f"{kind}: {_who(s.object_in_distress)} at {_where(s.last_known_position)}"
+        kind = _words(bodies_pb2.SarIncidentKind, s.incident_kind, "SAR_INCIDENT_KIND_")
+        kind = "" if kind in ("unspecified", "other") else f", {kind}"
+        aboard = f", {s.persons_on_board} on board" if s.persons_on_board else ""
+        return (
+            f"SAR request{kind}: {_who(s.object_in_distress)} at "
+            f"{_where(s.last_known_position)}{aboard}"
+        )
+    if member == "sar_sitrep":
+        sitrep = envelope.sar_sitrep
+        status = _words(bodies_pb2.SarStatus, sitrep.status, "SAR_STATUS_")
+        counts = [
+            f"{n} {what}"
+            for n, what in (
+                (sitrep.persons_rescued, "rescued"),
+                (sitrep.persons_missing, "missing"),
+                (sitrep.persons_deceased, "deceased"),
+            )
+            if n
+        ]
+        state = f" ({status})" if sitrep.status else ""
+        return f"SAR sitrep {sitrep.sitrep_number}{state}" + (
+            f": {', '.join(counts)}" if counts else ""
+        )
+    if member == "hadr_request":
+        req = envelope.hadr_request
+        disaster = _words(bodies_pb2.DisasterKind, req.disaster_kind, "DISASTER_KIND_")
+        disaster = "" if disaster in ("unspecified", "other") else f" after {_a(disaster)}"
+        needs = _listed(
+            _words(bodies_pb2.ReliefCategory, i.category, "RELIEF_CATEGORY_") for i in req.needs
+        )
+        affected = (
+            f"; {req.affected_population:,} people affected" if req.affected_population else ""
+        )
+        return f"HADR request{disaster}" + (f": {needs} needed" if needs else "") + affected
+    if member == "hadr_offer":
+        o = envelope.hadr_offer
+        items = _listed(
+            _words(bodies_pb2.ReliefCategory, i.category, "RELIEF_CATEGORY_")
+            for i in o.items_offered
+        )
+        mode = _words(bodies_pb2.DeliveryMode, o.delivery_mode, "DELIVERY_MODE_")
+        by = {"unspecified": "", "collection": ", for collection"}.get(mode, f" by {mode}")
+        return "HADR offer" + (f": {items}" if items else "") + by
+    if member == "evacuation":
+        e = envelope.evacuation
+        phase = _words(bodies_pb2.EvacuationPhase, e.phase, "EVACUATION_PHASE_")
+        name = f" {e.operation_name}" if e.operation_name else ""
+        people = sum(n.count for n in e.nationals)
+        nationals = f": {people:,} nationals" if people else ""
+        return f"Evacuation{name}" + (f" ({phase})" if e.phase else "") + nationals
+    if member == "cyber_threat":
+        c = envelope.cyber_threat
+        severity = _words(bodies_pb2.CyberSeverity, c.severity, "CYBER_SEVERITY_")
+        tlp = bodies_pb2.Tlp.Name(c.tlp).removeprefix("TLP_").replace("_", "+")
+        marks = ", ".join(
+            m for m in (severity if c.severity else "", f"TLP:{tlp}" if c.tlp else "") if m
+        )
+        targets = _listed(
+            _words(bodies_pb2.InfrastructureKind, k, "INFRASTRUCTURE_KIND_")
+            for k in c.affected_infrastructure
+        )
+        return (
+            "Cyber threat"
+            + (f" ({marks})" if marks else "")
+            + (f" to {targets}" if targets else "")
+            + (f", {c.advisory_id}" if c.advisory_id else "")
+        )
     if member == "link_test":
-        return f"link test #{envelope.link_test.test_number}"
+        return f"Link test #{envelope.link_test.test_number}"
     if member == "call_request":
-        c = envelope.call_request
-        return f"call requested: {text_of(c.topic, language)}"
+        call = envelope.call_request
+        urgency = _words(bodies_pb2.CallUrgency, call.urgency, "CALL_URGENCY_")
+        when = {"immediate": " now", "within hour": " within the hour"}.get(urgency, "")
+        return f"Call requested{when}: {text_of(call.topic, language)}"
     if member == "acknowledgement":
         ack = envelope.acknowledgement
         level = _enum(bodies_pb2.AcknowledgementLevel, ack.level, "ACKNOWLEDGEMENT_LEVEL_")
         return f"{level} to {short_id(ack.acknowledged_message_id)}"
-    return (member or "no body").replace("_", " ")
+    return "No body" if member is None else _sentence(member.replace("_", " "))
+
+
+def short_id(message_id: str) -> str:
+    """The last 8 hex digits of a message id: UUIDv7s made within a minute share their first
+    digits (the clock), so the tail is what tells them apart on a crowded screen."""
+    return "…" + message_id[-8:] if len(message_id) > 8 else message_id

@@ -770,26 +770,29 @@ def event_line(
     return Line([*head.segments, (" ", ""), *detail.segments])
 
 
-def record_line(record: operator_pb2.MessageRecord, *, now: datetime | None = None) -> Line:
-    """One row of `hotline history`."""
-    now = now or datetime.now(UTC)
+def _record_head(record: operator_pb2.MessageRecord, journaled: str) -> Line:
+    """A history row's columns up to STATE (with `journaled`, the journal time as shown)."""
     env = record.envelope
     precedence = precedence_name(env.precedence)
     status = status_name(env.status)
     direction = "OUT" if record.direction == operator_pb2.DIRECTION_OUTBOUND else "IN "
     line = Line([])
     line.add(f"{record.journal_position:>6} ", DIM)
-    line.add(clock(record.journal_time, date=True) + " ", DIM)
+    line.add(journaled + " ", DIM)
     line.add(f"{direction} ")
-    line.add(f"{precedence:<9}", PRECEDENCE_STYLE.get(precedence, ""))
+    line.add(f"{precedence:<10}", PRECEDENCE_STYLE.get(precedence, ""))
     line.add(" ")
     line.add(f"{status:<8}", STATUS_STYLE.get(status, ""))
     line.add(" ")
     state = state_name(record.state)
     line.add(f"{state:<12}", KIND_STYLE.get(state, ""))
     line.add(" ")
-    line.add(f"{body_label(env):<18} ", BOLD)
-    line.add(f"{env.message_id} ")
+    return line
+
+
+def _record_summary(record: operator_pb2.MessageRecord, line: Line) -> Line:
+    """OVERDUE, the life marks, the chain and the summary, added to `line`."""
+    env = record.envelope
     if record.overdue:
         line.add("OVERDUE ", f"{BOLD};{RED}")
     for word, style in life_marks(record):
@@ -801,10 +804,52 @@ def record_line(record: operator_pb2.MessageRecord, *, now: datetime | None = No
     return line
 
 
+def record_line(record: operator_pb2.MessageRecord, *, now: datetime | None = None) -> Line:
+    """One row of `hotline history` (piped, or on a terminal as wide as HISTORY_WIDE)."""
+    env = record.envelope
+    line = _record_head(record, clock(record.journal_time, date=True))
+    line.add(f"{body_label(env):<18} ", BOLD)
+    line.add(f"{env.message_id} ")
+    return _record_summary(record, line)
+
+
 HISTORY_HEADER = (
-    f"{'POS':>6} {'JOURNALED (UTC)':<24} DIR {'PRECEDENCE':<9} {'STATUS':<8} {'STATE':<12} "
+    f"{'POS':>6} {'JOURNALED (UTC)':<24} DIR {'PRECEDENCE':<10} {'STATUS':<8} {'STATE':<12} "
     f"{'TYPE':<18} {'MESSAGE ID':<36} SUMMARY"
 )
+HISTORY_SUMMARY_AT = HISTORY_HEADER.index("SUMMARY")
+# The one-row layout wraps its summary under SUMMARY from this terminal width; a narrower
+# terminal (80-150 columns) gets two-part rows (`record_lines`).
+HISTORY_WIDE = HISTORY_SUMMARY_AT + 30
+HISTORY_INDENT = 7  # where a two-part row's second part (TYPE: SUMMARY) starts
+_FULL_ID_FROM = 101  # the narrow layout shows whole message ids from this width (…8 below)
+
+
+def history_header(width: int) -> str:
+    """The header of `record_lines` rows on a terminal `width` columns wide."""
+    id_width = 36 if width >= _FULL_ID_FROM else 9
+    head = (
+        f"{'POS':>6} {'JOURNALED (UTC)':<20} DIR {'PRECEDENCE':<10} {'STATUS':<8} "
+        f"{'STATE':<12} {'MESSAGE ID':<{id_width}}"
+    ).rstrip()
+    return head[:width] + "\n" + " " * HISTORY_INDENT + "TYPE: SUMMARY"
+
+
+def record_lines(record: operator_pb2.MessageRecord, colour: bool, width: int) -> str:
+    """A `hotline history` row for a terminal narrower than HISTORY_WIDE: the columns on one
+    line (the time to the second, the id shortened to its end below 101 columns), then the
+    type and the summary wrapped under them, from HISTORY_INDENT."""
+    env = record.envelope
+    when = _ts(record.journal_time).strftime("%Y-%m-%d %H:%M:%SZ")
+    head = _record_head(record, when)
+    head.add(env.message_id if width >= _FULL_ID_FROM else short_id(env.message_id))
+    detail = Line([]).add(" " * HISTORY_INDENT).add(body_label(env) + ": ", BOLD)
+    _record_summary(record, detail)
+    return (
+        head.render(colour, width)
+        + "\n"
+        + wrapped(detail, colour, width, indent=HISTORY_INDENT, max_lines=4)
+    )
 
 
 def record_text(

@@ -11,6 +11,8 @@ from client.cli_common import (
     DIRECTIONS,
     EXIT_OK,
     HISTORY_HEADER,
+    HISTORY_SUMMARY_AT,
+    HISTORY_WIDE,
     PRECEDENCES,
     STATES,
     STATUSES,
@@ -20,8 +22,10 @@ from client.cli_common import (
     colour_wanted,
     describe_command,
     flatten,
+    history_header,
     json_line,
     record_line,
+    record_lines,
     run_command,
     terminal_width,
     to_dict,
@@ -116,15 +120,16 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_OK
         colour = colour_wanted(sys.stdout, args.colour)
         width = terminal_width(sys.stdout)
-        print(HISTORY_HEADER[:width] if width else HISTORY_HEADER)
-        now = datetime.now(UTC)
-        summary_at = HISTORY_HEADER.index("SUMMARY")
-        for record in records:
-            line = record_line(record, now=now)
-            if width is not None and width - summary_at >= 20:  # room to wrap the summary
-                print(wrapped(line, colour, width, indent=summary_at, max_lines=3))
-            else:
-                print(line.render(colour, width))
+        if width is not None and width < HISTORY_WIDE:  # an ordinary terminal: two-part rows
+            print(history_header(width))
+            for record in records:
+                print(record_lines(record, colour, width))
+        else:  # piped (one record per line, never cut), or a terminal wide enough for one row
+            print(HISTORY_HEADER[:width] if width else HISTORY_HEADER)
+            now = datetime.now(UTC)
+            for record in records:
+                line = record_line(record, now=now)
+                print(wrapped(line, colour, width, indent=HISTORY_SUMMARY_AT, max_lines=3))
         print(f"({len(records)} message{'s' if len(records) != 1 else ''})")
         return EXIT_OK
 

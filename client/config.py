@@ -43,7 +43,7 @@ from certs.errors import CertsError
 from certs.identity import validate_operator_name, validate_party
 from certs.pki import PartyPaths
 from hotline.errors import ConfigError
-from hotline.settings import config_error, markdown_table
+from settings import config_error, markdown_table
 
 __all__ = [
     "DEFAULT_OPERATOR",

@@ -58,6 +58,7 @@ from client.errors import (
     from_rpc_error,
     from_status,
 )
+from client.tracing import trace_metadata
 from hotline.errors import ConfigError
 from hotline.ids import is_message_id, new_message_id
 from hotline.transport import credentials, secure_channel
@@ -308,7 +309,11 @@ class OperatorClient:
         attempt = 0
         while True:
             try:
-                result = await rpc(request, timeout=self.timeout if timeout is None else timeout)
+                result = await rpc(
+                    request,
+                    timeout=self.timeout if timeout is None else timeout,
+                    metadata=trace_metadata(),
+                )
             except grpc.aio.AioRpcError as exc:
                 error = from_rpc_error(exc)
             else:
@@ -613,7 +618,7 @@ class OperatorClient:
         failures = 0
         while True:
             stub = self._service()
-            call = stub.Watch(request)
+            call = stub.Watch(request, metadata=trace_metadata())
             try:
                 async for response in call:
                     failures = 0
@@ -794,7 +799,7 @@ class SendStream:
         return await answer
 
     def _open(self) -> None:
-        self._call = self._client._service().SendStream()
+        self._call = self._client._service().SendStream(metadata=trace_metadata())
         self._reader = asyncio.ensure_future(self._read(self._call))
 
     async def _read(self, call: Any) -> None:

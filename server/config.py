@@ -28,6 +28,7 @@ publishes it, the peer's revocation list as `peer-crl.pem`).
 
 from __future__ import annotations
 
+import importlib
 import re
 import tomllib
 from pathlib import Path
@@ -49,11 +50,13 @@ from hotline.deadlines import DEFAULT_DEADLINES_S, NAMES, Deadlines
 from hotline.errors import ConfigError
 from hotline.journal_file import is_database_url
 from hotline.link import DEFAULT_LANES, DEFAULT_LOW_LANE, MAX_FRAME_BYTES
-from hotline.settings import allowed, config_error, markdown_table, toml_value
 from server.admission import REFUSAL_HEADROOM, Limits
+from server.metrics import MetricsTls
+from settings import allowed, config_error, markdown_table, toml_value
 
 __all__ = ["DeadlineSettings", "GatewayConfig", "readme_table"]
 
+_METRICS_FILES = ("metrics_client_ca", "metrics_cert", "metrics_key")
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):(\d{1,5})$")
 _STRICT = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 DAY_S = 86_400.0
@@ -266,6 +269,34 @@ class GatewayConfig(BaseModel):
         "own (keep it on loopback: 127.0.0.1:9464); empty: no metrics endpoint",
         json_schema_extra={"allowed": f"empty, or {_ADDRESS_RULE}"},
     )
+    metrics_client_ca: Path | None = Field(
+        None,
+        description="serve /metrics over HTTPS with mutual TLS, answering only clients (your "
+        "Prometheus) that present a certificate issued by this CA (a PEM file; relative to the "
+        "file): a monitoring CA of its own, or your party's ca.crt (then every operator "
+        "certificate can scrape too); not set: plain HTTP",
+        json_schema_extra={"allowed": "a path to a PEM CA certificate file, or left out"},
+    )
+    metrics_cert: Path | None = Field(
+        None,
+        description="the HTTPS endpoint's certificate chain (PEM; needs metrics_client_ca and "
+        "metrics_key); not set: the gateway's own, pki_dir/<party>/gateway.crt and "
+        "gateway.key. Read at start: restart after renewing it",
+        json_schema_extra={"allowed": "a path to a PEM certificate file, or left out"},
+    )
+    metrics_key: Path | None = Field(
+        None,
+        description="the private key of metrics_cert (PEM, unencrypted)",
+        json_schema_extra={"allowed": "a path to a PEM private key file, or left out"},
+    )
+    tracing: Literal["off", "otlp", "console"] = Field(
+        "off",
+        description="OpenTelemetry spans for operator calls (parent: the caller's W3C "
+        "traceparent in gRPC metadata) and for each message's delivery and acknowledgement: "
+        '"otlp" exports them over OTLP/gRPC (the OTEL_EXPORTER_OTLP_* variables; default '
+        'localhost:4317), "console" prints them on stdout; needs the otel extra: pip install '
+        "'hotline[otel]'",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "INFO", description="least severe log level written (any case)"
     )
@@ -328,6 +359,18 @@ class GatewayConfig(BaseModel):
         return {**DEFAULT_LANES, 3: low, 4: low}
 
     @property
+    def metrics_tls(self) -> MetricsTls | None:
+        """The /metrics endpoint's mutual TLS (`metrics_client_ca` set), or None: plain HTTP."""
+        if self.metrics_client_ca is None:
+            return None
+        paths = self.paths
+        return MetricsTls(
+            cert=self.metrics_cert or paths.gateway_cert,
+            key=self.metrics_key or paths.gateway_key,
+            client_ca=self.metrics_client_ca,
+        )
+
+    @property
     def concurrent_rpcs_cap(self) -> int:
         """grpc's global cap on concurrent calls (`max_concurrent_rpcs`, or its default)."""
         return self.max_concurrent_rpcs or self.limits.backstop
@@ -352,7 +395,7 @@ class GatewayConfig(BaseModel):
     ) -> GatewayConfig:
         """Check a parsed file; raises `ConfigError` naming every bad key, value and range."""
         values = dict(raw)
-        for name in ("journal", "pki_dir"):
+        for name in ("journal", "pki_dir", *_METRICS_FILES):
             value = values.get(name)
             if isinstance(value, str) and not (name == "journal" and is_database_url(value)):
                 values[name] = (base / Path(value).expanduser()).resolve()
@@ -394,6 +437,14 @@ class GatewayConfig(BaseModel):
                 f"{source}: reconnect_max_s = {self.reconnect_max_s:g}: must be at least "
                 f"reconnect_min_s ({self.reconnect_min_s:g})"
             )
+        self._check_metrics_tls(source)
+        missing = _tracing_missing(self.tracing)
+        if missing is not None:
+            raise ConfigError(
+                f"{source}: tracing = {toml_value(self.tracing)}: needs the OpenTelemetry "
+                f"packages, and {missing} is not installed: pip install 'hotline[otel]' (or "
+                'tracing = "off")'
+            )
         backstop = self.limits.backstop
         if self.max_concurrent_rpcs is not None and self.max_concurrent_rpcs < backstop:
             raise ConfigError(
@@ -402,6 +453,59 @@ class GatewayConfig(BaseModel):
                 f"{REFUSAL_HEADROOM}), so that it never refuses the peer link before the "
                 "per-lane allowances bind; leave it out to use that value"
             )
+
+    def _check_metrics_tls(self, source: str) -> None:
+        given = [name for name in _METRICS_FILES if getattr(self, name) is not None]
+        if given and not self.metrics_listen:
+            raise ConfigError(
+                f"{source}: {given[0]} = {toml_value(getattr(self, given[0]))}: needs "
+                'metrics_listen (the endpoint it secures), such as "127.0.0.1:9464"'
+            )
+        if (self.metrics_cert is None) != (self.metrics_key is None):
+            name = "metrics_cert" if self.metrics_key is None else "metrics_key"
+            other = "metrics_key" if name == "metrics_cert" else "metrics_cert"
+            raise ConfigError(
+                f"{source}: {name} = {toml_value(getattr(self, name))}: needs {other} too "
+                "(both, or neither for the gateway's own certificate and key)"
+            )
+        tls = self.metrics_tls
+        if tls is None:
+            if given:
+                raise ConfigError(
+                    f"{source}: {given[0]} = {toml_value(getattr(self, given[0]))}: needs "
+                    "metrics_client_ca (the endpoint is HTTPS only with client certificates)"
+                )
+            return
+        for name, path, what in (
+            ("metrics_client_ca", tls.client_ca, "a PEM CA certificate file"),
+            ("metrics_cert", tls.cert, "a PEM certificate file"),
+            ("metrics_key", tls.key, "a PEM private key file"),
+        ):
+            if not path.is_file():
+                shown = (
+                    f"{name} = {toml_value(path)}"
+                    if getattr(self, name) is not None
+                    else f"{name} (not set: the gateway's own, {path})"
+                )
+                missing = "no such file" if not path.exists() else "not a file"
+                raise ConfigError(f"{source}: {shown}: {missing}; must be {what}")
+
+
+def _tracing_missing(mode: str) -> str | None:
+    """The module `tracing = mode` needs that cannot be imported here, or None."""
+    needed = {
+        "otlp": (
+            "opentelemetry.sdk.trace",
+            "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+        ),
+        "console": ("opentelemetry.sdk.trace",),
+    }
+    for name in needed.get(mode, ()):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            return name.removesuffix(".trace_exporter").removesuffix(".trace")
+    return None
 
 
 def json_schema() -> dict[str, Any]:

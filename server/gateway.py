@@ -59,6 +59,7 @@ from grpc_reflection.v1alpha import reflection
 from certs.errors import CertsError
 from certs.pki import load_certificate, load_party_revocations, load_signing_key
 from certs.revocation import RevocationList, RevocationSet, replacement_problem
+from certs.verify import check_validity
 from hotline import link
 from hotline.errors import ConfigError
 from hotline.journal_file import is_database_url, redact
@@ -86,6 +87,7 @@ from server.metrics import GatewayMetrics
 from server.operator_service import OperatorServicer
 from server.peerlink.peer_certificate import (
     DEFAULT_TIMEOUT,
+    PeerCertificateError,
     PeerCertificateRefused,
     PeerCertificateRevoked,
     PeerRevocationStale,
@@ -221,7 +223,13 @@ class Gateway:
         self.metrics_port = 0  # the /metrics endpoint's port (0: not served)
         self._metrics_unsubscribe: Callable[[], None] | None = None
         self._metrics_untime: Callable[[], None] | None = None
+        self.tracing: Any = None  # server.tracing.GatewayTracing, imported only when enabled
+        if self.config.tracing != "off":  # the optional `otel` extra
+            from server.tracing import GatewayTracing
+
+            self.tracing = GatewayTracing(self.config.tracing, self.party)
         self._stale_warned = float("-inf")
+        self._own_certificate_problem = ""  # why the peer would refuse our certificate
         self._stale_alarmed: set[str] = set()  # issuers of the stale lists already alarmed
         # The peer certificate checked before the current outbound connection, if it passed.
         self._peer_certificate: x509.Certificate | None = None
@@ -328,10 +336,19 @@ class Gateway:
         self._peer_attempted, self._peer_came_up = True, False
 
     async def _vet_peer(self) -> None:
-        """Before each dial: the peer must present its gateway certificate, not revoked."""
+        """Before each dial: our certificate must be in its validity (else the peer's refusal
+        would read as a closed connection), and the peer must present its gateway
+        certificate, not revoked."""
         paths = self.config.paths
         self._peer_certificate = None
         self._next_peer_address()
+        ours = await asyncio.to_thread(_own_certificate_problem, self.config, paths.gateway_cert)
+        if ours != self._own_certificate_problem:  # an ERROR once per change, not per dial
+            self._own_certificate_problem = ours
+            if ours:
+                log.error("%s", ours)
+        if ours:
+            raise PeerCertificateError(ours)
         for stale in self.authorizer.stale():
             if stale.issuer == self._peer_ca.subject:
                 raise PeerRevocationStale(stale_text(stale, self.authorizer.crl_grace))
@@ -480,13 +497,18 @@ class Gateway:
         # pay it now, not on the first message of the hot line.
         validate_envelope(envelope_pb2.Envelope())
         self._start_metrics()
+        if self.tracing is not None:  # the stages of traced messages, from the journal
+            self.tracing.unsubscribe = self.journal.subscribe(self.tracing.observe)
         await self.store.record_key(self._signing_der[0], self.party)
         await self._check_revocation_numbers()
         await self._alarm_stale()  # a list already stale at start: say so at once
         open_files = raise_open_file_limit()
         max_connections = connection_cap(cfg.max_connections, open_files)
         server = grpc.aio.server(
-            interceptors=[AuthInterceptor(self.authorizer, self._refused, self.admission)],
+            interceptors=[
+                *([self.tracing.interceptor()] if self.tracing else []),
+                AuthInterceptor(self.authorizer, self._refused, self.admission),
+            ],
             options=[
                 *SERVER_OPTIONS,
                 ("grpc.max_receive_message_length", cfg.max_message_bytes),
@@ -555,7 +577,10 @@ class Gateway:
         return self.port
 
     def _start_metrics(self) -> None:
-        """Count what the journal commits from now on (before the gateway writes anything)."""
+        """Count what the journal commits from now on (before the gateway writes anything);
+        with no `metrics_listen`, nothing is counted: no subscriber, no commit timing."""
+        if not self.config.metrics_listen:
+            return
         paths = self.config.paths
         self._metrics_unsubscribe = self.journal.subscribe(self.metrics.observe)
         self._metrics_untime = self.journal.time_commits(self.metrics.commit_timed)
@@ -577,7 +602,9 @@ class Gateway:
         """Serve /metrics if `metrics_listen` is set."""
         if self.config.metrics_listen:
             try:
-                self.metrics_port = self.metrics.serve(self.config.metrics_listen)
+                self.metrics_port = self.metrics.serve(
+                    self.config.metrics_listen, self.config.metrics_tls
+                )
             except OSError as exc:
                 raise ConfigError(
                     f"cannot serve metrics on {self.config.metrics_listen}: {exc}"
@@ -692,6 +719,8 @@ class Gateway:
         self._tasks = []
         await self.peer_service.drain()
         await asyncio.to_thread(self.journal.close)
+        if self.tracing is not None:  # last: the spans of the calls drained above, flushed
+            await asyncio.to_thread(self.tracing.stop)
         log.info("gateway %s stopped", self.party)
 
     async def wait(self) -> None:
@@ -847,3 +876,15 @@ class Gateway:
     def _outbound_status(self) -> LinkStatus:
         self.sender.status.last_sequence = self.sender.last_settled
         return self.sender.status
+
+
+def _own_certificate_problem(config: GatewayConfig, path: Path) -> str:
+    """Why the peer would refuse our gateway certificate ("... expired on ..."), or ""."""
+    try:
+        check_validity(load_certificate(path), what=f"our gateway certificate {path}")
+    except CertsError as exc:
+        return (
+            f"{exc}: the peer refuses it; renew it (hotline certs rotate --dir "
+            f"{config.pki_dir} --party {config.party})"
+        )
+    return ""

@@ -6,12 +6,18 @@ same after-commit publication that feeds operators' Watch streams), and `observe
 dictionary operations per entry, on the event loop, with no I/O and no locks. Gauges of state
 (outbox depth, deliveries in flight per lane, link up/down, overdue messages) are read when
 scraped or refreshed once a second; certificate and revocation-list expiry times are read from
-the PKI files at start. Nothing on the hot path calls Prometheus beyond `observe`.
+the PKI files at start. Nothing on the hot path calls Prometheus beyond `observe`, and a gateway
+without `metrics_listen` does not subscribe at all. `hotline sim bench` measures the cost: the
+same load on a pair with metrics on (scraped every second) and off, in the same run.
 
-`serve(listen)` starts prometheus-client's HTTP server on its own port and thread (the
-configuration's `metrics_listen`, loopback by default when set), separate from the gRPC port
-and its mutual TLS: `/metrics` says how much traffic flows and how the link stands, never what
-a message says. The families (all prefixed `hotline_`):
+`serve(listen, tls)` starts prometheus-client's HTTP server on its own port and thread (the
+configuration's `metrics_listen`, loopback by default when set), separate from the gRPC port:
+`/metrics` says how much traffic flows and how the link stands, never what a message says.
+With `tls` (`metrics_client_ca` set) it is HTTPS with mutual TLS, by prometheus-client's own
+TLS support: only a client holding a certificate issued by that CA gets an answer. The TLS
+handshake runs in the connection's own thread, not in the accepting one, so a client that
+connects and stalls holds up no other scrape; a refused handshake is one INFO line. The
+families (all prefixed `hotline_`):
 
     journal_entries_total{kind}                 entries committed, by journal kind
     messages_total{direction,precedence,outcome} out: journaled, delivered, refused_by_peer,
@@ -35,9 +41,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +55,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from hotline.journal_file import Entry, Kind
 from hotline.v1 import common_pb2, operator_pb2
 
-__all__ = ["GatewayMetrics"]
+__all__ = ["GatewayMetrics", "MetricsTls"]
 
 log = logging.getLogger("hotline.metrics")
 
@@ -91,6 +99,16 @@ _STAGE_BUCKETS = (
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _COMMIT_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 _TRACKED = 100_000  # outbound messages whose journal time is kept for the stage latencies
+
+
+@dataclass(frozen=True)
+class MetricsTls:
+    """The /metrics endpoint's mutual TLS: its certificate and key, and the CA whose
+    certificates it accepts from clients (the scrapers)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path
 
 
 def _precedence_of(entry: Entry) -> str:
@@ -282,14 +300,32 @@ class GatewayMetrics:
 
     # -------------------------------------------------------------- the endpoint
 
-    def serve(self, listen: str) -> int:
-        """Start the HTTP endpoint (`/metrics`) on HOST:PORT; returns the bound port."""
+    def serve(self, listen: str, tls: MetricsTls | None = None) -> int:
+        """Start the endpoint (`/metrics`) on HOST:PORT, over mutual TLS when `tls` is given;
+        returns the bound port. A file that cannot be loaded raises OSError (`ssl.SSLError`)
+        naming it."""
         host, _, port = listen.rpartition(":")
-        self._server, self._thread = start_http_server(
-            int(port), addr=host.strip("[]"), registry=self.registry
-        )
+        if tls is None:
+            self._server, self._thread = start_http_server(
+                int(port), addr=host.strip("[]"), registry=self.registry
+            )
+        else:
+            self._server, self._thread = start_http_server(
+                int(port),
+                addr=host.strip("[]"),
+                registry=self.registry,
+                certfile=str(tls.cert),
+                keyfile=str(tls.key),
+                client_cafile=str(tls.client_ca),
+                client_auth_required=True,
+            )
+            # Handshake lazily, in the connection's thread (the first read does it): done in
+            # accept(), one client that connects and says nothing would stall every scrape.
+            self._server.socket.do_handshake_on_connect = False
+            self._server.handle_error = _refused
         bound = int(self._server.server_address[1])
-        log.info("metrics at http://%s:%d/metrics", host, bound)
+        scheme = "http" if tls is None else "https"
+        log.info("metrics at %s://%s:%d/metrics%s", scheme, host, bound, _clients(tls))
         return bound
 
     def stop(self) -> None:
@@ -299,6 +335,33 @@ class GatewayMetrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+def _clients(tls: MetricsTls | None) -> str:
+    if tls is None:
+        return ""
+    return f" (mutual TLS: client certificates issued by {tls.client_ca} only)"
+
+
+_REFUSAL_WORDS = {
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "it presented no client certificate",
+    "CERTIFICATE_VERIFY_FAILED": "its client certificate is not valid for metrics_client_ca",
+    "HTTP_REQUEST": "it spoke plain HTTP to the HTTPS endpoint",
+}
+
+
+def _refused(_request: object, client_address: object) -> None:
+    """A connection the HTTPS endpoint could not serve (a refused client certificate, a
+    client that hung up): one line in words, not socketserver's traceback on stderr."""
+    error = sys.exc_info()[1]
+    host = client_address[0] if isinstance(client_address, tuple) else client_address
+    words = _REFUSAL_WORDS.get(getattr(error, "reason", None) or "", "")
+    detail = getattr(error, "verify_message", None) or error or "unknown error"
+    log.info(
+        "metrics: refused a connection from %s: %s",
+        host,
+        f"{words} ({detail})" if words else detail,
+    )
 
 
 def _json(entry: Entry) -> dict[str, Any]:

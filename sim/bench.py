@@ -69,6 +69,14 @@ the `postgres` user):
         the other (2 to 5 rounds, 5 from `--duration 50` up); p50 and max, and at the end
         both journals are compared: lost, duplicated, reordered.
 
+Metrics (the cost of the gateway's `/metrics`, which should stay under 5 %): two pairs run side
+by side, one with `metrics_listen` set on both gateways and scraped every METRICS_SCRAPE_S, one
+without (a gateway without it counts nothing), and the same load (METRICS_LOAD: senders x
+SendBatch size, pipelined) is run on each in turn, off then on (off, on, on, off from
+`--duration 30` up, so that a machine whose load drifts favours neither): delivered per second
+and CPU per delivered message of each process, for both, and the ratios on / off.
+`python -m sim.bench metrics --duration 5` runs this part alone.
+
 If PostgreSQL is not installed or cannot start, the part is reported skipped with the reason;
 a part that fails is reported failed; neither stops the bench. `python -m sim.bench postgresql
 --duration 5` runs this part alone (no SQLite figures, so no ratio).
@@ -99,12 +107,14 @@ import sys
 import tempfile
 import time
 import tomllib
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from certs.pki import PartyPaths, init_pki
 from client.errors import ClientError, RateLimited, Timeout, Unavailable
@@ -118,7 +128,7 @@ from sim.flash_probe import FlashProbe
 from sim.load import Payloads
 from sim.machine import CpuMeter, machine_info
 from sim.metrics import new_histogram, record_seconds, summarize
-from sim.pair import GatewayPair, GatewayProcess, write_config
+from sim.pair import GatewayPair, GatewayProcess, free_port, write_config
 from sim.peers import IN_FLIGHT, NATS_KEY, RABBITMQ_KEY, PeerBudget, measure_peers
 from sim.postgres import PostgresUnavailable
 from sim.target import UNLIMITED, Target, operator_names
@@ -135,6 +145,8 @@ LINK_POLL_S = 0.01  # how often the link drain reads JP's outbound queue depth
 # unary sends, then the SendBatch steps where SQLite's best rate is found.
 POSTGRESQL_STEPS = ((16, 1), (2, 32), (4, 64), (8, 128))
 DATABASE = "PostgreSQL"  # the database server, counted as one process in the CPU figures
+METRICS_LOAD = (4, 64)  # the metrics cost's load: senders x SendBatch size, pipelined
+METRICS_SCRAPE_S = 1.0  # how often the metrics pair is scraped (Prometheus: 15-60 s)
 # The like-for-like peers, in the order they are measured and printed (sim/peers.py).
 # (key in the result, short name, what is measured at one | IN_FLIGHT in flight)
 PEERS = (
@@ -191,9 +203,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     alone.add_argument("--payload-bytes", type=int, default=300)
     alone.add_argument("--json", type=Path, metavar="FILE", help="write the figures as JSON")
     alone.add_argument("--workdir", type=Path, help="keep the PKI and logs here")
+    metrics = sub.add_parser(
+        "metrics", help="the bench's metrics part alone: the same load with /metrics on and off"
+    )
+    metrics.add_argument("--duration", type=float, default=60.0)
+    metrics.add_argument("--payload-bytes", type=int, default=300)
+    metrics.add_argument("--json", type=Path, metavar="FILE", help="write the figures as JSON")
+    metrics.add_argument("--workdir", type=Path, help="keep the PKI and logs here")
     args = parser.parse_args(argv)
     if args.what == "postgresql":
         return asyncio.run(_postgresql_alone(args))
+    if args.what == "metrics":
+        return asyncio.run(_metrics_alone(args))
     asyncio.run(serve_echo(args.pki, args.party, args.port_file))
     return 0
 
@@ -222,6 +243,29 @@ async def _postgresql_alone(args: argparse.Namespace) -> int:
         )
     if args.json is not None:
         args.json.write_text(json.dumps({"postgresql": result.postgresql}, indent=2) + "\n")
+    return 0
+
+
+async def _metrics_alone(args: argparse.Namespace) -> int:
+    """`python -m sim.bench metrics`: measure_metrics_cost on its own, printed as the bench's
+    rows, and the JSON's `metrics_cost` object."""
+
+    def echo(text: str) -> None:
+        print(f"-- {text}", file=sys.stderr, flush=True)
+
+    with contextlib.ExitStack() as stack:
+        workdir = args.workdir or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="hotline-bench-metrics-"))
+        )
+        workdir.mkdir(parents=True, exist_ok=True)
+        result = BenchResult()
+        result.metrics_cost = await measure_metrics_cost(
+            workdir, args.payload_bytes, Budget(args.duration), echo
+        )
+    print("\n".join(format_metrics_cost(result)))
+    if args.json is not None:
+        doc = {"metrics_cost": result.metrics_cost, "ratios": result.ratios()}
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
     return 0
 
 
@@ -287,6 +331,11 @@ class Budget:
         return int(min(5, max(2, self.total // 10)))
 
     @property
+    def metrics_rounds(self) -> int:
+        """Rounds of the metrics cost: off then on; off, on, on, off from `--duration 30` up."""
+        return 2 if self.total >= 30 else 1
+
+    @property
     def link_messages(self) -> int:
         """ROUTINE messages journaled at JP before TW starts: 5,000 from `--duration 50` up."""
         return int(min(LINK_MAX, max(50, self.total * 100)))
@@ -306,6 +355,8 @@ class BenchResult:
     # active/standby failover ("failover"), each part figures or {"failed": error}; or the
     # whole {"skipped": why} when no PostgreSQL server could start
     postgresql: dict[str, Any] = field(default_factory=dict)
+    # the same load with the gateways' /metrics on and off (measure_metrics_cost)
+    metrics_cost: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     # 1-minute load average at the start and the end of the run: the machine is shared, and
     # absolute figures mean little without it (ratios from one run hold up better)
@@ -313,13 +364,23 @@ class BenchResult:
 
     def ratios(self) -> dict[str, float]:
         b, h, f, k = self.baseline, self.hotline, self.precedence, self.link
-        ratios = {
-            "delivered_p50_over_baseline_p50": _ratio(h["delivered_p50_ms"], b["p50_ms"]),
-            "delivered_p99_over_baseline_p99": _ratio(h["delivered_p99_ms"], b["p99_ms"]),
-            "delivered_msgs_per_s_over_baseline": _ratio(
-                h["delivered_msgs_per_s"], b["msgs_per_s"]
-            ),
-        }
+        ratios: dict[str, float] = {}
+        if h and b:  # (not when a part runs alone)
+            ratios |= {
+                "delivered_p50_over_baseline_p50": _ratio(h["delivered_p50_ms"], b["p50_ms"]),
+                "delivered_p99_over_baseline_p99": _ratio(h["delivered_p99_ms"], b["p99_ms"]),
+                "delivered_msgs_per_s_over_baseline": _ratio(
+                    h["delivered_msgs_per_s"], b["msgs_per_s"]
+                ),
+            }
+        m = self.metrics_cost
+        if "on" in m and "off" in m:
+            ratios["metrics_on_over_off_delivered_msgs_per_s"] = _ratio(
+                m["on"]["delivered_msgs_per_s"], m["off"]["delivered_msgs_per_s"]
+            )
+            ratios["metrics_on_over_off_gateway_cpu_us_per_msg"] = _ratio(
+                _gateways_us(m["on"]["cpu_us_per_msg"]), _gateways_us(m["off"]["cpu_us_per_msg"])
+            )
         for key, peer in self.measured_peers().items():
             ratios[f"delivered_p50_over_{key}_p50"] = _ratio(h["delivered_p50_ms"], peer["p50_ms"])
             ratios[f"delivered_p99_over_{key}_p99"] = _ratio(h["delivered_p99_ms"], peer["p99_ms"])
@@ -359,6 +420,7 @@ class BenchResult:
             "precedence": self.precedence,
             "link": self.link,
             "postgresql": self.postgresql,
+            "metrics_cost": self.metrics_cost,
             "notes": self.notes,
             "machine": machine_info(),
             "load_average_start_end": self.load_average,
@@ -368,6 +430,11 @@ class BenchResult:
 
 def _ratio(x: float, y: float) -> float:
     return round(x / y, 2) if y else 0.0
+
+
+def _gateways_us(us: Mapping[str, float]) -> float:
+    """CPU µs per message of the two gateways together (the load generator left out)."""
+    return sum(value for name, value in us.items() if name not in ("simulator", DATABASE))
 
 
 async def _wait_file(path: Path, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> str:
@@ -618,11 +685,15 @@ async def _outbox_empty(client: OperatorClient, timeout: float) -> bool:
 
 
 async def _start_target(
-    workdir: Path, operators: int, journals: Mapping[str, str] | None
+    workdir: Path,
+    operators: int,
+    journals: Mapping[str, str] | None,
+    per_party: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Target:
     """A pair without fault proxies and with the operator limits lifted; with `journals`, each
-    party's journal is the one named there (a PostgreSQL URL) instead of a file."""
-    if journals is None:
+    party's journal is the one named there (a PostgreSQL URL) instead of a file; `per_party`
+    adds settings to one party's file (`metrics_listen`: a port for each)."""
+    if journals is None and per_party is None:
         return await Target.start_pair(
             workdir, proxies=False, operators=operators, settings=UNLIMITED
         )
@@ -634,7 +705,9 @@ async def _start_target(
         for party, side in pair.sides.items():
             with side.config_path.open("rb") as f:
                 values = tomllib.load(f)
-            values["journal"] = journals[party]
+            if journals is not None:
+                values["journal"] = journals[party]
+            values.update((per_party or {}).get(party, {}))
             write_config(side.config_path, values)
         for side in pair.sides.values():
             side.spawn()
@@ -849,6 +922,156 @@ async def _throughput_step(
         "cpu_percent": cpu_result,
         "cpu_us_per_msg": cpu.per_message_us(delivered),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# The cost of /metrics
+
+
+def _scrape(port: int) -> str:
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return str(response.read().decode())
+
+
+def _journaled_count(text: str) -> float:
+    """Outbound messages journaled, as one scrape counts them (`hotline_messages_total`)."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "hotline_messages_total"
+        and sample.labels.get("direction") == "out"
+        and sample.labels.get("outcome") == "journaled"
+    )
+
+
+async def measure_metrics_cost(
+    workdir: Path, payload_bytes: int, budget: Budget, echo: Callable[[str], None]
+) -> dict[str, Any]:
+    """The same load (METRICS_LOAD) on two pairs side by side, one whose gateways serve
+    /metrics (scraped every METRICS_SCRAPE_S by this process) and one without; off then on
+    (off, on, on, off with `budget.metrics_rounds` 2): delivered per second and CPU per
+    delivered message of each process, for both."""
+    concurrency, batch = METRICS_LOAD
+    ports = {"JP": free_port(), "TW": free_port()}
+    targets: dict[str, Target] = {}
+    clients: dict[str, list[OperatorClient]] = {}
+    deliveries: dict[str, _Deliveries] = {}
+    try:
+        for mode in ("off", "on"):
+            echo(f"metrics: start a pair with /metrics {mode} ...")
+            per_party = (
+                {p: {"metrics_listen": f"127.0.0.1:{port}"} for p, port in ports.items()}
+                if mode == "on"
+                else {}
+            )
+            target = targets[mode] = await _start_target(
+                workdir / f"metrics-{mode}", concurrency, None, per_party
+            )
+            clients[mode] = [
+                OperatorClient.from_pki(target.pki, "JP", name, address=target.addresses["JP"])
+                for name in target.operators
+            ]
+            await _link_up(clients[mode][0])
+            deliveries[mode] = _Deliveries(clients[mode][0], 0)
+        payloads = Payloads(payload_bytes, targets["off"].parties)
+        scrapes: list[str] = []
+
+        async def scraper() -> None:
+            while True:
+                for port in ports.values():
+                    with contextlib.suppress(OSError):
+                        scrapes.append(await asyncio.to_thread(_scrape, port))
+                await asyncio.sleep(METRICS_SCRAPE_S)
+
+        order = ("off", "on", "on", "off") if budget.metrics_rounds > 1 else ("off", "on")
+        rounds: list[dict[str, Any]] = []
+        scraping = asyncio.create_task(scraper(), name="metrics-scraper")
+        try:
+            for mode in order:
+                echo(f"metrics: SendBatch of {batch} from {concurrency} senders, /metrics {mode}")
+                step = await _throughput_step(
+                    clients[mode],
+                    payloads,
+                    deliveries[mode],
+                    concurrency,
+                    budget,
+                    targets[mode].gateway_pids(),
+                    batch,
+                )
+                rounds.append({"metrics": mode, **step})
+        finally:
+            scraping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await scraping
+        answered = [text for text in scrapes if "hotline_" in text]
+        out: dict[str, Any] = {
+            "senders": concurrency,
+            "batch": batch,
+            "scrape_interval_s": METRICS_SCRAPE_S,
+            "scrapes": len(answered),
+            # what the last scrape counted: proof that the "on" pair was counting
+            "scraped_journaled": max((_journaled_count(t) for t in answered), default=0.0),
+            "rounds": rounds,
+        }
+        for mode in ("off", "on"):
+            mine = [r for r in rounds if r["metrics"] == mode]
+            delivered = sum(r["delivered"] for r in mine)
+            names = {name for r in mine for name in r["cpu_us_per_msg"]}
+            out[mode] = {
+                "delivered_msgs_per_s": round(
+                    statistics.mean(r["delivered_msgs_per_s"] for r in mine), 1
+                ),
+                # weighted by the messages of each round: total CPU / total delivered
+                "cpu_us_per_msg": {
+                    name: round(
+                        sum(r["cpu_us_per_msg"].get(name, 0.0) * r["delivered"] for r in mine)
+                        / delivered,
+                        1,
+                    )
+                    for name in sorted(names)
+                }
+                if delivered
+                else {},
+            }
+        return out
+    finally:
+        for watcher in deliveries.values():
+            await watcher.close()
+        for pair_clients in clients.values():
+            for client in pair_clients:
+                with contextlib.suppress(Exception):
+                    await client.close()
+        for target in targets.values():
+            await target.stop()
+
+
+def format_metrics_cost(result: BenchResult, width: int = 52) -> list[str]:
+    """The table's rows for the cost of /metrics (none if it was not measured)."""
+    m = result.metrics_cost
+    if not m:
+        return []
+    why = _failure(m)
+    if why is not None:
+        return [f"   {'metrics   /metrics on vs off':<{width}}{why}"]
+    r = result.ratios()
+    off, on = m["off"], m["on"]
+    turns = ", ".join(round_["metrics"] for round_ in m["rounds"])
+    title = f"metrics   /metrics on vs off ({m['senders']} x SendBatch {m['batch']}; {turns})"
+    scraped = f"  on, scraped every {m['scrape_interval_s']:g} s ({m['scrapes']} scrapes)"
+    return [
+        f"   {title:<{width}}{'':>18}{'msgs/s':>10}",
+        f"   {'  off':<{width}}{'':>18}{off['delivered_msgs_per_s']:>10.0f}",
+        f"   {scraped:<{width}}{'':>18}{on['delivered_msgs_per_s']:>10.0f}",
+        f"   {'  ratio on / off, delivered per second':<{width}}{'':>18}"
+        f"{r['metrics_on_over_off_delivered_msgs_per_s']:>9.2f}x",
+        f"     cpu µs per delivered message, off: {_per_process(off['cpu_us_per_msg'])}; "
+        f"on: {_per_process(on['cpu_us_per_msg'])}",
+        f"     both gateways' cpu per message on / off: "
+        f"{r['metrics_on_over_off_gateway_cpu_us_per_msg']:.2f}x (the cost; target under "
+        "1.05x; the rate ratio also carries the shared machine's drift)",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1219,6 +1442,10 @@ async def run_bench(
     result.precedence = await measure_precedence(workdir, payload_bytes, budget, echo)
     result.link = await measure_link(workdir, payload_bytes, budget, echo)
     result.postgresql = await measure_postgresql(workdir, payload_bytes, budget, echo)
+    try:
+        result.metrics_cost = await measure_metrics_cost(workdir, payload_bytes, budget, echo)
+    except Exception as exc:  # reported; the rest of the bench stands
+        result.metrics_cost = {"failed": f"{type(exc).__name__}: {exc}"[:500]}
     result.load_average = [round(load_start, 2), round(os.getloadavg()[0], 2)]
     result.notes += [
         "baseline: one mTLS hop, no persistence; hotline: operator API + peer link, three "
@@ -1242,6 +1469,10 @@ async def run_bench(
         "SIGKILL of the active, timed to the first Send answered and to the first DELIVERED "
         "event of a message sent after the kill (standby lock attempt every 0.5 s, client "
         "retry backoff <= 0.1 s and the Watch's reconnection included)",
+        f"metrics_cost: the same load ({METRICS_LOAD[0]} senders x SendBatch "
+        f"{METRICS_LOAD[1]}) on a pair whose gateways serve /metrics, scraped every "
+        f"{METRICS_SCRAPE_S:g} s, and on a pair without (nothing counted); the pairs run side "
+        "by side and take turns (off, on; off, on, on, off from --duration 30)",
         "cpu_us_per_msg: CPU seconds of each process over the measured interval divided by "
         "the messages delivered (or, for a peer, acknowledged) in it (simulator = this load "
         "generator)",
@@ -1423,6 +1654,7 @@ def format_bench(result: BenchResult) -> str:
             f"journaling at JP alone {k['journal_msgs_per_s']:.0f}/s",
         ]
     lines += format_postgresql(result, width)
+    lines += format_metrics_cost(result, width)
     lines.append("   cpu µs per delivered message:")
     lines.append(f"     max throughput step: {_per_process(h.get('cpu_us_per_msg', {}))}")
     pg = result.postgresql.get("hotline", {})

@@ -1,6 +1,8 @@
 """The dependency rules of DESIGN.md, checked on the source: `sim -> client -> hotline`,
-`server -> hotline`, all -> `certs`; `server` and `client` never import each other; and only the
-journal modules speak SQL (`server.store` does so through `server.journal`'s connections)."""
+`server -> hotline`, all -> `certs`; `server` and `client` never import each other; the
+configuration-file plumbing both use (`settings`, pydantic) sits below them and above the
+protocol, which never imports pydantic; and only the journal modules speak SQL (`server.store`
+does so through `server.journal`'s connections)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 MAY_NOT_IMPORT = {
-    "proto/hotline": {"server", "client", "sim"},
-    "certs": {"hotline", "server", "client", "sim"},
+    "proto/hotline": {"server", "client", "sim", "settings", "pydantic"},
+    "settings": {"server", "client", "sim", "certs"},
+    "certs": {"hotline", "server", "client", "sim", "settings"},
     "server": {"client", "sim"},
     "client": {"server", "sim"},
     "sim": {"server"},

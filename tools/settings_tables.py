@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from client import config as operator_config
-from hotline.settings import replace_between
 from server import config as gateway_config
+from settings import replace_between
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -61,6 +61,50 @@ def test_every_bad_gateway_setting_exits_2_naming_key_value_and_what_is_allowed(
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        (
+            {"metrics_listen": '"127.0.0.1:0"', "metrics_client_ca": '"nowhere/ca.crt"'},
+            'nowhere/ca.crt": no such file; must be a PEM CA certificate file',
+        ),
+        (
+            {"metrics_listen": '"127.0.0.1:0"', "metrics_client_ca": '"jp.toml"'},
+            "metrics_cert (not set: the gateway's own, ",
+        ),
+        (
+            {"metrics_client_ca": '"jp.toml"'},
+            'metrics_client_ca = "%s/jp.toml": needs metrics_listen',
+        ),
+        (
+            {"metrics_listen": '"127.0.0.1:0"', "metrics_cert": '"jp.toml"'},
+            'metrics_cert = "%s/jp.toml": needs metrics_key too',
+        ),
+        (
+            {
+                "metrics_listen": '"127.0.0.1:0"',
+                "metrics_cert": '"jp.toml"',
+                "metrics_key": '"jp.toml"',
+            },
+            "needs metrics_client_ca (the endpoint is HTTPS only with client certificates)",
+        ),
+        ({"metrics_client_ca": "1"}, "metrics_client_ca = 1: must be a path to a PEM CA"),
+    ],
+)
+def test_bad_metrics_tls_settings_exit_2_naming_the_key_and_the_file(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    settings: dict[str, str],
+    expected: str,
+) -> None:
+    path = gateway_file(tmp_path, **settings)
+    assert main(["serve", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert expected.replace("%s", str(tmp_path.resolve())) in err
+    assert err.count("\n") == 1, f"one line expected, got: {err}"
+    assert "Traceback" not in err
+
+
 def test_a_bad_gateway_file_exits_2_from_the_real_command_without_a_traceback(
     tmp_path: Path,
 ) -> None:

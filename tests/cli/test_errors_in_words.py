@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from certs.pki import PartyPaths, init_pki, issue_operator, revoke
+from certs.pki import PartyPaths, init_pki, issue_gateway, issue_operator, revoke
 from client.diagnose import certificate_problem
 from client.operator import OperatorClient
 from hotline.cli import main
@@ -69,6 +70,43 @@ async def test_an_expired_operator_certificate_is_named_with_its_file(tmp_path: 
     assert result.rc == EXIT_USAGE, result
     assert f"your operator certificate {cert} expired on" in result.err
     no_c_core_noise(result)
+
+
+async def test_an_expired_gateway_certificate_is_named_by_operators_and_both_gateways(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """JP's gateway certificate expired an hour ago (its CA is valid): JP's operators are told
+    the gateway presents an expired certificate, TW's gateway will not dial it and says why,
+    and JP's own gateway says its certificate expired instead of "the connection was closed"."""
+    caplog.set_level(logging.INFO, logger="hotline")
+    pki = make_backdated_pki(tmp_path / "pki")
+    expired = issue_gateway(
+        pki, "JP", now=datetime.now(UTC) - timedelta(days=1, hours=1), validity_days=1
+    )
+    async with running_pair(tmp_path, pki) as pair:
+        jp = PartyPaths.of(pki, "JP")
+        result = await as_operator(
+            pair, "status", cert=jp.operator_cert("watch-1"), key=jp.operator_key("watch-1"),
+            ca=jp.ca_cert,
+        )  # fmt: skip
+        for _ in range(100):  # both ends have tried to dial (bounded: 10 s)
+            details = (pair.jp.gateway.sender.status.detail, pair.tw.gateway.sender.status.detail)
+            if all("expired" in detail for detail in details):
+                break
+            await asyncio.sleep(0.1)
+        port = pair.jp.port
+    assert result.rc == EXIT_USAGE, result
+    assert f"the gateway at 127.0.0.1:{port} presents an expired certificate" in result.err
+    no_c_core_noise(result)
+    jp_detail, tw_detail = details
+    assert f"our gateway certificate {expired} expired on" in jp_detail
+    assert "hotline certs rotate" in jp_detail
+    assert "certificate has expired" in tw_detail
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any(f"our gateway certificate {expired} expired on" in e for e in errors), errors
+    assert any("not dialling JP" in e and "certificate has expired" in e for e in errors), errors
+    link_lines = [r.getMessage() for r in caplog.records if "down:" in r.getMessage()]
+    assert not any("connection was closed" in line for line in link_lines), link_lines
 
 
 async def test_a_not_yet_valid_operator_certificate_is_named(tmp_path: Path) -> None:

@@ -12,11 +12,17 @@ import pytest
 
 from client import bodies
 from client.cli_common import (
+    HISTORY_HEADER,
+    HISTORY_INDENT,
+    HISTORY_SUMMARY_AT,
+    HISTORY_WIDE,
     NO_LINE_START,
     Line,
     cell_width,
+    history_header,
     pad_to,
     record_line,
+    record_lines,
     record_text,
     wrapped,
 )
@@ -129,6 +135,34 @@ def test_a_history_row_wraps_its_summary_under_its_column(text: str, language: s
     for row in rows[1:]:  # continuation lines start exactly at the SUMMARY column
         assert row[:summary_at].strip() == ""
         assert row[summary_at] != " "
+
+
+def test_the_history_header_stands_over_its_columns() -> None:
+    row = record_line(_record("hello", "x", "en")).plain()
+    assert row.index("hello") == HISTORY_SUMMARY_AT
+    for title, value in (("STATUS", "EXERCISE"), ("STATE", "DELIVERED"), ("TYPE", "free-text")):
+        assert row.index(value) == HISTORY_HEADER.index(title), title
+
+
+@pytest.mark.parametrize("width", [80, 100, 120])
+@pytest.mark.parametrize(("text", "language"), [(JA, "ja"), (ZH, "zh-Hant")], ids=["ja", "zh"])
+def test_a_history_row_wraps_its_summary_at_ordinary_widths(
+    text: str, language: str, width: int
+) -> None:
+    assert width < HISTORY_WIDE  # where the one-row layout has no room left for a summary
+    header = history_header(width).split("\n")
+    rows = record_lines(_record(text, text, language), False, width).split("\n")
+    assert all(cell_width(row) <= width for row in header + rows)
+    head, *summary = rows
+    assert head.startswith("     7 2026-05-01 03:00:01Z IN  IMMEDIATE  EXERCISE DELIVERED ")
+    assert head.split()[-1] == (MESSAGE_ID if width > 100 else "…" + MESSAGE_ID[-8:])
+    # the type and summary under their own header, wrapped there: nothing cut, no "…"
+    assert header[1] == " " * HISTORY_INDENT + "TYPE: SUMMARY"
+    assert len(summary) >= (2 if width < 120 else 1)
+    for row in summary:
+        assert row[:HISTORY_INDENT].strip() == ""
+        assert row[HISTORY_INDENT] != " "
+    assert "".join(row[HISTORY_INDENT:] for row in summary) == "free-text: " + text
 
 
 def test_show_wraps_values_under_their_column_on_a_terminal_only() -> None:

@@ -9,20 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import shutil
+import ssl
 import subprocess
+import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from certs.pki import PartyPaths
 from hotline.journal_file import JournalReader, Kind
 from hotline.v1 import bodies_pb2, common_pb2, operator_pb2
-from server.metrics import GatewayMetrics
-from tests.harness import free_text, running_pair, wait_state
+from server.metrics import GatewayMetrics, MetricsTls
+from tests.harness import free_text, make_pki, running_pair, wait_state
 
 PRECEDENCES = {
     common_pb2.PRECEDENCE_FLASH: 2,
@@ -130,6 +135,22 @@ async def test_metrics_after_traffic_match_the_journal_and_pass_promtool(tmp_pat
         assert (checked.stdout + checked.stderr).strip() == "", checked.stdout + checked.stderr
 
 
+async def test_a_gateway_without_metrics_listen_counts_nothing(tmp_path: Path) -> None:
+    async with running_pair(tmp_path) as pair:
+        envelope = free_text("not counted")
+        await pair.jp.stub.Send(operator_pb2.SendRequest(envelope=envelope))
+        await wait_state(pair.jp.stub, envelope.message_id, operator_pb2.DELIVERY_STATE_DELIVERED)
+        await asyncio.sleep(0.2)  # as long as the counted test waits for the last publication
+        registry = pair.jp.gateway.metrics.registry
+        assert pair.jp.gateway.metrics_port == 0
+        counted = registry.get_sample_value(
+            "hotline_journal_entries_total", {"kind": "message-out"}
+        )
+        commits = registry.get_sample_value("hotline_journal_commit_entries_count")
+    assert counted is None  # no journal subscriber: not even a zero was created
+    assert commits == 0
+
+
 def test_the_example_grafana_dashboard_uses_only_metrics_the_gateway_exports() -> None:
     dashboard = Path(__file__).resolve().parents[2] / "docs" / "grafana" / "hotline-gateway.json"
     exprs = [t["expr"] for p in json.loads(dashboard.read_text())["panels"] for t in p["targets"]]
@@ -143,3 +164,68 @@ def test_the_example_grafana_dashboard_uses_only_metrics_the_gateway_exports() -
     exported |= {f.name for f in GatewayMetrics().registry.collect()}
     assert used
     assert used <= exported, used - exported
+
+
+def scrape_tls(port: int, ca: Path, cert: Path | None = None, key: Path | None = None) -> str:
+    """A scrape over HTTPS as Prometheus does it: the gateway's name checked against `ca`."""
+    context = ssl.create_default_context(cafile=str(ca))
+    if cert is not None:
+        context.load_cert_chain(str(cert), str(key))
+    url = f"https://localhost:{port}/metrics"
+    with urllib.request.urlopen(url, context=context, timeout=10) as response:
+        return str(response.read().decode())
+
+
+def refused(scrape: Callable[[], str]) -> str:
+    """What a scrape that must be refused failed with (the test fails if it succeeds)."""
+    try:
+        scrape()
+    except (OSError, urllib.error.URLError) as exc:  # ssl.SSLError, reset, EOF
+        return f"{type(exc).__name__}: {exc}"
+    raise AssertionError("the scrape was answered")
+
+
+async def test_metrics_over_mutual_tls_answer_only_a_client_certificate_of_the_ca(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="hotline.metrics")
+    tls = {"metrics_listen": "127.0.0.1:0", "metrics_client_ca": "pki/jp/ca.crt"}
+    async with running_pair(tmp_path, overrides=tls) as pair:
+        jp = PartyPaths.of(pair.pki, "JP")
+        tw = PartyPaths.of(pair.pki, "TW")
+        port = pair.jp.gateway.metrics_port
+        scraper = (jp.operator_cert("watch-1"), jp.operator_key("watch-1"))
+        text = await asyncio.to_thread(scrape_tls, port, jp.ca_cert, *scraper)
+        assert value(samples(text), "hotline_journal_entries_total", kind="key") >= 1
+        # no client certificate; one from the other party's CA; plain HTTP: all refused
+        errors = [
+            await asyncio.to_thread(refused, lambda: scrape_tls(port, jp.ca_cert)),
+            await asyncio.to_thread(
+                refused,
+                lambda: scrape_tls(
+                    port, jp.ca_cert, tw.operator_cert("watch-1"), tw.operator_key("watch-1")
+                ),
+            ),
+            await asyncio.to_thread(refused, lambda: scrape(port)),
+        ]
+        # still serving the scraper after the refusals
+        assert "hotline_link_up" in await asyncio.to_thread(scrape_tls, port, jp.ca_cert, *scraper)
+    assert len(errors) == 3
+    # the gateway's side says why, in words (the client may see only an EOF: TLS 1.3)
+    refusals = " | ".join(
+        r.getMessage() for r in caplog.records if "refused a connection" in r.getMessage()
+    )
+    assert "presented no client certificate" in refusals
+    assert "not valid for metrics_client_ca (unable to get local issuer certificate)" in refusals
+    assert "plain HTTP" in refusals
+    assert not [r for r in caplog.records if r.exc_info], "a refusal is a line, not a traceback"
+
+
+def test_a_metrics_ca_file_that_is_not_pem_is_refused_naming_it(tmp_path: Path) -> None:
+    pki = PartyPaths.of(make_pki(tmp_path / "pki"), "JP")
+    bad = tmp_path / "not-a-ca.pem"
+    bad.write_text("not a certificate\n")
+    metrics = GatewayMetrics()
+    with pytest.raises(OSError, match=r"not-a-ca\.pem"):
+        metrics.serve("127.0.0.1:0", MetricsTls(pki.gateway_cert, pki.gateway_key, bad))
+    metrics.stop()

@@ -16,6 +16,7 @@ from sim.bench import (
     drain_order,
     format_bench,
     measure_link,
+    measure_metrics_cost,
 )
 from sim.machine import CpuMeter
 from sim.pair import GatewayPair
@@ -143,6 +144,48 @@ def test_the_table_and_the_json_carry_precedence_link_and_cpu_per_message() -> N
     assert doc["ratios"]["link_msgs_per_s_over_baseline"] == 0.14
     assert doc["precedence"]["routine_backlog"] == 2000
     assert doc["link"]["messages"] == 5000
+
+
+def test_the_table_and_the_json_carry_the_cost_of_metrics_on_over_off() -> None:
+    result = _synthetic()
+    result.metrics_cost = {
+        "senders": 4,
+        "batch": 64,
+        "scrape_interval_s": 1.0,
+        "scrapes": 12,
+        "scraped_journaled": 6400.0,
+        "rounds": [{"metrics": m} for m in ("off", "on", "on", "off")],
+        "off": {"delivered_msgs_per_s": 1000.0, "cpu_us_per_msg": {"JP": 600.0, "TW": 300.0}},
+        "on": {"delivered_msgs_per_s": 980.0, "cpu_us_per_msg": {"JP": 620.0, "TW": 307.0}},
+    }
+    text = format_bench(result)
+    assert "/metrics on vs off (4 x SendBatch 64; off, on, on, off)" in text
+    assert "on, scraped every 1 s (12 scrapes)" in text
+    assert "0.98x" in text  # delivered per second, on / off
+    assert "cpu per message on / off: 1.03x" in text  # (620 + 307) / (600 + 300)
+    ratios = result.to_json("hotline sim bench")["ratios"]
+    assert ratios["metrics_on_over_off_delivered_msgs_per_s"] == 0.98
+    assert ratios["metrics_on_over_off_gateway_cpu_us_per_msg"] == 1.03
+    result.metrics_cost = {"failed": "RuntimeError: no pair"}
+    assert "/metrics on vs off" in format_bench(result)
+    assert "FAILED, RuntimeError: no pair" in format_bench(result)
+
+
+@pytest.mark.slow
+async def test_the_metrics_cost_runs_the_same_load_with_metrics_off_then_on(
+    tmp_path: Path,
+) -> None:
+    lines: list[str] = []
+    cost = await measure_metrics_cost(tmp_path, 300, Budget(1), lines.append)
+    assert [r["metrics"] for r in cost["rounds"]] == ["off", "on"]
+    assert all(r["delivered"] > 0 for r in cost["rounds"])
+    # the "on" pair served /metrics and counted the load; both sides measured
+    assert cost["scrapes"] > 0
+    assert cost["scraped_journaled"] > 0
+    for mode in ("off", "on"):
+        assert cost[mode]["delivered_msgs_per_s"] > 0
+        assert {"simulator", "JP", "TW"} <= set(cost[mode]["cpu_us_per_msg"])
+    assert any("/metrics on" in line for line in lines)
 
 
 @pytest.mark.slow

@@ -1,7 +1,8 @@
 """Value tests: what a single value must be, and how to say what is wrong with it.
 
 A `ValueTest` has two halves. `explain(value)` is the test itself: None for a good value, or
-the description of what is wrong (`must match ^[A-Z]{2,8}$, got 'jp'`). `accept(value)` is a
+the description of what is wrong (`must be 2 to 8 uppercase letters A-Z, such as JP or TW,
+got 'jp' (pattern ^[A-Z]{2,8}$)`: what is allowed in words, the spec's pattern as a reference). `accept(value)` is a
 quick yes, as cheap as can be (a bound `fullmatch`, a set's `__contains__`), and `quick`, when
 set, writes it as a Python expression; the generated checks (`_codegen`) use that inline and
 call `explain` only when the quick yes says no, so a good value costs no string formatting and
@@ -285,13 +286,52 @@ def length(low: int, high: int, unit: str) -> ValueTest:
     )
 
 
+# What each pattern of the specification allows, in words, for descriptions a person reads; the
+# pattern follows as the reference. A pattern missing here is described by itself.
+PATTERN_WORDS: Final[Mapping[str, str]] = {
+    r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$": "a UUID in lowercase "
+    "hex, 8-4-4-4-12 digits, such as 01900000-0000-7000-8000-000000000000",
+    r"^[A-Z]{2,8}$": "2 to 8 uppercase letters A-Z, such as JP or TW",
+    r"^spiffe://[a-z0-9]([a-z0-9.-]*[a-z0-9])?(/[A-Za-z0-9._~-]+)+$": "a SPIFFE ID, "
+    "spiffe://<trust domain>/<path>, such as spiffe://jp.hotline/operator/watch-1",
+    r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$": "a BCP 47 language tag, such as en, ja or zh-Hant",
+    r"^\+[1-9][0-9]{6,14}$": "an international phone number: + and 7 to 15 digits, no spaces "
+    "(E.164), such as +81988661234",
+    r"^[A-Z0-9][A-Z0-9 -]*$": "uppercase letters A-Z, digits, spaces and '-', starting with a "
+    "letter or digit",
+    r"^[A-Z0-9][A-Z0-9-]*$": "uppercase letters A-Z, digits and '-', starting with a letter or "
+    "digit",
+    r"^[A-Z0-9][A-Z0-9 /,.()-]*$": "uppercase letters A-Z, digits, spaces and / , . ( ) -, "
+    "starting with a letter or digit",
+    r"^[a-z_][a-z0-9_]*(\[[0-9]+\])?(\.[a-z_][a-z0-9_]*(\[[0-9]+\])?)*$": "a field path: "
+    "lowercase names joined by '.', each with an optional [index], such as references[0]",
+    r"^[A-Za-z0-9._-]+$": "letters, digits, '.', '_' and '-'",
+    r"^[A-Z]{4}$": "4 uppercase letters A-Z, such as RJTT",
+    r"^[A-Z][0-9]{4}/[0-9]{2}$": "a letter, 4 digits, '/' and 2 digits, such as A1207/25",
+    r"^[0-9a-f]{64}$": "64 lowercase hex digits (a SHA-256)",
+    r"^[0-9]{9}$": "9 digits",
+    r"^[0-9]{7}$": "7 digits",
+    r"^[0-9A-F]{6}$": "6 uppercase hex digits, such as 8963A2",
+    r"^[0-7]{4}$": "4 octal digits 0-7, such as 7700",
+    r"^[!-?A-~]+@[!-?A-~]+$": "an address of the form name@domain, with no spaces",
+    r"^CVE-[0-9]{4}-[0-9]{4,}$": "a CVE id, such as CVE-2024-12345",
+    r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{1,62}$": "a domain name in "
+    "lowercase, such as example.com",
+    r"^([A-Z]{2}[A-Z2-9]{3}|[A-Z]{4})$": "a UN/LOCODE (5 characters, such as JPNAH) or an ICAO "
+    "location indicator (4 letters, such as RCYU)",
+}
+
+
 def pattern(regex: str) -> ValueTest:
     matcher = re.compile(regex).fullmatch
+    words = PATTERN_WORDS.get(regex)
 
     def explain(value: str) -> str | None:
         if matcher(value) is not None:
             return None
-        return f"must match {regex}, got {echo(value)}"
+        if words is None:
+            return f"must match {regex}, got {echo(value)}"
+        return f"must be {words}, got {echo(value)} (pattern {regex})"
 
     return ValueTest(matcher, explain)
 

@@ -1,11 +1,15 @@
 """Typed configuration files: shared plumbing for the gateway's and the operator's models.
 
 Both `server.config` and `client.config` describe their TOML files as strict pydantic models
-(unknown keys forbidden, every number with a range). This module turns a pydantic validation
+(unknown keys forbidden, every number with a range). This package turns a pydantic validation
 failure into one `ConfigError` line per bad key that names the key, the value as written and
 what is allowed (with a "did you mean" for a misspelled key), and renders a model as a Markdown
 settings table for the README, so that the documentation is generated from the same model that
-checks the file. It never imports grpc.
+checks the file.
+
+It sits beside `server` and `client`, below both and above the protocol package: `hotline`
+(the protocol, which other implementations read as the specification) does not depend on
+pydantic; this package uses only `hotline.errors` from it (`tests/test_layers.py`).
 """
 
 from __future__ import annotations
@@ -99,8 +103,9 @@ def allowed(info: FieldInfo) -> str:
         text += " " + " and ".join(b for b in (low, high) if b)
     extra = info.json_schema_extra
     if isinstance(extra, dict) and extra.get("allowed"):
-        # a string's own rule says it all; for anything else it adds to the range
-        return str(extra["allowed"]) if text == "a string" else f"{text} ({extra['allowed']})"
+        # a string's (or a path's) own rule says it all; for anything else it adds to the range
+        own = text in ("a string", "a path (a string)")
+        return str(extra["allowed"]) if own else f"{text} ({extra['allowed']})"
     return text
 
 

@@ -148,10 +148,14 @@ class PeerSender:
                 last_receipted_sequence=self._outbox.last_settled_outbound(lane),
                 window=min(self._window, allowances[lane]),
                 lanes=self._lanes,
-                batch_count=self._batch_count,
+                batch_count=self._batch_count
+                if lane in link.URGENT_LANES
+                else min(self._batch_count, link.DEFAULT_LOW_BATCH),
                 heartbeat_interval=self._heartbeat_interval,
                 dead_after=self._dead_after,
-                journal_hash_at=self._outbox.journal_hash_at,
+                # the witnessed checkpoint is of the journal, not of a lane: checked once, on
+                # the lane whose Welcome also finds our lost ROUTINE messages (LINK-28)
+                journal_hash_at=self._outbox.journal_hash_at if lane == link.ROUTINE_LANE else None,
                 unsettled_elsewhere=self._elsewhere_than(lane),
             )
         self.cores = cores

@@ -281,7 +281,9 @@ an old copy) is detected, never papered over by adopting the other side's number
   another party's journal, is a protocol violation: the stream ends, nothing changes). If
   its `entry_count` exceeds the sender's journal, or the sender's chain hash after that many
   entries differs from its `head_hash`, the sender's journal lost or rewrote history the
-  receiver witnessed, and the sender MUST hold exactly as above [LINK-28].
+  receiver witnessed, and the sender MUST hold exactly as above [LINK-28]. (Every lane's
+  Welcome carries it; it is of the journal, not of a lane, so a sender MAY check it on one
+  lane's Welcome only: this implementation checks the ROUTINE lane's.)
 
 A gateway checks this on every Welcome it sends or receives, so after a restart on a
 damaged journal the first connection in each direction finds it. Offline, `hotline journal

@@ -148,9 +148,7 @@ class PeerSender:
                 last_receipted_sequence=self._outbox.last_settled_outbound(lane),
                 window=min(self._window, allowances[lane]),
                 lanes=self._lanes,
-                batch_count=self._batch_count
-                if lane in link.URGENT_LANES
-                else min(self._batch_count, link.DEFAULT_LOW_BATCH),
+                batch_count=self._batch_count,
                 heartbeat_interval=self._heartbeat_interval,
                 dead_after=self._dead_after,
                 # the witnessed checkpoint is of the journal, not of a lane: checked once, on
@@ -164,12 +162,16 @@ class PeerSender:
         return cores
 
     def _gate(self) -> None:
-        """No lane sends batches before every higher lane is open: when the link comes up,
-        the FLASH backlog leaves first (each lane's Welcome arrives in its own time)."""
+        """No lane sends batches before every higher lane is open (when the link comes up the
+        FLASH backlog leaves first: each lane's Welcome arrives in its own time), nor while a
+        FLASH is in flight (both gateways' CPUs then serve the FLASH, not new ROUTINE work;
+        the batches already sent go on)."""
+        flash = self.cores[link.LANES[0]]
+        flash_in_flight = flash.in_flight > 0
         higher_open = True
         for lane in link.LANES:
             core = self.cores[lane]
-            core.paused = not higher_open
+            core.paused = not higher_open or (flash_in_flight and core is not flash)
             higher_open = higher_open and core.up
 
     def _elsewhere_than(self, lane: int) -> Callable[[str], bool]:

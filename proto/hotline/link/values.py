@@ -33,11 +33,6 @@ DEFAULT_BATCH_BYTES = MAX_FRAME_BYTES - 1024  # ... and this many bytes (payload
 # throughput for FLASH latency.
 DEFAULT_LOW_LANE = 32
 DEFAULT_LANES: dict[int, int] = {1: 256, 2: 128, 3: DEFAULT_LOW_LANE, 4: DEFAULT_LOW_LANE}
-# Deliveries per batch on the PRIORITY and ROUTINE lanes: a receiver journals a batch as one
-# operation, and a FLASH's commit may have to wait for the operation in progress (at both
-# ends: the batch at the receiver, its settlement at the sender), so smaller lower-lane batches
-# shorten that wait; their allowance (above) still keeps several in flight.
-DEFAULT_LOW_BATCH = 8
 # The lanes of a direction: one per precedence rank, each with its own stream, sequences and
 # settlements (peer_link.proto, "Precedence lanes"). Checkpoints travel on the ROUTINE lane.
 LANES = (1, 2, 3, 4)

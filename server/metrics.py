@@ -118,7 +118,7 @@ def _precedence_of(entry: Entry) -> str:
     return ""
 
 
-def _acknowledged_id(entry: Entry) -> str:
+def acknowledged_id(entry: Entry) -> str:
     """For an inbound acknowledgement, the id of our message it acknowledges ("" if none):
     the store made its event a MESSAGE_ACKNOWLEDGED event about that message."""
     event = entry.event
@@ -247,7 +247,7 @@ class GatewayMetrics:
                 if start is not None:
                     self.stage.labels("delivered").observe((entry.time_ns - start) / 1e9)
             elif kind is Kind.MESSAGE_IN:
-                start = self._journaled_ns.pop(_acknowledged_id(entry), None)
+                start = self._journaled_ns.pop(acknowledged_id(entry), None)
                 if start is not None:
                     self.stage.labels("acknowledged").observe((entry.time_ns - start) / 1e9)
             elif kind in (Kind.LINK_UP, Kind.LINK_DOWN):

@@ -44,6 +44,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from hotline.journal_file import Entry, Kind
 from hotline.v1 import operator_pb2
+from server.metrics import acknowledged_id
 
 __all__ = ["GatewayTracing"]
 
@@ -160,7 +161,7 @@ class GatewayTracing:
                         "hotline.deliver", entry.message_id, known, entry.time_ns, "refused by peer"
                     )
             elif kind is Kind.MESSAGE_IN:
-                acknowledged = _acknowledged_id(entry)
+                acknowledged = acknowledged_id(entry)
                 known = self._messages.pop(acknowledged, None) if acknowledged else None
                 if known is not None:
                     self._stage("hotline.acknowledge", acknowledged, known, entry.time_ns)
@@ -183,16 +184,6 @@ class GatewayTracing:
         if error:
             span.set_status(Status(StatusCode.ERROR, error))
         span.end(end_time=max(end_ns, start_ns))
-
-
-def _acknowledged_id(entry: Entry) -> str:
-    event = entry.event
-    if (
-        isinstance(event, operator_pb2.Event)
-        and event.kind == operator_pb2.EVENT_KIND_MESSAGE_ACKNOWLEDGED
-    ):
-        return str(event.message_id)
-    return ""
 
 
 def _finish(span: trace.Span, context: grpc.aio.ServicerContext[Any, Any], error: object) -> None:

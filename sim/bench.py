@@ -108,7 +108,7 @@ import tempfile
 import time
 import tomllib
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,22 +219,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _echo_stderr(text: str) -> None:
+    print(f"-- {text}", file=sys.stderr, flush=True)
+
+
+async def _measured_alone(
+    args: argparse.Namespace,
+    prefix: str,
+    measure: Callable[[Path, int, Budget, Callable[[str], None]], Awaitable[dict[str, Any]]],
+) -> dict[str, Any]:
+    """Run one part of the bench on its own, in `--workdir` or a temporary directory."""
+    with contextlib.ExitStack() as stack:
+        workdir = args.workdir or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix))
+        )
+        workdir.mkdir(parents=True, exist_ok=True)
+        return await measure(workdir, args.payload_bytes, Budget(args.duration), _echo_stderr)
+
+
 async def _postgresql_alone(args: argparse.Namespace) -> int:
     """`python -m sim.bench postgresql`: measure_postgresql on its own (no SQLite figures, so
     no ratio), printed as the bench's rows, and the JSON's `postgresql` object."""
-
-    def echo(text: str) -> None:
-        print(f"-- {text}", file=sys.stderr, flush=True)
-
-    with contextlib.ExitStack() as stack:
-        workdir = args.workdir or Path(
-            stack.enter_context(tempfile.TemporaryDirectory(prefix="hotline-bench-pg-"))
-        )
-        workdir.mkdir(parents=True, exist_ok=True)
-        result = BenchResult()
-        result.postgresql = await measure_postgresql(
-            workdir, args.payload_bytes, Budget(args.duration), echo
-        )
+    result = BenchResult()
+    result.postgresql = await _measured_alone(args, "hotline-bench-pg-", measure_postgresql)
     print("\n".join(format_postgresql(result)))
     pg = result.postgresql.get("hotline", {})
     if "cpu_us_per_msg" in pg:
@@ -249,19 +256,10 @@ async def _postgresql_alone(args: argparse.Namespace) -> int:
 async def _metrics_alone(args: argparse.Namespace) -> int:
     """`python -m sim.bench metrics`: measure_metrics_cost on its own, printed as the bench's
     rows, and the JSON's `metrics_cost` object."""
-
-    def echo(text: str) -> None:
-        print(f"-- {text}", file=sys.stderr, flush=True)
-
-    with contextlib.ExitStack() as stack:
-        workdir = args.workdir or Path(
-            stack.enter_context(tempfile.TemporaryDirectory(prefix="hotline-bench-metrics-"))
-        )
-        workdir.mkdir(parents=True, exist_ok=True)
-        result = BenchResult()
-        result.metrics_cost = await measure_metrics_cost(
-            workdir, args.payload_bytes, Budget(args.duration), echo
-        )
+    result = BenchResult()
+    result.metrics_cost = await _measured_alone(
+        args, "hotline-bench-metrics-", measure_metrics_cost
+    )
     print("\n".join(format_metrics_cost(result)))
     if args.json is not None:
         doc = {"metrics_cost": result.metrics_cost, "ratios": result.ratios()}

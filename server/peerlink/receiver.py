@@ -118,6 +118,7 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
         }
         self._streams: dict[tuple[int, int], asyncio.Queue[_Item]] = {}  # (lane, stream) ->
         self._up_lanes: set[int] = set()
+        self._up_connection = ""  # the peer address (one connection) the link is up over
         self._background: set[asyncio.Future[Any]] = set()
         self.status = LinkStatus(detail="no stream from the peer yet")
         self._checkpoints = PeerCheckpoints(store, keyring)
@@ -154,7 +155,14 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
                 )
         queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._streams[lane, stream] = queue
-        self.status.detail = f"streams from {context.peer()}"
+        connection = context.peer()
+        if self.status.up and connection != self._up_connection:
+            # A new connection while the old one's streams are not all seen to end yet: the
+            # old one is down now (its streams are being replaced lane by lane).
+            self._up_lanes.clear()
+            await self._down("the peer connected again")
+        self._up_connection = connection
+        self.status.detail = f"streams from {connection}"
         self._pump(lane)
         reason = "the peer closed the stream"
         reader = asyncio.create_task(self._read(lane, stream, requests, queue))
@@ -181,9 +189,12 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
             if current:
                 self._up_lanes.discard(lane)
             if current and self.status.up and not self._up_lanes:
-                self.status.went(False, time.time(), reason)
-                log.warning("inbound link from %s down: %s", self.peer_party, printable(reason))
-                await asyncio.shield(self._on_link(False, reason))
+                await asyncio.shield(self._down(reason))
+
+    async def _down(self, reason: str) -> None:
+        self.status.went(False, time.time(), reason)
+        log.warning("inbound link from %s down: %s", self.peer_party, printable(reason))
+        await self._on_link(False, reason)
 
     async def _hello(
         self, requests: AsyncIterator[peer_link_pb2.PushRequest], context: Context

@@ -34,6 +34,7 @@ is pushed until the journal is recovered and the gateway restarted (`held` says 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import secrets
@@ -116,6 +117,10 @@ class PeerSender:
         self.cores: dict[int, link.OutboundLink] = self._new_cores()
         self._queues: dict[int, asyncio.Queue[peer_link_pb2.PushRequest]] = {}
         self._up_lanes: set[int] = set()
+        # Set while no FLASH is in flight; the other lanes settle their batch receipts only
+        # then, so that the FLASH's settlement does not wait behind theirs in our journal.
+        self._flash_idle = asyncio.Event()
+        self._flash_idle.set()
         self._background: set[asyncio.Future[Any]] = set()
         self._failed_settlement: BaseException | None = None
         self._down: str = ""  # the core declared the link down: why
@@ -173,6 +178,16 @@ class PeerSender:
             core = self.cores[lane]
             core.paused = not higher_open or (flash_in_flight and core is not flash)
             higher_open = higher_open and core.up
+
+    def _note_flash(self) -> None:
+        """A FLASH is in flight until its settlement is durable: until then the other lanes'
+        batch receipts wait (`_reader`), so that its settlement and its event are not queued
+        behind theirs in our journal and event loop."""
+        flash = self.cores[link.LANES[0]]
+        if flash.in_flight or flash.settling:
+            self._flash_idle.clear()
+        else:
+            self._flash_idle.set()
 
     def _elsewhere_than(self, lane: int) -> Callable[[str], bool]:
         def unsettled_elsewhere(message_id: str) -> bool:
@@ -286,6 +301,7 @@ class PeerSender:
             for core in self.cores.values():
                 core.disconnect(reason)
                 core.drain()  # the LinkDown event is reported below, once
+            self._flash_idle.set()
             self._up_lanes.clear()
             was_up = self.status.up
             if self.status.up:
@@ -383,6 +399,14 @@ class PeerSender:
             if response is grpc.aio.EOF:
                 raise ProtocolError("the peer ended the stream")
             assert isinstance(response, peer_link_pb2.PushResponse)
+            if (
+                lane != link.LANES[0]
+                and not self._flash_idle.is_set()
+                and response.WhichOneof("frame") == "batch_receipt"
+            ):
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._dead_after / 4):
+                        await self._flash_idle.wait()
             frame = wire.receiver_frame_from_wire(
                 response, self._keyring, receiver_party=self.peer_party, sender_party=self.party
             )
@@ -444,6 +468,8 @@ class PeerSender:
         """Carry out a lane's core's actions, in order."""
         core = self.cores[lane]
         queue = self._queues.get(lane)
+        if lane == link.LANES[0]:
+            self._note_flash()
         for action in core.drain():
             if isinstance(action, link.Send):
                 if queue is not None:

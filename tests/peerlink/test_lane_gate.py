@@ -1,5 +1,6 @@
-"""The sending end's gate between lanes: no lane sends before every higher lane is open, and
-no other lane sends a new batch while a FLASH is in flight (the cores alone, no sockets)."""
+"""The sending end's gate between lanes: no lane sends before every higher lane is open; while
+a FLASH is in flight (until its settlement is durable) no other lane sends a new batch, and
+their batch receipts wait (the cores alone, no sockets)."""
 
 from __future__ import annotations
 
@@ -69,10 +70,18 @@ async def test_lanes_start_in_precedence_order_and_hold_while_a_flash_is_in_flig
     s._gate()  # the FLASH is in flight now
     routine.tick(0.0)
     assert sent(routine) == []
+    s._note_flash()
+    assert not s._flash_idle.is_set()  # the other lanes' batch receipts wait
     flash.receive(
         link.BatchReceipt(1, 1, (link.ReceiptItem(1, "f", sha256(b"f").digest()),), lane=1), 0.0
     )
     assert flash.in_flight == 0
+    [persist] = [a for a in flash.drain() if isinstance(a, link.Persist)]
+    s._note_flash()
+    assert not s._flash_idle.is_set()  # settled, not yet durable
+    flash.persisted(persist.token)
+    s._note_flash()
+    assert s._flash_idle.is_set()
     s._gate()
     routine.tick(0.0)
     assert sent(routine) == ["r"]

@@ -189,6 +189,11 @@ class OutboundLink(_Actions):
         return sum(self._lane_use.values())
 
     @property
+    def settling(self) -> bool:
+        """Whether settlements of this lane are still being made durable."""
+        return bool(self._unconfirmed)
+
+    @property
     def lanes_in_flight(self) -> Mapping[int, int]:
         """Deliveries in flight per lane (precedence rank), read-only (for metrics)."""
         return MappingProxyType(self._lane_use)

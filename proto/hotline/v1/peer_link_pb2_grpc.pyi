@@ -151,8 +151,9 @@ them.
   IMMEDIATE batch's journal commit does not wait for a lower lane's group commit, and the
   checks of a lower lane's batch yield to the other lanes between deliveries.
 * When a connection opens, a lane sends no delivery before every higher lane is welcomed,
-  so that the FLASH backlog leaves first; and while a FLASH is in flight, the other lanes
-  send no new batch, so that both gateways' processors serve the FLASH (this
+  so that the FLASH backlog leaves first; and while a FLASH is in flight (until its
+  settlement is durable), the other lanes send no new batch and their batch receipts wait
+  to be settled, so that both gateways' processors and journals serve the FLASH (this
   implementation).
 * Checkpoints, which consume no sequence, travel on the ROUTINE lane's stream (a receiver
   accepts them on any).

@@ -194,7 +194,10 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
     async def _down(self, reason: str) -> None:
         self.status.went(False, time.time(), reason)
         log.warning("inbound link from %s down: %s", self.peer_party, printable(reason))
-        await self._on_link(False, reason)
+        try:
+            await self._on_link(False, reason)
+        except JournalError as exc:  # the gateway is stopping: its journal closed first
+            log.info("the inbound link's end was not journaled: %s", exc)
 
     async def _hello(
         self, requests: AsyncIterator[peer_link_pb2.PushRequest], context: Context

@@ -41,10 +41,10 @@ from hotline import link, wire
 from hotline.acceptance import Acceptance
 from hotline.errors import ProtocolError, SignatureError
 from hotline.signing import KeyRing, Signer
-from hotline.v1 import common_pb2, peer_link_pb2, peer_link_pb2_grpc
+from hotline.v1 import peer_link_pb2, peer_link_pb2_grpc
 from server.journal import JournalError
 from server.peerlink.checkpoints import PeerCheckpoints
-from server.peerlink.status import LinkStatus, printable
+from server.peerlink.status import LinkStatus, by_lane, printable
 from server.store import Store
 
 log = logging.getLogger("hotline.link.in")
@@ -54,12 +54,6 @@ DataLossNotice = Callable[[str], Awaitable[None]]
 Context = grpc.aio.ServicerContext[peer_link_pb2.PushRequest, peer_link_pb2.PushResponse]
 
 _CODES = {end: getattr(grpc.StatusCode, end.value) for end in link.StreamEnd}
-_LANE_NAMES = {
-    lane: common_pb2.Precedence.Name(common_pb2.Precedence.ValueType(lane)).removeprefix(
-        "PRECEDENCE_"
-    )
-    for lane in link.LANES
-}
 INSPECT_STEP = 4  # deliveries of a lower lane's batch checked between yields to other lanes
 
 
@@ -384,9 +378,7 @@ class PeerLinkServicer(peer_link_pb2_grpc.PeerLinkServiceServicer):
             if self.status.up:
                 return
             self.status.last_sequence = self.settled
-            held = ", ".join(
-                f"{_LANE_NAMES[lane]} {core.durable_sequence}" for lane, core in self.cores.items()
-            )
+            held = by_lane({lane: core.durable_sequence for lane, core in self.cores.items()})
             self.status.went(True, time.time(), self.status.detail)
             log.info("inbound link from %s up; holding up to sequences %s", self.peer_party, held)
             self._background_task(

@@ -51,19 +51,13 @@ from hotline.v1 import common_pb2, peer_link_pb2, peer_link_pb2_grpc
 from server.peerlink.peer_certificate import PeerCertificateError, PeerCertificateRefused
 from server.peerlink.ports import Outbox
 from server.peerlink.reasons import in_words
-from server.peerlink.status import LinkStatus, printable
+from server.peerlink.status import LinkStatus, by_lane, printable
 
 log = logging.getLogger("hotline.link.out")
 
 LinkNotice = Callable[[bool, str], Awaitable[None]]
 SecurityNotice = Callable[[str], Awaitable[None]]
 PeerRefusedNotice = Callable[[PeerCertificateRefused], Awaitable[None]]
-_LANE_NAMES = {
-    lane: common_pb2.Precedence.Name(common_pb2.Precedence.ValueType(lane)).removeprefix(
-        "PRECEDENCE_"
-    )
-    for lane in link.LANES
-}
 JournalLostNotice = Callable[[link.JournalLost], Awaitable[None]]
 Call = grpc.aio.StreamStreamCall[peer_link_pb2.PushRequest, peer_link_pb2.PushResponse]
 
@@ -517,9 +511,7 @@ class PeerSender:
             if self._up_lanes != set(link.LANES) or self.status.up:
                 return
             self._logged_down = ""
-            held = ", ".join(
-                f"{_LANE_NAMES[lane]} {core.last_settled}" for lane, core in self.cores.items()
-            )
+            held = by_lane({lane: core.last_settled for lane, core in self.cores.items()})
             self.status.went(
                 True, time.time(), f"the peer held up to sequences {held} when the link came up"
             )

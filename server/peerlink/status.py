@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from hotline import link
 from hotline.display import escaped
+from hotline.v1 import common_pb2
+
+LANE_NAMES = {
+    lane: common_pb2.Precedence.Name(common_pb2.Precedence.ValueType(lane)).removeprefix(
+        "PRECEDENCE_"
+    )
+    for lane in link.LANES
+}
+
+
+def by_lane(sequences: Mapping[int, int]) -> str:
+    """`{lane: sequence}` as operators read it: "FLASH 3, IMMEDIATE 0, ..."."""
+    return ", ".join(f"{LANE_NAMES[lane]} {sequence}" for lane, sequence in sequences.items())
 
 
 @dataclass
